@@ -1,0 +1,100 @@
+// strata::fs: the union filesystem behind stratafs(1).
+//
+// stratafs presents stacked read-only layer directories (and optionally a
+// writable upper directory) as one tree with overlayfs semantics, through the
+// libfuse3 low-level API. This header is what a tool needs: the mount options
+// (parsed from an overlayfs-style command line), the helpers for the on-disk
+// conventions that other modules share (override_stat xattr, id maps), and the
+// entry point that mounts and serves until unmounted.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace strata::fs {
+
+// Lower layers are numbered into the top bits of every inode number (as
+// overlayfs's xino does), so numbers never collide across layers and stay
+// stable across remounts. 8 bits: the upper is 0, lowers are 1..255.
+inline constexpr std::size_t kMaxLowerLayers = 255;
+
+// One range of a uid or gid map: ids [container, container+count) in the
+// mount are ids [host, host+count) on disk (fuse-overlayfs's
+// `uidmapping=CTR:HOST:N[:CTR:HOST:N...]`).
+struct IdRange {
+  std::uint32_t container = 0;
+  std::uint32_t host = 0;
+  std::uint32_t count = 0;
+};
+
+class IdMap {
+ public:
+  IdMap() = default;
+  explicit IdMap(std::vector<IdRange> ranges) : ranges_(std::move(ranges)) {}
+  // Parses "CTR:HOST:N[:CTR:HOST:N...]"; throws UsageError naming WHAT.
+  static IdMap parse(std::string_view spec, std::string_view what);
+  bool empty() const noexcept { return ranges_.empty(); }
+  // On-disk id -> id shown in the mount; unmapped ids become the overflow id.
+  std::uint32_t to_container(std::uint32_t host_id) const noexcept;
+  // Id from the caller -> id to store on disk; nullopt when it has no mapping.
+  std::optional<std::uint32_t> to_host(std::uint32_t container_id) const noexcept;
+
+ private:
+  std::vector<IdRange> ranges_;
+};
+
+// The `user.containers.override_stat` xattr (containers/storage and
+// fuse-overlayfs convention) keeps an owner, mode and file type that the host
+// could not store: "UID:GID:MODE[:TYPE]" with MODE in octal and TYPE one of
+// file, dir, symlink, pipe, socket, block-MAJ-MIN, char-MAJ-MIN.
+inline constexpr const char* kOverrideStatXattr = "user.containers.override_stat";
+
+struct OverrideStat {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  mode_t mode = 0;  // permission bits and, when TYPE was given, the S_IFMT type
+  dev_t rdev = 0;
+  bool has_type = false;
+};
+std::optional<OverrideStat> parse_override_stat(std::string_view value);
+std::string format_override_stat(const OverrideStat& value);
+
+// Splits an overlayfs layer list "A:B:C"; "\:" and "\\" escape.
+std::vector<std::string> split_layer_list(std::string_view list);
+
+struct MountOptions {
+  std::vector<std::string> lowerdirs;  // topmost first
+  std::string upperdir;
+  std::string workdir;
+  std::string mountpoint;
+  std::string source = "stratafs";  // shown as the mount's source (fsname)
+  bool foreground = false;
+  bool debug = false;
+  bool single_threaded = false;
+  bool allow_other = false;
+  bool allow_root = false;
+  bool read_only = false;
+  IdMap uid_map;
+  IdMap gid_map;
+};
+
+enum class CommandLineAction { mount, help, version };
+
+// Parses stratafs's command line: `[SOURCE] MOUNTPOINT -o OPTS [-f] [-d]`
+// (the SOURCE form is how mount.fuse3 and fstab call it). Throws UsageError.
+CommandLineAction parse_command_line(int argc, const char* const* argv, MountOptions& options);
+
+std::string usage_text(std::string_view program);
+
+// Checks the options, opens the layers, mounts, and serves requests until the
+// file system is unmounted or a SIGINT/SIGTERM arrives. Without `foreground`
+// it detaches once the mount is ready. Throws strata::Error before mounting
+// when anything is wrong; nothing is mounted then.
+void mount_and_serve(const MountOptions& options);
+
+}  // namespace strata::fs

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs the Debian packages strata needs to build, test and benchmark.
+# Idempotent: installs only what is missing; runs apt-get update only then.
+# Usage: scripts/install-deps.sh [build|test|bench]...   (default: build test)
+set -euo pipefail
+
+build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev libxxhash-dev
+  libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev)
+# What the integration tests drive: real FUSE, kernel overlayfs's reference
+# tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
+# unprivileged user's id mapping tools, and the offline base image's busybox.
+test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils uidmap kmod
+  skopeo umoci buildah docker-registry util-linux procps psmisc)
+bench_pkgs=(fuse-overlayfs hyperfine umoci buildah time g++ python3 util-linux linux-perf strace busybox-static)
+
+groups=("$@")
+[ ${#groups[@]} -gt 0 ] || groups=(build test)
+wanted=()
+for g in "${groups[@]}"; do
+  case "$g" in
+    build) wanted+=("${build_pkgs[@]}") ;;
+    test) wanted+=("${test_pkgs[@]}") ;;
+    bench) wanted+=("${bench_pkgs[@]}") ;;
+    *) echo "install-deps: unknown group '$g' (build, test, bench)" >&2; exit 2 ;;
+  esac
+done
+
+missing=()
+for p in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=sudo
+else
+  sudo=
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

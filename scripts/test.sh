@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds strata with AddressSanitizer and UndefinedBehaviorSanitizer and runs
+# every test (doctest unit tests and the integration tests, which mount real
+# FUSE filesystems and so need root or /dev/fuse). Ends with one line
+# "N passed, N failed" and exits non-zero if anything failed.
+# Usage: scripts/test.sh [meson test args, e.g. a test name or --suite unit]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh build test
+
+build=build
+if [ ! -f "$build/build.ninja" ]; then
+  meson setup "$build" -Db_sanitize=address,undefined -Dtests=true >/dev/null
+fi
+ninja -C "$build" -j2 >/dev/null || ninja -C "$build" -j1
+
+# UBSan findings fail the test instead of only printing; leaks are errors.
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+
+status=0
+meson test -C "$build" --num-processes 2 --print-errorlogs "$@" || status=$?
+/usr/bin/python3 scripts/test-summary.py "$build/meson-logs/testlog.json" || status=1
+exit "$status"

@@ -1,0 +1,968 @@
+// The build planner: evaluates a parsed Dockerfile into stages and steps with
+// docker's semantics (see strata/build.hpp).
+#include <sys/utsname.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <csignal>
+#include <cstring>
+
+#include "strata/build.hpp"
+#include "strata/dockerignore.hpp"
+
+namespace strata::build {
+
+// ---- config ----
+
+std::optional<std::string> ImageConfig::getenv(std::string_view name) const {
+  for (const auto& kv : env) {
+    auto eq = kv.find('=');
+    if (std::string_view(kv).substr(0, eq) == name) return eq == std::string::npos ? std::string() : kv.substr(eq + 1);
+  }
+  return std::nullopt;
+}
+
+void ImageConfig::setenv(const std::string& name, const std::string& value) {
+  for (auto& kv : env) {
+    if (std::string_view(kv).substr(0, kv.find('=')) == name) {
+      kv = name + "=" + value;
+      return;
+    }
+  }
+  env.push_back(name + "=" + value);
+}
+
+nlohmann::json config_to_json(const ImageConfig& c) {
+  nlohmann::json j = c.extra.is_object() ? c.extra : nlohmann::json::object();
+  auto set_or_erase = [&j](const char* key, bool present, nlohmann::json value) {
+    if (present) {
+      j[key] = std::move(value);
+    } else {
+      j.erase(key);
+    }
+  };
+  set_or_erase("Env", !c.env.empty(), c.env);
+  set_or_erase("Cmd", c.cmd.has_value(), c.cmd ? nlohmann::json(*c.cmd) : nlohmann::json());
+  set_or_erase("Entrypoint", c.entrypoint.has_value(), c.entrypoint ? nlohmann::json(*c.entrypoint) : nlohmann::json());
+  set_or_erase("WorkingDir", !c.working_dir.empty(), c.working_dir);
+  set_or_erase("User", !c.user.empty(), c.user);
+  nlohmann::json ports = nlohmann::json::object();
+  for (const auto& p : c.exposed_ports) ports[p] = nlohmann::json::object();
+  set_or_erase("ExposedPorts", !c.exposed_ports.empty(), ports);
+  set_or_erase("Labels", !c.labels.empty(), c.labels);
+  nlohmann::json volumes = nlohmann::json::object();
+  for (const auto& v : c.volumes) volumes[v] = nlohmann::json::object();
+  set_or_erase("Volumes", !c.volumes.empty(), volumes);
+  set_or_erase("StopSignal", !c.stop_signal.empty(), c.stop_signal);
+  if (c.healthcheck) {
+    nlohmann::json h;
+    h["Test"] = c.healthcheck->test;
+    if (c.healthcheck->interval != 0) h["Interval"] = c.healthcheck->interval;
+    if (c.healthcheck->timeout != 0) h["Timeout"] = c.healthcheck->timeout;
+    if (c.healthcheck->start_period != 0) h["StartPeriod"] = c.healthcheck->start_period;
+    if (c.healthcheck->start_interval != 0) h["StartInterval"] = c.healthcheck->start_interval;
+    if (c.healthcheck->retries != 0) h["Retries"] = c.healthcheck->retries;
+    j["Healthcheck"] = h;
+  } else {
+    j.erase("Healthcheck");
+  }
+  set_or_erase("Shell", !c.shell.empty(), c.shell);
+  set_or_erase("OnBuild", !c.on_build.empty(), c.on_build);
+  return j;
+}
+
+ImageConfig config_from_json(const nlohmann::json& j) {
+  ImageConfig c;
+  if (!j.is_object()) return c;
+  c.extra = j;
+  auto strings = [&j](const char* key) {
+    std::vector<std::string> out;
+    if (j.contains(key) && j[key].is_array()) {
+      for (const auto& s : j[key]) {
+        if (s.is_string()) out.push_back(s.get<std::string>());
+      }
+    }
+    return out;
+  };
+  auto string = [&j](const char* key) {
+    return j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : std::string();
+  };
+  auto keys = [&j](const char* key) {
+    std::set<std::string> out;
+    if (j.contains(key) && j[key].is_object()) {
+      for (const auto& item : j[key].items()) out.insert(item.key());
+    }
+    return out;
+  };
+  c.env = strings("Env");
+  if (j.contains("Cmd") && j["Cmd"].is_array()) c.cmd = strings("Cmd");
+  if (j.contains("Entrypoint") && j["Entrypoint"].is_array()) c.entrypoint = strings("Entrypoint");
+  c.working_dir = string("WorkingDir");
+  c.user = string("User");
+  c.exposed_ports = keys("ExposedPorts");
+  c.volumes = keys("Volumes");
+  if (j.contains("Labels") && j["Labels"].is_object()) {
+    for (const auto& item : j["Labels"].items()) {
+      if (item.value().is_string()) c.labels[item.key()] = item.value().get<std::string>();
+    }
+  }
+  c.stop_signal = string("StopSignal");
+  if (j.contains("Healthcheck") && j["Healthcheck"].is_object()) {
+    const auto& h = j["Healthcheck"];
+    HealthConfig hc;
+    if (h.contains("Test") && h["Test"].is_array()) {
+      for (const auto& s : h["Test"]) {
+        if (s.is_string()) hc.test.push_back(s.get<std::string>());
+      }
+    }
+    auto num = [&h](const char* key) -> std::int64_t {
+      return h.contains(key) && h[key].is_number_integer() ? h[key].get<std::int64_t>() : 0;
+    };
+    hc.interval = num("Interval");
+    hc.timeout = num("Timeout");
+    hc.start_period = num("StartPeriod");
+    hc.start_interval = num("StartInterval");
+    hc.retries = static_cast<int>(num("Retries"));
+    c.healthcheck = hc;
+  }
+  c.shell = strings("Shell");
+  c.on_build = strings("OnBuild");
+  return c;
+}
+
+// ---- helpers ----
+
+std::string native_arch() {
+  struct utsname u {};
+  ::uname(&u);
+  std::string m = u.machine;
+  if (m == "x86_64") return "amd64";
+  if (m == "aarch64" || m == "arm64") return "arm64";
+  if (m.rfind("armv7", 0) == 0 || m.rfind("armv6", 0) == 0) return "arm";
+  if (m == "i686" || m == "i386") return "386";
+  if (m == "ppc64le") return "ppc64le";
+  if (m == "s390x") return "s390x";
+  if (m == "riscv64") return "riscv64";
+  return m;
+}
+
+namespace {
+
+std::string go_quote(std::string_view s) {
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += "\\x";
+          out += hex[c >> 4];
+          out += hex[c & 15];
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// Go's %q of an int: a quoted rune ('\x03', 'A').
+std::string go_quote_rune(int r) {
+  static const char hex[] = "0123456789abcdef";
+  if (r >= 0x20 && r < 0x7f && r != '\'' && r != '\\') return std::string("'") + static_cast<char>(r) + "'";
+  if (r == '\'') return "'\\''";
+  if (r == '\\') return "'\\\\'";
+  if (r >= 0 && r < 0x100) return std::string("'\\x") + hex[(r >> 4) & 15] + hex[r & 15] + "'";
+  return "'" + std::to_string(r) + "'";
+}
+
+std::string join(const std::vector<std::string>& items, std::string_view sep) {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += sep;
+    out += items[i];
+  }
+  return out;
+}
+
+std::string to_lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool all_digits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
+}
+
+const std::set<std::string>& proxy_args() {
+  static const std::set<std::string> names = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
+                                              "FTP_PROXY",  "ftp_proxy",  "NO_PROXY",    "no_proxy",
+                                              "ALL_PROXY",  "all_proxy"};
+  return names;
+}
+
+bool valid_signal(const std::string& raw) {
+  if (all_digits(raw)) {
+    long n = std::strtol(raw.c_str(), nullptr, 10);
+    return n >= 1 && n <= 64;
+  }
+  std::string s = raw;
+  for (auto& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (s.rfind("SIG", 0) == 0) s = s.substr(3);
+  static const std::set<std::string> names = {
+      "ABRT", "ALRM", "BUS",  "CHLD", "CLD",   "CONT", "FPE",  "HUP",  "ILL",  "INT",    "IO",   "IOT",
+      "KILL", "PIPE", "POLL", "PROF", "PWR",   "QUIT", "SEGV", "STKFLT", "STOP", "SYS",  "TERM", "TRAP",
+      "TSTP", "TTIN", "TTOU", "URG",  "USR1",  "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ", "RTMIN", "RTMAX"};
+  if (names.count(s) != 0) return true;
+  for (const char* base : {"RTMIN+", "RTMAX-"}) {
+    size_t n = std::strlen(base);
+    if (s.rfind(base, 0) == 0 && all_digits(s.substr(n))) {
+      long k = std::strtol(s.c_str() + n, nullptr, 10);
+      return k >= 1 && k <= 30;
+    }
+  }
+  return false;
+}
+
+// docker's NormalizeWorkdir: a relative path is joined to the current one
+// (and cleaned); an absolute one is kept as written.
+std::string normalize_workdir(const std::string& current, const std::string& requested) {
+  if (!requested.empty() && requested[0] == '/') return requested;
+  return clean_path("/" + current + "/" + requested);
+}
+
+// Escapes backslashes that a shell here-document would keep, so that the
+// word lexer (which drops every escape) leaves them: in an unquoted
+// here-document only \$ \` \\ and \<newline> are escapes.
+std::string heredoc_escape(std::string_view content) {
+  std::string out;
+  for (size_t i = 0; i < content.size(); ++i) {
+    char c = content[i];
+    if (c == '\\') {
+      char next = i + 1 < content.size() ? content[i + 1] : '\0';
+      if (next == '$' || next == '`' || next == '\\' || next == '\n') {
+        out += c;
+        out += next;
+        ++i;
+        continue;
+      }
+      out += "\\\\";
+      continue;
+    }
+    out += c;
+  }
+  return out;
+}
+
+class Planner {
+ public:
+  Planner(const Dockerfile& df, const PlanOptions& options) : df_(df), opt_(options), arch_(native_arch()) {
+    platform_ = "linux/" + arch_;
+    auto_args_ = {{"BUILDPLATFORM", platform_}, {"BUILDOS", "linux"},     {"BUILDARCH", arch_},
+                  {"BUILDVARIANT", ""},         {"TARGETPLATFORM", platform_}, {"TARGETOS", "linux"},
+                  {"TARGETARCH", arch_},        {"TARGETVARIANT", ""}};
+  }
+
+  Plan plan() {
+    split_stages();
+    evaluate_global_args();
+    int target = static_cast<int>(stage_starts_.size()) - 1;
+    if (!opt_.target.empty()) {
+      std::string wanted = to_lower(opt_.target);
+      target = -1;
+      for (size_t i = 0; i < stage_names_.size(); ++i) {
+        if (stage_names_[i] == wanted) target = static_cast<int>(i);
+      }
+      if (target < 0) throw Error("target stage " + quote(opt_.target) + " could not be found in " + quote(df_.path));
+    }
+    evaluate(target);
+    Plan plan;
+    int number = 0;
+    for (auto& [index, stage] : done_) {
+      if (index == target) plan.target = static_cast<int>(plan.stages.size());
+      for (auto& step : stage.steps) step.number = ++number;
+      plan.stages.push_back(std::move(stage));
+    }
+    plan.total_steps = number;
+    std::vector<std::string> unused;
+    for (const auto& [name, value] : opt_.build_args) {
+      if (consumed_.count(name) == 0 && proxy_args().count(name) == 0) unused.push_back(name);
+    }
+    if (!unused.empty()) {
+      plan.warnings.push_back("one or more build-args [" + join(unused, " ") + "] were not consumed");
+    }
+    for (const auto& w : df_.warnings) plan.warnings.push_back(w);
+    return plan;
+  }
+
+ private:
+  [[noreturn]] void fail(Position pos, const std::string& message) const {
+    throw DockerfileError(df_.path, pos, message, instruction_text(pos));
+  }
+
+  std::string instruction_text(Position pos) const {
+    for (const auto& ins : df_.instructions) {
+      if (ins.pos.line <= pos.line && pos.line <= ins.last_line) return ins.original;
+    }
+    return {};
+  }
+
+  void split_stages() {
+    for (size_t i = 0; i < df_.instructions.size(); ++i) {
+      const auto& ins = df_.instructions[i];
+      if (ins.keyword == "FROM") {
+        stage_starts_.push_back(i);
+        stage_names_.push_back(ins.stage_name);
+      } else if (stage_starts_.empty() && ins.keyword != "ARG") {
+        fail(ins.pos, "no build stage in current context: " + ins.keyword + " before the first FROM");
+      }
+    }
+    if (stage_starts_.empty()) {
+      throw DockerfileError(df_.path, {1, 1}, "the Dockerfile has no FROM instruction", "");
+    }
+  }
+
+  std::string expand(const Word& w, const VariableLookup& lookup) const {
+    try {
+      return ShellLexer(df_.escape).process_word(w.text, lookup);
+    } catch (const ExpansionError& e) {
+      fail(w.pos, e.what());
+    }
+  }
+
+  std::vector<std::string> expand_fields(const Word& w, const VariableLookup& lookup) const {
+    try {
+      return ShellLexer(df_.escape).process_words(w.text, lookup);
+    } catch (const ExpansionError& e) {
+      fail(w.pos, e.what());
+    }
+  }
+
+  std::optional<std::string> auto_arg(std::string_view name) const {
+    for (const auto& [k, v] : auto_args_) {
+      if (k == name) return v;
+    }
+    return std::nullopt;
+  }
+
+  VariableLookup global_lookup() const {
+    return [this](std::string_view name) -> std::optional<std::string> {
+      for (auto it = global_args_.rbegin(); it != global_args_.rend(); ++it) {
+        if (it->first == name) return it->second;
+      }
+      return auto_arg(name);
+    };
+  }
+
+  void evaluate_global_args() {
+    for (size_t i = 0; i < (stage_starts_.empty() ? 0 : stage_starts_[0]); ++i) {
+      const auto& ins = df_.instructions[i];
+      std::vector<std::pair<std::string, std::optional<std::string>>> values;
+      for (const auto& d : ins.arg_decls) {
+        std::optional<std::string> value;
+        if (auto it = opt_.build_args.find(d.name.text); it != opt_.build_args.end()) {
+          value = it->second;
+        } else if (d.value) {
+          value = expand(*d.value, global_lookup());
+        }
+        consumed_.insert(d.name.text);
+        values.emplace_back(d.name.text, value);
+      }
+      for (auto& v : values) global_args_.push_back(std::move(v));
+    }
+  }
+
+  // The state of the stage being evaluated.
+  struct StageState {
+    Stage stage;
+    bool cmd_set = false;
+    std::vector<std::pair<std::string, std::optional<std::string>>> args;
+  };
+
+  VariableLookup stage_lookup(const StageState& s) const {
+    return [&s](std::string_view name) -> std::optional<std::string> {
+      // ENV always wins over an ARG of the same name.
+      if (auto v = s.stage.steps.back().config.getenv(name)) return v;
+      for (auto it = s.args.rbegin(); it != s.args.rend(); ++it) {
+        if (it->first == name) return it->second;
+      }
+      return std::nullopt;
+    };
+  }
+
+  std::optional<int> stage_by_name(const std::string& name, int before) const {
+    std::string wanted = to_lower(name);
+    for (int i = 0; i < before; ++i) {
+      if (!stage_names_[static_cast<size_t>(i)].empty() && stage_names_[static_cast<size_t>(i)] == wanted) return i;
+    }
+    return std::nullopt;
+  }
+
+  const Stage& evaluate(int index) {
+    if (auto it = done_.find(index); it != done_.end()) return it->second;
+    size_t begin = stage_starts_[static_cast<size_t>(index)];
+    size_t end = static_cast<size_t>(index) + 1 < stage_starts_.size() ? stage_starts_[static_cast<size_t>(index) + 1]
+                                                                       : df_.instructions.size();
+    StageState s;
+    s.stage.index = index;
+    s.stage.name = stage_names_[static_cast<size_t>(index)];
+    dispatch_from(s, df_.instructions[begin]);
+    run_triggers(s);
+    for (size_t i = begin + 1; i < end; ++i) dispatch(s, df_.instructions[i]);
+    s.stage.config = s.stage.steps.back().config;
+    return done_.emplace(index, std::move(s.stage)).first->second;
+  }
+
+  Step new_step(const StageState& s, const Instruction& ins, StepKind kind) const {
+    Step step;
+    step.stage = s.stage.index;
+    step.kind = kind;
+    step.pos = ins.pos;
+    step.keyword = ins.keyword;
+    step.display = ins.original;
+    step.config = s.stage.steps.empty() ? ImageConfig{} : s.stage.steps.back().config;
+    return step;
+  }
+
+  void dispatch_from(StageState& s, const Instruction& ins) {
+    Step step = new_step(s, ins, StepKind::from);
+    if (const Flag* f = ins.flag("platform")) {
+      std::string platform = expand({*f->value, f->pos}, global_lookup());
+      if (platform != platform_ && platform != platform_ + "/" && !platform.empty()) {
+        fail(f->pos, "platform " + quote(platform) + " is not supported: strata builds for the native platform " +
+                         platform_ + " only");
+      }
+    }
+    std::string base = expand(ins.args[0], global_lookup());
+    if (base.empty()) fail(ins.args[0].pos, "base name (" + ins.args[0].text + ") should not be blank");
+    s.stage.base = base;
+    if (auto earlier = stage_by_name(base, s.stage.index)) {
+      const Stage& parent = evaluate(*earlier);
+      s.stage.base_stage = *earlier;
+      s.stage.needs.push_back(*earlier);
+      step.config = parent.config;
+      s.stage.author = parent.author;
+    } else if (to_lower(base) == "scratch") {
+      step.config = ImageConfig{};
+      step.config.env = {kDefaultPath};
+    } else {
+      std::optional<BaseImage> image = opt_.resolve ? opt_.resolve(base) : std::nullopt;
+      if (!image) {
+        fail(ins.args[0].pos, "base image " + quote(base) +
+                                  " is not in the local store; get it with 'strata import', 'strata load' or "
+                                  "'strata pull'");
+      }
+      step.config = image->config;
+      s.stage.author = image->author;
+      s.stage.base_image = std::move(image);
+    }
+    step.normalized = nlohmann::json{{"FROM", base}}.dump();
+    s.stage.steps.push_back(std::move(step));
+  }
+
+  // ONBUILD triggers of the base run first, as if written after FROM; the
+  // new image does not inherit them.
+  void run_triggers(StageState& s) {
+    std::vector<std::string> triggers = s.stage.steps.back().config.on_build;
+    if (triggers.empty()) return;
+    s.stage.steps.back().config.on_build.clear();
+    for (const auto& text : triggers) {
+      Instruction trigger;
+      try {
+        trigger = parse_instruction(text, "ONBUILD trigger of " + s.stage.base);
+      } catch (const DockerfileError& e) {
+        fail(df_.instructions[stage_starts_[static_cast<size_t>(s.stage.index)]].pos, e.what());
+      }
+      if (trigger.keyword == "ONBUILD" || trigger.keyword == "FROM" || trigger.keyword == "MAINTAINER") {
+        fail(df_.instructions[stage_starts_[static_cast<size_t>(s.stage.index)]].pos,
+             trigger.keyword + " isn't allowed as an ONBUILD trigger (in " + quote(s.stage.base) + ")");
+      }
+      trigger.pos = df_.instructions[stage_starts_[static_cast<size_t>(s.stage.index)]].pos;
+      size_t before = s.stage.steps.size();
+      dispatch(s, trigger);
+      for (size_t i = before; i < s.stage.steps.size(); ++i) s.stage.steps[i].display = "ONBUILD " + text;
+    }
+  }
+
+  void add_history(Step& step, std::string created_by, bool empty_layer) const {
+    step.history.created_by = std::move(created_by);
+    step.history.empty_layer = empty_layer;
+    step.has_history = true;
+  }
+
+  std::vector<std::string> with_shell(const ImageConfig& config, const Instruction& ins) const {
+    std::vector<std::string> out;
+    if (ins.json) {
+      for (const auto& a : ins.args) out.push_back(a.text);
+      return out;
+    }
+    out = config.shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : config.shell;
+    out.push_back(ins.args.empty() ? std::string() : ins.args[0].text);
+    return out;
+  }
+
+  void dispatch(StageState& s, const Instruction& ins) {
+    const std::string& k = ins.keyword;
+    VariableLookup lookup = stage_lookup(s);
+    if (k == "RUN") return dispatch_run(s, ins);
+    if (k == "COPY" || k == "ADD") return dispatch_copy(s, ins);
+    Step step = new_step(s, ins, k == "WORKDIR" ? StepKind::workdir : StepKind::config);
+    ImageConfig& c = step.config;
+    nlohmann::json norm = {{"op", k}};
+    if (k == "ARG") {
+      std::vector<std::pair<std::string, std::optional<std::string>>> values;
+      for (const auto& d : ins.arg_decls) {
+        std::optional<std::string> value;
+        if (auto it = opt_.build_args.find(d.name.text); it != opt_.build_args.end()) {
+          value = it->second;
+        } else if (d.value) {
+          value = expand(*d.value, lookup);
+        } else {
+          bool global = false;
+          for (auto it2 = global_args_.rbegin(); it2 != global_args_.rend(); ++it2) {
+            if (it2->first == d.name.text) {
+              value = it2->second;
+              global = true;
+              break;
+            }
+          }
+          if (!global) value = auto_arg(d.name.text);
+        }
+        consumed_.insert(d.name.text);
+        values.emplace_back(d.name.text, value);
+      }
+      for (auto& v : values) {
+        norm["args"].push_back({v.first, v.second ? nlohmann::json(*v.second) : nlohmann::json()});
+        s.args.push_back(std::move(v));
+      }
+    } else if (k == "ENV" || k == "LABEL") {
+      std::vector<std::pair<std::string, std::string>> pairs;
+      for (const auto& kv : ins.pairs) pairs.emplace_back(expand(kv.key, lookup), expand(kv.value, lookup));
+      std::vector<std::string> shown;
+      for (const auto& [key, value] : pairs) {
+        if (key.empty()) fail(ins.pos, k + " names can not be blank");
+        if (k == "ENV") {
+          c.setenv(key, value);
+        } else {
+          c.labels[key] = value;
+        }
+        shown.push_back(key + "=" + value);
+        norm["pairs"].push_back({key, value});
+      }
+      add_history(step, k + " " + join(shown, " "), true);
+    } else if (k == "USER") {
+      c.user = expand(ins.args[0], lookup);
+      if (c.user.empty()) fail(ins.args[0].pos, "USER requires a user name");
+      norm["user"] = c.user;
+      add_history(step, "USER " + c.user, true);
+    } else if (k == "WORKDIR") {
+      std::string requested = expand(ins.args[0], lookup);
+      if (requested.empty()) fail(ins.args[0].pos, "WORKDIR requires a path: " + quote(ins.args[0].text) + " is empty");
+      c.working_dir = normalize_workdir(c.working_dir, requested);
+      step.path = c.working_dir;
+      norm["path"] = c.working_dir;
+      add_history(step, "WORKDIR " + c.working_dir, true);
+    } else if (k == "CMD" || k == "ENTRYPOINT") {
+      std::vector<std::string> args = with_shell(c, ins);
+      if (k == "CMD") {
+        c.cmd = args;
+        s.cmd_set = true;
+      } else {
+        c.entrypoint = args;
+        // A new ENTRYPOINT drops the CMD inherited from the base image
+        // (but not one set earlier in this stage).
+        if (!s.cmd_set) c.cmd.reset();
+      }
+      norm["args"] = args;
+      add_history(step, k + " " + go_quote_list(args), true);
+    } else if (k == "SHELL") {
+      c.shell.clear();
+      for (const auto& a : ins.args) c.shell.push_back(a.text);
+      norm["shell"] = c.shell;
+      add_history(step, "SHELL [" + join(c.shell, " ") + "]", true);
+    } else if (k == "EXPOSE") {
+      std::set<std::string> ports;
+      for (const auto& a : ins.args) {
+        for (const auto& spec : expand_fields(a, lookup)) {
+          for (auto& p : parse_port_spec(spec, a.pos)) ports.insert(p);
+        }
+      }
+      std::vector<std::string> shown;
+      for (const auto& p : ports) {
+        c.exposed_ports.insert(p);
+        shown.push_back(p + ":{}");
+      }
+      norm["ports"] = ports;
+      add_history(step, "EXPOSE map[" + join(shown, " ") + "]", true);
+    } else if (k == "VOLUME") {
+      std::vector<std::string> added;
+      for (const auto& a : ins.args) {
+        std::string v = expand(a, lookup);
+        if (v.find_first_not_of(" \t") == std::string::npos) {
+          fail(a.pos, "VOLUME specified can not be an empty string");
+        }
+        c.volumes.insert(v);
+        added.push_back(v);
+      }
+      norm["volumes"] = added;
+      add_history(step, "VOLUME [" + join(added, " ") + "]", true);
+    } else if (k == "STOPSIGNAL") {
+      std::string sig = expand(ins.args[0], lookup);
+      if (!valid_signal(sig)) fail(ins.args[0].pos, "invalid signal: " + quote(sig));
+      c.stop_signal = sig;
+      norm["signal"] = sig;
+      add_history(step, "STOPSIGNAL " + sig, true);
+    } else if (k == "HEALTHCHECK") {
+      HealthConfig h;
+      h.test = ins.health.test;
+      h.interval = ins.health.interval;
+      h.timeout = ins.health.timeout;
+      h.start_period = ins.health.start_period;
+      h.start_interval = ins.health.start_interval;
+      h.retries = ins.health.retries;
+      c.healthcheck = h;
+      norm["test"] = h.test;
+      norm["times"] = {h.interval, h.timeout, h.start_period, h.start_interval, h.retries};
+      // BuildKit records Go's %q of the health config.
+      add_history(step,
+                  "HEALTHCHECK &{" + go_quote_list(h.test) + " " + go_quote(format_go_duration(h.interval)) + " " +
+                      go_quote(format_go_duration(h.timeout)) + " " + go_quote(format_go_duration(h.start_period)) +
+                      " " + go_quote(format_go_duration(h.start_interval)) + " " + go_quote_rune(h.retries) + "}",
+                  true);
+    } else if (k == "ONBUILD") {
+      c.on_build.push_back(ins.trigger_text);
+      norm["trigger"] = ins.trigger_text;
+      add_history(step, "ONBUILD " + ins.trigger_text, true);
+    } else if (k == "MAINTAINER") {
+      s.stage.author = ins.args[0].text;
+      norm["author"] = s.stage.author;
+      add_history(step, "MAINTAINER " + s.stage.author, true);
+    } else {
+      fail(ins.pos, "unknown instruction: " + k);
+    }
+    step.normalized = norm.dump();
+    s.stage.steps.push_back(std::move(step));
+  }
+
+  std::vector<std::string> parse_port_spec(const std::string& spec, Position pos) const {
+    if (spec.find(':') != std::string::npos) {
+      fail(pos, "EXPOSE takes container ports only, not a host mapping: " + quote(spec));
+    }
+    std::string port = spec;
+    std::string proto = "tcp";
+    if (auto slash = spec.find('/'); slash != std::string::npos) {
+      port = spec.substr(0, slash);
+      proto = to_lower(spec.substr(slash + 1));
+    }
+    if (proto != "tcp" && proto != "udp" && proto != "sctp") fail(pos, "invalid proto: " + quote(proto));
+    auto number = [&](const std::string& s) -> long {
+      if (!all_digits(s) || s.size() > 5) fail(pos, "invalid containerPort: " + quote(port));
+      long n = std::strtol(s.c_str(), nullptr, 10);
+      if (n > 65535) fail(pos, "invalid containerPort: " + quote(port));
+      return n;
+    };
+    long lo = 0, hi = 0;
+    if (auto dash = port.find('-'); dash != std::string::npos) {
+      lo = number(port.substr(0, dash));
+      hi = number(port.substr(dash + 1));
+      if (hi < lo) fail(pos, "invalid port range: " + quote(port));
+    } else {
+      lo = hi = number(port);
+    }
+    std::vector<std::string> out;
+    for (long p = lo; p <= hi; ++p) out.push_back(std::to_string(p) + "/" + proto);
+    return out;
+  }
+
+  // The build args a RUN sees: declared in this stage with a value, plus the
+  // predefined proxy args given on the command line.
+  void run_environment(const StageState& s, Step& step) {
+    std::vector<std::string> env = step.config.env;
+    std::vector<std::pair<std::string, std::string>> used;
+    std::set<std::string> seen;
+    for (const auto& [name, value] : s.args) {
+      if (!value) continue;
+      // The last declaration wins; keep the first position like docker.
+      std::optional<std::string> latest;
+      for (auto it = s.args.rbegin(); it != s.args.rend(); ++it) {
+        if (it->first == name) {
+          latest = it->second;
+          break;
+        }
+      }
+      if (!latest || !seen.insert(name).second) continue;
+      used.emplace_back(name, *latest);
+    }
+    for (const auto& [name, value] : used) {
+      if (!step.config.getenv(name)) env.push_back(name + "=" + value);
+    }
+    for (const auto& name : proxy_args()) {
+      auto it = opt_.build_args.find(name);
+      if (it != opt_.build_args.end() && !step.config.getenv(name) && seen.count(name) == 0) {
+        env.push_back(name + "=" + it->second);
+      }
+    }
+    bool has_path = std::any_of(env.begin(), env.end(), [](const std::string& e) { return e.rfind("PATH=", 0) == 0; });
+    if (!has_path) env.insert(env.begin(), kDefaultPath);
+    step.env = std::move(env);
+    step.used_args = std::move(used);
+  }
+
+  void dispatch_run(StageState& s, const Instruction& ins) {
+    Step step = new_step(s, ins, StepKind::run);
+    const ImageConfig& c = step.config;
+    for (const auto& f : ins.flags) {
+      if (f.name == "mount") fail(f.pos, "RUN --mount is not supported by strata build");
+      if (f.name == "security" && *f.value != "sandbox") {
+        fail(f.pos, "RUN --security=" + *f.value + " is not supported (only sandbox)");
+      }
+    }
+    step.network = "default";
+    if (const Flag* f = ins.flag("network")) {
+      if (*f->value != "default" && *f->value != "none" && *f->value != "host") {
+        fail(f->pos, "unsupported network mode " + quote(*f->value) + " (default, none or host)");
+      }
+      step.network = *f->value;
+    }
+    if (ins.json && ins.args.empty()) fail(ins.pos, "RUN requires a command");
+    std::vector<std::string> shell = c.shell.empty() ? std::vector<std::string>{"/bin/sh", "-c"} : c.shell;
+    if (ins.json) {
+      for (const auto& a : ins.args) step.argv.push_back(a.text);
+    } else if (ins.heredocs.empty()) {
+      step.argv = shell;
+      step.argv.push_back(ins.args[0].text);
+    } else if (auto only = parse_heredoc_marker(ins.args[0].text); only && ins.heredocs.size() == 1) {
+      // `RUN <<EOF`: the body is the script. With a #! line it is run as a
+      // file; otherwise the shell runs it (docker ignores quoting here).
+      std::string body = ins.heredocs[0].body();
+      if (body.rfind("#!", 0) == 0) {
+        RunFile file{"/dev/pipes/" + ins.heredocs[0].name, body};
+        step.argv = {file.path};
+        step.files.push_back(std::move(file));
+      } else {
+        step.argv = shell;
+        step.argv.push_back(body);
+      }
+    } else {
+      // Other here-documents are handed to the shell as written.
+      std::string full = ins.args[0].text;
+      for (const auto& doc : ins.heredocs) full += "\n" + doc.content + doc.name;
+      step.argv = shell;
+      step.argv.push_back(full);
+    }
+    step.user = c.user;
+    step.workdir = c.working_dir.empty() ? "/" : c.working_dir;
+    run_environment(s, step);
+    std::string prefix;
+    if (!step.used_args.empty()) {
+      prefix = "|" + std::to_string(step.used_args.size());
+      for (const auto& [name, value] : step.used_args) prefix += " " + name + "=" + value;
+      prefix += " ";
+    }
+    add_history(step, "RUN " + prefix + join(step.argv, " ") + " # buildkit", false);
+    nlohmann::json norm = {{"op", "RUN"}, {"argv", step.argv}, {"network", step.network}};
+    for (const auto& f : step.files) norm["files"].push_back({f.path, f.content});
+    step.normalized = norm.dump();
+    s.stage.steps.push_back(std::move(step));
+  }
+
+  void dispatch_copy(StageState& s, const Instruction& ins) {
+    bool is_add = ins.keyword == "ADD";
+    Step step = new_step(s, ins, is_add ? StepKind::add : StepKind::copy);
+    VariableLookup lookup = stage_lookup(s);
+    const ImageConfig& c = step.config;
+    for (size_t i = 0; i + 1 < ins.args.size(); ++i) {
+      const Word& w = ins.args[i];
+      if (!ins.json) {
+        if (auto marker = parse_heredoc_marker(w.text)) {
+          const Heredoc* doc = nullptr;
+          for (const auto& d : ins.heredocs) {
+            if (d.name == marker->name) doc = &d;
+          }
+          if (doc == nullptr) fail(w.pos, "here-document " + quote(marker->name) + " has no body");
+          std::string content = marker->chomp ? doc->body() : doc->content;
+          if (marker->expand) {
+            ShellLexer lexer(df_.escape);
+            lexer.process_quotes = false;
+            try {
+              content = lexer.process_word(heredoc_escape(content), lookup);
+            } catch (const ExpansionError& e) {
+              fail(w.pos, e.what());
+            }
+          }
+          step.inline_sources.push_back({marker->name, content});
+          continue;
+        }
+      }
+      std::string src = expand(w, lookup);
+      if (src.empty()) fail(w.pos, ins.keyword + " source " + quote(w.text) + " is empty after expansion");
+      bool url = src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0;
+      if (url && !is_add) fail(w.pos, "COPY cannot copy from a URL; use ADD: " + quote(src));
+      if (is_add && (src.rfind("git@", 0) == 0 || (url && src.size() > 4 && src.substr(src.size() - 4) == ".git"))) {
+        fail(w.pos, "ADD of a git repository is not supported: " + quote(src));
+      }
+      step.sources.push_back(src);
+    }
+    // Sources and here-documents are shown the way BuildKit records them.
+    std::vector<std::string> history_sources = step.sources;
+    for (const auto& in : step.inline_sources) history_sources.push_back("<<" + in.name);
+    const Word& dest_word = ins.args.back();
+    std::string dest = expand(dest_word, lookup);
+    if (dest.empty()) fail(dest_word.pos, ins.keyword + " destination is empty");
+    if (parse_heredoc_marker(dest_word.text) && !ins.json) {
+      fail(dest_word.pos, ins.keyword + " cannot use a here-document as a destination");
+    }
+    step.dest_is_dir = dest.back() == '/' || dest == "." || (dest.size() >= 2 && dest.substr(dest.size() - 2) == "/.");
+    std::string absolute = dest[0] == '/' ? dest : "/" + (c.working_dir.empty() ? std::string() : c.working_dir) + "/" + dest;
+    step.dest = clean_path(absolute);
+    if (step.sources.size() + step.inline_sources.size() > 1 && !step.dest_is_dir) {
+      fail(dest_word.pos, "when using " + ins.keyword +
+                              " with more than one source file, the destination must be a directory and end with a /");
+    }
+    auto flag_value = [&](const char* name) -> std::string {
+      const Flag* f = ins.flag(name);
+      if (f == nullptr) return {};
+      return expand({*f->value, f->pos}, lookup);
+    };
+    step.chown = flag_value("chown");
+    step.chmod = flag_value("chmod");
+    if (!step.chmod.empty()) {
+      bool octal = step.chmod.size() <= 4 &&
+                   std::all_of(step.chmod.begin(), step.chmod.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
+      if (!octal) fail(ins.flag("chmod")->pos, "invalid --chmod " + quote(step.chmod) + ": an octal mode is required");
+    }
+    if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
+    if (const Flag* f = ins.flag("parents"); f != nullptr && *f->value == "true") {
+      fail(f->pos, "COPY --parents is not supported by strata build");
+    }
+    if (const Flag* f = ins.flag("keep-git-dir"); f != nullptr && *f->value == "true") {
+      fail(f->pos, "ADD --keep-git-dir is not supported: strata does not fetch git repositories");
+    }
+    for (const auto& f : ins.flags) {
+      if (f.name == "exclude") step.excludes.push_back(expand({*f.value, f.pos}, lookup));
+    }
+    if (!step.excludes.empty()) {
+      try {
+        IgnoreMatcher::from_patterns(step.excludes, "--exclude");
+      } catch (const Error& e) {
+        fail(ins.flag("exclude")->pos, e.what());
+      }
+    }
+    step.checksum = flag_value("checksum");
+    if (!step.checksum.empty()) {
+      bool urls = !step.sources.empty() && std::all_of(step.sources.begin(), step.sources.end(), [](const std::string& src) {
+        return src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0;
+      });
+      if (!urls) fail(ins.flag("checksum")->pos, "ADD --checksum can only be used with HTTP(S) sources");
+      if (step.checksum.rfind("sha256:", 0) != 0 || step.checksum.size() != 71) {
+        fail(ins.flag("checksum")->pos, "invalid --checksum " + quote(step.checksum) + " (expected sha256:<64 hex>)");
+      }
+    }
+    if (const Flag* f = ins.flag("from")) {
+      std::string from = expand({*f->value, f->pos}, lookup);
+      if (from.empty()) fail(f->pos, "--from needs a stage or an image");
+      if (all_digits(from)) {
+        long n = std::strtol(from.c_str(), nullptr, 10);
+        if (n >= s.stage.index) {
+          fail(f->pos, "invalid from flag value " + from + ": refers to the current or a later build stage");
+        }
+        step.from_stage = static_cast<int>(n);
+      } else if (auto earlier = stage_by_name(from, s.stage.index)) {
+        step.from_stage = *earlier;
+      } else if (to_lower(from) == to_lower(s.stage.name)) {
+        fail(f->pos, "COPY --from=" + from + " refers to its own stage");
+      } else {
+        std::optional<BaseImage> image = opt_.resolve ? opt_.resolve(from) : std::nullopt;
+        if (!image) {
+          fail(f->pos, "--from=" + from + ": no build stage of that name and no such image in the local store; get "
+                       "it with 'strata import', 'strata load' or 'strata pull'");
+        }
+        step.from_image = image->id;
+        s.stage.images_needed.push_back(from);
+      }
+      if (step.from_stage) {
+        evaluate(*step.from_stage);
+        if (std::find(s.stage.needs.begin(), s.stage.needs.end(), *step.from_stage) == s.stage.needs.end()) {
+          s.stage.needs.push_back(*step.from_stage);
+        }
+      }
+    }
+    add_history(step, ins.keyword + " " + join(history_sources, " ") + " " + dest + " # buildkit", false);
+    nlohmann::json norm = {{"op", ins.keyword}, {"sources", step.sources}, {"dest", step.dest},
+                           {"dir", step.dest_is_dir}, {"chown", step.chown}, {"chmod", step.chmod},
+                           {"excludes", step.excludes}, {"checksum", step.checksum}};
+    for (const auto& in : step.inline_sources) norm["inline"].push_back({in.name, in.content});
+    if (step.from_stage) norm["from_stage"] = *step.from_stage;
+    if (!step.from_image.empty()) norm["from_image"] = step.from_image;
+    step.normalized = norm.dump();
+    s.stage.steps.push_back(std::move(step));
+  }
+
+  const Dockerfile& df_;
+  const PlanOptions& opt_;
+  std::string arch_, platform_;
+  std::vector<std::pair<std::string, std::string>> auto_args_;
+  std::vector<size_t> stage_starts_;
+  std::vector<std::string> stage_names_;
+  std::vector<std::pair<std::string, std::optional<std::string>>> global_args_;
+  std::set<std::string> consumed_;
+  std::map<int, Stage> done_;
+};
+
+}  // namespace
+
+std::string go_quote_list(const std::vector<std::string>& items) {
+  std::string out = "[";
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i > 0) out += ' ';
+    out += go_quote(items[i]);
+  }
+  return out + "]";
+}
+
+Plan plan_build(const Dockerfile& dockerfile, const PlanOptions& options) {
+  Planner planner(dockerfile, options);
+  return planner.plan();
+}
+
+std::string cache_key(std::string_view parent, std::string_view normalized,
+                      const std::vector<std::pair<std::string, std::string>>& used_args,
+                      std::string_view sources_digest) {
+  XXH3_state_t* state = XXH3_createState();
+  if (state == nullptr) throw Error("out of memory creating a hash state");
+  XXH3_128bits_reset(state);
+  // Every field is length-prefixed so that no two different inputs hash the
+  // same bytes.
+  auto field = [state](std::string_view s) {
+    std::uint64_t n = s.size();
+    XXH3_128bits_update(state, &n, sizeof n);
+    XXH3_128bits_update(state, s.data(), s.size());
+  };
+  field("strata-build-cache-v1");
+  field(parent);
+  field(normalized);
+  field(std::to_string(used_args.size()));
+  for (const auto& [name, value] : used_args) {
+    field(name);
+    field(value);
+  }
+  field(sources_digest);
+  XXH128_hash_t h = XXH3_128bits_digest(state);
+  XXH3_freeState(state);
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, h);
+  static const char hex[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char b : canon.digest) {
+    out += hex[b >> 4];
+    out += hex[b & 15];
+  }
+  return out;
+}
+
+}  // namespace strata::build

@@ -1,0 +1,252 @@
+// Mount lifecycle: validate the layers before anything is mounted, probe what
+// markers the upper can hold, mount, detach once the mount is ready, serve on
+// a multi-threaded loop, unmount on SIGINT/SIGTERM or when the kernel ends the
+// session (fusermount3 -u, umount).
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "strata/error.hpp"
+#include "union_fs.hpp"
+
+namespace strata::fs {
+
+namespace {
+
+struct stat stat_dir(const std::string& path, const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw SysError(errno, what + " " + quote(path));
+  if (!S_ISDIR(st.st_mode)) throw Error(what + " " + quote(path) + " is not a directory");
+  return st;
+}
+
+Layer open_layer(const std::string& path, const std::string& what) {
+  stat_dir(path, what);
+  Layer l;
+  l.path = path;
+  l.fd = UniqueFd(::open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!l.fd) throw SysError(errno, what + " " + quote(path));
+  struct stat st {};
+  ::fstat(l.fd.get(), &st);
+  l.dev = st.st_dev;
+  return l;
+}
+
+std::string real_path(const std::string& p) {
+  std::error_code ec;
+  auto r = std::filesystem::weakly_canonical(p, ec);
+  return ec ? p : r.string();
+}
+
+bool is_inside(const std::string& inner, const std::string& outer) {
+  return inner == outer || (inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
+                            (outer == "/" || inner[outer.size()] == '/'));
+}
+
+// The work dir may hold only our staging directory (and the directories
+// kernel overlayfs keeps there, so one work dir serves both); anything else
+// means it belongs to something else.
+constexpr const char* kStagingDir = "strata.work";
+
+// Opens WORKDIR/strata.work, deleting what an earlier mount (perhaps killed)
+// left there: half-built copies are never visible, so they are simply removed.
+UniqueFd open_staging(int workdir_fd, const std::string& path) {
+  UniqueFd dup(::openat(workdir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dup) throw SysError(errno, "workdir " + quote(path));
+  DIR* d = ::fdopendir(dup.release());
+  if (!d) throw SysError(errno, "workdir " + quote(path));
+  std::string foreign;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != ".." && n != kStagingDir && n != "work" && n != "index") foreign = n;
+  }
+  ::closedir(d);
+  if (!foreign.empty()) {
+    throw UsageError("workdir " + quote(path) + " is not empty (it holds " + quote(foreign) + ")");
+  }
+  if (::mkdirat(workdir_fd, kStagingDir, 0700) != 0 && errno != EEXIST) {
+    throw SysError(errno, "workdir " + quote(path));
+  }
+  UniqueFd staging(::openat(workdir_fd, kStagingDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!staging) throw SysError(errno, "workdir " + quote(path + "/" + kStagingDir));
+  UniqueFd list(::openat(staging.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  DIR* sd = list ? ::fdopendir(list.release()) : nullptr;
+  if (!sd) throw SysError(errno, "workdir " + quote(path));
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(sd)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(n);
+  }
+  ::closedir(sd);
+  for (const auto& n : names) remove_tree_at(staging.get(), n);
+  return staging;
+}
+
+// Which markers may this process create in the upper's file system?
+// Overlayfs's own (a 0/0 character device, trusted.* or user.* xattrs) are
+// preferred, so that kernel overlayfs can mount the upper; OCI `.wh.` files
+// are the fallback.
+void probe_markers(int work_fd, Config& cfg) {
+  const char* probe = "#strata-probe";
+  ::unlinkat(work_fd, probe, 0);
+  if (::mknodat(work_fd, probe, S_IFCHR | 0600, makedev(0, 0)) == 0) {
+    cfg.overlay_whiteouts = true;
+    ::unlinkat(work_fd, probe, 0);
+  }
+  UniqueFd f(::openat(work_fd, probe, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+  if (!f) return;
+  for (const char* prefix : {"trusted.overlay.", "user.overlay."}) {
+    std::string key = std::string(prefix) + "strata.probe";
+    if (::fsetxattr(f.get(), key.c_str(), "y", 1, 0) == 0) {
+      cfg.private_xattr_prefix = prefix;
+      break;
+    }
+  }
+  f.reset();
+  ::unlinkat(work_fd, probe, 0);
+}
+
+// One lower-layer directory fd per merged directory the kernel holds: allow
+// as many descriptors as the system lets this process have.
+void raise_fd_limit() {
+  struct rlimit rl {};
+  if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    ::setrlimit(RLIMIT_NOFILE, &rl);
+  }
+}
+
+}  // namespace
+
+void mount_and_serve(const MountOptions& o) {
+  stat_dir(o.mountpoint, "mount point");
+  std::vector<Layer> layers;
+  layers.emplace_back();  // [0]: the upper, if any
+  std::vector<std::pair<dev_t, ino_t>> seen;
+  std::vector<std::string> lower_real;
+  for (const auto& path : o.lowerdirs) {
+    Layer l = open_layer(path, "lowerdir");
+    struct stat st {};
+    ::fstat(l.fd.get(), &st);
+    for (const auto& [dev, ino] : seen) {
+      if (dev == st.st_dev && ino == st.st_ino) throw UsageError("lowerdir " + quote(path) + " is given twice");
+    }
+    seen.emplace_back(st.st_dev, st.st_ino);
+    lower_real.push_back(real_path(path));
+    layers.push_back(std::move(l));
+  }
+  Config cfg;
+  cfg.uid_map = o.uid_map;
+  cfg.gid_map = o.gid_map;
+  UniqueFd work_fd;
+  UniqueFd work_lock;  // holds the flock on the work dir for the mount's life
+  bool writable = !o.upperdir.empty() && !o.read_only;
+  if (!o.upperdir.empty()) {
+    Layer upper = open_layer(o.upperdir, "upperdir");
+    struct stat ust {};
+    ::fstat(upper.fd.get(), &ust);
+    for (std::size_t i = 0; i < seen.size(); ++i) {
+      if (seen[i].first == ust.st_dev && seen[i].second == ust.st_ino) {
+        throw UsageError("upperdir " + quote(o.upperdir) + " is also a lowerdir");
+      }
+    }
+    std::string upper_real = real_path(o.upperdir), work_real = real_path(o.workdir);
+    for (std::size_t i = 0; i < lower_real.size(); ++i) {
+      if (is_inside(upper_real, lower_real[i])) {
+        throw UsageError("upperdir " + quote(o.upperdir) + " is inside lowerdir " + quote(o.lowerdirs[i]));
+      }
+    }
+    if (writable) {
+      struct stat wst = stat_dir(o.workdir, "workdir");
+      if (wst.st_dev != ust.st_dev) {
+        throw UsageError("workdir " + quote(o.workdir) + " is not on the same file system as upperdir " +
+                         quote(o.upperdir));
+      }
+      if (is_inside(work_real, upper_real) || is_inside(upper_real, work_real)) {
+        throw UsageError("workdir " + quote(o.workdir) + " and upperdir " + quote(o.upperdir) + " must not contain each other");
+      }
+      struct statvfs sv {};
+      if (::fstatvfs(upper.fd.get(), &sv) == 0 && (sv.f_flag & ST_RDONLY)) {
+        throw Error("upperdir " + quote(o.upperdir) + " is on a read-only file system");
+      }
+      work_fd = UniqueFd(::open(o.workdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!work_fd) throw SysError(errno, "workdir " + quote(o.workdir));
+      // One mount per work dir: a second mount of the same work dir would
+      // delete the first one's copies in progress.
+      if (::flock(work_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+        throw Error("workdir " + quote(o.workdir) + " is in use by another mount");
+      }
+      if (::faccessat(upper.fd.get(), ".", W_OK, AT_EACCESS) != 0) {
+        throw SysError(errno, "upperdir " + quote(o.upperdir));
+      }
+      work_lock = std::move(work_fd);
+      work_fd = open_staging(work_lock.get(), o.workdir);
+      probe_markers(work_fd.get(), cfg);
+    }
+    layers[0] = std::move(upper);
+  }
+  cfg.writable = writable;
+  raise_fd_limit();
+  // The kernel already applied the caller's umask to every mode it sends.
+  ::umask(0);
+
+  UnionFs fs(std::move(layers), std::move(work_fd), cfg);
+
+  std::string mount_opts = "fsname=" + o.source + ",subtype=stratafs,default_permissions";
+  if (o.allow_other) mount_opts += ",allow_other";
+  if (o.allow_root) mount_opts += ",allow_root";
+  if (!writable) mount_opts += ",ro";
+  std::vector<std::string> arg_strings = {"stratafs", "-o", mount_opts};
+  if (o.debug) arg_strings.push_back("-d");
+  std::vector<char*> argv;
+  for (auto& s : arg_strings) argv.push_back(s.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  fuse_session* se = fuse_session_new(&args, &UnionFs::ops(), sizeof(fuse_lowlevel_ops), &fs);
+  fuse_opt_free_args(&args);
+  if (!se) throw Error("cannot start a FUSE session (see the message above)");
+  fs.set_session(se);
+  struct SessionGuard {
+    fuse_session* se;
+    bool mounted = false;
+    bool handlers = false;
+    ~SessionGuard() {
+      if (handlers) fuse_remove_signal_handlers(se);
+      if (mounted) fuse_session_unmount(se);
+      fuse_session_destroy(se);
+    }
+  } guard{se};
+  if (fuse_set_signal_handlers(se) != 0) throw Error("cannot install signal handlers");
+  guard.handlers = true;
+  if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
+    throw Error("cannot mount on " + quote(o.mountpoint) + " (is /dev/fuse available and fusermount3 installed?)");
+  }
+  guard.mounted = true;
+  // Detach only now: the parent returns once the mount exists, so the next
+  // line of a script already sees the merged tree.
+  if (!o.foreground && fuse_daemonize(0) != 0) throw Error("cannot detach from the terminal");
+  int r;
+  if (o.single_threaded) {
+    r = fuse_session_loop(se);
+  } else {
+    fuse_loop_config* lc = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_clone_fd(lc, 0);
+    fuse_loop_cfg_set_max_threads(lc, 16);
+    fuse_loop_cfg_set_idle_threads(lc, 8);
+    r = fuse_session_loop_mt(se, lc);
+    fuse_loop_cfg_destroy(lc);
+  }
+  (void)r;  // ends by unmount or signal; both are a clean exit
+}
+
+}  // namespace strata::fs

@@ -1,0 +1,830 @@
+// The union's read side: node table, name resolution across layers, whiteout
+// and opaque markers in both formats, attributes, readdir, reads, xattrs.
+// The write side (copy-up, whiteout creation, every changing op) is in
+// union_write.cpp.
+#include "union_fs.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <unordered_set>
+
+namespace strata::fs {
+
+namespace {
+
+constexpr std::string_view kOciWhiteoutPrefix = ".wh.";
+constexpr const char* kOciOpaqueMarker = ".wh..wh..opq";
+constexpr std::uint64_t kRealInoMask = (std::uint64_t{1} << 56) - 1;
+
+bool is_overlay_whiteout(const struct stat& st) noexcept { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
+
+bool is_marker_name(const char* name) noexcept { return std::strncmp(name, ".wh.", 4) == 0; }
+
+// "/proc/self/fd/N/NAME": reaches NAME inside an open directory fd for the
+// xattr calls, which have no *at() form in this glibc. The fd is ours and NAME
+// is one component, so nothing outside the layer can be reached.
+int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
+  int n = name ? std::snprintf(buf, len, "/proc/self/fd/%d/%s", fd, name) : std::snprintf(buf, len, "/proc/self/fd/%d", fd);
+  return (n < 0 || static_cast<size_t>(n) >= len) ? ENAMETOOLONG : 0;
+}
+
+UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(req)); }
+
+}  // namespace
+
+struct UnionFs::DirHandle {
+  std::mutex mu;
+  std::vector<Entry> entries;
+};
+
+Node::~Node() {
+  if (!parent) return;
+  std::lock_guard lk(parent->children_mu);
+  auto it = parent->children.find(name);
+  if (it != parent->children.end() && it->second.expired()) parent->children.erase(it);
+}
+
+UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
+    : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)) {
+  root_ = std::make_shared<Node>();
+  root_->type = S_IFDIR;
+  root_->nlookup = 1;
+  for (std::size_t i = 0; i < layers_.size(); ++i) {
+    if (!layers_[i].fd) continue;
+    auto dl = std::make_unique<DirLayer>();
+    dl->layer = static_cast<int>(i);
+    dl->fd = UniqueFd(::fcntl(layers_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    bool last = i + 1 == layers_.size();
+    int fd = dl->fd.get();
+    if (root_->dirs.empty()) root_->layer = dl->layer;
+    root_->dirs.push_back(std::move(dl));
+    if (!last && dir_is_opaque(fd)) break;
+  }
+  struct stat st {};
+  ::fstat(root_->dir_fd(), &st);
+  root_->ino = stable_ino(root_->layer, root_->dir_fd(), nullptr, st.st_ino);
+}
+
+UnionFs::~UnionFs() {
+  for (auto& s : shards_) s.nodes.clear();
+}
+
+Node* UnionFs::node_of(fuse_ino_t ino) const noexcept {
+  return ino == FUSE_ROOT_ID ? root_.get() : reinterpret_cast<Node*>(ino);
+}
+
+void UnionFs::ref_lookup(const std::shared_ptr<Node>& node) {
+  if (node == root_) return;
+  Shard& s = shard_of(node.get());
+  std::lock_guard lk(s.mu);
+  if (node->nlookup++ == 0) s.nodes.emplace(node.get(), node);
+}
+
+void UnionFs::forget(fuse_ino_t ino, std::uint64_t n) {
+  Node* node = node_of(ino);
+  if (node == root_.get()) return;
+  std::shared_ptr<Node> drop;
+  {
+    Shard& s = shard_of(node);
+    std::lock_guard lk(s.mu);
+    node->nlookup = node->nlookup > n ? node->nlookup - n : 0;
+    if (node->nlookup == 0) {
+      auto it = s.nodes.find(node);
+      if (it != s.nodes.end()) {
+        drop = std::move(it->second);
+        s.nodes.erase(it);
+      }
+    }
+  }
+  // DROP may free the node (and then its parents) here, outside every lock.
+}
+
+std::uint64_t UnionFs::stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino) {
+  if (layer == 0 && cfg_.writable && !cfg_.private_xattr_prefix.empty()) {
+    // A copied-up file keeps the number it had in its lower layer: copy-up
+    // records it in a private xattr on the upper copy.
+    char path[PATH_MAX];
+    if (proc_path(path, sizeof path, parent_fd, name) == 0) {
+      char value[32];
+      std::string key = cfg_.private_xattr_prefix + "strata.ino";
+      ssize_t n = name ? ::lgetxattr(path, key.c_str(), value, sizeof value - 1)
+                       : ::getxattr(path, key.c_str(), value, sizeof value - 1);
+      if (n > 0) {
+        value[n] = '\0';
+        std::uint64_t v = std::strtoull(value, nullptr, 10);
+        if (v != 0) return v;
+      }
+    }
+  }
+  std::uint64_t real = static_cast<std::uint64_t>(real_ino);
+  if (real > kRealInoMask) {
+    // Rare 64-bit inode numbers: fold them into the 56 available bits.
+    real = (real ^ (real >> 56) * 0x9E3779B97F4A7C15ULL) & kRealInoMask;
+    if (real == 0) real = 1;
+  }
+  return (static_cast<std::uint64_t>(layer) << 56) | real;
+}
+
+bool UnionFs::dir_is_opaque(int dirfd) {
+  struct stat st {};
+  if (::fstatat(dirfd, kOciOpaqueMarker, &st, AT_SYMLINK_NOFOLLOW) == 0) return true;
+  char path[64];
+  proc_path(path, sizeof path, dirfd, nullptr);
+  char list[4096];
+  ssize_t n = ::listxattr(path, list, sizeof list);
+  bool check_trusted = false, check_user = false;
+  if (n < 0) {
+    if (errno != ERANGE) return false;
+    check_trusted = check_user = true;
+  }
+  for (ssize_t i = 0; i < n;) {
+    const char* a = list + i;
+    if (std::strcmp(a, "trusted.overlay.opaque") == 0) check_trusted = true;
+    if (std::strcmp(a, "user.overlay.opaque") == 0) check_user = true;
+    i += static_cast<ssize_t>(std::strlen(a)) + 1;
+  }
+  char v[4];
+  if (check_trusted && ::getxattr(path, "trusted.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
+  if (check_user && ::getxattr(path, "user.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
+  return false;
+}
+
+bool UnionFs::oci_whiteout_in(DirLayer& dl, const char* name) {
+  int state = dl.oci_markers.load(std::memory_order_relaxed);
+  if (state < 0) {
+    state = 0;
+    UniqueFd d(::openat(dl.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (d) {
+      alignas(8) char buf[32768];
+      for (;;) {
+        long n = ::syscall(SYS_getdents64, d.get(), buf, sizeof buf);
+        if (n <= 0) break;
+        for (long off = 0; off < n;) {
+          auto* e = reinterpret_cast<struct dirent64*>(buf + off);
+          if (is_marker_name(e->d_name) && std::strcmp(e->d_name, kOciOpaqueMarker) != 0) state = 1;
+          off += e->d_reclen;
+        }
+        if (state == 1) break;
+      }
+    } else {
+      state = 1;  // cannot scan: fall back to asking per name
+    }
+    dl.oci_markers.store(state, std::memory_order_relaxed);
+  }
+  if (state == 0) return false;
+  char marker[NAME_MAX + 8];
+  std::snprintf(marker, sizeof marker, ".wh.%s", name);
+  struct stat st {};
+  return ::fstatat(dl.fd.get(), marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+std::unique_ptr<DirLayer> UnionFs::open_dir_layer(int layer, int parent_fd, const char* name) {
+  int fd = ::openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  auto dl = std::make_unique<DirLayer>();
+  dl->layer = layer;
+  dl->fd = UniqueFd(fd);
+  return dl;
+}
+
+// Finds the visible copy of NAME in the directory PARENT: the topmost layer
+// that has it wins; a whiteout (either format) hides everything below; a
+// directory merges the directories below it until an opaque one.
+int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t first) {
+  const std::size_t n = parent.dirs.size();
+  for (std::size_t i = first; i < n; ++i) {
+    DirLayer& dl = *parent.dirs[i];
+    struct stat st;
+    if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (is_overlay_whiteout(st)) break;
+      bool more_below = i + 1 < n;
+      if (!out.found) {
+        out.found = true;
+        out.layer = dl.layer;
+        out.st = st;
+        if (!S_ISDIR(st.st_mode)) break;
+      } else if (!S_ISDIR(st.st_mode)) {
+        break;  // a non-directory below a directory contributes nothing, nor does anything under it
+      }
+      auto sub = open_dir_layer(dl.layer, dl.fd.get(), name);
+      if (!sub) {
+        if (out.dirs.empty()) return errno == ENOENT ? EIO : errno;
+        break;
+      }
+      int subfd = sub->fd.get();
+      out.dirs.push_back(std::move(sub));
+      if (more_below && dir_is_opaque(subfd)) break;
+      continue;
+    }
+    if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
+    if (oci_whiteout_in(dl, name)) break;
+  }
+  return out.found ? 0 : ENOENT;
+}
+
+int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
+  if (!node.parent) return -1;
+  for (const auto& dl : node.parent->dirs) {
+    if (dl->layer == layer) return dl->fd.get();
+  }
+  return -1;
+}
+
+// Applies what the mount shows instead of the raw on-disk attributes: the
+// stable inode number, override_stat ownership, the id maps.
+void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
+  char path[PATH_MAX];
+  if (proc_path(path, sizeof path, layer_fd, name) == 0) {
+    char value[128];
+    ssize_t n = name ? ::lgetxattr(path, kOverrideStatXattr, value, sizeof value - 1)
+                     : ::getxattr(path, kOverrideStatXattr, value, sizeof value - 1);
+    if (n > 0) {
+      if (auto o = parse_override_stat(std::string_view(value, static_cast<size_t>(n)))) {
+        st.st_uid = o->uid;
+        st.st_gid = o->gid;
+        if (o->has_type && (o->mode & S_IFMT) != 0) {
+          // Only a type the host could not store is taken over: a regular
+          // file standing in for a device node, fifo or socket.
+          mode_t t = o->mode & S_IFMT;
+          if (S_ISREG(st.st_mode) && (S_ISCHR(t) || S_ISBLK(t) || S_ISFIFO(t) || S_ISSOCK(t))) {
+            st.st_rdev = o->rdev;
+            st.st_size = 0;
+          } else {
+            t = st.st_mode & S_IFMT;
+          }
+          st.st_mode = t | (o->mode & 07777);
+        } else {
+          st.st_mode = (st.st_mode & S_IFMT) | (o->mode & 07777);
+        }
+      }
+    }
+  }
+  st.st_uid = cfg_.uid_map.to_container(st.st_uid);
+  st.st_gid = cfg_.gid_map.to_container(st.st_gid);
+}
+
+int UnionFs::stat_node(Node& node, struct stat& st) {
+  if (node.is_dir()) {
+    if (::fstat(node.dir_fd(), &st) != 0) return EIO;
+    if (st.st_nlink == 0) return EIO;  // the layer's directory was removed under the mount
+    return 0;
+  }
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) return EIO;
+  if (::fstatat(pfd, node.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? EIO : errno;
+  return 0;
+}
+
+int UnionFs::node_attr(Node& node, struct stat& st) {
+  if (node.unlinked) return ENOENT;
+  int r = stat_node(node, st);
+  if (r != 0) return r;
+  if (node.is_dir()) {
+    if (node.parent) {
+      present(st, parent_fd_in(node, node.layer), node.name.c_str(), true);
+    } else {
+      present(st, node.dir_fd(), nullptr, true);
+    }
+    // Like overlayfs: a directory merged from several layers reports one link,
+    // so tools do not infer a subdirectory count from it.
+    if (node.dirs.size() > 1) st.st_nlink = 1;
+  } else {
+    present(st, parent_fd_in(node, node.layer), node.name.c_str(), false);
+  }
+  st.st_ino = node.ino;
+  return 0;
+}
+
+void UnionFs::fill_entry(fuse_entry_param& e, Node& node, const struct stat& st) {
+  e.ino = reinterpret_cast<fuse_ino_t>(&node);
+  e.generation = 0;
+  e.attr = st;
+  e.entry_timeout = cfg_.timeout;
+  // Hard-linked upper files share data under several node ids: let the kernel
+  // re-read their attributes so a change through one name shows in the other.
+  e.attr_timeout = (node.layer == 0 && !node.is_dir() && st.st_nlink > 1) ? 0.0 : cfg_.timeout;
+}
+
+int UnionFs::dir_gone_error(Node& dir) {
+  struct stat st {};
+  if (::fstat(dir.dir_fd(), &st) != 0 || st.st_nlink == 0) return EIO;
+  return ENOENT;
+}
+
+std::shared_ptr<Node> UnionFs::live_child(Node& parent, const std::string& name) {
+  std::shared_ptr<Node> child;
+  std::unique_lock lk(parent.children_mu);
+  auto it = parent.children.find(name);
+  if (it != parent.children.end()) child = it->second.lock();
+  lk.unlock();
+  return child;
+}
+
+std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& err) {
+  err = 0;
+  if (!parent.is_dir() || parent.unlinked || is_marker_name(name)) {
+    err = ENOENT;
+    return nullptr;
+  }
+  if (std::strlen(name) > NAME_MAX) {
+    err = ENAMETOOLONG;
+    return nullptr;
+  }
+  std::string key(name);
+  std::shared_ptr<Node> child = live_child(parent, key);
+  if (child && !child->unlinked) return child;
+  Resolved res;
+  int r = resolve(parent, name, res);
+  if (r != 0) {
+    err = r == ENOENT ? dir_gone_error(parent) : r;
+    return nullptr;
+  }
+  auto node = std::make_shared<Node>();
+  node->name = key;
+  node->type = res.st.st_mode & S_IFMT;
+  node->layer = res.layer;
+  node->dirs = std::move(res.dirs);
+  node->parent = parent.shared_from_this();
+  node->ino = stable_ino(node->layer, parent_fd_in(*node, node->layer), name, res.st.st_ino);
+  std::shared_ptr<Node> existing;
+  {
+    std::unique_lock lk(parent.children_mu);
+    auto& slot = parent.children[key];
+    existing = slot.lock();
+    if (!existing || existing->unlinked) {
+      slot = node;
+      existing.reset();
+    }
+  }
+  if (existing) {
+    node->parent.reset();  // never registered: its destructor must not touch the map
+    return existing;
+  }
+  return node;
+}
+
+int UnionFs::do_lookup(Node& parent, const char* name, fuse_entry_param& e) {
+  int err = 0;
+  std::shared_ptr<Node> node = child_node(parent, name, err);
+  if (!node) return err;
+  struct stat st;
+  int r = node_attr(*node, st);
+  if (r != 0) return r;
+  ref_lookup(node);
+  fill_entry(e, *node, st);
+  return 0;
+}
+
+void UnionFs::init(fuse_conn_info* conn) {
+  auto want = [conn](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  // Reads go from the layer file to the kernel by splice; lower layers are
+  // immutable, so the kernel may cache and look up in parallel freely.
+  want(FUSE_CAP_SPLICE_READ);
+  want(FUSE_CAP_SPLICE_WRITE);
+  want(FUSE_CAP_SPLICE_MOVE);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_READDIRPLUS_AUTO);
+  want(FUSE_CAP_CACHE_SYMLINKS);
+  want(FUSE_CAP_ASYNC_READ);
+  if (cfg_.writable) want(FUSE_CAP_ATOMIC_O_TRUNC);
+  // The kernel clears setuid/setgid and capabilities on write, truncate and
+  // chown itself: the daemon writes as root, which the lower file system
+  // would not strip them for.
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_HANDLE_KILLPRIV);
+  // Locks stay in the kernel (one mount, local semantics): no lock ops are
+  // registered, so FUSE_CAP_POSIX_LOCKS/FLOCK_LOCKS are not requested.
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+}
+
+void UnionFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  std::shared_lock lk(tree_mu_);
+  fuse_entry_param e{};
+  int r = do_lookup(*node_of(parent), name, e);
+  lk.unlock();
+  if (r == ENOENT) {
+    // A negative entry: the kernel remembers the miss as long as a hit.
+    e = fuse_entry_param{};
+    e.entry_timeout = cfg_.timeout;
+    fuse_reply_entry(req, &e);
+    return;
+  }
+  if (r != 0) {
+    fuse_reply_err(req, r);
+    return;
+  }
+  fuse_reply_entry(req, &e);
+}
+
+void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  std::shared_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  struct stat st;
+  int r = node_attr(node, st);
+  if (r == ENOENT && node.unlinked && fi && !node.is_dir() && ::fstat(static_cast<int>(fi->fh), &st) == 0) {
+    // An open file whose name is gone: fstat(2) still answers.
+    st.st_ino = node.ino;
+    st.st_uid = cfg_.uid_map.to_container(st.st_uid);
+    st.st_gid = cfg_.gid_map.to_container(st.st_gid);
+    r = 0;
+  }
+  lk.unlock();
+  if (r != 0) {
+    fuse_reply_err(req, r);
+    return;
+  }
+  bool shared_upper = node.layer == 0 && !node.is_dir() && st.st_nlink > 1;
+  fuse_reply_attr(req, &st, shared_upper ? 0.0 : cfg_.timeout);
+}
+
+void UnionFs::readlink(fuse_req_t req, fuse_ino_t ino) {
+  std::shared_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  int pfd = parent_fd_in(node, node.layer);
+  char buf[PATH_MAX + 1];
+  ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.name.c_str(), buf, sizeof buf - 1);
+  int err = n < 0 ? (errno == ENOENT ? EIO : errno) : 0;
+  lk.unlock();
+  if (n < 0) {
+    fuse_reply_err(req, pfd < 0 ? EIO : err);
+    return;
+  }
+  buf[n] = '\0';
+  fuse_reply_readlink(req, buf);
+}
+
+void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Node& node = *node_of(ino);
+  int flags = fi->flags;
+  bool writes = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
+  if (writes && !cfg_.writable) {
+    fuse_reply_err(req, EROFS);
+    return;
+  }
+  std::unique_lock<std::shared_mutex> wlk(tree_mu_, std::defer_lock);
+  std::shared_lock<std::shared_mutex> rlk(tree_mu_, std::defer_lock);
+  if (writes) {
+    wlk.lock();
+    if (node.layer != 0) {
+      int r = copy_up(node, !(flags & O_TRUNC));
+      if (r != 0) {
+        fuse_reply_err(req, r);
+        return;
+      }
+    }
+  } else {
+    rlk.lock();
+  }
+  int pfd = parent_fd_in(node, node.layer);
+  int fd = pfd < 0 ? -1 : ::openat(pfd, node.name.c_str(), (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
+  int err = fd < 0 ? (pfd < 0 || errno == ENOENT ? EIO : errno) : 0;
+  bool lower = node.layer != 0;
+  if (wlk.owns_lock()) wlk.unlock();
+  if (rlk.owns_lock()) rlk.unlock();
+  if (fd < 0) {
+    fuse_reply_err(req, err);
+    return;
+  }
+  fi->fh = static_cast<std::uint64_t>(fd);
+  // Lower layers never change: keep the page cache across opens.
+  fi->keep_cache = lower ? 1 : 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) ::close(fd);  // the caller was interrupted
+}
+
+void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  fuse_bufvec buf{};
+  buf.count = 1;
+  buf.buf[0].size = size;
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void UnionFs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  ::close(static_cast<int>(fi->fh));
+  fuse_reply_err(req, 0);
+}
+
+void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Node& node = *node_of(ino);
+  if (!node.is_dir()) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  auto* h = new DirHandle;
+  fi->fh = reinterpret_cast<std::uint64_t>(h);
+  fi->cache_readdir = 0;
+  if (fuse_reply_open(req, fi) == -ENOENT) delete h;
+}
+
+// The merged listing of NODE (without "." and ".."): names from the top layer
+// down, each name decided by the topmost layer that mentions it, markers and
+// what they hide left out.
+int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
+  std::unordered_set<std::string> seen;
+  for (const auto& dl : node.dirs) {
+    std::vector<std::string> decided;
+    UniqueFd d(::openat(dl->fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    struct stat dst {};
+    if (!d || ::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
+    alignas(8) char buf[32768];
+    bool has_markers = false;
+    for (;;) {
+      long n = ::syscall(SYS_getdents64, d.get(), buf, sizeof buf);
+      if (n < 0) return EIO;
+      if (n == 0) break;
+      for (long p = 0; p < n;) {
+        auto* de = reinterpret_cast<struct dirent64*>(buf + p);
+        p += de->d_reclen;
+        const char* nm = de->d_name;
+        if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
+        if (is_marker_name(nm)) {
+          if (std::strcmp(nm, kOciOpaqueMarker) != 0) {
+            decided.emplace_back(nm + kOciWhiteoutPrefix.size());
+            has_markers = true;
+          }
+          continue;
+        }
+        if (seen.count(nm)) continue;
+        decided.emplace_back(nm);
+        unsigned char type = de->d_type;
+        if (type == DT_CHR || type == DT_UNKNOWN) {
+          struct stat st;
+          if (::fstatat(dl->fd.get(), nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          if (is_overlay_whiteout(st)) continue;
+          type = static_cast<unsigned char>(IFTODT(st.st_mode));
+        }
+        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type});
+      }
+    }
+    dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
+    for (auto& s : decided) seen.insert(std::move(s));
+  }
+  return 0;
+}
+
+void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+  Node& node = *node_of(ino);
+  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
+  std::lock_guard hl(h->mu);
+  std::shared_lock lk(tree_mu_);
+  if (off == 0) {
+    // A fresh snapshot of the merged listing at the start of each pass: later
+    // changes do not shift the offsets of a pass in progress.
+    h->entries.clear();
+    if (node.unlinked) {
+      lk.unlock();
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    h->entries.push_back({".", node.ino, DT_DIR});
+    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR});
+    int r = list_dir(node, h->entries);
+    if (r != 0) {
+      h->entries.clear();
+      lk.unlock();
+      fuse_reply_err(req, r);
+      return;
+    }
+  }
+  std::vector<char> buf(size);
+  size_t used = 0;
+  for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
+    const Entry& en = h->entries[i];
+    size_t left = size - used;
+    off_t next = static_cast<off_t>(i + 1);
+    if (!plus) {
+      struct stat st {};
+      st.st_ino = en.ino;
+      st.st_mode = static_cast<mode_t>(DTTOIF(en.type));
+      size_t need = fuse_add_direntry(req, buf.data() + used, left, en.name.c_str(), &st, next);
+      if (need > left) break;
+      used += need;
+      continue;
+    }
+    if (fuse_add_direntry_plus(req, nullptr, 0, en.name.c_str(), nullptr, 0) > left) break;
+    fuse_entry_param e{};
+    if (i < 2) {
+      e.attr.st_ino = en.ino;
+      e.attr.st_mode = S_IFDIR;
+    } else if (do_lookup(node, en.name.c_str(), e) != 0) {
+      continue;  // removed since the snapshot
+    }
+    used += fuse_add_direntry_plus(req, buf.data() + used, left, en.name.c_str(), &e, next);
+  }
+  lk.unlock();
+  fuse_reply_buf(req, buf.data(), used);
+}
+
+void UnionFs::statfs(fuse_req_t req, fuse_ino_t) {
+  int fd = layers_[0].fd ? layers_[0].fd.get() : layers_[1].fd.get();
+  struct statvfs sv {};
+  if (::fstatvfs(fd, &sv) != 0) {
+    fuse_reply_err(req, errno);
+    return;
+  }
+  sv.f_namemax = NAME_MAX;
+  fuse_reply_statfs(req, &sv);
+}
+
+bool UnionFs::is_private_xattr(const char* name) const noexcept {
+  return std::strncmp(name, "trusted.overlay.", 16) == 0 || std::strncmp(name, "user.overlay.", 13) == 0 ||
+         std::strcmp(name, kOverrideStatXattr) == 0;
+}
+
+int UnionFs::xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
+  if (!node.parent) {
+    follow = true;
+    return proc_path(buf, len, node.dir_fd(), nullptr);
+  }
+  follow = false;
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) return EIO;
+  return proc_path(buf, len, pfd, node.name.c_str());
+}
+
+void UnionFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  if (is_private_xattr(name)) {
+    fuse_reply_err(req, ENODATA);
+    return;
+  }
+  std::shared_lock lk(tree_mu_);
+  char path[PATH_MAX];
+  bool follow = false;
+  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  if (r != 0) {
+    lk.unlock();
+    fuse_reply_err(req, r);
+    return;
+  }
+  std::vector<char> value(size);
+  ssize_t n = follow ? ::getxattr(path, name, size ? value.data() : nullptr, size)
+                     : ::lgetxattr(path, name, size ? value.data() : nullptr, size);
+  int err = n < 0 ? errno : 0;
+  lk.unlock();
+  if (n < 0) {
+    fuse_reply_err(req, err == ENOENT ? EIO : err);
+  } else if (size == 0) {
+    fuse_reply_xattr(req, static_cast<size_t>(n));
+  } else {
+    fuse_reply_buf(req, value.data(), static_cast<size_t>(n));
+  }
+}
+
+void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  std::shared_lock lk(tree_mu_);
+  char path[PATH_MAX];
+  bool follow = false;
+  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  if (r != 0) {
+    lk.unlock();
+    fuse_reply_err(req, r);
+    return;
+  }
+  std::vector<char> raw(65536);
+  ssize_t n = follow ? ::listxattr(path, raw.data(), raw.size()) : ::llistxattr(path, raw.data(), raw.size());
+  int err = n < 0 ? errno : 0;
+  lk.unlock();
+  if (n < 0) {
+    fuse_reply_err(req, err == ENOENT ? EIO : err);
+    return;
+  }
+  std::vector<char> shown;
+  for (ssize_t i = 0; i < n;) {
+    const char* a = raw.data() + i;
+    size_t len = std::strlen(a) + 1;
+    if (!is_private_xattr(a)) shown.insert(shown.end(), a, a + len);
+    i += static_cast<ssize_t>(len);
+  }
+  if (size == 0) {
+    fuse_reply_xattr(req, shown.size());
+  } else if (shown.size() > size) {
+    fuse_reply_err(req, ERANGE);
+  } else {
+    fuse_reply_buf(req, shown.data(), shown.size());
+  }
+}
+
+// --- C callbacks: unwrap the request and call the member. ---
+
+namespace {
+
+void op_init(void* userdata, fuse_conn_info* conn) { static_cast<UnionFs*>(userdata)->init(conn); }
+void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->lookup(r, p, n); }
+void op_forget(fuse_req_t r, fuse_ino_t i, uint64_t n) {
+  fs_of(r)->forget(i, n);
+  fuse_reply_none(r);
+}
+void op_forget_multi(fuse_req_t r, size_t count, fuse_forget_data* f) {
+  for (size_t i = 0; i < count; ++i) fs_of(r)->forget(f[i].ino, f[i].nlookup);
+  fuse_reply_none(r);
+}
+void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->getattr(r, i, fi); }
+void op_readlink(fuse_req_t r, fuse_ino_t i) { fs_of(r)->readlink(r, i); }
+void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->open(r, i, fi); }
+void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) { fs_of(r)->read(r, i, s, o, fi); }
+void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->release(r, i, fi); }
+void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->opendir(r, i, fi); }
+void op_readdir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  fs_of(r)->readdir(r, i, s, o, fi, false);
+}
+void op_readdirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  fs_of(r)->readdir(r, i, s, o, fi, true);
+}
+void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->releasedir(r, i, fi); }
+void op_statfs(fuse_req_t r, fuse_ino_t i) { fs_of(r)->statfs(r, i); }
+void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { fs_of(r)->getxattr(r, i, n, s); }
+void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) { fs_of(r)->listxattr(r, i, s); }
+void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) { fs_of(r)->setattr(r, i, a, t, fi); }
+void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) { fs_of(r)->mknod(r, p, n, m, d); }
+void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) { fs_of(r)->mkdir(r, p, n, m); }
+void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) { fs_of(r)->symlink(r, t, p, n); }
+void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) { fs_of(r)->link(r, i, p, n); }
+void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, false); }
+void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, true); }
+void op_rename(fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn, unsigned f) {
+  fs_of(r)->rename(r, p, n, np, nn, f);
+}
+void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) { fs_of(r)->create(r, p, n, m, fi); }
+void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
+  fs_of(r)->write_buf(r, i, b, o, fi);
+}
+void op_flush(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->flush(r, i, fi); }
+void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsync(r, i, d, fi); }
+void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsyncdir(r, i, d, fi); }
+void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
+  fs_of(r)->setxattr(r, i, n, v, s, f);
+}
+void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) { fs_of(r)->removexattr(r, i, n); }
+void op_fallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
+  fs_of(r)->fallocate(r, i, m, o, l, fi);
+}
+void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) { fs_of(r)->lseek(r, i, o, w, fi); }
+void op_copy_file_range(fuse_req_t r, fuse_ino_t ii, off_t oi, fuse_file_info* fi, fuse_ino_t io, off_t oo,
+                        fuse_file_info* fo, size_t len, int flags) {
+  fs_of(r)->copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags);
+}
+
+fuse_lowlevel_ops make_ops() {
+  fuse_lowlevel_ops o{};
+  o.init = op_init;
+  o.lookup = op_lookup;
+  o.forget = op_forget;
+  o.forget_multi = op_forget_multi;
+  o.getattr = op_getattr;
+  o.readlink = op_readlink;
+  o.open = op_open;
+  o.read = op_read;
+  o.release = op_release;
+  o.opendir = op_opendir;
+  o.readdir = op_readdir;
+  o.readdirplus = op_readdirplus;
+  o.releasedir = op_releasedir;
+  o.statfs = op_statfs;
+  o.getxattr = op_getxattr;
+  o.listxattr = op_listxattr;
+  o.setattr = op_setattr;
+  o.mknod = op_mknod;
+  o.mkdir = op_mkdir;
+  o.symlink = op_symlink;
+  o.link = op_link;
+  o.unlink = op_unlink;
+  o.rmdir = op_rmdir;
+  o.rename = op_rename;
+  o.create = op_create;
+  o.write_buf = op_write_buf;
+  o.flush = op_flush;
+  o.fsync = op_fsync;
+  o.fsyncdir = op_fsyncdir;
+  o.setxattr = op_setxattr;
+  o.removexattr = op_removexattr;
+  o.fallocate = op_fallocate;
+  o.lseek = op_lseek;
+  o.copy_file_range = op_copy_file_range;
+  return o;
+}
+
+}  // namespace
+
+const fuse_lowlevel_ops& UnionFs::ops() {
+  static const fuse_lowlevel_ops o = make_ops();
+  return o;
+}
+
+}  // namespace strata::fs

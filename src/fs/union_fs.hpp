@@ -1,0 +1,205 @@
+// The union file system served to the kernel: layers, the node table, name
+// resolution across layers, whiteouts, copy-up, and the FUSE low-level ops.
+//
+// Model (DESIGN.md "The union"):
+// - A Layer is an open directory fd. Index 0 is the upper (when there is one),
+//   lowers are 1..N topmost first. The index is also the high byte of every
+//   inode number, so numbers are unique across layers and stable.
+// - A Node is one merged name that the kernel has looked up: parent, name, the
+//   layer of the visible copy and, for directories, one O_PATH fd per layer
+//   that contributes (top first, stopping at an opaque one). Every access is a
+//   single-component *at() call relative to such an fd, with O_NOFOLLOW or
+//   AT_SYMLINK_NOFOLLOW, so no name from the merged view can leave a layer.
+// - The FUSE nodeid is the Node's address; the node table owns a strong
+//   reference for as long as the kernel's lookup count is non-zero.
+#pragma once
+
+#define FUSE_USE_VERSION 312
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "strata/fd.hpp"
+#include "strata/fs.hpp"
+
+namespace strata::fs {
+
+struct Layer {
+  UniqueFd fd;  // O_PATH | O_DIRECTORY
+  std::string path;
+  dev_t dev = 0;
+};
+
+// One layer's copy of a merged directory.
+struct DirLayer {
+  int layer = 0;
+  UniqueFd fd;  // O_PATH | O_DIRECTORY, opened without following symlinks
+  // Whether this directory holds OCI `.wh.` markers: -1 not yet known, 0 no,
+  // 1 yes. Learned from one scan so that a missing name costs one stat per
+  // layer instead of two.
+  std::atomic<int> oci_markers{-1};
+};
+
+struct Node : std::enable_shared_from_this<Node> {
+  // Everything below except nlookup and children is guarded by UnionFs::tree_mu_.
+  std::shared_ptr<Node> parent;  // null for the root
+  std::string name;
+  std::uint64_t ino = 0;  // the stable number shown in stat and readdir
+  mode_t type = 0;        // S_IFMT bits
+  int layer = 0;          // layer of the visible copy
+  bool unlinked = false;  // removed from the tree; alive until forgotten
+  std::vector<std::unique_ptr<DirLayer>> dirs;  // directories only, top first
+
+  std::uint64_t nlookup = 0;  // guarded by the node table shard
+  std::mutex children_mu;
+  std::unordered_map<std::string, std::weak_ptr<Node>> children;
+
+  ~Node();
+  bool is_dir() const noexcept { return S_ISDIR(type); }
+  int dir_fd() const noexcept { return dirs.empty() ? -1 : dirs.front()->fd.get(); }
+};
+
+struct Config {
+  bool writable = false;
+  bool overlay_whiteouts = false;  // 0/0 char devices can be created in the upper
+  std::string private_xattr_prefix;  // "trusted.overlay." or "user.overlay." ("" = OCI markers only)
+  IdMap uid_map;
+  IdMap gid_map;
+  double timeout = 86400.0;
+};
+
+class UnionFs {
+ public:
+  UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config);
+  ~UnionFs();
+  UnionFs(const UnionFs&) = delete;
+  UnionFs& operator=(const UnionFs&) = delete;
+
+  static const fuse_lowlevel_ops& ops();
+  void set_session(fuse_session* se) noexcept { session_ = se; }
+
+  // Op implementations (public so the C callbacks can reach them).
+  void init(fuse_conn_info* conn);
+  void lookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void forget(fuse_ino_t ino, std::uint64_t n);
+  void getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void readlink(fuse_req_t req, fuse_ino_t ino);
+  void open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi);
+  void release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus);
+  void releasedir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void statfs(fuse_req_t req, fuse_ino_t ino);
+  void getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  void listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  // Writing ops.
+  void setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+  void mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  void mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  void symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+  void link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname);
+  void unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir);
+  void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+              unsigned flags);
+  void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
+  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
+  void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
+  void removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  void fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len, fuse_file_info* fi);
+  void lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info* fi);
+  void copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info* fi_in, fuse_ino_t ino_out,
+                       off_t off_out, fuse_file_info* fi_out, size_t len, int flags);
+
+ private:
+  struct DirHandle;
+
+ public:
+  struct Resolved {
+    bool found = false;
+    int layer = 0;
+    struct stat st {};
+    std::vector<std::unique_ptr<DirLayer>> dirs;
+  };
+  struct Entry {
+    std::string name;
+    std::uint64_t ino;
+    unsigned char type;
+  };
+
+ private:
+
+  Node* node_of(fuse_ino_t ino) const noexcept;
+  // Lookup of NAME in PARENT (tree_mu_ held shared or unique). Fills E and
+  // counts one kernel lookup on success; returns 0 or an errno.
+  int do_lookup(Node& parent, const char* name, fuse_entry_param& e);
+  // FIRST skips the parent's layers above it (1 = ignore the upper copy).
+  int resolve(Node& parent, const char* name, Resolved& out, std::size_t first = 0);
+  // The node for NAME in PARENT: the live one or a new one (not counted as a
+  // kernel lookup); null with ERR set when NAME is not visible.
+  std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err);
+  int list_dir(Node& node, std::vector<Entry>& out);
+  bool oci_whiteout_in(DirLayer& dl, const char* name);
+  bool dir_is_opaque(int dirfd);
+  std::unique_ptr<DirLayer> open_dir_layer(int layer, int parent_fd, const char* name);
+  std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
+  int parent_fd_in(const Node& node, int layer) const noexcept;
+  int stat_node(Node& node, struct stat& st);
+  void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
+  int node_attr(Node& node, struct stat& st);
+  void ref_lookup(const std::shared_ptr<Node>& node);
+  bool is_private_xattr(const char* name) const noexcept;
+  int xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
+  int dir_gone_error(Node& dir);
+  void fill_entry(fuse_entry_param& e, Node& node, const struct stat& st);
+
+  // Writing helpers (tree_mu_ held unique).
+  int copy_up(Node& node, bool with_data = true);
+  int copy_up_dir_chain(Node& dir);
+  int copy_up_tree(Node& dir);
+  int copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino);
+  int exists_below_upper(Node& dir, const char* name, bool* is_dir = nullptr);
+  int make_whiteout(Node& dir, const char* name);
+  int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
+  int set_opaque(int dirfd, const char* name);
+  int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
+                  fuse_file_info* fi);
+  int merged_dir_is_empty(Node& dir);
+  void refresh_subtree(Node& node);
+  std::string work_name();
+  int upper_fd(Node& dir) const noexcept;  // the dir's upper copy, or -1
+  int set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid_if_setgid, mode_t mode, dev_t rdev);
+  void detach(Node& node);
+  void attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node);
+  int remove_upper_dir(int parent_fd, const char* name);
+  std::shared_ptr<Node> live_child(Node& parent, const std::string& name);
+
+  std::vector<Layer> layers_;  // [0] = upper (fd empty when read-only)
+  UniqueFd work_fd_;
+  Config cfg_;
+  std::shared_ptr<Node> root_;
+  fuse_session* session_ = nullptr;
+  std::shared_mutex tree_mu_;
+  std::atomic<std::uint64_t> work_counter_{0};
+
+  static constexpr int kShards = 64;
+  struct Shard {
+    std::mutex mu;
+    std::unordered_map<Node*, std::shared_ptr<Node>> nodes;
+  };
+  Shard shards_[kShards];
+  Shard& shard_of(Node* n) noexcept { return shards_[(reinterpret_cast<std::uintptr_t>(n) >> 6) % kShards]; }
+};
+
+}  // namespace strata::fs

@@ -1,0 +1,770 @@
+// The union's write side: copy-up, whiteouts and opaque directories in the
+// upper layer, and every op that changes the tree. All of them run with
+// tree_mu_ held exclusively: they change which layer a node lives in, and
+// lookups must never see half of such a change.
+//
+// On-disk upper format (documented in stratafs(1)):
+// - a deleted name that exists below is a whiteout: a 0/0 character device
+//   when the daemon may create one (root, or any user on Linux >= 5.8),
+//   otherwise an empty regular file `.wh.NAME` (OCI);
+// - a directory that must hide what is below (rm -rf d; mkdir d, or a
+//   directory renamed over a lower name) carries the opaque xattr
+//   (trusted.overlay.opaque=y as root, user.overlay.opaque=y otherwise), or a
+//   `.wh..wh..opq` file when no xattr can be set;
+// - a renamed directory that merges lower layers is copied up entirely and
+//   made opaque (no redirect xattrs), so the upper reads the same under any
+//   overlay implementation;
+// - a copied-up object keeps its inode number in the private xattr
+//   PREFIX.strata.ino, which overlayfs ignores.
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/file.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "strata/error.hpp"
+#include "union_fs.hpp"
+
+namespace strata::fs {
+
+namespace {
+
+int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
+  int n = name ? std::snprintf(buf, len, "/proc/self/fd/%d/%s", fd, name) : std::snprintf(buf, len, "/proc/self/fd/%d", fd);
+  return (n < 0 || static_cast<size_t>(n) >= len) ? ENAMETOOLONG : 0;
+}
+
+bool is_overlay_private(const char* name) {
+  return std::strncmp(name, "trusted.overlay.", 16) == 0 || std::strncmp(name, "user.overlay.", 13) == 0;
+}
+
+// Copies LEN bytes of data from IN to OUT at the same offsets, keeping holes:
+// only the data segments (SEEK_DATA/SEEK_HOLE) are copied, by
+// copy_file_range (which reflinks or copies in the kernel) with a read/write
+// fallback across file systems that do not support it.
+int copy_data(int in, int out, off_t size) {
+  if (size == 0) return 0;
+  if (::ioctl(out, FICLONE, in) == 0) return 0;
+  off_t pos = 0;
+  std::vector<char> buf;
+  while (pos < size) {
+    off_t data = ::lseek(in, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole is left
+      data = pos;                 // SEEK_DATA unsupported: copy everything
+    }
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0 || hole > size) hole = size;
+    off_t off_in = data, off_out = data;
+    while (off_in < hole) {
+      ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, static_cast<size_t>(hole - off_in), 0);
+      if (n > 0) continue;
+      if (n == 0) break;
+      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return errno;
+      if (buf.empty()) buf.resize(1 << 20);
+      ssize_t r = ::pread(in, buf.data(), std::min<off_t>(static_cast<off_t>(buf.size()), hole - off_in), off_in);
+      if (r < 0) return errno;
+      if (r == 0) break;
+      for (ssize_t done = 0; done < r;) {
+        ssize_t w = ::pwrite(out, buf.data() + done, static_cast<size_t>(r - done), off_out);
+        if (w < 0) return errno;
+        done += w;
+        off_out += w;
+      }
+      off_in += r;
+    }
+    pos = hole;
+  }
+  if (::ftruncate(out, size) != 0) return errno;
+  return 0;
+}
+
+}  // namespace
+
+std::string UnionFs::work_name() {
+  return "#" + std::to_string(::getpid()) + "." + std::to_string(work_counter_.fetch_add(1));
+}
+
+int UnionFs::upper_fd(Node& dir) const noexcept {
+  return (!dir.dirs.empty() && dir.dirs.front()->layer == 0) ? dir.dirs.front()->fd.get() : -1;
+}
+
+void UnionFs::detach(Node& node) {
+  node.unlinked = true;
+  if (!node.parent) return;
+  std::lock_guard lk(node.parent->children_mu);
+  auto it = node.parent->children.find(node.name);
+  if (it != node.parent->children.end()) {
+    auto cur = it->second.lock();
+    if (!cur || cur.get() == &node) node.parent->children.erase(it);
+  }
+}
+
+void UnionFs::attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node) {
+  node->parent = parent.shared_from_this();
+  node->name = name;
+  node->unlinked = false;
+  std::lock_guard lk(parent.children_mu);
+  parent.children[name] = node;
+}
+
+// Copies owner, mode, xattrs (overlay-private ones excepted), the inode
+// number and the times of SRC_DIR/SRC_NAME onto work-dir entry TMP.
+int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino) {
+  bool link = S_ISLNK(st.st_mode);
+  if (::fchownat(work_fd_.get(), tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM) return errno;
+  if (!link && ::fchmodat(work_fd_.get(), tmp, st.st_mode & 07777, 0) != 0) return errno;
+  char src[PATH_MAX], dst[PATH_MAX];
+  if (proc_path(src, sizeof src, src_dir, src_name) != 0 || proc_path(dst, sizeof dst, work_fd_.get(), tmp) != 0) {
+    return ENAMETOOLONG;
+  }
+  std::vector<char> names(65536), value(65536);
+  ssize_t n = ::llistxattr(src, names.data(), names.size());
+  for (ssize_t i = 0; i < n;) {
+    const char* key = names.data() + i;
+    i += static_cast<ssize_t>(std::strlen(key)) + 1;
+    if (is_overlay_private(key)) continue;
+    ssize_t len = ::lgetxattr(src, key, value.data(), value.size());
+    if (len < 0) continue;
+    if (::lsetxattr(dst, key, value.data(), static_cast<size_t>(len), 0) != 0 && errno != EPERM && errno != ENOTSUP) {
+      return errno;
+    }
+  }
+  if (!cfg_.private_xattr_prefix.empty()) {
+    std::string key = cfg_.private_xattr_prefix + "strata.ino";
+    std::string v = std::to_string(ino);
+    if (::lsetxattr(dst, key.c_str(), v.data(), v.size(), 0) != 0 && errno != EPERM && errno != ENOTSUP) return errno;
+  }
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (::utimensat(work_fd_.get(), tmp, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  return 0;
+}
+
+// Gives DIR (and every directory above it) a copy in the upper layer, without
+// children: built in the work dir, then renamed into place.
+int UnionFs::copy_up_dir_chain(Node& dir) {
+  if (upper_fd(dir) >= 0) return 0;
+  if (!dir.parent) return EROFS;
+  int r = copy_up_dir_chain(*dir.parent);
+  if (r != 0) return r;
+  int parent_upper = upper_fd(*dir.parent);
+  struct stat st;
+  if (::fstat(dir.dir_fd(), &st) != 0) return EIO;
+  std::string tmp = work_name();
+  if (::mkdirat(work_fd_.get(), tmp.c_str(), 0700) != 0) return errno;
+  r = copy_metadata(parent_fd_in(dir, dir.layer), dir.name.c_str(), tmp.c_str(), st, dir.ino);
+  if (r == 0 && ::renameat(work_fd_.get(), tmp.c_str(), parent_upper, dir.name.c_str()) != 0) r = errno;
+  if (r != 0) {
+    ::unlinkat(work_fd_.get(), tmp.c_str(), AT_REMOVEDIR);
+    return r;
+  }
+  auto dl = std::make_unique<DirLayer>();
+  dl->layer = 0;
+  dl->fd = UniqueFd(::openat(parent_upper, dir.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dl->fd) return EIO;
+  dl->oci_markers = 0;
+  dir.dirs.insert(dir.dirs.begin(), std::move(dl));
+  dir.layer = 0;
+  return 0;
+}
+
+// Copies a non-directory NODE from its lower layer into the upper: data
+// (reflink or copy_file_range, holes kept), owner, mode, xattrs, times and
+// inode number, built under a temporary name in the work dir and renamed into
+// place, so a partial copy is never visible. On failure (ENOSPC, EDQUOT...)
+// nothing is left behind and the lower file stays visible.
+int UnionFs::copy_up(Node& node, bool with_data) {
+  if (node.is_dir()) return copy_up_dir_chain(node);
+  if (node.layer == 0) return 0;
+  int r = copy_up_dir_chain(*node.parent);
+  if (r != 0) return r;
+  int src_dir = parent_fd_in(node, node.layer);
+  int dst_dir = upper_fd(*node.parent);
+  if (src_dir < 0 || dst_dir < 0) return EIO;
+  const char* name = node.name.c_str();
+  struct stat st;
+  if (::fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return EIO;
+  std::string tmp = work_name();
+  const char* t = tmp.c_str();
+  errno = 0;
+  if (S_ISREG(st.st_mode)) {
+    UniqueFd out(::openat(work_fd_.get(), t, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+    if (!out) return errno;
+    if (with_data) {
+      UniqueFd in(::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+      r = in ? copy_data(in.get(), out.get(), st.st_size) : EIO;
+      if (r == 0 && ::fdatasync(out.get()) != 0) r = errno;
+    }
+  } else if (S_ISLNK(st.st_mode)) {
+    char target[PATH_MAX + 1];
+    ssize_t n = ::readlinkat(src_dir, name, target, sizeof target - 1);
+    if (n < 0) return EIO;
+    target[n] = '\0';
+    if (::symlinkat(target, work_fd_.get(), t) != 0) return errno;
+  } else {
+    if (::mknodat(work_fd_.get(), t, st.st_mode, st.st_rdev) != 0) return errno;
+  }
+  if (r == 0) r = copy_metadata(src_dir, name, t, st, node.ino);
+  if (r == 0 && ::renameat(work_fd_.get(), t, dst_dir, name) != 0) r = errno;
+  if (r != 0) {
+    ::unlinkat(work_fd_.get(), t, 0);
+    return r;
+  }
+  node.layer = 0;
+  return 0;
+}
+
+// Copies DIR and everything visible under it into the upper and makes the
+// upper copy opaque, so it no longer depends on any lower layer (how
+// directories that merge lower layers are renamed).
+int UnionFs::copy_up_tree(Node& dir) {
+  int r = copy_up_dir_chain(dir);
+  if (r != 0) return r;
+  if (dir.dirs.size() == 1) return 0;  // upper only already
+  std::vector<Entry> entries;
+  r = list_dir(dir, entries);
+  if (r != 0) return r;
+  for (const auto& en : entries) {
+    int err = 0;
+    auto child = child_node(dir, en.name.c_str(), err);
+    if (!child) return err == ENOENT ? EIO : err;
+    r = child->is_dir() ? copy_up_tree(*child) : copy_up(*child);
+    if (r != 0) return r;
+  }
+  r = set_opaque(upper_fd(dir), nullptr);
+  if (r != 0) return r;
+  dir.dirs.resize(1);
+  return 0;
+}
+
+// Marks DIRFD/NAME (or DIRFD itself) opaque, in the best format available.
+int UnionFs::set_opaque(int dirfd, const char* name) {
+  char path[PATH_MAX];
+  if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
+  if (!cfg_.private_xattr_prefix.empty()) {
+    std::string key = cfg_.private_xattr_prefix + "opaque";
+    if (::setxattr(path, key.c_str(), "y", 1, 0) == 0) return 0;
+  }
+  UniqueFd d(::open(path, O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!d) return errno;
+  UniqueFd marker(::openat(d.get(), ".wh..wh..opq", O_CREAT | O_WRONLY | O_CLOEXEC, 0000));
+  return marker ? 0 : errno;
+}
+
+// Does NAME exist in DIR's layers below the upper (whiteouts there respected)?
+int UnionFs::exists_below_upper(Node& dir, const char* name, bool* is_dir) {
+  Resolved res;
+  std::size_t first = upper_fd(dir) >= 0 ? 1 : 0;
+  int r = resolve(dir, name, res, first);
+  if (is_dir) *is_dir = r == 0 && S_ISDIR(res.st.st_mode);
+  return r == 0 ? 1 : 0;
+}
+
+// Hides NAME of DIR's lower layers. The upper must hold no NAME now.
+int UnionFs::make_whiteout(Node& dir, const char* name) {
+  int ufd = upper_fd(dir);
+  if (cfg_.overlay_whiteouts) {
+    std::string tmp = work_name();
+    if (::mknodat(work_fd_.get(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
+      if (::renameat(work_fd_.get(), tmp.c_str(), ufd, name) == 0) return 0;
+      int e = errno;
+      ::unlinkat(work_fd_.get(), tmp.c_str(), 0);
+      return e;
+    }
+  }
+  char marker[NAME_MAX + 8];
+  std::snprintf(marker, sizeof marker, ".wh.%s", name);
+  if (std::strlen(name) > NAME_MAX - 4) return ENAMETOOLONG;
+  UniqueFd f(::openat(ufd, marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0000));
+  if (!f) return errno;
+  dir.dirs.front()->oci_markers = 1;
+  return 0;
+}
+
+// Removes a whiteout for NAME from DIR's upper copy, in either format.
+int UnionFs::clear_whiteout(Node& dir, const char* name, bool& had) {
+  had = false;
+  int ufd = upper_fd(dir);
+  struct stat st;
+  if (::fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0) {
+    if (::unlinkat(ufd, name, 0) != 0) return errno;
+    had = true;
+  }
+  char marker[NAME_MAX + 8];
+  std::snprintf(marker, sizeof marker, ".wh.%s", name);
+  if (::unlinkat(ufd, marker, 0) == 0) {
+    had = true;
+  } else if (errno != ENOENT && errno != ENAMETOOLONG) {
+    return errno;
+  }
+  return 0;
+}
+
+// Removes an upper directory that looks empty through the mount but may
+// still hold whiteouts: moved into the work dir first, then deleted there.
+int UnionFs::remove_upper_dir(int parent_fd, const char* name) {
+  if (::unlinkat(parent_fd, name, AT_REMOVEDIR) == 0) return 0;
+  if (errno != ENOTEMPTY && errno != EEXIST) return errno;
+  std::string tmp = work_name();
+  if (::renameat(parent_fd, name, work_fd_.get(), tmp.c_str()) != 0) return errno;
+  try {
+    remove_tree_at(work_fd_.get(), tmp);
+  } catch (const SysError& e) {
+    return e.err();
+  }
+  return 0;
+}
+
+int UnionFs::merged_dir_is_empty(Node& dir) {
+  std::vector<Entry> entries;
+  int r = list_dir(dir, entries);
+  if (r != 0) return r;
+  return entries.empty() ? 0 : ENOTEMPTY;
+}
+
+// Gives a new upper entry the caller's owner (mapped to the host ids); where
+// the host refuses (no privilege, unmapped id) the owner is kept in the
+// override_stat xattr, as containers/storage does.
+int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid, mode_t mode, dev_t rdev) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  uid_t cuid = ctx->uid;
+  gid_t cgid = parent_gid != static_cast<gid_t>(-1) ? cfg_.gid_map.to_container(parent_gid) : ctx->gid;
+  auto huid = cfg_.uid_map.to_host(cuid), hgid = cfg_.gid_map.to_host(cgid);
+  bool stored = huid && hgid && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  struct stat st;
+  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
+  if (stored && !type_lost) return 0;
+  if (!stored && huid && hgid && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
+  OverrideStat o;
+  o.uid = cuid;
+  o.gid = cgid;
+  o.mode = mode;
+  o.rdev = rdev;
+  o.has_type = true;
+  std::string v = format_override_stat(o);
+  char path[PATH_MAX];
+  if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
+  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) return stored ? 0 : EPERM;
+  return 0;
+}
+
+// create, mknod, mkdir and symlink: one new upper entry for a name that is
+// not visible now (perhaps hidden by a whiteout, which it replaces).
+int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev,
+                         const char* link_target, fuse_file_info* fi) {
+  if (parent.unlinked) return ENOENT;
+  if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
+  if (std::strncmp(name, ".wh.", 4) == 0) return EINVAL;  // would read back as a marker
+  int err = 0;
+  if (auto existing = child_node(parent, name, err)) return EEXIST;
+  if (err != ENOENT) return err;
+  int r = copy_up_dir_chain(parent);
+  if (r != 0) return r;
+  int ufd = upper_fd(parent);
+  bool had_whiteout = false;
+  r = clear_whiteout(parent, name, had_whiteout);
+  if (r != 0) return r;
+  bool below = exists_below_upper(parent, name) == 1;
+  struct stat pst;
+  ::fstat(ufd, &pst);
+  gid_t inherit_gid = (pst.st_mode & S_ISGID) ? pst.st_gid : static_cast<gid_t>(-1);
+  int fd = -1;
+  const mode_t type = mode & S_IFMT;
+  errno = 0;
+  if (S_ISDIR(type)) {
+    if (below) {
+      // The new directory must hide what the whiteout hid: made opaque in
+      // the work dir, then renamed into place.
+      std::string tmp = work_name();
+      if (::mkdirat(work_fd_.get(), tmp.c_str(), mode & 07777) != 0) return errno;
+      r = set_opaque(work_fd_.get(), tmp.c_str());
+      if (r == 0 && ::renameat(work_fd_.get(), tmp.c_str(), ufd, name) != 0) r = errno;
+      if (r != 0) {
+        ::unlinkat(work_fd_.get(), tmp.c_str(), AT_REMOVEDIR);
+        return r;
+      }
+    } else if (::mkdirat(ufd, name, mode & 07777) != 0) {
+      return errno;
+    }
+    if (inherit_gid != static_cast<gid_t>(-1)) ::fchmodat(ufd, name, (mode & 07777) | S_ISGID, 0);
+  } else if (link_target) {
+    if (::symlinkat(link_target, ufd, name) != 0) return errno;
+  } else if (fi) {
+    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 07777);
+    if (fd < 0) return errno;
+  } else {
+    if (::mknodat(ufd, name, mode, rdev) != 0) {
+      if (errno != EPERM || !(S_ISCHR(type) || S_ISBLK(type))) return errno;
+      // No privilege for device nodes: an empty file stands in, and the
+      // override_stat xattr says what it is.
+      UniqueFd f(::openat(ufd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0000));
+      if (!f) return errno;
+    }
+  }
+  r = set_owner(ufd, name, req, inherit_gid, mode, rdev);
+  if (r != 0) {
+    if (fd >= 0) ::close(fd);
+    S_ISDIR(type) ? remove_upper_dir(ufd, name) : ::unlinkat(ufd, name, 0);
+    return r;
+  }
+  fuse_entry_param e{};
+  r = do_lookup(parent, name, e);
+  if (r != 0) {
+    if (fd >= 0) ::close(fd);
+    return r;
+  }
+  if (fi) {
+    fi->fh = static_cast<std::uint64_t>(fd);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+  } else {
+    fuse_reply_entry(req, &e);
+  }
+  return 0;
+}
+
+void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  Node& p = *node_of(parent);
+  int err = 0;
+  if (auto existing = child_node(p, name, err); existing && !(fi->flags & O_EXCL)) {
+    // The kernel thought NAME missing; open what is there instead.
+    int r = existing->is_dir() ? EISDIR : copy_up(*existing, !(fi->flags & O_TRUNC));
+    int pfd = r == 0 ? parent_fd_in(*existing, 0) : -1;
+    int fd = pfd < 0 ? -1 : ::openat(pfd, existing->name.c_str(), (fi->flags & ~(O_CREAT | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return (void)fuse_reply_err(req, r ? r : errno);
+    fuse_entry_param e{};
+    struct stat st;
+    if (node_attr(*existing, st) != 0) {
+      ::close(fd);
+      return (void)fuse_reply_err(req, EIO);
+    }
+    ref_lookup(existing);
+    fill_entry(e, *existing, st);
+    fi->fh = static_cast<std::uint64_t>(fd);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+    return;
+  }
+  int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi);
+  if (r != 0) fuse_reply_err(req, r);
+}
+
+void UnionFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  int r = create_node(req, *node_of(parent), name, mode, rdev, nullptr, nullptr);
+  if (r != 0) fuse_reply_err(req, r);
+}
+
+void UnionFs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  int r = create_node(req, *node_of(parent), name, S_IFDIR | (mode & 07777), 0, nullptr, nullptr);
+  if (r != 0) fuse_reply_err(req, r);
+}
+
+void UnionFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  int r = create_node(req, *node_of(parent), name, S_IFLNK | 0777, 0, target, nullptr);
+  if (r != 0) fuse_reply_err(req, r);
+}
+
+void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  Node& np = *node_of(newparent);
+  auto fail = [&](int e) { fuse_reply_err(req, e); };
+  if (node.is_dir()) return fail(EPERM);
+  if (node.unlinked || np.unlinked) return fail(ENOENT);
+  if (std::strncmp(newname, ".wh.", 4) == 0) return fail(EINVAL);
+  int err = 0;
+  if (child_node(np, newname, err)) return fail(EEXIST);
+  if (err != ENOENT) return fail(err);
+  // Linking to a lower file copies it up first: afterwards both names are
+  // one upper inode, and a write through one shows through the other.
+  int r = copy_up(node);
+  if (r == 0) r = copy_up_dir_chain(np);
+  if (r != 0) return fail(r);
+  bool had = false;
+  r = clear_whiteout(np, newname, had);
+  if (r != 0) return fail(r);
+  if (::linkat(parent_fd_in(node, 0), node.name.c_str(), upper_fd(np), newname, 0) != 0) return fail(errno);
+  // Reply with the linked node itself: the kernel then knows both names are
+  // one inode and refreshes its link count.
+  struct stat st;
+  if ((r = node_attr(node, st)) != 0) return fail(r);
+  fuse_entry_param e{};
+  auto self = node.shared_from_this();
+  ref_lookup(self);
+  fill_entry(e, node, st);
+  fuse_reply_entry(req, &e);
+}
+
+void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  Node& p = *node_of(parent);
+  int err = 0;
+  auto child = child_node(p, name, err);
+  if (!child) return (void)fuse_reply_err(req, err);
+  if (dir && !child->is_dir()) return (void)fuse_reply_err(req, ENOTDIR);
+  if (!dir && child->is_dir()) return (void)fuse_reply_err(req, EISDIR);
+  if (dir) {
+    int r = merged_dir_is_empty(*child);
+    if (r != 0) return (void)fuse_reply_err(req, r);
+  }
+  int r = copy_up_dir_chain(p);
+  if (r != 0) return (void)fuse_reply_err(req, r);
+  int ufd = upper_fd(p);
+  bool below = exists_below_upper(p, name) == 1;
+  if (child->layer == 0) {
+    r = dir ? remove_upper_dir(ufd, name) : (::unlinkat(ufd, name, 0) == 0 ? 0 : errno);
+    if (r != 0) return (void)fuse_reply_err(req, r);
+  }
+  // A name that exists below needs a whiteout; one that lived only in the
+  // upper leaves nothing behind.
+  if (below) {
+    r = make_whiteout(p, name);
+    if (r != 0) return (void)fuse_reply_err(req, r);
+  }
+  detach(*child);
+  fuse_reply_err(req, 0);
+}
+
+void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
+                     unsigned flags) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
+  std::unique_lock lk(tree_mu_);
+  Node& p = *node_of(parent);
+  Node& np = *node_of(newparent);
+  auto fail = [&](int e) { fuse_reply_err(req, e); };
+  if (std::strncmp(newname, ".wh.", 4) == 0) return fail(EINVAL);
+  int err = 0;
+  auto src = child_node(p, name, err);
+  if (!src) return fail(err);
+  auto dst = child_node(np, newname, err);
+  if (!dst && err != ENOENT) return fail(err);
+  bool exchange = flags & RENAME_EXCHANGE;
+  if (dst && (flags & RENAME_NOREPLACE)) return fail(EEXIST);
+  if (!dst && exchange) return fail(ENOENT);
+  if (dst == src) return (void)fuse_reply_err(req, 0);
+  if (dst && !exchange) {
+    if (src->is_dir() && !dst->is_dir()) return fail(ENOTDIR);
+    if (!src->is_dir() && dst->is_dir()) return fail(EISDIR);
+    if (dst->is_dir()) {
+      int r = merged_dir_is_empty(*dst);
+      if (r != 0) return fail(r);
+    }
+  }
+  int r = copy_up_dir_chain(p);
+  if (r == 0) r = copy_up_dir_chain(np);
+  // What moves must live entirely in the upper: a directory that merges
+  // lower layers is copied up with its whole tree (and made opaque).
+  if (r == 0) r = src->is_dir() ? copy_up_tree(*src) : copy_up(*src);
+  if (r == 0 && exchange) r = dst->is_dir() ? copy_up_tree(*dst) : copy_up(*dst);
+  if (r != 0) return fail(r);
+  int sfd = upper_fd(p), dfd = upper_fd(np);
+  bool src_below = exists_below_upper(p, name) == 1;
+  bool dst_below = exists_below_upper(np, newname) == 1;
+  if (exchange) {
+    if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+    if (dst->is_dir() && src_below && (r = set_opaque(upper_fd(*dst), nullptr)) != 0) return fail(r);
+    if (::renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE) != 0) return fail(errno);
+    std::string sname = src->name, dname = dst->name;
+    detach(*src);
+    detach(*dst);
+    attach(np, dname, src);
+    attach(p, sname, dst);
+    return (void)fuse_reply_err(req, 0);
+  }
+  if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+  bool had = false;
+  if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
+  if (dst && dst->layer == 0 && dst->is_dir() && (r = remove_upper_dir(dfd, newname)) != 0) return fail(r);
+  if (::renameat2(sfd, name, dfd, newname, (flags & RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0) != 0) return fail(errno);
+  if (src_below && (r = make_whiteout(p, name)) != 0) return fail(r);
+  if (dst) detach(*dst);
+  detach(*src);
+  attach(np, newname, src);
+  fuse_reply_err(req, 0);
+}
+
+void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  std::unique_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  auto fail = [&](int e) { fuse_reply_err(req, e); };
+  if (node.unlinked && !fi) return fail(ENOENT);
+  int fd = fi ? static_cast<int>(fi->fh) : -1;
+  if (!node.unlinked) {
+    bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
+    int r = copy_up(node, !truncating);
+    if (r != 0) return fail(r);
+  }
+  int dirfd = node.is_dir() ? -1 : parent_fd_in(node, 0);
+  const char* name = node.name.c_str();
+  char path[PATH_MAX];
+  if (node.is_dir()) {
+    proc_path(path, sizeof path, upper_fd(node), nullptr);
+  } else {
+    proc_path(path, sizeof path, dirfd, name);
+  }
+  if (to_set & FUSE_SET_ATTR_MODE) {
+    if (S_ISLNK(node.type)) return fail(EOPNOTSUPP);
+    int rc = fd >= 0 ? ::fchmod(fd, attr->st_mode & 07777) : ::chmod(path, attr->st_mode & 07777);
+    if (rc != 0) return fail(errno);
+  }
+  if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
+    uid_t uid = static_cast<uid_t>(-1);
+    gid_t gid = static_cast<gid_t>(-1);
+    if (to_set & FUSE_SET_ATTR_UID) {
+      auto h = cfg_.uid_map.to_host(attr->st_uid);
+      if (!h) return fail(EINVAL);
+      uid = *h;
+    }
+    if (to_set & FUSE_SET_ATTR_GID) {
+      auto h = cfg_.gid_map.to_host(attr->st_gid);
+      if (!h) return fail(EINVAL);
+      gid = *h;
+    }
+    int rc = fd >= 0 ? ::fchown(fd, uid, gid) : node.is_dir() ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
+    if (rc != 0) return fail(errno);
+  }
+  if (to_set & FUSE_SET_ATTR_SIZE) {
+    if (node.is_dir()) return fail(EISDIR);
+    int rc;
+    if (fd >= 0) {
+      rc = ::ftruncate(fd, attr->st_size);
+    } else {
+      UniqueFd f(::openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+      rc = f ? ::ftruncate(f.get(), attr->st_size) : -1;
+    }
+    if (rc != 0) return fail(errno);
+  }
+  if (to_set & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW)) {
+    struct timespec ts[2];
+    ts[0].tv_sec = ts[1].tv_sec = 0;
+    ts[0].tv_nsec = (to_set & FUSE_SET_ATTR_ATIME_NOW) ? UTIME_NOW : (to_set & FUSE_SET_ATTR_ATIME) ? attr->st_atim.tv_nsec : UTIME_OMIT;
+    ts[1].tv_nsec = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? UTIME_NOW : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim.tv_nsec : UTIME_OMIT;
+    if ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW)) ts[0] = attr->st_atim;
+    if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW)) ts[1] = attr->st_mtim;
+    int rc = fd >= 0 ? ::futimens(fd, ts)
+                     : node.is_dir() ? ::utimensat(upper_fd(node), "", ts, AT_EMPTY_PATH)
+                                     : ::utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
+    if (rc != 0) return fail(errno);
+  }
+  struct stat st;
+  int r = node_attr(node, st);
+  if (r == ENOENT && fd >= 0 && ::fstat(fd, &st) == 0) {
+    st.st_ino = node.ino;
+    r = 0;
+  }
+  if (r != 0) return fail(r);
+  fuse_reply_attr(req, &st, (st.st_nlink > 1 && !node.is_dir()) ? 0.0 : cfg_.timeout);
+}
+
+void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, fuse_file_info* fi) {
+  fuse_bufvec out{};
+  out.count = 1;
+  out.buf[0].size = fuse_buf_size(in);
+  out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  out.buf[0].fd = static_cast<int>(fi->fh);
+  out.buf[0].pos = off;
+  ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) {
+    fuse_reply_err(req, static_cast<int>(-n));
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+void UnionFs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  int fd = static_cast<int>(fi->fh);
+  int rc = datasync ? ::fdatasync(fd) : ::fsync(fd);
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void UnionFs::fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  std::shared_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  int ufd = upper_fd(node);
+  if (ufd < 0) return (void)fuse_reply_err(req, 0);  // nothing of it was written
+  UniqueFd d(::openat(ufd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  int rc = d ? ::fsync(d.get()) : -1;
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
+  std::unique_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  int r = copy_up(node);
+  if (r != 0) return (void)fuse_reply_err(req, r);
+  char path[PATH_MAX];
+  bool follow = false;
+  if ((r = xattr_path(node, path, sizeof path, follow)) != 0) return (void)fuse_reply_err(req, r);
+  int rc = follow ? ::setxattr(path, name, value, size, flags) : ::lsetxattr(path, name, value, size, flags);
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
+  if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
+  std::unique_lock lk(tree_mu_);
+  Node& node = *node_of(ino);
+  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  char path[PATH_MAX];
+  bool follow = false;
+  int r = xattr_path(node, path, sizeof path, follow);
+  if (r != 0) return (void)fuse_reply_err(req, r);
+  // Only copy up when there is something to remove.
+  if ((follow ? ::getxattr(path, name, nullptr, 0) : ::lgetxattr(path, name, nullptr, 0)) < 0) {
+    return (void)fuse_reply_err(req, errno);
+  }
+  if ((r = copy_up(node)) != 0 || (r = xattr_path(node, path, sizeof path, follow)) != 0) {
+    return (void)fuse_reply_err(req, r);
+  }
+  int rc = follow ? ::removexattr(path, name) : ::lremovexattr(path, name);
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void UnionFs::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
+  int rc = ::fallocate(static_cast<int>(fi->fh), mode, off, len);
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+
+void UnionFs::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
+  off_t r = ::lseek(static_cast<int>(fi->fh), off, whence);
+  if (r < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_lseek(req, r);
+  }
+}
+
+void UnionFs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t,
+                              off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
+  ssize_t n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in, static_cast<int>(fi_out->fh), &off_out, len,
+                                static_cast<unsigned>(flags));
+  if (n < 0) {
+    fuse_reply_err(req, errno);
+  } else {
+    fuse_reply_write(req, static_cast<size_t>(n));
+  }
+}
+
+}  // namespace strata::fs

@@ -1,0 +1,94 @@
+"""Shared fixtures of the integration tests.
+
+Every fixture that mounts something unmounts it in its finalizer, whatever the
+test did, so a failing test never leaves a stuck mount for the next run.
+"""
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+BUILD_DIR = os.environ.get("STRATA_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+SOURCE_DIR = os.environ.get("STRATA_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def tool(name):
+    """Path of a built tool (build/tools/NAME); the test is skipped if it was not built."""
+    path = os.path.join(BUILD_DIR, "tools", name)
+    if not os.path.exists(path):
+        pytest.fail(f"{name} was not built at {path}")
+    return path
+
+
+def is_mounted(path):
+    real = os.path.realpath(path)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) > 1 and fields[1].encode().decode("unicode_escape") == real:
+                return True
+    return False
+
+
+def unmount(path):
+    """Unmounts PATH however it was mounted; never raises."""
+    for cmd in (["fusermount3", "-u", path], ["umount", path], ["umount", "-l", path], ["fusermount3", "-uz", path]):
+        if not is_mounted(path):
+            return
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(50):
+            if not is_mounted(path):
+                return
+            time.sleep(0.02)
+
+
+class Mounts:
+    """Remembers every mount point a test creates and unmounts them all at the end."""
+
+    def __init__(self):
+        self.points = []
+
+    def add(self, path):
+        self.points.append(path)
+        return path
+
+    def cleanup(self):
+        for p in reversed(self.points):
+            unmount(p)
+
+
+@pytest.fixture
+def mounts():
+    m = Mounts()
+    try:
+        yield m
+    finally:
+        m.cleanup()
+
+
+@pytest.fixture
+def workdir():
+    """A fresh directory for the test, removed afterwards (after the mounts in it are gone)."""
+    d = tempfile.mkdtemp(prefix="strata-test.", dir=os.environ.get("STRATA_TEST_TMP", "/tmp"))
+    try:
+        yield d
+    finally:
+        # Never delete through a mount that a failed test left behind.
+        with open("/proc/self/mounts") as f:
+            stuck = [line.split()[1] for line in f if line.split()[1].startswith(d + "/")]
+        for p in sorted(stuck, reverse=True):
+            unmount(p)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run(cmd, check=True, **kw):
+    """Runs CMD, capturing text output; on failure the assertion shows stderr."""
+    kw.setdefault("capture_output", True)
+    kw.setdefault("text", True)
+    r = subprocess.run(cmd, **kw)
+    if check:
+        assert r.returncode == 0, f"{cmd} exited {r.returncode}: {r.stderr}"
+    return r

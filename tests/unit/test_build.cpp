@@ -1,0 +1,354 @@
+// The build planner: stages and --target, build args and their scopes, the
+// config and history each instruction leaves, and the cache key.
+#include <doctest/doctest.h>
+
+#include <string>
+
+#include "strata/build.hpp"
+
+using namespace strata::build;
+
+namespace {
+
+std::optional<BaseImage> fake_store(const std::string& ref) {
+  if (ref == "busybox" || ref == "busybox:latest") {
+    BaseImage img;
+    img.id = "sha256:busybox";
+    img.config.env = {"PATH=/bin:/usr/bin"};
+    img.config.cmd = std::vector<std::string>{"sh"};
+    img.config.working_dir = "/home";
+    return img;
+  }
+  if (ref == "onbuild-base") {
+    BaseImage img;
+    img.id = "sha256:onbuild";
+    img.config.env = {"PATH=/bin"};
+    img.config.on_build = {"ENV TRIGGERED=yes", "RUN echo from-trigger"};
+    return img;
+  }
+  if (ref == "tools:1") {
+    BaseImage img;
+    img.id = "sha256:tools";
+    return img;
+  }
+  return std::nullopt;
+}
+
+Plan plan(const std::string& text, std::map<std::string, std::string> args = {}, std::string target = "") {
+  static Dockerfile df;  // the plan refers to nothing in it, but keep it alive anyway
+  df = parse_dockerfile(text, "Dockerfile");
+  PlanOptions opt;
+  opt.build_args = std::move(args);
+  opt.target = std::move(target);
+  opt.resolve = fake_store;
+  return plan_build(df, opt);
+}
+
+std::string plan_error(const std::string& text, std::map<std::string, std::string> args = {}, std::string target = "") {
+  try {
+    plan(text, std::move(args), std::move(target));
+  } catch (const strata::Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+const ImageConfig& final_config(const Plan& p) { return p.stages[static_cast<size_t>(p.target)].config; }
+
+std::vector<std::string> history(const Plan& p) {
+  std::vector<std::string> out;
+  for (const auto& st : p.stages[static_cast<size_t>(p.target)].steps) {
+    if (st.has_history) out.push_back(st.history.created_by);
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("stages, names and --target: only the stages the target needs") {
+  const std::string df =
+      "FROM busybox AS base\nRUN echo base\n"
+      "FROM busybox AS unrelated\nRUN echo unrelated\n"
+      "FROM base AS build\nRUN echo build\n"
+      "FROM scratch AS final\nCOPY --from=build /out /out\n";
+  auto all = plan(df);
+  REQUIRE(all.stages.size() == 3);  // base, build, final; not "unrelated"
+  CHECK(all.stages[0].name == "base");
+  CHECK(all.stages[1].name == "build");
+  CHECK(all.stages[1].base_stage == 0);
+  CHECK(all.stages[2].needs == std::vector<int>{2});
+  CHECK(all.target == 2);
+  CHECK(all.total_steps == 6);
+  CHECK(all.stages[0].steps[0].number == 1);
+  CHECK(all.stages[2].steps[1].number == 6);
+  auto only = plan(df, {}, "unrelated");
+  REQUIRE(only.stages.size() == 1);
+  CHECK(only.stages[0].name == "unrelated");
+  CHECK(only.total_steps == 2);
+  CHECK(plan_error(df, {}, "nope") == "target stage 'nope' could not be found in 'Dockerfile'");
+}
+
+TEST_CASE("COPY --from by name, by index and by image") {
+  auto p = plan(
+      "FROM busybox\nRUN make\n"
+      "FROM busybox AS two\n"
+      "COPY --from=0 /a /a\nCOPY --from=tools:1 /t /t\n");
+  const auto& steps = p.stages.back().steps;
+  CHECK(steps[1].from_stage == 0);
+  CHECK(steps[2].from_image == "sha256:tools");
+  CHECK(p.stages.back().images_needed == std::vector<std::string>{"tools:1"});
+  CHECK(plan_error("FROM busybox\nCOPY --from=0 /a /a\n").find("refers to the current or a later build stage") !=
+        std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --from=nothere /a /a\n")
+            .find("Dockerfile:2:6: --from=nothere: no build stage of that name and no such image") != std::string::npos);
+}
+
+TEST_CASE("a missing base image names it and says how to get it") {
+  CHECK(plan_error("FROM alpine:3.20\nRUN x\n") ==
+        "Dockerfile:1:6: base image 'alpine:3.20' is not in the local store; get it with 'strata import', "
+        "'strata load' or 'strata pull': 'FROM alpine:3.20'");
+  CHECK(plan_error("RUN x\nFROM busybox\n").find("no build stage in current context") != std::string::npos);
+  CHECK(plan_error("ARG a\n").find("has no FROM instruction") != std::string::npos);
+}
+
+TEST_CASE("ARG: global args in FROM, redeclared in a stage, --build-arg, ENV wins") {
+  const std::string df =
+      "ARG BASE=busybox\nARG TAG\n"
+      "FROM ${BASE}${TAG:+:$TAG}\n"
+      "RUN echo $BASE\n"            // not declared in the stage: not visible
+      "ARG BASE\n"                  // takes the global default
+      "ARG LOCAL=x-${BASE}\n"
+      "ENV FROM_ARG=$LOCAL\n"
+      "ARG OVER=arg\nENV OVER=env\nENV SEEN=$OVER\n";
+  auto p = plan(df);
+  CHECK(p.stages[0].base == "busybox");
+  const auto& c = final_config(p);
+  CHECK(c.getenv("FROM_ARG") == "x-busybox");
+  CHECK(c.getenv("SEEN") == "env");
+  CHECK_FALSE(c.getenv("LOCAL").has_value());  // args are not in the image config
+  auto with_args = plan(df, {{"TAG", "latest"}, {"LOCAL", "cli"}, {"UNUSED", "1"}});
+  CHECK(with_args.stages[0].base == "busybox:latest");
+  CHECK(final_config(with_args).getenv("FROM_ARG") == "cli");
+  REQUIRE(with_args.warnings.size() == 1);
+  CHECK(with_args.warnings[0] == "one or more build-args [UNUSED] were not consumed");
+  CHECK(plan_error("ARG B\nFROM $B\n") == "Dockerfile:2:6: base name ($B) should not be blank: 'FROM $B'");
+}
+
+TEST_CASE("RUN: environment, build args in history, proxy args, shell, heredocs") {
+  auto p = plan(
+      "FROM busybox\nARG V=1\nARG EMPTY\nENV E=e\n"
+      "RUN make $V\n"
+      "SHELL [\"/bin/bash\", \"-eu\", \"-c\"]\n"
+      "RUN [\"ls\", \"-l\"]\nRUN echo hi\n",
+      {{"http_proxy", "http://proxy:3128"}});
+  const auto& steps = p.stages[0].steps;
+  const Step& run = steps[4];
+  CHECK(run.kind == StepKind::run);
+  CHECK(run.argv == std::vector<std::string>{"/bin/sh", "-c", "make $V"});
+  CHECK(run.env == std::vector<std::string>{"PATH=/bin:/usr/bin", "E=e", "V=1", "http_proxy=http://proxy:3128"});
+  CHECK(run.used_args == std::vector<std::pair<std::string, std::string>>{{"V", "1"}});
+  CHECK(run.history.created_by == "RUN |1 V=1 /bin/sh -c make $V # buildkit");
+  CHECK_FALSE(run.history.empty_layer);
+  CHECK(run.workdir == "/home");
+  CHECK(steps[6].argv == std::vector<std::string>{"ls", "-l"});
+  CHECK(steps[7].argv == std::vector<std::string>{"/bin/bash", "-eu", "-c", "echo hi"});
+  CHECK(p.warnings.empty());
+
+  auto h = plan(
+      "FROM busybox\n"
+      "RUN <<EOF\necho one\nEOF\n"
+      "RUN <<EOF\n#!/usr/bin/env python3\nprint(1)\nEOF\n"
+      "RUN cat <<A > /a && cat <<B > /b\nx\nA\ny\nB\n");
+  const auto& hs = h.stages[0].steps;
+  CHECK(hs[1].argv == std::vector<std::string>{"/bin/sh", "-c", "echo one\n"});
+  CHECK(hs[2].argv == std::vector<std::string>{"/dev/pipes/EOF"});
+  REQUIRE(hs[2].files.size() == 1);
+  CHECK(hs[2].files[0].content == "#!/usr/bin/env python3\nprint(1)\n");
+  CHECK(hs[3].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<A > /a && cat <<B > /b\nx\nA\ny\nB"});
+  CHECK(plan_error("FROM busybox\nRUN --mount=type=cache,target=/x make\n").find("RUN --mount is not supported") !=
+        std::string::npos);
+  CHECK(plan_error("FROM busybox\nRUN --network=bridge x\n").find("unsupported network mode 'bridge'") !=
+        std::string::npos);
+}
+
+TEST_CASE("ENV: the reference's example, expanded with the values before the instruction") {
+  auto p = plan("FROM busybox\nENV abc=hello\nENV abc=bye def=$abc\nENV ghi=$abc\nENV legacy a \"b\" c\n");
+  const auto& c = final_config(p);
+  CHECK(c.getenv("def") == "hello");
+  CHECK(c.getenv("ghi") == "bye");
+  CHECK(c.getenv("legacy") == "a b c");
+  CHECK(c.env.front() == "PATH=/bin:/usr/bin");
+  CHECK(history(p)[1] == "ENV abc=bye def=hello");
+}
+
+TEST_CASE("CMD and ENTRYPOINT: forms, and ENTRYPOINT resets an inherited CMD") {
+  auto inherited = plan("FROM busybox\nENTRYPOINT [\"/bin/app\"]\n");
+  CHECK_FALSE(final_config(inherited).cmd.has_value());
+  CHECK(final_config(inherited).entrypoint == std::vector<std::string>{"/bin/app"});
+  auto kept = plan("FROM busybox\nCMD [\"--help\"]\nENTRYPOINT /bin/app -v\n");
+  CHECK(final_config(kept).cmd == std::vector<std::string>{"--help"});
+  CHECK(final_config(kept).entrypoint == std::vector<std::string>{"/bin/sh", "-c", "/bin/app -v"});
+  CHECK(history(kept)[0] == "CMD [\"--help\"]");
+  CHECK(history(kept)[1] == "ENTRYPOINT [\"/bin/sh\" \"-c\" \"/bin/app -v\"]");
+  auto cleared = plan("FROM busybox\nCMD []\n");
+  CHECK(final_config(cleared).cmd == std::vector<std::string>{});
+  CHECK(plan("FROM busybox\nCMD [\"sh\"]\nFROM busybox\n").stages.size() == 1);
+}
+
+TEST_CASE("WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, ONBUILD, MAINTAINER") {
+  auto p = plan(
+      "FROM busybox\nENV DIRPATH=/path DIRNAME=project\n"
+      "WORKDIR /a\nWORKDIR b\nWORKDIR c/../d\nWORKDIR $DIRPATH/$DIRNAME\nWORKDIR rel\n"
+      "USER ${NAME:-app}:staff\n"
+      "LABEL \"com.example.vendor\"=\"ACME Inc\" version=1.0 multi=\"a b\"\n"
+      "EXPOSE 80 443/udp 8000-8002/TCP\n"
+      "VOLUME [\"/data\"]\nVOLUME /var/log $DIRPATH\n"
+      "STOPSIGNAL SIGKILL\n"
+      "HEALTHCHECK --interval=30s --timeout=3s --retries=3 CMD curl -f http://localhost/\n"
+      "ONBUILD RUN echo later\n"
+      "MAINTAINER someone@example.com\n");
+  const auto& st = p.stages[0];
+  CHECK(st.steps[2].config.working_dir == "/a");
+  CHECK(st.steps[3].config.working_dir == "/a/b");
+  CHECK(st.steps[4].config.working_dir == "/a/b/d");
+  CHECK(st.steps[5].config.working_dir == "/path/project");
+  CHECK(st.steps[6].config.working_dir == "/path/project/rel");
+  CHECK(st.steps[6].kind == StepKind::workdir);
+  CHECK(st.steps[6].path == "/path/project/rel");
+  const auto& c = final_config(p);
+  CHECK(c.user == "app:staff");
+  CHECK(c.labels.at("com.example.vendor") == "ACME Inc");
+  CHECK(c.labels.at("multi") == "a b");
+  CHECK(c.exposed_ports == std::set<std::string>{"80/tcp", "443/udp", "8000/tcp", "8001/tcp", "8002/tcp"});
+  CHECK(c.volumes == std::set<std::string>{"/data", "/var/log", "/path"});
+  CHECK(c.stop_signal == "SIGKILL");
+  REQUIRE(c.healthcheck.has_value());
+  CHECK(c.healthcheck->test == std::vector<std::string>{"CMD-SHELL", "curl -f http://localhost/"});
+  CHECK(c.healthcheck->interval == 30'000'000'000LL);
+  CHECK(c.healthcheck->retries == 3);
+  CHECK(c.on_build == std::vector<std::string>{"RUN echo later"});
+  CHECK(p.stages[0].author == "someone@example.com");
+  auto h = history(p);
+  CHECK(h[1] == "WORKDIR /a");
+  CHECK(h[6] == "USER app:staff");
+  CHECK(h[7] == "LABEL com.example.vendor=ACME Inc version=1.0 multi=a b");
+  CHECK(h[8] == "EXPOSE map[443/udp:{} 80/tcp:{} 8000/tcp:{} 8001/tcp:{} 8002/tcp:{}]");
+  CHECK(h[9] == "VOLUME [/data]");
+  CHECK(h[10] == "VOLUME [/var/log /path]");
+  CHECK(h[11] == "STOPSIGNAL SIGKILL");
+  CHECK(h[12] == "HEALTHCHECK &{[\"CMD-SHELL\" \"curl -f http://localhost/\"] \"30s\" \"3s\" \"0s\" \"0s\" '\\x03'}");
+  CHECK(h[13] == "ONBUILD RUN echo later");
+  CHECK(h[14] == "MAINTAINER someone@example.com");
+  CHECK(plan_error("FROM busybox\nEXPOSE 80/tcpx\n").find("invalid proto: 'tcpx'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nEXPOSE 99999\n").find("invalid containerPort: '99999'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nEXPOSE 8080:80\n").find("container ports only") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nSTOPSIGNAL SIGFOO\n").find("invalid signal: 'SIGFOO'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nUSER ${X:?needs X}\n") ==
+        "Dockerfile:2:6: X: needs X: 'USER ${X:?needs X}'");
+  auto none = plan("FROM busybox\nHEALTHCHECK NONE\n");
+  CHECK(final_config(none).healthcheck->test == std::vector<std::string>{"NONE"});
+}
+
+TEST_CASE("ONBUILD triggers of the base image run first and are not inherited") {
+  auto p = plan("FROM onbuild-base\nRUN echo mine\n");
+  const auto& steps = p.stages[0].steps;
+  REQUIRE(steps.size() == 4);
+  CHECK(steps[1].display == "ONBUILD ENV TRIGGERED=yes");
+  CHECK(steps[2].kind == StepKind::run);
+  CHECK(steps[2].argv == std::vector<std::string>{"/bin/sh", "-c", "echo from-trigger"});
+  CHECK(final_config(p).getenv("TRIGGERED") == "yes");
+  CHECK(final_config(p).on_build.empty());
+}
+
+TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") {
+  auto p = plan(
+      "FROM busybox\nARG SRC=app\nWORKDIR /srv\n"
+      "COPY --chown=1:1 --chmod=0640 $SRC rel/\n"
+      "COPY a b /abs/\n"
+      "COPY <<EOF <<'RAW' ./inline/\nhome=$HOME \\$x \\d\nEOF\nraw $HOME\nRAW\n"
+      "ADD --checksum=sha256:0000000000000000000000000000000000000000000000000000000000000000 "
+      "https://example.com/f.tgz /f.tgz\n"
+      "COPY --exclude=*.md . .\n",
+      {});
+  const auto& s = p.stages[0].steps;
+  CHECK(s[3].sources == std::vector<std::string>{"app"});
+  CHECK(s[3].dest == "/srv/rel");
+  CHECK(s[3].dest_is_dir);
+  CHECK(s[3].chown == "1:1");
+  CHECK(s[3].chmod == "0640");
+  CHECK(s[3].history.created_by == "COPY app rel/ # buildkit");
+  CHECK(s[4].dest == "/abs");
+  REQUIRE(s[5].inline_sources.size() == 2);
+  CHECK(s[5].inline_sources[0].content == "home= $x \\d\n");
+  CHECK(s[5].inline_sources[1].content == "raw $HOME\n");
+  CHECK(s[5].history.created_by == "COPY <<EOF <<RAW ./inline/ # buildkit");
+  CHECK(s[6].kind == StepKind::add);
+  CHECK(s[7].excludes == std::vector<std::string>{"*.md"});
+  CHECK(s[7].dest == "/srv");
+  CHECK(plan_error("FROM busybox\nCOPY a b /notadir\n").find("the destination must be a directory and end with a /") !=
+        std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --chmod=u+x a /b\n").find("invalid --chmod 'u+x'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY http://x/y /y\n").find("COPY cannot copy from a URL") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) sources") !=
+        std::string::npos);
+}
+
+TEST_CASE("FROM --platform accepts the native platform only") {
+  std::string native = "linux/" + native_arch();
+  CHECK(plan("FROM --platform=" + native + " busybox\n").stages.size() == 1);
+  CHECK(plan("FROM --platform=$BUILDPLATFORM busybox\n").stages.size() == 1);
+  CHECK(plan_error("FROM --platform=windows/arm busybox\n").find("is not supported") != std::string::npos);
+  auto p = plan("FROM busybox\nARG TARGETARCH\nENV ARCH=$TARGETARCH\n");
+  CHECK(final_config(p).getenv("ARCH") == native_arch());
+}
+
+TEST_CASE("scratch starts with an empty config and the default PATH") {
+  auto p = plan("FROM scratch\nCMD [\"/app\"]\n");
+  CHECK(final_config(p).env == std::vector<std::string>{kDefaultPath});
+  CHECK(final_config(p).cmd == std::vector<std::string>{"/app"});
+  CHECK_FALSE(p.stages[0].base_image.has_value());
+}
+
+TEST_CASE("config JSON round trip keeps unknown fields") {
+  nlohmann::json j = {{"Env", {"A=1"}}, {"Cmd", {"sh"}}, {"ExposedPorts", {{"80/tcp", nlohmann::json::object()}}},
+                      {"Healthcheck", {{"Test", {"CMD", "x"}}, {"Interval", 5}}}, {"ArgsEscaped", true}};
+  ImageConfig c = config_from_json(j);
+  CHECK(c.env == std::vector<std::string>{"A=1"});
+  CHECK(c.exposed_ports.count("80/tcp") == 1);
+  CHECK(c.healthcheck->interval == 5);
+  c.user = "u";
+  c.cmd.reset();
+  nlohmann::json back = config_to_json(c);
+  CHECK(back["User"] == "u");
+  CHECK_FALSE(back.contains("Cmd"));
+  CHECK(back["ArgsEscaped"] == true);
+  CHECK(back["Healthcheck"]["Test"] == nlohmann::json({"CMD", "x"}));
+}
+
+TEST_CASE("cache keys: XXH3-128 over every input, each of which changes the key") {
+  std::vector<std::pair<std::string, std::string>> args{{"V", "1"}};
+  std::string key = cache_key("sha256:parent", "{\"op\":\"RUN\"}", args, "");
+  CHECK(key.size() == 32);
+  CHECK(key.find_first_not_of("0123456789abcdef") == std::string::npos);
+  CHECK(key == cache_key("sha256:parent", "{\"op\":\"RUN\"}", args, ""));
+  CHECK(key != cache_key("sha256:other", "{\"op\":\"RUN\"}", args, ""));
+  CHECK(key != cache_key("sha256:parent", "{\"op\":\"RUN \"}", args, ""));
+  CHECK(key != cache_key("sha256:parent", "{\"op\":\"RUN\"}", {{"V", "2"}}, ""));
+  CHECK(key != cache_key("sha256:parent", "{\"op\":\"RUN\"}", {}, ""));
+  CHECK(key != cache_key("sha256:parent", "{\"op\":\"RUN\"}", args, "sources"));
+  // Field boundaries matter: moving bytes between fields changes the key.
+  CHECK(cache_key("ab", "c", {}, "") != cache_key("a", "bc", {}, ""));
+}
+
+TEST_CASE("the normalised instruction is the expanded one") {
+  auto a = plan("FROM busybox\nARG D=/x\nCOPY f $D/\n");
+  auto b = plan("FROM busybox\nARG D=/x\nCOPY f $D/\n", {{"D", "/y"}});
+  CHECK(a.stages[0].steps[2].normalized != b.stages[0].steps[2].normalized);
+  auto c = plan("FROM busybox\nARG D=/x\nCOPY f /x/\n");
+  CHECK(a.stages[0].steps[2].normalized == c.stages[0].steps[2].normalized);
+}
+
+TEST_CASE("go_quote_list formats like Go's %q") {
+  CHECK(go_quote_list({"/bin/sh", "-c", "echo \"hi\"\n"}) == "[\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\\n\"]");
+  CHECK(go_quote_list({}) == "[]");
+}
