@@ -1,0 +1,156 @@
+// strata build: running a plan (strata/build.hpp) into an image.
+//
+// One step makes one layer (RUN, COPY, ADD, and WORKDIR when it has to create
+// the directory) or a config-only history entry. A step that makes a layer
+// works on a union mount of its parent's layers with a fresh upper directory:
+// COPY and ADD write through the mount (so symlinks in lower layers resolve
+// as the container sees them), RUN runs its command in it, and the upper
+// directory is committed as a layer through the store.
+//
+// The executor reaches the store, the mount and the sandbox only through the
+// interfaces below, so that it can be tested without them and so that the
+// build module links neither the sandbox nor the FUSE driver.
+//
+// Build cache: the key of a step is cache_key(parent key, normalised
+// instruction, build args used, digest of COPY/ADD sources); the first parent
+// is the base image id (or "scratch"). The cache maps a key to the layer the
+// step made (or to "no layer"), so a hit needs only the layer to be in the
+// store; RUN is not run again.
+#pragma once
+
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "strata/build.hpp"
+#include "strata/dockerignore.hpp"
+
+namespace strata::build {
+
+// What the executor needs from the image store.
+class BuildStore {
+ public:
+  virtual ~BuildStore() = default;
+  // The full image config document (architecture, os, config, rootfs,
+  // history) of the image IMAGE_ID ("sha256:..."), as stored.
+  virtual nlohmann::json image_config(const std::string& image_id) = 0;
+  // True when the image IMAGE_ID is in the store.
+  virtual bool has_image(const std::string& image_id) = 0;
+  // The extracted directory of the layer DIFF_ID, to mount read-only;
+  // nullopt when the store does not have it.
+  virtual std::optional<std::string> layer_path(const std::string& diff_id) = 0;
+  // A directory on the store's file system for staging (upper dirs, mounts).
+  virtual std::string temp_parent() = 0;
+  // Turns UPPER (an overlay upper directory: whiteouts as 0/0 character
+  // devices, opaque directories by xattr) into a layer; returns its diff_id.
+  // UPPER may be consumed.
+  virtual std::string commit_layer(const std::string& upper) = 0;
+  // Writes the image with config document CONFIG (whose rootfs.diff_ids name
+  // layers already in the store); returns its id ("sha256:...").
+  virtual std::string write_image(const nlohmann::json& config) = 0;
+  // Points the reference NAME[:TAG] at IMAGE_ID.
+  virtual void tag(const std::string& image_id, const std::string& reference) = 0;
+  // The build cache index: key -> value.
+  virtual std::optional<std::string> cache_get(const std::string& key) = 0;
+  virtual void cache_put(const std::string& key, const std::string& value) = 0;
+};
+
+// A union mount of read-only layers and an optional upper directory.
+struct MountRequest {
+  std::vector<std::string> lowers;  // topmost first (overlayfs's lowerdir= order)
+  std::string upper, work;          // empty: a read-only mount
+  std::string target;
+};
+
+class Mounter {
+ public:
+  virtual ~Mounter() = default;
+  // Mounts; when it returns, TARGET shows the union. Throws Error.
+  virtual void mount(const MountRequest& request) = 0;
+  // Unmounts TARGET; never throws (it is called on error paths).
+  virtual void unmount(const std::string& target) noexcept = 0;
+};
+
+// Mounts with the stratafs binary at STRATAFS (fork/exec; it detaches once the
+// mount is ready) and unmounts with umount2 or fusermount3.
+class StratafsMounter : public Mounter {
+ public:
+  explicit StratafsMounter(std::string stratafs) : stratafs_(std::move(stratafs)) {}
+  void mount(const MountRequest& request) override;
+  void unmount(const std::string& target) noexcept override;
+
+ private:
+  std::string stratafs_;
+};
+
+// One RUN: the command and its environment; ROOTFS is the mounted union.
+struct RunRequest {
+  std::string rootfs;
+  std::vector<std::string> argv;
+  std::vector<std::string> env;
+  std::string user;     // "" (root), "name", "uid", "name:group", "uid:gid"
+  std::string workdir;  // absolute, inside the container
+  std::string network;  // "default", "none" or "host"
+};
+
+// Runs a RUN step's command (in the sandbox); returns its exit status, or
+// 128+N when it was killed by signal N. Throws Error when it cannot run.
+using RunCommand = std::function<int(const RunRequest& request)>;
+
+struct ExecuteOptions {
+  std::string context_dir;          // the build context
+  IgnoreMatcher ignore;             // .dockerignore of the context
+  std::vector<std::string> tags;    // references to point at the image
+  bool no_cache = false;
+  bool quiet = false;               // no step lines, no RUN output
+  std::ostream* out = nullptr;      // progress (nullptr: none)
+  BuildStore* store = nullptr;
+  Mounter* mounter = nullptr;
+  RunCommand run;
+};
+
+struct BuildResult {
+  std::string image_id;
+  int steps_cached = 0;  // layer steps taken from the cache
+  int steps_run = 0;     // layer steps executed
+};
+
+// Runs PLAN (from DOCKERFILE_PATH, for messages). Throws Error (DockerfileError
+// with the instruction's position for a failing step); nothing is tagged and
+// no image is written then, while layers of finished steps stay cached.
+BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options);
+
+// ---- parts the executor is made of, exposed for tests ----
+
+// A --chown value resolved against the container's /etc/passwd and
+// /etc/group contents. Throws Error naming the user or group that is missing.
+struct Owner {
+  unsigned uid = 0;
+  unsigned gid = 0;
+};
+Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group);
+
+// Expands SOURCE (a context-relative path, possibly a glob) against the tree
+// at ROOT_FD; returns the matching context-relative paths, sorted. Paths that
+// clean to outside the root throw Error. IGNORE hides paths from globs.
+std::vector<std::string> expand_sources(int root_fd, const std::string& source, const IgnoreMatcher& ignore);
+
+// XXH3-128 over the names, types, modes, sizes, link targets and contents of
+// PATHS (relative to ROOT_FD, recursively, honouring IGNORE): the part of a
+// COPY's cache key that changes when a source changes. 32 hex digits.
+std::string digest_sources(int root_fd, const std::vector<std::string>& paths, const IgnoreMatcher& ignore);
+
+// True when the file at FD is a tar archive (plain, gzip, bzip2, xz or zstd),
+// the kind ADD unpacks.
+bool is_tar_archive(int fd);
+
+// Extracts the tar archive at ARCHIVE_FD into DEST_FD. Every entry must stay
+// beneath DEST: an absolute name, a `..` that climbs out, a hard link to
+// outside, or a path through a symlink is refused with an Error naming the
+// entry (ORIGIN names the archive). OWNER, when given, owns every entry.
+void extract_tar_beneath(int archive_fd, int dest_fd, const std::string& origin, const std::optional<Owner>& owner);
+
+}  // namespace strata::build

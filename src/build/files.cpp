@@ -1,0 +1,689 @@
+// The file work of COPY and ADD: sources in a context, copies into a
+// container root, tar archives unpacked beneath a directory, downloads.
+#include "files.hpp"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <curl/curl.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <linux/openat2.h>
+#include <openssl/evp.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <sstream>
+
+#include "strata/error.hpp"
+
+namespace strata::build {
+
+namespace files {
+
+namespace {
+
+std::string relative(const std::string& path) {
+  size_t i = 0;
+  while (i < path.size() && path[i] == '/') ++i;
+  std::string rel = path.substr(i);
+  return rel.empty() ? "." : rel;
+}
+
+std::vector<std::string> list_dir(int dirfd, const std::string& where) {
+  UniqueFd dup(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dup) throw_errno("open directory " + quote(where));
+  DIR* d = ::fdopendir(dup.get());
+  if (d == nullptr) throw_errno("read directory " + quote(where));
+  dup.release();
+  std::vector<std::string> names;
+  errno = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") names.push_back(std::move(n));
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) throw SysError(err, "read directory " + quote(where));
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Reopens an O_PATH fd for reading.
+UniqueFd reopen(int opath, int flags, const std::string& what) {
+  std::string proc = "/proc/self/fd/" + std::to_string(opath);
+  int fd = ::open(proc.c_str(), flags | O_CLOEXEC);
+  if (fd < 0) throw_errno("open " + quote(what));
+  return UniqueFd(fd);
+}
+
+void copy_data(int from, int to, const std::string& what) {
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("read " + quote(what));
+    }
+    if (n == 0) return;
+    for (ssize_t off = 0; off < n;) {
+      ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("write " + quote(what));
+      }
+      off += w;
+    }
+  }
+}
+
+// Removes NAME in DIR unless it is a directory and KEEP_DIR is set; returns
+// true when a directory is left there.
+bool clear_name(int dir, const std::string& name, bool keep_dir) {
+  struct stat st {};
+  if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+  if (S_ISDIR(st.st_mode)) {
+    if (keep_dir) return true;
+    remove_tree_at(dir, name);
+    return false;
+  }
+  if (::unlinkat(dir, name.c_str(), 0) != 0) throw_errno("remove " + quote(name));
+  return false;
+}
+
+void set_owner_mode_times(int dir, const std::string& name, const Owner& owner, std::optional<mode_t> mode,
+                          const struct timespec* times, bool symlink) {
+  if (::fchownat(dir, name.c_str(), owner.uid, owner.gid, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("chown " + quote(name));
+  if (!symlink && mode && ::fchmodat(dir, name.c_str(), *mode, 0) != 0) throw_errno("chmod " + quote(name));
+  if (times != nullptr && ::utimensat(dir, name.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+    throw_errno("set times of " + quote(name));
+  }
+}
+
+}  // namespace
+
+UniqueFd open_in_root(int root, const std::string& path, int flags) {
+  struct open_how how {};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  std::string rel = relative(path);
+  long fd = ::syscall(SYS_openat2, root, rel.c_str(), &how, sizeof how);
+  return UniqueFd(fd < 0 ? -1 : static_cast<int>(fd));
+}
+
+UniqueFd make_dirs(int root, const std::string& path, const std::optional<Owner>& owner) {
+  std::string rel = relative(path);
+  UniqueFd cur(::openat(root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) throw_errno("open the container root");
+  if (rel == ".") return cur;
+  std::string prefix;
+  std::stringstream parts(rel);
+  std::string comp;
+  while (std::getline(parts, comp, '/')) {
+    if (comp.empty() || comp == ".") continue;
+    prefix += "/" + comp;
+    UniqueFd next = open_in_root(root, prefix, O_PATH | O_DIRECTORY);
+    if (!next) {
+      if (errno == ENOTDIR) throw Error("cannot create directory " + quote(prefix) + ": a file is in the way");
+      if (errno != ENOENT) throw_errno("open " + quote(prefix));
+      // The name may be a dangling symlink: the container would follow it,
+      // so the directory is made at the resolved place, beneath the root.
+      if (::mkdirat(cur.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create directory " + quote(prefix));
+      if (owner && ::fchownat(cur.get(), comp.c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW) != 0) {
+        throw_errno("chown " + quote(prefix));
+      }
+      next = open_in_root(root, prefix, O_PATH | O_DIRECTORY);
+      if (!next) throw_errno("open " + quote(prefix));
+    }
+    cur = std::move(next);
+  }
+  return cur;
+}
+
+void copy_tree(int src, const struct stat& st, int dest_dir, const std::string& name, const CopySpec& spec) {
+  Owner owner = spec.owner ? *spec.owner : Owner{st.st_uid, st.st_gid};
+  mode_t perm = spec.mode ? *spec.mode : (st.st_mode & 07777);
+  struct timespec times[2] = {st.st_atim, st.st_mtim};
+  if (S_ISDIR(st.st_mode)) {
+    if (!clear_name(dest_dir, name, true)) {
+      if (::mkdirat(dest_dir, name.c_str(), 0700) != 0) throw_errno("create directory " + quote(name));
+    }
+    UniqueFd out(::openat(dest_dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!out) throw_errno("open " + quote(name));
+    UniqueFd in = reopen(src, O_RDONLY | O_DIRECTORY, name);
+    for (const auto& child : list_dir(in.get(), name)) {
+      CopySpec sub = spec;
+      if (spec.ignore != nullptr) {
+        sub.ignore_prefix = spec.ignore_prefix == "." || spec.ignore_prefix.empty() ? child : spec.ignore_prefix + "/" + child;
+        if (spec.ignore->excluded(sub.ignore_prefix)) continue;
+      }
+      UniqueFd c(::openat(in.get(), child.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!c) throw_errno("open " + quote(child));
+      struct stat cst {};
+      if (::fstat(c.get(), &cst) != 0) throw_errno("stat " + quote(child));
+      copy_tree(c.get(), cst, out.get(), child, sub);
+    }
+    set_owner_mode_times(dest_dir, name, owner, perm, times, false);
+    return;
+  }
+  clear_name(dest_dir, name, false);
+  if (S_ISREG(st.st_mode)) {
+    UniqueFd in = reopen(src, O_RDONLY, name);
+    UniqueFd out(::openat(dest_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!out) throw_errno("create " + quote(name));
+    copy_data(in.get(), out.get(), name);
+    if (::fchown(out.get(), owner.uid, owner.gid) != 0) throw_errno("chown " + quote(name));
+    if (::fchmod(out.get(), perm) != 0) throw_errno("chmod " + quote(name));
+    if (::futimens(out.get(), times) != 0) throw_errno("set times of " + quote(name));
+  } else if (S_ISLNK(st.st_mode)) {
+    std::string target(static_cast<size_t>(st.st_size > 0 ? st.st_size : 4096) + 1, '\0');
+    ssize_t n = ::readlinkat(src, "", target.data(), target.size());
+    if (n < 0) throw_errno("read link " + quote(name));
+    target.resize(static_cast<size_t>(n));
+    if (::symlinkat(target.c_str(), dest_dir, name.c_str()) != 0) throw_errno("create symlink " + quote(name));
+    set_owner_mode_times(dest_dir, name, owner, std::nullopt, times, true);
+  } else if (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    if (::mknodat(dest_dir, name.c_str(), st.st_mode, st.st_rdev) != 0) throw_errno("create " + quote(name));
+    set_owner_mode_times(dest_dir, name, owner, perm, times, false);
+  }
+  // Sockets are not copied, as docker does not copy them.
+}
+
+void write_file(int dest_dir, const std::string& name, const std::string& content, mode_t mode, const Owner& owner) {
+  clear_name(dest_dir, name, false);
+  UniqueFd out(::openat(dest_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) throw_errno("create " + quote(name));
+  for (size_t off = 0; off < content.size();) {
+    ssize_t w = ::write(out.get(), content.data() + off, content.size() - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write " + quote(name));
+    }
+    off += static_cast<size_t>(w);
+  }
+  if (::fchown(out.get(), owner.uid, owner.gid) != 0) throw_errno("chown " + quote(name));
+  if (::fchmod(out.get(), mode) != 0) throw_errno("chmod " + quote(name));
+}
+
+std::string read_small_file(int root, const std::string& path) {
+  UniqueFd fd = open_in_root(root, path, O_RDONLY);
+  if (!fd) return {};
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+    if (out.size() > (1U << 24)) break;
+  }
+  return out;
+}
+
+std::string url_file_name(const std::string& url) {
+  std::string path = url;
+  if (auto scheme = path.find("://"); scheme != std::string::npos) path = path.substr(scheme + 3);
+  for (char stop : {'?', '#'}) {
+    if (auto p = path.find(stop); p != std::string::npos) path.resize(p);
+  }
+  auto slash = path.find('/');
+  if (slash == std::string::npos) return {};
+  path = path.substr(slash);
+  while (!path.empty() && path.back() == '/') path.pop_back();
+  auto last = path.rfind('/');
+  std::string name = last == std::string::npos ? path : path.substr(last + 1);
+  if (name == "." || name == "..") return {};
+  return name;
+}
+
+namespace {
+
+struct Download {
+  int fd = -1;
+  XXH3_state_t* xxh = nullptr;
+  EVP_MD_CTX* sha = nullptr;
+  bool write_failed = false;
+};
+
+size_t on_data(char* data, size_t size, size_t count, void* user) {
+  auto* d = static_cast<Download*>(user);
+  size_t n = size * count;
+  for (size_t off = 0; off < n;) {
+    ssize_t w = ::write(d->fd, data + off, n - off);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      d->write_failed = true;
+      return 0;
+    }
+    off += static_cast<size_t>(w);
+  }
+  XXH3_128bits_update(d->xxh, data, n);
+  EVP_DigestUpdate(d->sha, data, n);
+  return n;
+}
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char digits[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < n; ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string download(const std::string& url, int dest_dir, const std::string& name, const std::string& checksum) {
+  static const bool initialised = [] { return curl_global_init(CURL_GLOBAL_DEFAULT) == 0; }();
+  if (!initialised) throw Error("cannot initialise libcurl");
+  clear_name(dest_dir, name, false);
+  UniqueFd out(::openat(dest_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+  if (!out) throw_errno("create " + quote(name));
+  Download d;
+  d.fd = out.get();
+  d.xxh = XXH3_createState();
+  d.sha = EVP_MD_CTX_new();
+  CURL* curl = curl_easy_init();
+  if (d.xxh == nullptr || d.sha == nullptr || curl == nullptr) {
+    XXH3_freeState(d.xxh);
+    EVP_MD_CTX_free(d.sha);
+    curl_easy_cleanup(curl);
+    throw Error("out of memory downloading " + quote(url));
+  }
+  XXH3_128bits_reset(d.xxh);
+  EVP_DigestInit_ex(d.sha, EVP_sha256(), nullptr);
+  char errbuf[CURL_ERROR_SIZE] = {};
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(curl, CURLOPT_FILETIME, 1L);
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &d);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, "strata-build");
+  CURLcode rc = curl_easy_perform(curl);
+  long filetime = -1;
+  curl_easy_getinfo(curl, CURLINFO_FILETIME, &filetime);
+  curl_easy_cleanup(curl);
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(d.xxh));
+  unsigned char sha[EVP_MAX_MD_SIZE];
+  unsigned int sha_len = 0;
+  EVP_DigestFinal_ex(d.sha, sha, &sha_len);
+  XXH3_freeState(d.xxh);
+  EVP_MD_CTX_free(d.sha);
+  if (rc != CURLE_OK) {
+    ::unlinkat(dest_dir, name.c_str(), 0);
+    throw Error("download " + quote(url) + ": " + (errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc)));
+  }
+  if (d.write_failed) throw Error("download " + quote(url) + ": writing " + quote(name) + " failed");
+  std::string got = "sha256:" + hex(sha, sha_len);
+  if (!checksum.empty() && got != checksum) {
+    ::unlinkat(dest_dir, name.c_str(), 0);
+    throw Error("download " + quote(url) + ": checksum mismatch: expected " + checksum + ", got " + got);
+  }
+  if (filetime >= 0) {
+    struct timespec t[2] = {{filetime, 0}, {filetime, 0}};
+    ::futimens(out.get(), t);
+  }
+  return hex(canon.digest, sizeof canon.digest);
+}
+
+}  // namespace files
+
+// ---- public helpers ----
+
+Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group) {
+  auto colon = spec.find(':');
+  std::string user = spec.substr(0, colon);
+  std::string grp = colon == std::string::npos ? std::string() : spec.substr(colon + 1);
+  auto numeric = [](const std::string& s) {
+    return !s.empty() && s.size() < 11 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  auto lookup = [](const std::string& db, const std::string& name, int id_field) -> std::optional<unsigned> {
+    std::stringstream lines(db);
+    std::string line;
+    while (std::getline(lines, line)) {
+      std::vector<std::string> fields;
+      std::stringstream f(line);
+      std::string field;
+      while (std::getline(f, field, ':')) fields.push_back(field);
+      if (fields.size() > static_cast<size_t>(id_field) && fields[0] == name) {
+        const std::string& v = fields[static_cast<size_t>(id_field)];
+        if (!v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+          return static_cast<unsigned>(std::stoul(v));
+        }
+      }
+    }
+    return std::nullopt;
+  };
+  if (user.empty()) throw Error("invalid --chown " + quote(spec) + ": no user");
+  Owner o;
+  if (numeric(user)) {
+    o.uid = static_cast<unsigned>(std::stoul(user));
+  } else if (auto uid = lookup(passwd, user, 2)) {
+    o.uid = *uid;
+  } else {
+    throw Error("--chown " + quote(spec) + ": no user " + quote(user) + " in the image's /etc/passwd");
+  }
+  // docker: a user without a group gets the same number as its group.
+  o.gid = o.uid;
+  if (!grp.empty()) {
+    if (numeric(grp)) {
+      o.gid = static_cast<unsigned>(std::stoul(grp));
+    } else if (auto gid = lookup(group, grp, 2)) {
+      o.gid = *gid;
+    } else {
+      throw Error("--chown " + quote(spec) + ": no group " + quote(grp) + " in the image's /etc/group");
+    }
+  }
+  return o;
+}
+
+std::vector<std::string> expand_sources(int root_fd, const std::string& source, const IgnoreMatcher& ignore) {
+  std::string cleaned = clean_path(source);
+  while (cleaned.rfind("/", 0) == 0) cleaned = clean_path(cleaned.substr(1));
+  if (cleaned == ".." || cleaned.rfind("../", 0) == 0) {
+    throw Error("forbidden path outside the build context: " + quote(source));
+  }
+  if (cleaned.find_first_of("*?[") == std::string::npos) return {cleaned};
+  std::vector<std::string> parts;
+  std::stringstream ss(cleaned);
+  std::string part;
+  while (std::getline(ss, part, '/')) parts.push_back(part);
+  std::vector<std::string> current = {"."};
+  for (const auto& pat : parts) {
+    std::vector<std::string> next;
+    bool glob = pat.find_first_of("*?[") != std::string::npos;
+    for (const auto& dir : current) {
+      if (!glob) {
+        next.push_back(dir == "." ? pat : dir + "/" + pat);
+        continue;
+      }
+      UniqueFd d = files::open_in_root(root_fd, dir, O_RDONLY | O_DIRECTORY);
+      if (!d) continue;
+      for (const auto& name : files::list_dir(d.get(), dir)) {
+        if (::fnmatch(pat.c_str(), name.c_str(), 0) != 0) continue;
+        std::string path = dir == "." ? name : dir + "/" + name;
+        if (ignore.excluded(path)) continue;
+        next.push_back(path);
+      }
+    }
+    current = std::move(next);
+  }
+  std::vector<std::string> out;
+  for (const auto& p : current) {
+    struct stat st {};
+    UniqueFd fd = files::open_in_root(root_fd, p, O_PATH);
+    if (fd && ::fstat(fd.get(), &st) == 0) out.push_back(p);
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+namespace {
+
+void hash_field(XXH3_state_t* h, std::string_view s) {
+  std::uint64_t n = s.size();
+  XXH3_128bits_update(h, &n, sizeof n);
+  XXH3_128bits_update(h, s.data(), s.size());
+}
+
+void hash_tree(XXH3_state_t* h, int fd, const struct stat& st, const std::string& rel, const IgnoreMatcher& ignore) {
+  hash_field(h, rel);
+  hash_field(h, std::to_string(st.st_mode));
+  if (S_ISREG(st.st_mode)) {
+    hash_field(h, std::to_string(st.st_size));
+    UniqueFd in = files::reopen(fd, O_RDONLY, rel);
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(in.get(), buf, sizeof buf);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        throw_errno("read " + quote(rel));
+      }
+      if (n == 0) break;
+      XXH3_128bits_update(h, buf, static_cast<size_t>(n));
+    }
+  } else if (S_ISLNK(st.st_mode)) {
+    char target[4096];
+    ssize_t n = ::readlinkat(fd, "", target, sizeof target);
+    if (n < 0) throw_errno("read link " + quote(rel));
+    hash_field(h, std::string_view(target, static_cast<size_t>(n)));
+  } else if (S_ISDIR(st.st_mode)) {
+    UniqueFd in = files::reopen(fd, O_RDONLY | O_DIRECTORY, rel);
+    for (const auto& name : files::list_dir(in.get(), rel)) {
+      std::string child = rel == "." ? name : rel + "/" + name;
+      if (ignore.excluded(child)) continue;
+      UniqueFd c(::openat(in.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!c) throw_errno("open " + quote(child));
+      struct stat cst {};
+      if (::fstat(c.get(), &cst) != 0) throw_errno("stat " + quote(child));
+      hash_tree(h, c.get(), cst, child, ignore);
+    }
+    hash_field(h, "end-of-directory");
+  } else {
+    hash_field(h, std::to_string(st.st_rdev));
+  }
+}
+
+}  // namespace
+
+std::string digest_sources(int root_fd, const std::vector<std::string>& paths, const IgnoreMatcher& ignore) {
+  XXH3_state_t* h = XXH3_createState();
+  if (h == nullptr) throw Error("out of memory creating a hash state");
+  XXH3_128bits_reset(h);
+  try {
+    for (const auto& p : paths) {
+      UniqueFd fd = files::open_in_root(root_fd, p, O_PATH);
+      if (!fd) {
+        hash_field(h, "missing:" + p);
+        continue;
+      }
+      struct stat st {};
+      if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + quote(p));
+      hash_tree(h, fd.get(), st, p, ignore);
+    }
+  } catch (...) {
+    XXH3_freeState(h);
+    throw;
+  }
+  XXH128_canonical_t canon;
+  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(h));
+  XXH3_freeState(h);
+  return files::hex(canon.digest, sizeof canon.digest);
+}
+
+// ---- tar archives ----
+
+namespace {
+
+struct ArchiveReader {
+  archive* a = archive_read_new();
+  ~ArchiveReader() { archive_read_free(a); }
+  ArchiveReader() = default;
+  ArchiveReader(const ArchiveReader&) = delete;
+  ArchiveReader& operator=(const ArchiveReader&) = delete;
+};
+
+void open_tar(ArchiveReader& r, int fd) {
+  if (r.a == nullptr) throw Error("out of memory opening an archive");
+  archive_read_support_format_tar(r.a);
+  archive_read_support_format_gnutar(r.a);
+  archive_read_support_filter_gzip(r.a);
+  archive_read_support_filter_bzip2(r.a);
+  archive_read_support_filter_xz(r.a);
+  archive_read_support_filter_zstd(r.a);
+  archive_read_support_filter_none(r.a);
+  if (::lseek(fd, 0, SEEK_SET) != 0) throw_errno("seek");
+}
+
+// Opens the parent directory of the cleaned relative NAME beneath DEST,
+// creating missing directories, never following a symlink.
+UniqueFd open_parent_beneath(int dest, const std::string& rel, const std::optional<Owner>& owner, std::string& leaf,
+                             const std::string& origin, const std::string& entry) {
+  UniqueFd cur(::openat(dest, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!cur) throw_errno("open the destination");
+  std::vector<std::string> parts;
+  std::stringstream ss(rel);
+  std::string p;
+  while (std::getline(ss, p, '/')) {
+    if (!p.empty() && p != ".") parts.push_back(p);
+  }
+  leaf = parts.empty() ? "." : parts.back();
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    struct open_how how {};
+    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, cur.get(), parts[i].c_str(), &how, sizeof how);
+    if (fd < 0 && errno == ENOENT) {
+      if (::mkdirat(cur.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(parts[i]));
+      if (owner) ::fchownat(cur.get(), parts[i].c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW);
+      fd = ::syscall(SYS_openat2, cur.get(), parts[i].c_str(), &how, sizeof how);
+    }
+    if (fd < 0) {
+      if (errno == ELOOP || errno == EXDEV) {
+        throw Error(origin + ": entry " + quote(entry) + " leads through a symlink; refusing to write through it");
+      }
+      throw SysError(errno, origin + ": entry " + quote(entry));
+    }
+    cur.reset(static_cast<int>(fd));
+  }
+  return cur;
+}
+
+std::string checked_name(const char* raw, const std::string& origin) {
+  std::string name = raw == nullptr ? std::string() : raw;
+  if (name.empty()) throw Error(origin + ": an entry has no name");
+  if (name[0] == '/') throw Error(origin + ": entry " + quote(name) + " has an absolute path; refusing it");
+  std::string cleaned = clean_path(name);
+  if (cleaned == ".." || cleaned.rfind("../", 0) == 0) {
+    throw Error(origin + ": entry " + quote(name) + " is outside the destination; refusing it");
+  }
+  return cleaned;
+}
+
+}  // namespace
+
+bool is_tar_archive(int fd) {
+  ArchiveReader r;
+  open_tar(r, fd);
+  bool tar = false;
+  if (archive_read_open_fd(r.a, fd, 65536) == ARCHIVE_OK) {
+    archive_entry* e = nullptr;
+    tar = archive_read_next_header(r.a, &e) == ARCHIVE_OK;
+  }
+  ::lseek(fd, 0, SEEK_SET);
+  return tar;
+}
+
+void extract_tar_beneath(int archive_fd, int dest_fd, const std::string& origin, const std::optional<Owner>& owner) {
+  ArchiveReader r;
+  open_tar(r, archive_fd);
+  if (archive_read_open_fd(r.a, archive_fd, 65536) != ARCHIVE_OK) {
+    throw Error(origin + ": " + archive_error_string(r.a));
+  }
+  struct DirTimes {
+    std::string rel;
+    struct timespec t[2];
+  };
+  std::vector<DirTimes> dir_times;
+  for (;;) {
+    archive_entry* e = nullptr;
+    int rc = archive_read_next_header(r.a, &e);
+    if (rc == ARCHIVE_EOF) break;
+    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) throw Error(origin + ": " + archive_error_string(r.a));
+    std::string raw = archive_entry_pathname(e) == nullptr ? "" : archive_entry_pathname(e);
+    std::string rel = checked_name(archive_entry_pathname(e), origin);
+    std::string leaf;
+    UniqueFd parent = open_parent_beneath(dest_fd, rel, owner, leaf, origin, raw);
+    Owner o = owner ? *owner
+                    : Owner{static_cast<unsigned>(archive_entry_uid(e)), static_cast<unsigned>(archive_entry_gid(e))};
+    mode_t perm = archive_entry_perm(e) & 07777;
+    struct timespec times[2] = {{archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
+                                {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}};
+    if (leaf == ".") {
+      // The archive's root directory: the destination itself.
+      continue;
+    }
+    UniqueFd pdir = files::reopen(parent.get(), O_RDONLY | O_DIRECTORY, rel);
+    int pd = pdir.get();
+    if (const char* hl = archive_entry_hardlink(e); hl != nullptr) {
+      std::string target = checked_name(hl, origin);
+      std::string target_leaf;
+      UniqueFd tparent = open_parent_beneath(dest_fd, target, std::nullopt, target_leaf, origin, hl);
+      files::clear_name(pd, leaf, false);
+      if (::linkat(tparent.get(), target_leaf.c_str(), pd, leaf.c_str(), 0) != 0) {
+        throw SysError(errno, origin + ": hard link " + quote(raw) + " to " + quote(hl));
+      }
+      continue;
+    }
+    mode_t type = archive_entry_filetype(e);
+    if (type == AE_IFDIR) {
+      if (!files::clear_name(pd, leaf, true)) {
+        if (::mkdirat(pd, leaf.c_str(), 0700) != 0) throw SysError(errno, origin + ": create " + quote(raw));
+      }
+      files::set_owner_mode_times(pd, leaf, o, perm, nullptr, false);
+      dir_times.push_back({rel, {times[0], times[1]}});
+    } else if (type == AE_IFREG) {
+      files::clear_name(pd, leaf, false);
+      UniqueFd out(::openat(pd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+      if (!out) throw SysError(errno, origin + ": create " + quote(raw));
+      const void* buf = nullptr;
+      size_t size = 0;
+      la_int64_t offset = 0;
+      for (;;) {
+        int d = archive_read_data_block(r.a, &buf, &size, &offset);
+        if (d == ARCHIVE_EOF) break;
+        if (d != ARCHIVE_OK) throw Error(origin + ": " + archive_error_string(r.a));
+        const char* p = static_cast<const char*>(buf);
+        for (size_t done = 0; done < size;) {
+          ssize_t w = ::pwrite(out.get(), p + done, size - done, offset + static_cast<off_t>(done));
+          if (w < 0) {
+            if (errno == EINTR) continue;
+            throw SysError(errno, origin + ": write " + quote(raw));
+          }
+          done += static_cast<size_t>(w);
+        }
+      }
+      if (::ftruncate(out.get(), archive_entry_size(e)) != 0) throw SysError(errno, origin + ": write " + quote(raw));
+      if (::fchown(out.get(), o.uid, o.gid) != 0) throw SysError(errno, origin + ": chown " + quote(raw));
+      if (::fchmod(out.get(), perm) != 0) throw SysError(errno, origin + ": chmod " + quote(raw));
+      ::futimens(out.get(), times);
+    } else if (type == AE_IFLNK) {
+      files::clear_name(pd, leaf, false);
+      const char* target = archive_entry_symlink(e);
+      if (::symlinkat(target == nullptr ? "" : target, pd, leaf.c_str()) != 0) {
+        throw SysError(errno, origin + ": create symlink " + quote(raw));
+      }
+      files::set_owner_mode_times(pd, leaf, o, std::nullopt, times, true);
+    } else if (type == AE_IFIFO || type == AE_IFCHR || type == AE_IFBLK) {
+      files::clear_name(pd, leaf, false);
+      dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+      if (::mknodat(pd, leaf.c_str(), type | perm, dev) != 0) throw SysError(errno, origin + ": create " + quote(raw));
+      files::set_owner_mode_times(pd, leaf, o, perm, times, false);
+    }
+  }
+  // Directory times last: creating entries inside changed them.
+  for (auto it = dir_times.rbegin(); it != dir_times.rend(); ++it) {
+    struct open_how how {};
+    how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
+    long fd = ::syscall(SYS_openat2, dest_fd, it->rel.c_str(), &how, sizeof how);
+    if (fd < 0) continue;
+    UniqueFd dir(static_cast<int>(fd));
+    std::string proc = "/proc/self/fd/" + std::to_string(dir.get());
+    ::utimensat(AT_FDCWD, proc.c_str(), it->t, 0);
+  }
+}
+
+}  // namespace strata::build
