@@ -86,9 +86,11 @@ class StratafsMounter : public Mounter {
   std::string stratafs_;
 };
 
-// One RUN: the command and its environment; ROOTFS is the mounted union.
+// One RUN: the command and its environment. The runner mounts the union
+// (MOUNT: the parent's layers and the step's fresh upper) at MOUNT.target for
+// the command, inside the sandbox's own mount namespace, and unmounts it.
 struct RunRequest {
-  std::string rootfs;
+  MountRequest mount;
   std::vector<std::string> argv;
   std::vector<std::string> env;
   std::string user;     // "" (root), "name", "uid", "name:group", "uid:gid"
@@ -122,6 +124,13 @@ struct BuildResult {
 // with the instruction's position for a failing step); nothing is tagged and
 // no image is written then, while layers of finished steps stay cached.
 BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options);
+
+// The build cache as files: DIR/<key> holds the value. Keys are 32 hex
+// digits (cache_key); anything else is refused. Writes are staged in TMP_DIR
+// (same file system), fsynced and renamed into place.
+std::optional<std::string> read_cache_entry(const std::string& dir, const std::string& key);
+void write_cache_entry(const std::string& dir, const std::string& tmp_dir, const std::string& key,
+                       const std::string& value);
 
 // ---- parts the executor is made of, exposed for tests ----
 

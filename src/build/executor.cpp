@@ -305,11 +305,12 @@ class Executor {
     req.upper = work.path() + "/upper";
     req.work = work.path() + "/work";
     req.target = work.path() + "/mnt";
-    {
+    if (step.kind == StepKind::run) {
+      do_run(step, req);
+    } else {
       ScopedMount mount(*opt_.mounter, req);
       UniqueFd root = open_at(AT_FDCWD, req.target, O_PATH | O_DIRECTORY);
       switch (step.kind) {
-        case StepKind::run: do_run(step, req.target, root.get()); break;
         case StepKind::workdir: files::make_dirs(root.get(), step.path, std::nullopt); break;
         case StepKind::copy:
         case StepKind::add: do_copy(step, root.get(), work.path(), downloads, downloaded); break;
@@ -322,34 +323,32 @@ class Executor {
     return store_.commit_layer(req.upper);
   }
 
-  void do_run(const Step& step, const std::string& rootfs, int root) {
+  void do_run(const Step& step, const MountRequest& mount) {
     RunRequest r;
-    r.rootfs = rootfs;
+    r.mount = mount;
     r.argv = step.argv;
     r.env = step.env;
     r.user = step.user;
     r.workdir = step.workdir;
     r.network = step.network;
-    files::make_dirs(root, step.workdir, std::nullopt);
-    // A here-document script (#!) is put in the container for the run only.
-    const std::string script_dir = "/.strata-heredoc";
+    // A here-document script (#!) is put in the container for the run only:
+    // written into the fresh upper, removed again before the commit.
+    const std::string script_dir = ".strata-heredoc";
+    UniqueFd upper = open_at(AT_FDCWD, mount.upper, O_RDONLY | O_DIRECTORY);
     if (!step.files.empty()) {
-      UniqueFd dir = files::make_dirs(root, script_dir, std::nullopt);
-      UniqueFd real = files::open_in_root(root, script_dir, O_RDONLY | O_DIRECTORY);
+      if (::mkdirat(upper.get(), script_dir.c_str(), 0755) != 0) throw_errno("create " + quote(script_dir));
+      UniqueFd dir = open_at(upper.get(), script_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
       for (const auto& f : step.files) {
         std::string name = basename_of(f.path);
-        files::write_file(real.get(), name, f.content, 0755, Owner{});
+        files::write_file(dir.get(), name, f.content, 0755, Owner{});
         for (auto& a : r.argv) {
-          if (a == f.path) a = script_dir + "/" + name;
+          if (a == f.path) a = "/" + script_dir + "/" + name;
         }
       }
     }
     if (!opt_.run) throw Error("RUN is not available in this build");
     int rc = opt_.run(r);
-    if (!step.files.empty()) {
-      UniqueFd top = files::open_in_root(root, "/", O_RDONLY | O_DIRECTORY);
-      remove_tree_at(top.get(), script_dir.substr(1));
-    }
+    if (!step.files.empty()) remove_tree_at(upper.get(), script_dir);
     if (rc != 0) {
       std::string cmd;
       for (const auto& a : step.argv) cmd += (cmd.empty() ? "" : " ") + a;
@@ -531,6 +530,51 @@ class Executor {
 };
 
 }  // namespace
+
+namespace {
+
+void check_key(const std::string& key) {
+  bool ok = key.size() == 32 && std::all_of(key.begin(), key.end(), [](char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+  });
+  if (!ok) throw Error("invalid build cache key " + quote(key));
+}
+
+}  // namespace
+
+std::optional<std::string> read_cache_entry(const std::string& dir, const std::string& key) {
+  check_key(key);
+  UniqueFd fd(::open((dir + "/" + key).c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return std::nullopt;
+    throw_errno("read the build cache entry " + quote(dir + "/" + key));
+  }
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd.get(), buf, sizeof buf);
+    if (n < 0) throw_errno("read the build cache entry " + quote(dir + "/" + key));
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+void write_cache_entry(const std::string& dir, const std::string& tmp_dir, const std::string& key,
+                       const std::string& value) {
+  check_key(key);
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create " + quote(dir));
+  std::string tmpl = tmp_dir + "/cache." + key + ".XXXXXX";
+  int raw = ::mkstemp(tmpl.data());
+  if (raw < 0) throw_errno("create a file in " + quote(tmp_dir));
+  UniqueFd fd(raw);
+  bool ok = ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size()) && ::fsync(fd.get()) == 0;
+  if (!ok || ::rename(tmpl.c_str(), (dir + "/" + key).c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmpl.c_str());
+    throw SysError(err, "write the build cache entry " + quote(dir + "/" + key));
+  }
+}
 
 BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options) {
   Executor e(plan, dockerfile_path, options);

@@ -1,0 +1,208 @@
+// strata build: an image from a Dockerfile and a context directory.
+#include <fcntl.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <sstream>
+
+#include "cli.hpp"
+#include "strata/build.hpp"
+#include "strata/build_executor.hpp"
+#include "strata/dockerfile.hpp"
+#include "strata/dockerignore.hpp"
+#include "strata/error.hpp"
+#include "strata/fd.hpp"
+#include "strata/sandbox.hpp"
+#include "strata/store.hpp"
+
+namespace strata::cli {
+
+namespace {
+
+namespace b = strata::build;
+
+// The store as the executor sees it.
+class StoreAdapter : public b::BuildStore {
+ public:
+  explicit StoreAdapter(store::Store& s) : s_(s) {}
+  nlohmann::json image_config(const std::string& id) override { return s_.image(id).config; }
+  bool has_image(const std::string& id) override { return s_.find_image(id).has_value(); }
+  std::optional<std::string> layer_path(const std::string& diff_id) override {
+    auto d = oci::Digest::try_parse(diff_id);
+    if (!d) return std::nullopt;
+    auto layer = s_.find_layer(*d);
+    if (!layer) return std::nullopt;
+    return layer->dir;
+  }
+  std::string temp_parent() override { return s_.tmp_dir(); }
+  std::string commit_layer(const std::string& upper) override { return s_.create_layer(upper).diff_id.str(); }
+  std::string write_image(const nlohmann::json& config) override { return s_.write_image(config).config_digest.str(); }
+  void tag(const std::string& id, const std::string& ref) override { s_.tag(s_.image(id), ref); }
+  std::optional<std::string> cache_get(const std::string& key) override {
+    return b::read_cache_entry(s_.root() + "/cache", key);
+  }
+  void cache_put(const std::string& key, const std::string& value) override {
+    b::write_cache_entry(s_.root() + "/cache", s_.tmp_dir(), key, value);
+  }
+
+ private:
+  store::Store& s_;
+};
+
+std::string self_dir() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) throw_errno("find the strata executable");
+  std::string path(buf, static_cast<size_t>(n));
+  return path.substr(0, path.rfind('/'));
+}
+
+std::string read_text(std::istream& in) { return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()}; }
+
+int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
+  po::options_description options("Options");
+  std::vector<std::string> tags, build_args, labels;
+  std::string file, target, progress = "plain", pull = "never", context;
+  options.add_options()
+      ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
+      ("file,f", po::value(&file), "the Dockerfile (default: CONTEXT/Dockerfile; '-' reads standard input)")
+      ("target", po::value(&target), "build the stage of this name and stop")
+      ("build-arg", po::value(&build_args), "set a build argument K=V (K alone: from the environment; repeatable)")
+      ("no-cache", po::bool_switch(), "run every step, using no cached layer")
+      ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
+      ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
+      ("pull", po::value(&pull), "pull policy: only 'never' (bases come from the local store)")
+      ("quiet,q", po::bool_switch(), "print only the image id")
+      ("context", po::value(&context)->required(), "the build context directory");
+  po::positional_options_description positional;
+  positional.add("context", 1);
+  po::variables_map vm;
+  if (!parse_args("build", "strata build [OPTIONS] CONTEXT", options, positional, args, vm)) return 0;
+  if (progress != "plain" && progress != "tty" && progress != "auto") {
+    throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
+  }
+  if (pull != "never" && pull != "false") {
+    throw UsageError("build: --pull=" + pull + " is not supported: bases come from the local store (--pull=never)");
+  }
+
+  std::map<std::string, std::string> arg_map;
+  for (const auto& a : build_args) {
+    auto eq = a.find('=');
+    if (eq == 0) throw UsageError("build: --build-arg " + quote(a) + " has no name");
+    if (eq == std::string::npos) {
+      if (const char* v = std::getenv(a.c_str())) arg_map[a] = v;
+      continue;
+    }
+    arg_map[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+  std::map<std::string, std::string> label_map;
+  for (const auto& l : labels) {
+    auto eq = l.find('=');
+    if (eq == 0) throw UsageError("build: --label " + quote(l) + " has no name");
+    label_map[l.substr(0, eq)] = eq == std::string::npos ? std::string() : l.substr(eq + 1);
+  }
+
+  struct stat st {};
+  if (::stat(context.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw Error("build context " + quote(context) + " is not a directory");
+  }
+  std::string text;
+  std::string shown;  // the Dockerfile's name in messages
+  if (file == "-") {
+    text = read_text(std::cin);
+    shown = "Dockerfile";
+  } else {
+    std::string path = file.empty() ? context + "/Dockerfile" : file;
+    shown = file.empty() ? "Dockerfile" : file;
+    std::ifstream in(path, std::ios::binary);
+    if (!in) throw Error("cannot read the Dockerfile " + quote(path));
+    text = read_text(in);
+  }
+
+  std::string ignore_file = b::find_ignore_file(context, file == "-" ? std::string() : file);
+  b::IgnoreMatcher ignore;
+  if (!ignore_file.empty()) {
+    std::ifstream in(ignore_file, std::ios::binary);
+    ignore = b::IgnoreMatcher::parse(read_text(in), ignore_file);
+  }
+
+  auto store = store::Store::open(global.root.empty() ? store::default_root() : global.root);
+  StoreAdapter adapter(store);
+  b::Dockerfile df = b::parse_dockerfile(text, shown);
+  b::PlanOptions popt;
+  popt.build_args = arg_map;
+  popt.target = target;
+  popt.resolve = [&store](const std::string& ref) -> std::optional<b::BaseImage> {
+    auto img = store.find_image(ref);
+    if (!img) return std::nullopt;
+    b::BaseImage base;
+    base.id = img->config_digest.str();
+    if (img->config.contains("config")) base.config = b::config_from_json(img->config["config"]);
+    if (img->config.contains("author") && img->config["author"].is_string()) base.author = img->config["author"];
+    return base;
+  };
+  b::Plan plan = b::plan_build(df, popt);
+  for (const auto& w : plan.warnings) std::cerr << "strata: warning: " << w << "\n";
+  for (const auto& [k, v] : label_map) plan.stages[static_cast<size_t>(plan.target)].config.labels[k] = v;
+
+  const std::string stratafs = self_dir() + "/stratafs";
+  b::StratafsMounter mounter(stratafs);
+  b::ExecuteOptions eo;
+  eo.context_dir = context;
+  eo.ignore = ignore;
+  eo.tags = tags;
+  eo.no_cache = vm["no-cache"].as<bool>();
+  eo.quiet = vm["quiet"].as<bool>();
+  eo.out = &std::cout;
+  eo.store = &adapter;
+  eo.mounter = &mounter;
+  eo.run = [&stratafs, quiet = eo.quiet](const b::RunRequest& r) -> int {
+    sandbox::RunSpec spec;
+    spec.rootfs = r.mount.target;
+    spec.union_root = sandbox::UnionRoot{stratafs, r.mount.lowers, r.mount.upper, r.mount.work};
+    spec.argv = r.argv;
+    spec.env = r.env;
+    spec.workdir = r.workdir.empty() ? "/" : r.workdir;
+    spec.user = r.user;
+    spec.network = r.network == "none" ? sandbox::Network::none : sandbox::Network::host;
+    std::cout.flush();
+    // -q: the command's output is not shown.
+    UniqueFd saved_out, saved_err;
+    if (quiet) {
+      UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
+      saved_out.reset(::fcntl(1, F_DUPFD_CLOEXEC, 3));
+      saved_err.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
+      ::dup2(null.get(), 1);
+      ::dup2(null.get(), 2);
+    }
+    auto restore = [&] {
+      if (saved_out) ::dup2(saved_out.get(), 1);
+      if (saved_err) ::dup2(saved_err.get(), 2);
+    };
+    try {
+      int rc = sandbox::run(spec);
+      restore();
+      return rc;
+    } catch (const Error& e) {
+      restore();
+      if (e.code() == ExitCode::cannot_invoke || e.code() == ExitCode::command_not_found) {
+        std::cerr << "strata: " << e.what() << "\n";
+        return static_cast<int>(e.code());
+      }
+      throw;
+    }
+  };
+  b::execute_plan(plan, shown, eo);
+  return 0;
+}
+
+const VerbRegistration registration("build", "build an image from a Dockerfile", build_verb);
+
+}  // namespace
+
+}  // namespace strata::cli
