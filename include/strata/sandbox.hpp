@@ -1,0 +1,147 @@
+// strata::sandbox: run one command as a rootless container.
+//
+// run() starts the command in new user, mount, pid, uts and ipc namespaces
+// (and an empty network namespace with Network::none), with a root directory
+// entered by pivot_root, a fresh /proc, a minimal /dev, /sys read-only and the
+// host's /etc/resolv.conf and /etc/hosts (read-only), the docker default
+// capability set and no_new_privs. It returns when the command has ended and
+// every process it started is gone.
+//
+// User namespace: root runs in an identity-mapped namespace (uid 0 inside is
+// uid 0 outside, but holds no capability over the host). Another user gets
+// the range /etc/subuid and /etc/subgid give it, through newuidmap and
+// newgidmap: container uid 0 is the user, 1..N are the subordinate ids. A user
+// without a range gets a single-id map (only uid/gid 0 exist inside) and a
+// warning on stderr.
+//
+// Using it from another module (the Dockerfile builder's RUN steps): fill a
+// RunSpec with the root directory (or a UnionRoot to have the sandbox mount the
+// layers itself, inside the container's mount namespace, so no mount ever
+// shows on the host), argv, env, workdir and user, and call run(). The return
+// value is the command's exit status as a shell reports it (0..255, 128+N when
+// it died of signal N). When the command cannot start, run() throws
+// strata::Error with ExitCode::run_failed (125: the sandbox could not be set
+// up, e.g. a bad user or a missing root), ExitCode::cannot_invoke (126: the
+// command is not executable) or ExitCode::command_not_found (127). Nothing is
+// left mounted on the host in any case. A RUN step wants: tty = false,
+// interactive = false (stdin is /dev/null), network = Network::host.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace strata::sandbox {
+
+// ---- id maps ---------------------------------------------------------------
+
+// One line of /etc/subuid or /etc/subgid: "OWNER:START:COUNT", where OWNER is
+// a user name or a numeric id.
+struct SubIdRange {
+  std::string owner;
+  std::uint32_t start = 0;
+  std::uint32_t count = 0;
+};
+
+// Parses the content of /etc/subuid or /etc/subgid. Blank lines, '#' comments
+// and malformed lines are skipped (the shadow tools do the same).
+std::vector<SubIdRange> parse_subid_file(std::string_view content);
+
+// The first range in RANGES that belongs to the user NAME or the numeric ID.
+std::optional<SubIdRange> find_subid_range(const std::vector<SubIdRange>& ranges, std::string_view name,
+                                           std::uint32_t id);
+
+// One line of /proc/PID/uid_map: ids [inside, inside+count) are
+// [outside, outside+count) in the parent namespace.
+struct IdMapping {
+  std::uint32_t inside = 0;
+  std::uint32_t outside = 0;
+  std::uint32_t count = 0;
+};
+
+// How the container's user namespace maps ids.
+struct IdMapPlan {
+  enum class Kind { identity, subordinate, single } kind = Kind::single;
+  std::vector<IdMapping> uids;
+  std::vector<IdMapping> gids;
+};
+
+// Chooses the mapping for the caller with host uid UID / gid GID (and user
+// name NAME) given the contents of /etc/subuid and /etc/subgid: identity for
+// uid 0; container 0 -> the caller plus 1..count -> the subordinate range
+// when the caller has a range in both files; else a single-id map.
+IdMapPlan plan_id_maps(std::uint32_t uid, std::uint32_t gid, std::string_view name, std::string_view subuid,
+                       std::string_view subgid);
+
+// Formats mappings as /proc/PID/uid_map expects ("IN OUT COUNT\n" lines).
+std::string format_id_map(const std::vector<IdMapping>& map);
+
+// ---- users -----------------------------------------------------------------
+
+// The identity a command runs as, as docker derives it from `-u` and the
+// image's /etc/passwd and /etc/group.
+struct ExecUser {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::vector<gid_t> groups;  // supplementary groups (from /etc/group membership)
+  std::string home = "/";
+};
+
+// Resolves SPEC ("", "NAME", "UID", "NAME:GROUP", "UID:GID", ...) against the
+// contents of the container's /etc/passwd and /etc/group. An empty user is
+// root; a numeric uid that passwd does not list runs with gid 0 and home "/";
+// a name that passwd does not list is an error (Error with
+// ExitCode::run_failed, naming the user), as is an unknown group name.
+ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::string_view group);
+
+// ---- running ---------------------------------------------------------------
+
+enum class Network { host, none };
+
+// A host path bound into the container (`-v HOST:CTR[:ro]`).
+struct BindMount {
+  std::string source;  // host path (file or directory)
+  std::string target;  // absolute path inside the container
+  bool read_only = false;
+};
+
+// Layers that the sandbox mounts with stratafs onto RunSpec::rootfs inside the
+// container's namespaces. The mount lives only as long as the container.
+struct UnionRoot {
+  std::string stratafs;                // path of the stratafs program
+  std::vector<std::string> lowerdirs;  // topmost first
+  std::string upperdir;                // empty: read-only
+  std::string workdir;
+};
+
+struct RunSpec {
+  std::string rootfs;                   // directory that becomes "/"; the mount point with union_root
+  std::optional<UnionRoot> union_root;  // mount these layers on rootfs first
+  std::vector<std::string> argv;        // argv[0] without '/' is looked up in the container's PATH
+  std::vector<std::string> env;         // "KEY=VALUE"; PATH, HOME, HOSTNAME (and TERM with tty) default
+  std::string workdir = "/";            // created when missing, as docker does
+  std::string user;                     // `-u` spec: USER[:GROUP] or UID[:GID]; empty is root
+  std::string hostname = "strata";
+  bool tty = false;          // a pseudo-terminal on stdin/stdout/stderr (devpts inside the container)
+  bool interactive = false;  // pass stdin (else stdin is /dev/null)
+  Network network = Network::host;
+  std::vector<BindMount> volumes;
+};
+
+// Runs SPEC and returns the command's exit status (128+N for signal N).
+// Throws strata::Error (codes 125/126/127 as described at the top).
+int run(const RunSpec& spec);
+
+// Docker's default PATH inside a container.
+inline constexpr const char* kDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+// Returns ENV with the defaults added: PATH when missing, HOSTNAME, HOME (from
+// the user), TERM=xterm when TTY. Later duplicates of a key replace earlier ones.
+std::vector<std::string> complete_env(const std::vector<std::string>& env, const std::string& hostname,
+                                      const std::string& home, bool tty);
+
+}  // namespace strata::sandbox

@@ -1,0 +1,841 @@
+// The container runtime: namespaces, id maps, the root file system, the
+// container's init (pid 1: forwards signals, reaps, reports the exit status),
+// the command's credentials and exec, and the terminal relay.
+//
+// Processes: the caller (on the host) clones "init" into new user, mount,
+// pid, uts and ipc namespaces, writes its id maps, then relays signals and,
+// with a tty, the terminal. Init builds the root (every path inside it is
+// resolved with openat2(RESOLVE_IN_ROOT), so symlinks in the image cannot
+// point a mount or a new file outside the root), pivots into it and forks the
+// command. Init exits with the command's status; the kernel then kills what
+// is left in the pid namespace, stratafs included, and the mount namespace
+// and every mount in it disappear with the last process.
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pwd.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "strata/error.hpp"
+#include "strata/fd.hpp"
+#include "strata/sandbox.hpp"
+
+namespace strata::sandbox {
+
+namespace {
+
+// ---- small system helpers --------------------------------------------------
+
+std::string read_file_or_empty(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
+
+void write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write");
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+// Opens PATH relative to ROOT as if ROOT were "/": symlinks and ".." cannot
+// leave it. Returns -1 with errno set on failure.
+int open_in_root(int root, const std::string& path, int flags, mode_t mode = 0) {
+  open_how how{};
+  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
+  how.mode = (flags & O_CREAT) != 0 ? mode : 0;
+  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
+  return static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how));
+}
+
+std::vector<std::string> components(const std::string& path) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : path + "/") {
+    if (c == '/') {
+      if (!cur.empty() && cur != ".") out.push_back(cur);
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  return out;
+}
+
+// The directory PATH inside ROOT as an O_PATH fd, created (mode 0755) with its
+// parents when missing.
+UniqueFd ensure_dir(int root, const std::string& path) {
+  std::string cur = ".";
+  UniqueFd fd(open_in_root(root, cur, O_PATH | O_DIRECTORY));
+  if (!fd) throw_errno("open the container root");
+  for (const auto& comp : components(path)) {
+    std::string next = cur + "/" + comp;
+    int n = open_in_root(root, next, O_PATH | O_DIRECTORY);
+    if (n < 0 && errno == ENOENT) {
+      if (::mkdirat(fd.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote("/" + path) + " in the container");
+      n = open_in_root(root, next, O_PATH | O_DIRECTORY);
+    }
+    if (n < 0) throw_errno("open " + quote("/" + next.substr(2)) + " in the container");
+    fd.reset(n);
+    cur = std::move(next);
+  }
+  return fd;
+}
+
+// The file PATH inside ROOT as an O_PATH fd, created empty when missing.
+UniqueFd ensure_file(int root, const std::string& path) {
+  auto comps = components(path);
+  if (comps.empty()) throw Error("bad path " + quote(path) + " in the container");
+  std::string parent;
+  for (std::size_t i = 0; i + 1 < comps.size(); ++i) parent += "/" + comps[i];
+  ensure_dir(root, parent);
+  int n = open_in_root(root, path, O_PATH);
+  if (n < 0 && errno == ENOENT) {
+    int c = open_in_root(root, path, O_CREAT | O_RDONLY | O_NOCTTY, 0644);
+    if (c < 0) throw_errno("create " + quote(path) + " in the container");
+    ::close(c);
+    n = open_in_root(root, path, O_PATH);
+  }
+  if (n < 0) throw_errno("open " + quote(path) + " in the container");
+  return UniqueFd(n);
+}
+
+void do_mount(const char* source, const std::string& target, const char* type, unsigned long flags,
+              const char* data, const std::string& what) {
+  if (::mount(source, target.c_str(), type, flags, data) != 0) throw_errno("mount " + what);
+}
+
+// Makes the mount at FD (and, when RECURSIVE, every mount below it) read-only.
+void make_read_only(int fd, bool recursive, const std::string& what) {
+  mount_attr attr{};
+  attr.attr_set = MOUNT_ATTR_RDONLY;
+  unsigned flags = AT_EMPTY_PATH | (recursive ? static_cast<unsigned>(AT_RECURSIVE) : 0U);
+  if (::mount_setattr(fd, "", flags, &attr, sizeof attr) != 0) throw_errno("make " + what + " read-only");
+}
+
+// Binds the host path SOURCE onto PATH inside ROOT (a file or a directory,
+// created to match), optionally read-only.
+void bind_into(int root, const std::string& source, const std::string& path, bool read_only, bool recursive) {
+  struct stat st {};
+  if (::stat(source.c_str(), &st) != 0) throw_errno("stat " + quote(source));
+  UniqueFd target = S_ISDIR(st.st_mode) ? ensure_dir(root, path) : ensure_file(root, path);
+  std::string what = quote(source) + " on " + quote(path);
+  do_mount(source.c_str(), fd_path(target.get()), nullptr, MS_BIND | (recursive ? static_cast<unsigned long>(MS_REC) : 0UL), nullptr, what);
+  if (read_only) {
+    // Reopen: the old fd names the directory under the new mount.
+    UniqueFd mounted(open_in_root(root, path, O_PATH));
+    if (!mounted) throw_errno("open " + quote(path) + " in the container");
+    make_read_only(mounted.get(), recursive, what);
+  }
+}
+
+// ---- capabilities ----------------------------------------------------------
+
+// docker's default capability set.
+constexpr int kDefaultCaps[] = {
+    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID,     CAP_KILL,       CAP_SETGID,   CAP_SETUID,
+    CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP,
+};
+
+void limit_capabilities() {
+  for (int cap = 0; cap <= 63; ++cap) {
+    bool keep = false;
+    for (int k : kDefaultCaps) keep = keep || k == cap;
+    if (keep) continue;
+    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
+      if (errno == EINVAL) break;  // past the last capability this kernel knows
+      throw_errno("drop capability " + std::to_string(cap));
+    }
+  }
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  // Keep the permitted/effective sets to the default set as well, and clear
+  // the inheritable set.
+  __user_cap_header_struct header{};
+  header.version = _LINUX_CAPABILITY_VERSION_3;
+  __user_cap_data_struct data[2]{};
+  if (::syscall(SYS_capget, &header, data) != 0) throw_errno("read capabilities");
+  std::uint64_t mask = 0;
+  for (int k : kDefaultCaps) mask |= 1ULL << k;
+  for (int i = 0; i < 2; ++i) {
+    auto m = static_cast<std::uint32_t>(mask >> (32 * i));
+    data[i].permitted &= m;
+    data[i].effective &= m;
+    data[i].inheritable = 0;
+  }
+  if (::syscall(SYS_capset, &header, data) != 0) throw_errno("set capabilities");
+}
+
+// ---- messages between the processes ----------------------------------------
+
+// Init and the command report a failure to start as one datagram on the error
+// pipe: a code byte and the message.
+[[noreturn]] void report_and_exit(int errfd, ExitCode code, const std::string& message) {
+  std::string msg(1, static_cast<char>(static_cast<int>(code)));
+  msg += message.substr(0, 3000);
+  [[maybe_unused]] ssize_t n = ::write(errfd, msg.data(), msg.size());
+  ::_exit(static_cast<int>(code));
+}
+
+void send_fd(int sock, int fd) {
+  char byte = 'R';
+  iovec iov{&byte, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))]{};
+  if (fd >= 0) {
+    msg.msg_control = buf;
+    msg.msg_controllen = sizeof buf;
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  }
+  if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) throw_errno("send the terminal to strata");
+}
+
+// Returns false when the peer closed the socket without sending; FD receives
+// the descriptor that came with the message, if any.
+bool recv_fd(int sock, UniqueFd& fd) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))]{};
+  msg.msg_control = buf;
+  msg.msg_controllen = sizeof buf;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return false;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int got = -1;
+      std::memcpy(&got, CMSG_DATA(c), sizeof got);
+      fd.reset(got);
+    }
+  }
+  return true;
+}
+
+// Signals that strata passes on to the container.
+constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
+
+void noop_handler(int) {}
+
+// What the host side sends init once its id maps are written.
+struct GoMessage {
+  winsize size{};
+  bool has_size = false;
+};
+
+// ---- the container side ----------------------------------------------------
+
+struct ChildContext {
+  const RunSpec* spec;
+  const std::vector<std::string>* env;  // completed except HOME
+  IdMapPlan::Kind map_kind;
+  bool gid5_mapped;
+  int sync_sock;
+  int err_fd;
+};
+
+void bring_up_loopback() {
+  UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
+  if (!s) throw_errno("open a socket for the loopback interface");
+  ifreq req{};
+  std::strncpy(req.ifr_name, "lo", IFNAMSIZ - 1);
+  if (::ioctl(s.get(), SIOCGIFFLAGS, &req) != 0) throw_errno("read the loopback interface");
+  req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
+  if (::ioctl(s.get(), SIOCSIFFLAGS, &req) != 0) throw_errno("bring up the loopback interface");
+}
+
+std::string escape_layer(const std::string& dir) {
+  std::string out;
+  for (char c : dir) {
+    if (c == ',') throw Error("layer directory " + quote(dir) + " contains ','", ExitCode::run_failed);
+    if (c == ':' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// Starts stratafs on SPEC.rootfs and waits until the mount is ready (stratafs
+// detaches then; its daemon lives in the container's pid namespace).
+void mount_union(const RunSpec& spec) {
+  const UnionRoot& u = *spec.union_root;
+  std::string opts = "lowerdir=";
+  for (std::size_t i = 0; i < u.lowerdirs.size(); ++i) opts += (i ? ":" : "") + escape_layer(u.lowerdirs[i]);
+  if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
+  opts += ",allow_other";
+  std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("start stratafs");
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(argv[0], argv.data());
+    std::fprintf(stderr, "strata: cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) throw_errno("wait for stratafs");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw Error("stratafs could not mount the container root on " + quote(spec.rootfs), ExitCode::run_failed);
+  }
+}
+
+// Builds the container's root under SPEC.rootfs and pivots into it. Returns
+// the slave side of the pty (or an empty fd without a tty) opened inside.
+UniqueFd build_root(const ChildContext& ctx, int& master_out) {
+  const RunSpec& spec = *ctx.spec;
+  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make the mounts private");
+  if (spec.union_root) mount_union(spec);
+  do_mount(spec.rootfs.c_str(), spec.rootfs, nullptr, MS_BIND | MS_REC, nullptr, "the root " + quote(spec.rootfs));
+  UniqueFd root = open_at(AT_FDCWD, spec.rootfs, O_RDONLY | O_DIRECTORY);
+  int r = root.get();
+
+  // /proc
+  {
+    UniqueFd proc = ensure_dir(r, "proc");
+    do_mount("proc", fd_path(proc.get()), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/proc");
+  }
+  // /dev: a tmpfs with the host's harmless devices bound in read-only.
+  {
+    UniqueFd dev = ensure_dir(r, "dev");
+    do_mount("tmpfs", fd_path(dev.get()), "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k", "/dev");
+    dev.reset(open_in_root(r, "dev", O_PATH | O_DIRECTORY));
+    if (!dev) throw_errno("open /dev in the container");
+    for (const char* name : {"null", "zero", "full", "random", "urandom", "tty"}) {
+      std::string host = std::string("/dev/") + name;
+      UniqueFd f(::openat(dev.get(), name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666));
+      if (!f) throw_errno("create " + host + " in the container");
+      f.reset();
+      bind_into(r, host, host, true, false);
+    }
+    if (::mkdirat(dev.get(), "pts", 0755) != 0 || ::mkdirat(dev.get(), "shm", 01777) != 0 ||
+        ::mkdirat(dev.get(), "mqueue", 0755) != 0) {
+      throw_errno("create directories in /dev");
+    }
+    std::string pts_opts = "newinstance,ptmxmode=0666,mode=0620";
+    if (ctx.gid5_mapped) pts_opts += ",gid=5";
+    UniqueFd pts(open_in_root(r, "dev/pts", O_PATH | O_DIRECTORY));
+    do_mount("devpts", fd_path(pts.get()), "devpts", MS_NOSUID | MS_NOEXEC, pts_opts.c_str(), "/dev/pts");
+    UniqueFd shm(open_in_root(r, "dev/shm", O_PATH | O_DIRECTORY));
+    do_mount("shm", fd_path(shm.get()), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm");
+    const std::pair<const char*, const char*> links[] = {
+        {"pts/ptmx", "ptmx"},         {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
+        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"},
+    };
+    for (const auto& [target, name] : links) {
+      if (::symlinkat(target, dev.get(), name) != 0) throw_errno(std::string("create /dev/") + name);
+    }
+  }
+  UniqueFd slave;
+  if (spec.tty) {
+    UniqueFd master(open_in_root(r, "dev/pts/ptmx", O_RDWR | O_NOCTTY));
+    if (!master) throw_errno("open /dev/pts/ptmx in the container");
+    if (::unlockpt(master.get()) != 0) throw_errno("unlock the pty");
+    int n = 0;
+    if (::ioctl(master.get(), TIOCGPTN, &n) != 0) throw_errno("read the pty number");
+    std::string slave_path = "dev/pts/" + std::to_string(n);
+    slave.reset(open_in_root(r, slave_path, O_RDWR | O_NOCTTY));
+    if (!slave) throw_errno("open /" + slave_path);
+    bind_into(r, "/" + slave_path, "/dev/console", false, false);
+    master_out = master.release();
+  }
+  // /sys, read-only.
+  if (::access("/sys", F_OK) == 0) bind_into(r, "/sys", "/sys", true, true);
+  // Name resolution from the host.
+  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
+    if (::access(f, R_OK) != 0) continue;
+    try {
+      bind_into(r, f, f, true, false);
+    } catch (const Error& e) {
+      std::cerr << "strata: warning: " << e.what() << "\n";
+    }
+  }
+  for (const auto& v : spec.volumes) bind_into(r, v.source, v.target, v.read_only, true);
+
+  if (::fchdir(r) != 0) throw_errno("enter the container root");
+  if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("pivot_root into " + quote(spec.rootfs));
+  if (::umount2(".", MNT_DETACH) != 0) throw_errno("detach the host root");
+  if (::chdir("/") != 0) throw_errno("enter /");
+  return slave;
+}
+
+[[noreturn]] void exec_command(const std::vector<std::string>& args, const std::vector<std::string>& env, int err_fd) {
+  std::vector<char*> argv, envp;
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::string path = kDefaultPath;
+  for (const auto& e : env) {
+    envp.push_back(const_cast<char*>(e.c_str()));
+    if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
+  }
+  envp.push_back(nullptr);
+  const std::string& file = args[0];
+  auto fail = [&](int err, const std::string& what) {
+    ExitCode code = (err == ENOENT || err == ENOTDIR) ? ExitCode::command_not_found : ExitCode::cannot_invoke;
+    report_and_exit(err_fd, code, what + ": " + std::strerror(err));
+  };
+  if (file.empty()) report_and_exit(err_fd, ExitCode::command_not_found, "empty command name");
+  if (file.find('/') != std::string::npos) {
+    ::execve(file.c_str(), argv.data(), envp.data());
+    fail(errno, "exec " + quote(file));
+  }
+  bool denied = false;
+  std::size_t start = 0;
+  for (;;) {
+    auto end = path.find(':', start);
+    std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + file;
+    ::execve(candidate.c_str(), argv.data(), envp.data());
+    int err = errno;
+    if (err == EACCES) {
+      denied = true;
+    } else if (err != ENOENT && err != ENOTDIR) {
+      fail(err, "exec " + quote(candidate));
+    }
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (denied) fail(EACCES, "exec " + quote(file));
+  report_and_exit(err_fd, ExitCode::command_not_found,
+                  "exec " + quote(file) + ": executable file not found in $PATH");
+}
+
+void mkdir_p(const std::string& path) {
+  std::string cur;
+  for (const auto& comp : components(path)) {
+    cur += "/" + comp;
+    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create the working directory " + quote(path));
+  }
+}
+
+// The command's process (pid 2 inside): credentials, stdio, exec.
+[[noreturn]] void command_main(const ChildContext& ctx, const ExecUser& user, int slave) {
+  const RunSpec& spec = *ctx.spec;
+  try {
+    sigset_t none;
+    sigemptyset(&none);
+    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    if (slave >= 0) {
+      if (::setsid() < 0) throw_errno("start a session");
+      if (::ioctl(slave, TIOCSCTTY, 0) != 0) throw_errno("set the controlling terminal");
+      if (::fchown(slave, user.uid, static_cast<gid_t>(-1)) != 0 && errno != EINVAL) throw_errno("chown the terminal");
+      for (int fd = 0; fd < 3; ++fd) {
+        if (::dup2(slave, fd) < 0) throw_errno("attach the terminal");
+      }
+      if (slave > 2) ::close(slave);
+    } else if (!spec.interactive) {
+      int null = ::open("/dev/null", O_RDONLY);
+      if (null < 0) throw_errno("open /dev/null");
+      if (::dup2(null, 0) < 0) throw_errno("redirect stdin");
+      if (null != 0) ::close(null);
+    }
+    std::string workdir = spec.workdir.empty() ? "/" : spec.workdir;
+    if (workdir[0] != '/') throw Error("the working directory " + quote(workdir) + " is not absolute", ExitCode::run_failed);
+    mkdir_p(workdir);
+    if (::chdir(workdir.c_str()) != 0) throw_errno("enter the working directory " + quote(workdir));
+    limit_capabilities();
+    if (ctx.map_kind != IdMapPlan::Kind::single) {
+      if (::setgroups(user.groups.size(), user.groups.data()) != 0) throw_errno("set the supplementary groups");
+    }
+    auto unmapped = [&](const std::string& what) {
+      std::string hint = ctx.map_kind == IdMapPlan::Kind::single
+                             ? " (only uid and gid 0 exist: add a range for the user in /etc/subuid and /etc/subgid)"
+                             : "";
+      throw Error(what + " is not mapped in the container's user namespace" + hint, ExitCode::run_failed);
+    };
+    if (::setresgid(user.gid, user.gid, user.gid) != 0) {
+      if (errno == EINVAL) unmapped("gid " + std::to_string(user.gid));
+      throw_errno("set gid " + std::to_string(user.gid));
+    }
+    if (::setresuid(user.uid, user.uid, user.uid) != 0) {
+      if (errno == EINVAL) unmapped("uid " + std::to_string(user.uid));
+      throw_errno("set uid " + std::to_string(user.uid));
+    }
+    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("set no_new_privs");
+    std::vector<std::string> env = *ctx.env;
+    bool has_home = false;
+    for (const auto& e : env) has_home = has_home || e.rfind("HOME=", 0) == 0;
+    if (!has_home) env.push_back("HOME=" + user.home);
+    exec_command(spec.argv, env, ctx.err_fd);
+  } catch (const Error& e) {
+    report_and_exit(ctx.err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
+  } catch (const std::exception& e) {
+    report_and_exit(ctx.err_fd, ExitCode::run_failed, e.what());
+  }
+}
+
+int status_code(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 255;
+}
+
+// Init: pid 1 of the container.
+[[noreturn]] void init_main(const ChildContext& ctx) {
+  try {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    // A session of its own: the host's terminal signals reach the container
+    // only through strata, once.
+    ::setsid();
+    GoMessage go;
+    ssize_t n;
+    do {
+      n = ::read(ctx.sync_sock, &go, sizeof go);
+    } while (n < 0 && errno == EINTR);
+    if (n != static_cast<ssize_t>(sizeof go)) ::_exit(static_cast<int>(ExitCode::run_failed));
+    if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");
+    if (ctx.map_kind != IdMapPlan::Kind::single && ::setgroups(0, nullptr) != 0) throw_errno("clear the groups");
+    const RunSpec& spec = *ctx.spec;
+    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
+    if (spec.network == Network::none) bring_up_loopback();
+    int master = -1;
+    UniqueFd slave = build_root(ctx, master);
+    UniqueFd master_fd(master);
+    if (master_fd && go.has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &go.size);
+    ExecUser user = resolve_user(spec.user, read_file_or_empty("/etc/passwd"), read_file_or_empty("/etc/group"));
+
+    // Every signal stays blocked in init and is taken with sigwaitinfo; the
+    // forwarded ones get a handler so that the kernel delivers them to pid 1.
+    struct sigaction sa {};
+    sa.sa_handler = noop_handler;
+    sigemptyset(&sa.sa_mask);
+    for (int sig : kForwarded) ::sigaction(sig, &sa, nullptr);
+    ::sigaction(SIGCHLD, &sa, nullptr);
+    sigset_t all;
+    sigfillset(&all);
+    ::sigprocmask(SIG_SETMASK, &all, nullptr);
+
+    send_fd(ctx.sync_sock, master_fd.get());
+    master_fd.reset();
+    ::close(ctx.sync_sock);
+
+    pid_t cmd = ::fork();
+    if (cmd < 0) throw_errno("start the command");
+    if (cmd == 0) command_main(ctx, user, slave.get());
+    slave.reset();
+    ::close(ctx.err_fd);
+    for (;;) {
+      siginfo_t info{};
+      int sig = ::sigwaitinfo(&all, &info);
+      if (sig < 0) continue;
+      if (sig == SIGCHLD) {
+        int status = 0;
+        pid_t p;
+        while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
+          if (p == cmd) ::_exit(status_code(status));
+        }
+      } else {
+        ::kill(cmd, sig);
+      }
+    }
+  } catch (const Error& e) {
+    report_and_exit(ctx.err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
+  } catch (const std::exception& e) {
+    report_and_exit(ctx.err_fd, ExitCode::run_failed, e.what());
+  }
+}
+
+// ---- the host side ---------------------------------------------------------
+
+void write_proc_file(pid_t pid, const char* name, const std::string& content) {
+  std::string path = "/proc/" + std::to_string(pid) + "/" + name;
+  UniqueFd fd = open_at(AT_FDCWD, path, O_WRONLY);
+  if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+    throw_errno("write " + path);
+  }
+}
+
+void run_map_tool(const char* tool, pid_t pid, const std::vector<IdMapping>& map) {
+  std::vector<std::string> args = {tool, std::to_string(pid)};
+  for (const auto& m : map) {
+    args.push_back(std::to_string(m.inside));
+    args.push_back(std::to_string(m.outside));
+    args.push_back(std::to_string(m.count));
+  }
+  pid_t p = ::fork();
+  if (p < 0) throw_errno(std::string("start ") + tool);
+  if (p == 0) {
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execvp(tool, argv.data());
+    std::fprintf(stderr, "strata: cannot run %s: %s (install uidmap)\n", tool, std::strerror(errno));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(p, &status, 0) < 0) {
+    if (errno != EINTR) throw_errno(std::string("wait for ") + tool);
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    throw Error(std::string(tool) + " failed to map the container's ids (see /etc/subuid and /etc/subgid)",
+                ExitCode::run_failed);
+  }
+}
+
+void write_id_maps(pid_t pid, const IdMapPlan& plan) {
+  switch (plan.kind) {
+    case IdMapPlan::Kind::identity:
+      write_proc_file(pid, "uid_map", format_id_map(plan.uids));
+      write_proc_file(pid, "gid_map", format_id_map(plan.gids));
+      break;
+    case IdMapPlan::Kind::single:
+      write_proc_file(pid, "setgroups", "deny");
+      write_proc_file(pid, "uid_map", format_id_map(plan.uids));
+      write_proc_file(pid, "gid_map", format_id_map(plan.gids));
+      break;
+    case IdMapPlan::Kind::subordinate:
+      run_map_tool("newuidmap", pid, plan.uids);
+      run_map_tool("newgidmap", pid, plan.gids);
+      break;
+  }
+}
+
+// Puts the terminal on fd 0 in raw mode for as long as it lives.
+class RawTerminal {
+ public:
+  RawTerminal() {
+    if (::isatty(0) == 0 || ::tcgetattr(0, &saved_) != 0) return;
+    termios raw = saved_;
+    ::cfmakeraw(&raw);
+    if (::tcsetattr(0, TCSANOW, &raw) == 0) active_ = true;
+  }
+  RawTerminal(const RawTerminal&) = delete;
+  RawTerminal& operator=(const RawTerminal&) = delete;
+  ~RawTerminal() {
+    if (active_) ::tcsetattr(0, TCSANOW, &saved_);
+  }
+
+ private:
+  termios saved_{};
+  bool active_ = false;
+};
+
+class SignalMask {
+ public:
+  explicit SignalMask(const sigset_t& set) { ::sigprocmask(SIG_BLOCK, &set, &old_); }
+  SignalMask(const SignalMask&) = delete;
+  SignalMask& operator=(const SignalMask&) = delete;
+  ~SignalMask() {
+    // Drop what arrived for the container before unblocking.
+    ::sigprocmask(SIG_SETMASK, &old_, nullptr);
+  }
+
+ private:
+  sigset_t old_{};
+};
+
+bool copy_some(int from, int to) {
+  char buf[8192];
+  ssize_t n = ::read(from, buf, sizeof buf);
+  if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+  if (n <= 0) return false;
+  try {
+    write_all(to, std::string_view(buf, static_cast<std::size_t>(n)));
+  } catch (const Error&) {
+    return false;
+  }
+  return true;
+}
+
+// Waits for init, forwarding signals and relaying the terminal.
+int supervise(pid_t child, const RunSpec& spec, int sigfd, UniqueFd master) {
+  bool relay_stdin = master && spec.interactive;
+  bool exited = false;
+  int status = 0;
+  if (master) ::fcntl(master.get(), F_SETFL, ::fcntl(master.get(), F_GETFL) | O_NONBLOCK);
+  while (!exited) {
+    pollfd fds[3] = {{sigfd, POLLIN, 0}, {master ? master.get() : -1, POLLIN, 0}, {relay_stdin ? 0 : -1, POLLIN, 0}};
+    if (::poll(fds, 3, -1) < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("poll");
+    }
+    if ((fds[0].revents & POLLIN) != 0) {
+      signalfd_siginfo si{};
+      while (::read(sigfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+        int sig = static_cast<int>(si.ssi_signo);
+        if (sig == SIGCHLD) {
+          if (::waitpid(child, &status, WNOHANG) == child) exited = true;
+        } else if (sig == SIGWINCH) {
+          winsize ws{};
+          if (master && ::ioctl(0, TIOCGWINSZ, &ws) == 0) ::ioctl(master.get(), TIOCSWINSZ, &ws);
+        } else {
+          ::kill(child, sig);
+        }
+      }
+    }
+    if (master && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      if (!copy_some(master.get(), 1)) {
+        // The last slave is closed: wait for init without relaying.
+        master.reset();
+        relay_stdin = false;
+      }
+    }
+    if (relay_stdin && (fds[2].revents & (POLLIN | POLLHUP | POLLERR)) != 0) {
+      char buf[4096];
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n > 0) {
+        try {
+          write_all(master.get(), std::string_view(buf, static_cast<std::size_t>(n)));
+        } catch (const Error&) {
+          relay_stdin = false;
+        }
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        // End of input: pass it on as the terminal's end-of-file character.
+        relay_stdin = false;
+        [[maybe_unused]] ssize_t w = ::write(master.get(), "\x04", 1);
+      }
+    }
+  }
+  if (master) {
+    // Drain what the command wrote before it ended.
+    for (int i = 0; i < 100; ++i) {
+      pollfd p{master.get(), POLLIN, 0};
+      if (::poll(&p, 1, 20) <= 0) break;
+      if (!copy_some(master.get(), 1)) break;
+    }
+  }
+  return status;
+}
+
+}  // namespace
+
+int run(const RunSpec& spec) {
+  if (spec.argv.empty()) throw Error("no command given and the image has none", ExitCode::run_failed);
+  {
+    struct stat st {};
+    if (::stat(spec.rootfs.c_str(), &st) != 0) throw SysError(errno, "root directory " + quote(spec.rootfs));
+    if (!S_ISDIR(st.st_mode)) throw Error("root directory " + quote(spec.rootfs) + " is not a directory", ExitCode::run_failed);
+  }
+  for (const auto& v : spec.volumes) {
+    if (v.target.empty() || v.target[0] != '/') {
+      throw Error("volume target " + quote(v.target) + " is not an absolute path", ExitCode::run_failed);
+    }
+    if (::access(v.source.c_str(), F_OK) != 0) throw Error("volume source " + quote(v.source) + ": " + std::strerror(errno), ExitCode::run_failed);
+  }
+  uid_t uid = ::geteuid();
+  gid_t gid = ::getegid();
+  std::string name;
+  if (passwd* pw = ::getpwuid(uid); pw != nullptr) name = pw->pw_name;
+  IdMapPlan plan = plan_id_maps(uid, gid, name, read_file_or_empty("/etc/subuid"), read_file_or_empty("/etc/subgid"));
+  if (plan.kind == IdMapPlan::Kind::single) {
+    std::cerr << "strata: warning: no range for " << quote(name.empty() ? std::to_string(uid) : name)
+              << " in /etc/subuid and /etc/subgid; the container has only uid and gid 0\n";
+  }
+  bool gid5 = false;
+  for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
+
+  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
+  // HOME comes from the user, which only the container's /etc/passwd knows.
+  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
+
+  int sp[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
+  UniqueFd sync_parent(sp[0]), sync_child(sp[1]);
+  int ep[2];
+  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
+  UniqueFd err_read(ep[0]), err_write(ep[1]);
+
+  sigset_t handled;
+  sigemptyset(&handled);
+  for (int sig : kForwarded) sigaddset(&handled, sig);
+  sigaddset(&handled, SIGCHLD);
+  sigaddset(&handled, SIGWINCH);
+  SignalMask mask(handled);
+  UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sigfd) throw_errno("signalfd");
+
+  ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
+  unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+  if (spec.network == Network::none) flags |= CLONE_NEWNET;
+  std::cout.flush();
+  std::cerr.flush();
+  long pid = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
+  if (pid < 0) throw_errno("create the container's namespaces");
+  if (pid == 0) {
+    sync_parent.reset();
+    err_read.reset();
+    sigfd.reset();
+    init_main(ctx);
+  }
+  auto child = static_cast<pid_t>(pid);
+  sync_child.reset();
+  err_write.reset();
+  auto kill_child = [&] {
+    ::kill(child, SIGKILL);
+    int st;
+    while (::waitpid(child, &st, 0) < 0 && errno == EINTR) {
+    }
+  };
+  try {
+    write_id_maps(child, plan);
+    GoMessage go;
+    if (spec.tty && ::ioctl(0, TIOCGWINSZ, &go.size) == 0) go.has_size = true;
+    if (::write(sync_parent.get(), &go, sizeof go) != static_cast<ssize_t>(sizeof go)) throw_errno("start the container");
+  } catch (...) {
+    kill_child();
+    throw;
+  }
+  UniqueFd master;
+  std::optional<RawTerminal> raw;
+  int status = 0;
+  if (recv_fd(sync_parent.get(), master)) {
+    if (master && spec.interactive) raw.emplace();
+  }
+  sync_parent.reset();
+  status = supervise(child, spec, sigfd.get(), std::move(master));
+  raw.reset();
+
+  char buf[4096];
+  ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+  if (n > 1) {
+    auto code = static_cast<ExitCode>(static_cast<unsigned char>(buf[0]));
+    throw Error(std::string(buf + 1, static_cast<std::size_t>(n - 1)), code);
+  }
+  return status_code(status);
+}
+
+}  // namespace strata::sandbox

@@ -1,0 +1,173 @@
+// strata run: run a command in a new container (docker run).
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+
+#include "cli.hpp"
+#include "strata/error.hpp"
+#include "strata/sandbox.hpp"
+
+namespace strata::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "strata run [OPTIONS] (IMAGE | --rootfs DIR) [COMMAND [ARG...]]\n\n"
+    "Runs COMMAND (or the image's entrypoint and command) in a new rootless container.\n"
+    "Exit status: the command's, 128+N when it dies of signal N, 125 when strata fails,\n"
+    "126 when the command cannot be invoked, 127 when it does not exist";
+
+// Options that take a value: everything up to the first word that is neither
+// an option nor an option's value belongs to strata, the rest to the command.
+const std::set<std::string> kLongWithValue = {"--env",  "--env-file", "--workdir",  "--user",   "--volume",
+                                              "--name", "--entrypoint", "--hostname", "--network", "--rootfs"};
+const std::string kShortWithValue = "ewuv";
+
+std::size_t split_point(const std::vector<std::string>& args) {
+  std::size_t i = 0;
+  while (i < args.size()) {
+    const std::string& a = args[i];
+    if (a == "--") return i;
+    if (a.size() < 2 || a[0] != '-') return i;
+    if (a[1] == '-') {
+      if (a.find('=') == std::string::npos && kLongWithValue.count(a) != 0) ++i;
+    } else {
+      for (std::size_t k = 1; k < a.size(); ++k) {
+        if (kShortWithValue.find(a[k]) != std::string::npos) {
+          if (k + 1 == a.size()) ++i;  // the value is the next word
+          break;                       // else the rest of the word is the value
+        }
+      }
+    }
+    ++i;
+  }
+  return std::min(i, args.size());
+}
+
+void add_env(std::vector<std::string>& env, const std::string& item) {
+  if (item.empty()) throw UsageError("run: empty environment variable");
+  if (item.find('=') != std::string::npos) {
+    env.push_back(item);
+  } else if (const char* v = std::getenv(item.c_str()); v != nullptr) {
+    env.push_back(item + "=" + v);  // docker: `-e NAME` takes the caller's value
+  }
+}
+
+void read_env_file(std::vector<std::string>& env, const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw Error("run: cannot read the env file " + quote(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    auto first = line.find_first_not_of(" \t");
+    if (first == std::string::npos || line[first] == '#') continue;
+    add_env(env, line.substr(first));
+  }
+}
+
+sandbox::BindMount parse_volume(const std::string& spec) {
+  sandbox::BindMount m;
+  std::vector<std::string> parts;
+  std::size_t start = 0;
+  for (;;) {
+    auto pos = spec.find(':', start);
+    parts.push_back(spec.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
+    if (pos == std::string::npos) break;
+    start = pos + 1;
+  }
+  if (parts.size() == 3 && (parts[2] == "ro" || parts[2] == "rw")) {
+    m.read_only = parts[2] == "ro";
+    parts.pop_back();
+  }
+  if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
+    throw UsageError("run: bad volume " + quote(spec) + " (expected HOSTDIR:CTRDIR[:ro])");
+  }
+  if (parts[0][0] != '/') throw UsageError("run: volume source " + quote(parts[0]) + " is not an absolute path");
+  if (parts[1][0] != '/') throw UsageError("run: volume target " + quote(parts[1]) + " is not an absolute path");
+  m.source = parts[0];
+  m.target = parts[1];
+  return m;
+}
+
+int run_verb(const GlobalOptions& /*global*/, const std::vector<std::string>& args) {
+  std::size_t split = split_point(args);
+  std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
+  std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(split), args.end());
+  if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+
+  po::options_description options("Options");
+  options.add_options()
+      ("interactive,i", po::bool_switch(), "keep stdin open and pass it to the command")
+      ("tty,t", po::bool_switch(), "give the command a pseudo-terminal")
+      ("rm", po::bool_switch(), "remove the container when the command ends")
+      ("env,e", po::value<std::vector<std::string>>()->composing(), "set an environment variable (KEY=VALUE, or KEY to take the caller's value)")
+      ("env-file", po::value<std::vector<std::string>>()->composing(), "read environment variables from a file, one KEY=VALUE a line")
+      ("workdir,w", po::value<std::string>(), "working directory inside the container (created when missing)")
+      ("user,u", po::value<std::string>(), "run as USER[:GROUP] or UID[:GID] of the image")
+      ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path: HOSTPATH:CTRPATH[:ro]")
+      ("name", po::value<std::string>(), "name of the container")
+      ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
+      ("hostname", po::value<std::string>(), "host name inside the container")
+      ("network", po::value<std::string>()->default_value("host"), "host (share the host's network) or none")
+      ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)");
+  po::variables_map vm;
+  if (!parse_args("run", kUsage, options, po::positional_options_description(), own, vm)) return 0;
+
+  sandbox::RunSpec spec;
+  spec.interactive = vm["interactive"].as<bool>();
+  spec.tty = vm["tty"].as<bool>();
+  if (vm.count("env-file") != 0U) {
+    for (const auto& f : vm["env-file"].as<std::vector<std::string>>()) read_env_file(spec.env, f);
+  }
+  if (vm.count("env") != 0U) {
+    for (const auto& e : vm["env"].as<std::vector<std::string>>()) add_env(spec.env, e);
+  }
+  if (vm.count("volume") != 0U) {
+    for (const auto& v : vm["volume"].as<std::vector<std::string>>()) spec.volumes.push_back(parse_volume(v));
+  }
+  if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
+  std::string network = vm["network"].as<std::string>();
+  if (network == "host") {
+    spec.network = sandbox::Network::host;
+  } else if (network == "none") {
+    spec.network = sandbox::Network::none;
+  } else {
+    throw UsageError("run: unknown network " + quote(network) + " (host or none)");
+  }
+  std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
+  spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : (name.empty() ? "strata" : name);
+  if (spec.hostname.empty() || spec.hostname.size() > 64) throw UsageError("run: bad host name " + quote(spec.hostname));
+
+  if (vm.count("rootfs") == 0U) {
+    if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
+    throw Error("run: images are not supported by this build; use --rootfs DIR", ExitCode::run_failed);
+  }
+  spec.rootfs = vm["rootfs"].as<std::string>();
+  std::vector<std::string> entrypoint;
+  if (vm.count("entrypoint") != 0U) {
+    auto ep = vm["entrypoint"].as<std::string>();
+    if (!ep.empty()) entrypoint.push_back(ep);
+  }
+  spec.argv = entrypoint;
+  spec.argv.insert(spec.argv.end(), rest.begin(), rest.end());
+  if (spec.argv.empty()) throw UsageError("run: no command given");
+  spec.workdir = vm.count("workdir") != 0U ? vm["workdir"].as<std::string>() : "/";
+  return sandbox::run(spec);
+}
+
+// docker run reports its own failures with 125, whatever they were.
+int run_main(const GlobalOptions& global, const std::vector<std::string>& args) {
+  try {
+    return run_verb(global, args);
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::failure || e.code() == ExitCode::usage) throw Error(e.what(), ExitCode::run_failed);
+    throw;
+  }
+}
+
+const VerbRegistration kRun("run", "run a command in a new container", run_main);
+
+}  // namespace
+
+}  // namespace strata::cli
