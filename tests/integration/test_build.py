@@ -1,0 +1,381 @@
+"""strata build: real builds on a real store, checked as a user would see them.
+
+The base image is the offline busybox root file system of
+scripts/make-base-rootfs.sh imported into a fresh store. Resulting images are
+read through the store's on-disk OCI layout (index.json, the config blob) and
+their trees through a read-only stratafs mount of their layers.
+"""
+import http.server
+import io
+import json
+import os
+import tarfile
+import threading
+
+import pytest
+
+from conftest import SOURCE_DIR, run, tool
+from fsutil import stratafs_mount
+
+
+@pytest.fixture(scope="module")
+def base_tar(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("base") / "base.tar")
+    run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
+    return out
+
+
+class Env:
+    def __init__(self, workdir, mounts, base_tar):
+        self.workdir = workdir
+        self.mounts = mounts
+        self.root = os.path.join(workdir, "store")
+        self.ctx = os.path.join(workdir, "ctx")
+        os.makedirs(self.ctx)
+        self.n = 0
+        r = self.strata("import", base_tar, "base:1")
+        assert r.returncode == 0, r.stderr
+
+    def strata(self, *args, check=False, **kw):
+        return run([tool("strata"), "--root", self.root, *args], check=check, **kw)
+
+    def write(self, rel, data, mode=None):
+        path = os.path.join(self.ctx, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+        if mode is not None:
+            os.chmod(path, mode)
+        return path
+
+    def build(self, dockerfile, *args, ok=True):
+        self.write("Dockerfile", dockerfile)
+        r = self.strata("build", *args, self.ctx)
+        if ok:
+            assert r.returncode == 0, f"build failed: {r.stdout}\n{r.stderr}"
+        return r
+
+    def index(self):
+        with open(os.path.join(self.root, "index.json")) as f:
+            return json.load(f)
+
+    def blob(self, digest):
+        with open(os.path.join(self.root, "blobs", "sha256", digest.split(":", 1)[1])) as f:
+            return json.load(f)
+
+    def tags(self):
+        return {m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in self.index()["manifests"]}
+
+    def config(self, name):
+        for m in self.index()["manifests"]:
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == name:
+                return self.blob(self.blob(m["digest"])["config"]["digest"])
+        raise AssertionError(f"no image {name} in {self.tags()}")
+
+    def image_id(self, name):
+        for m in self.index()["manifests"]:
+            if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == name:
+                return self.blob(m["digest"])["config"]["digest"]
+        raise AssertionError(f"no image {name}")
+
+    def layer_dirs(self):
+        d = os.path.join(self.root, "layers")
+        return sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e)))
+
+    def mount(self, name):
+        """Mounts the image NAME read-only; returns the mount point."""
+        cfg = self.config(name)
+        lowers = [os.path.join(self.root, "layers", d.split(":", 1)[1]) for d in reversed(cfg["rootfs"]["diff_ids"])]
+        self.n += 1
+        mnt = os.path.join(self.workdir, f"mnt{self.n}")
+        stratafs_mount(self.mounts, mnt, lowers)
+        return mnt
+
+
+@pytest.fixture
+def env(workdir, mounts, base_tar):
+    return Env(workdir, mounts, base_tar)
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_run_copy_and_config_evolution(env):
+    env.write("hello.txt", "hello from the context\n", 0o640)
+    env.write("app/main.sh", "#!/bin/sh\necho main\n", 0o755)
+    env.write("app/lib/util.sh", "util\n")
+    r = env.build(
+        "FROM base:1\n"
+        "ARG VERSION=1.0\n"
+        "ENV APP_HOME=/srv/app GREETING=hi\n"
+        "LABEL org.example.version=$VERSION maintainer=\"a b\"\n"
+        "WORKDIR $APP_HOME\n"
+        "COPY hello.txt .\n"
+        "COPY app/ ./app/\n"
+        "COPY --chown=app:app --chmod=0600 hello.txt /home/app/private.txt\n"
+        "RUN echo \"built $VERSION by $(id -u) in $(pwd)\" > built.txt && cat hello.txt\n"
+        "RUN rm /etc/os-release && mkdir -p /var/lib/thing && echo state > /var/lib/thing/state\n"
+        "USER app\n"
+        "EXPOSE 8080 53/udp\n"
+        "VOLUME /data\n"
+        "STOPSIGNAL SIGINT\n"
+        "ENTRYPOINT [\"/bin/sh\", \"-c\"]\n"
+        "CMD [\"echo hi\"]\n",
+        "-t", "app:1", "-t", "app:latest",
+    )
+    assert "Step 9/16 : RUN echo" in r.stdout
+    assert "hello from the context" in r.stdout  # RUN output is shown live
+    assert "Successfully tagged app:1" in r.stdout
+    assert env.image_id("app:1") == env.image_id("app:latest")
+    cfg = env.config("app:1")
+    c = cfg["config"]
+    assert c["WorkingDir"] == "/srv/app"
+    assert "APP_HOME=/srv/app" in c["Env"] and "GREETING=hi" in c["Env"]
+    assert c["Labels"] == {"org.example.version": "1.0", "maintainer": "a b"}
+    assert c["User"] == "app"
+    assert c["ExposedPorts"] == {"8080/tcp": {}, "53/udp": {}}
+    assert c["Volumes"] == {"/data": {}}
+    assert c["StopSignal"] == "SIGINT"
+    assert c["Entrypoint"] == ["/bin/sh", "-c"]
+    assert c["Cmd"] == ["echo hi"]
+    history = [h["created_by"] for h in cfg["history"]]
+    assert "ENV APP_HOME=/srv/app GREETING=hi" in history
+    assert "COPY hello.txt . # buildkit" in history
+    assert any(h.startswith("RUN |1 VERSION=1.0 /bin/sh -c echo") for h in history)
+    # one non-empty history entry per layer
+    assert len([h for h in cfg["history"] if not h.get("empty_layer")]) == len(cfg["rootfs"]["diff_ids"])
+
+    mnt = env.mount("app:1")
+    assert read(f"{mnt}/srv/app/hello.txt") == "hello from the context\n"
+    assert os.stat(f"{mnt}/srv/app/hello.txt").st_mode & 0o7777 == 0o640
+    assert os.stat(f"{mnt}/srv/app/hello.txt").st_uid == 0
+    assert read(f"{mnt}/srv/app/app/lib/util.sh") == "util\n"
+    assert os.access(f"{mnt}/srv/app/app/main.sh", os.X_OK)
+    st = os.stat(f"{mnt}/home/app/private.txt")
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o600)
+    assert read(f"{mnt}/srv/app/built.txt") == "built 1.0 by 0 in /srv/app\n"
+    assert not os.path.exists(f"{mnt}/etc/os-release")  # deleted by a RUN: a whiteout in its layer
+    assert read(f"{mnt}/var/lib/thing/state") == "state\n"
+    assert os.path.islink(f"{mnt}/bin/sh")  # the base is still there
+
+
+def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
+    env.write("a.txt", "one\n")
+    env.write("b.txt", "one\n")
+    df = ("FROM base:1\n"
+          "COPY a.txt /a.txt\n"
+          "RUN echo RUN-A-EXECUTED && cat /a.txt > /a.copy\n"
+          "COPY b.txt /b.txt\n"
+          "RUN echo RUN-B-EXECUTED && cat /b.txt > /b.copy\n")
+    first = env.build(df, "-t", "c:1")
+    assert "RUN-A-EXECUTED" in first.stdout and "RUN-B-EXECUTED" in first.stdout
+    layers = env.layer_dirs()
+    image = env.image_id("c:1")
+
+    again = env.build(df, "-t", "c:1")
+    assert again.stdout.count("---> Using cache") == 4
+    assert "EXECUTED" not in again.stdout
+    assert env.layer_dirs() == layers  # no new layer
+    assert env.image_id("c:1") == image
+
+    # mtime alone is not a change
+    os.utime(os.path.join(env.ctx, "b.txt"), (1, 1))
+    assert "EXECUTED" not in env.build(df, "-t", "c:1").stdout
+
+    env.write("b.txt", "two\n")
+    changed = env.build(df, "-t", "c:1")
+    assert "RUN-A-EXECUTED" not in changed.stdout
+    assert "RUN-B-EXECUTED" in changed.stdout
+    assert changed.stdout.count("---> Using cache") == 2
+    assert env.image_id("c:1") != image
+    mnt = env.mount("c:1")
+    assert read(f"{mnt}/b.copy") == "two\n"
+    assert read(f"{mnt}/a.copy") == "one\n"
+
+    nocache = env.build(df, "-t", "c:1", "--no-cache")
+    assert "RUN-A-EXECUTED" in nocache.stdout and "RUN-B-EXECUTED" in nocache.stdout
+    assert "Using cache" not in nocache.stdout
+
+    # a build arg the RUN uses is part of its key
+    df2 = "FROM base:1\nARG V=1\nRUN echo RUN-V-$V\n"
+    assert "RUN-V-1" in env.build(df2).stdout
+    assert "RUN-V-1" not in env.build(df2).stdout
+    assert "RUN-V-2" in env.build(df2, "--build-arg", "V=2").stdout
+
+
+def test_multi_stage_copy_from_and_target(env):
+    env.write("src.txt", "source\n")
+    df = ("FROM base:1 AS builder\n"
+          "COPY src.txt /work/src.txt\n"
+          "RUN mkdir -p /out && tr a-z A-Z < /work/src.txt > /out/result && echo BUILDER-RAN\n"
+          "FROM base:1 AS unused\n"
+          "RUN echo UNUSED-RAN\n"
+          "FROM scratch\n"
+          "COPY --from=builder /out/result /result\n"
+          "COPY --from=0 /bin/busybox /bin/busybox\n"
+          "CMD [\"/bin/busybox\", \"cat\", \"/result\"]\n")
+    r = env.build(df, "-t", "ms:1")
+    assert "BUILDER-RAN" in r.stdout
+    assert "UNUSED-RAN" not in r.stdout  # stages the target does not need are not built
+    mnt = env.mount("ms:1")
+    assert sorted(os.listdir(mnt)) == ["bin", "result"]
+    assert read(f"{mnt}/result") == "SOURCE\n"
+    cfg = env.config("ms:1")
+    assert len(cfg["rootfs"]["diff_ids"]) == 2
+
+    t = env.build(df, "--target", "builder", "-t", "ms:builder")
+    assert "UNUSED-RAN" not in t.stdout
+    mnt = env.mount("ms:builder")
+    assert read(f"{mnt}/out/result") == "SOURCE\n"
+    assert os.path.exists(f"{mnt}/bin/busybox")
+
+
+def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b"from the tarball\n"
+        ti = tarfile.TarInfo("pkg/data.txt")
+        ti.size = len(data)
+        ti.mode = 0o644
+        tf.addfile(ti, io.BytesIO(data))
+    env.write("pkg.tar.gz", buf.getvalue())
+
+    served = os.path.join(workdir, "www")
+    os.makedirs(served)
+    with open(os.path.join(served, "remote.txt"), "w") as f:
+        f.write("downloaded\n")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=served, **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=httpd.serve_forever, daemon=True)
+    th.start()
+    try:
+        port = httpd.server_address[1]
+        env.build("FROM base:1\n"
+                  "ADD pkg.tar.gz /opt/\n"
+                  f"ADD http://127.0.0.1:{port}/remote.txt /downloads/\n"
+                  "ADD --chown=app pkg.tar.gz /owned/\n", "-t", "add:1")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    mnt = env.mount("add:1")
+    assert read(f"{mnt}/opt/pkg/data.txt") == "from the tarball\n"
+    assert read(f"{mnt}/downloads/remote.txt") == "downloaded\n"
+    assert os.stat(f"{mnt}/downloads/remote.txt").st_mode & 0o777 == 0o600
+    assert os.stat(f"{mnt}/owned/pkg/data.txt").st_uid == 1000
+
+
+def hostile_tar(entries):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tf:
+        for name, kind, target in entries:
+            ti = tarfile.TarInfo(name)
+            if kind == "file":
+                ti.size = 4
+                tf.addfile(ti, io.BytesIO(b"evil"))
+            elif kind == "sym":
+                ti.type = tarfile.SYMTYPE
+                ti.linkname = target
+                tf.addfile(ti)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("entries,message", [
+    ([("../../../../../../tmp/strata-escaped", "file", None)], "is outside the destination"),
+    ([("esc", "sym", "/tmp"), ("esc/strata-escaped", "file", None)], "leads through a symlink"),
+    ([("/tmp/strata-escaped", "file", None)], "has an absolute path"),
+])
+def test_hostile_add_tar_is_refused(env, entries, message):
+    if os.path.exists("/tmp/strata-escaped"):
+        os.unlink("/tmp/strata-escaped")
+    env.write("evil.tar", hostile_tar(entries))
+    r = env.build("FROM base:1\nADD evil.tar /x/\n", "-t", "evil:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("strata: Dockerfile:2:1: ADD 'evil.tar': entry ")
+    assert message in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert not os.path.exists("/tmp/strata-escaped")
+    assert "evil:1" not in env.tags()
+
+
+def test_copy_outside_the_context_is_refused(env, workdir):
+    with open(os.path.join(workdir, "secret"), "w") as f:
+        f.write("secret\n")
+    r = env.build("FROM base:1\nCOPY ../secret /secret\n", "-t", "x:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("strata: Dockerfile:2:1: forbidden path outside the build context: '../secret': "
+                                "'COPY ../secret /secret'")
+    # a symlink in the context resolves inside the context, not on the host
+    os.symlink(os.path.join(workdir, "secret"), os.path.join(env.ctx, "link"))
+    r = env.build("FROM base:1\nCOPY link /secret\n", "-t", "x:1", ok=False)
+    assert r.returncode == 1
+    assert "file not found in build context" in r.stderr
+    assert "x:1" not in env.tags()
+
+
+def test_dockerignore(env):
+    env.write("keep.txt", "keep\n")
+    env.write("secret.key", "key\n")
+    env.write("logs/a.log", "log\n")
+    env.write("logs/important.log", "important\n")
+    env.write(".dockerignore", "*.key\nlogs/*.log\n!logs/important.log\n")
+    env.build("FROM base:1\nCOPY . /ctx/\n", "-t", "ign:1")
+    mnt = env.mount("ign:1")
+    assert sorted(os.listdir(f"{mnt}/ctx")) == [".dockerignore", "Dockerfile", "keep.txt", "logs"]
+    assert os.listdir(f"{mnt}/ctx/logs") == ["important.log"]
+
+
+@pytest.mark.parametrize("dockerfile,expected", [
+    ("FROM base:1\nRUNN echo hi\n", "Dockerfile:2:1: unknown instruction: RUNN"),
+    ("FROM base:1\nCOPY onlyone\n", "Dockerfile:2:1: "),
+    ("FROM nothere:1\n", "Dockerfile:1:6: base image 'nothere:1' is not in the local store"),
+    ("FROM base:1\nEXPOSE 80:80\n", "Dockerfile:2:"),
+    ("FROM base:1\nENV A=${B:?B is required}\n", "Dockerfile:2:"),
+])
+def test_malformed_dockerfile_errors_name_file_line_column(env, dockerfile, expected):
+    r = env.build(dockerfile, "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("strata: " + expected), r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert "bad:1" not in env.tags()
+
+
+def test_failing_run_stops_the_build_and_keeps_earlier_layers_cached(env):
+    df = "FROM base:1\nRUN echo STEP-ONE\nRUN echo failing; exit 3\nRUN echo never\n"
+    r = env.build(df, "-t", "fail:1", ok=False)
+    assert r.returncode == 1
+    assert "STEP-ONE" in r.stdout
+    assert "never" not in r.stdout
+    assert ("Dockerfile:3:1: the command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3"
+            in r.stderr)
+    assert "fail:1" not in env.tags()
+    again = env.build(df, "-t", "fail:1", ok=False)
+    assert "STEP-ONE" not in again.stdout  # the first RUN came from the cache
+
+
+def test_onbuild_and_quiet(env):
+    env.build("FROM base:1\nONBUILD RUN echo TRIGGERED > /triggered\n", "-t", "parent:1")
+    assert env.config("parent:1")["config"]["OnBuild"] == ["RUN echo TRIGGERED > /triggered"]
+    r = env.build("FROM parent:1\nCMD [\"true\"]\n", "-q", "-t", "child:1")
+    assert r.stdout.strip() == env.image_id("child:1")
+    assert "OnBuild" not in env.config("child:1")["config"]
+    mnt = env.mount("child:1")
+    assert read(f"{mnt}/triggered") == "TRIGGERED\n"
+
+
+def test_help_and_usage(env):
+    r = env.strata("build", "--help")
+    assert r.returncode == 0
+    assert "--build-arg" in r.stdout and "--target" in r.stdout and "--no-cache" in r.stdout
+    r = env.strata("build")
+    assert r.returncode == 2
+    r = env.strata("build", env.ctx, "--pull=always")
+    assert r.returncode == 2
