@@ -75,9 +75,9 @@ struct ExtractOptions {
 // into a staging directory and remove it on failure.
 LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOptions& options = {});
 
-// Copies IN_FD to OUT_FD as it is, returning the digest of the stream and,
-// when the stream is a (possibly compressed) tar, the diff_id of its
-// decompressed bytes (empty otherwise). Used to store a blob while checking it.
+// Copies IN_FD to OUT_FD as it is, returning the digest and size of the
+// stream (blob_digest, blob_size; diff_id is left empty). Used to store a
+// blob while checking it.
 LayerDigests copy_and_digest(int in_fd, int out_fd);
 
 // Unpacks a plain or compressed tar of regular files and directories (an
@@ -96,6 +96,7 @@ void pack_directory(const std::string& dir, const std::string& out_path);
 struct ArchivedImage {
   std::vector<std::string> names;  // reference strings from the archive (may be empty)
   oci::Manifest manifest;          // for docker-archive: synthesised from manifest.json
+  std::string manifest_json;       // the manifest bytes (exact for an OCI layout)
   std::string config_json;         // the config bytes, exactly as stored
   // Path of each layer blob (same order as manifest.layers) and of the config blob.
   std::vector<std::string> layer_paths;
