@@ -80,6 +80,12 @@ LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOpti
 // blob while checking it.
 LayerDigests copy_and_digest(int in_fd, int out_fd);
 
+// Decompresses IN_FD (gzip, zstd, xz, bzip2 or plain, detected from the
+// bytes) to OUT_FD. Returns blob_digest/blob_size of the input and
+// diff_id/size of the output, and the compression found (none for xz and
+// bzip2, which have no OCI media type).
+LayerDigests decompress(int in_fd, int out_fd);
+
 // Unpacks a plain or compressed tar of regular files and directories (an
 // image archive such as `docker save` output or an OCI layout tar) into the
 // empty directory DEST, with the same hostile-input rules as extract_layer.

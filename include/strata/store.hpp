@@ -28,12 +28,14 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "strata/archive.hpp"
+#include "strata/fd.hpp"
 #include "strata/oci.hpp"
 
 namespace strata::store {
@@ -245,12 +247,19 @@ class Store {
 
   // Removes what nothing references: blobs not reachable from index.json or
   // a container's image, layer directories no stored image uses, staging
-  // leftovers. Never removes anything an image or container refers to.
+  // leftovers of processes that are gone. Never removes anything an image or
+  // container refers to. While another strata process has the store open,
+  // unreferenced blobs and layers younger than an hour are kept (they may be
+  // about to be referenced).
   PruneResult prune();
 
  private:
   explicit Store(std::string root) : root_(std::move(root)) {}
   std::string root_;
+  // A shared flock on ROOT/gc.lock held while this Store is open, so that
+  // prune knows whether other processes may be between writing a blob and
+  // referring to it.
+  std::shared_ptr<UniqueFd> gc_lock_;
 };
 
 // Applies Dockerfile-style instructions to an image config (`-c`): CMD,

@@ -806,6 +806,51 @@ LayerDigests copy_and_digest(int in_fd, int out_fd) {
   return d;
 }
 
+LayerDigests decompress(int in_fd, int out_fd) {
+  ChainSource src;
+  src.fd = in_fd;
+  src.raw = ::archive_read_new();
+  struct Free {
+    struct archive* a;
+    ~Free() { ::archive_read_free(a); }
+  } guard{src.raw};
+  ::archive_read_support_filter_all(src.raw);
+  ::archive_read_support_format_raw(src.raw);
+  if (::archive_read_open(src.raw, &src, nullptr, chain_fd_read, nullptr) != ARCHIVE_OK)
+    throw Error("cannot read archive: " + (src.error.empty() ? archive_message(src.raw) : src.error));
+  struct archive_entry* e = nullptr;
+  int r = ::archive_read_next_header(src.raw, &e);
+  if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
+    throw Error("cannot read archive: " + (r == ARCHIVE_EOF ? std::string("empty input") : archive_message(src.raw)));
+  int filter = ::archive_filter_code(src.raw, 0);
+  std::vector<char> buf(1 << 16);
+  for (;;) {
+    la_ssize_t n = ::archive_read_data(src.raw, buf.data(), buf.size());
+    if (n < 0) throw Error("corrupt or truncated compressed data: " + archive_message(src.raw));
+    if (n == 0) break;
+    src.plain_hash.update(buf.data(), static_cast<std::size_t>(n));
+    src.plain_size += n;
+    write_all(out_fd, buf.data(), static_cast<std::size_t>(n), "decompressed data");
+  }
+  for (;;) {
+    ssize_t n = ::read(in_fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read archive");
+    if (n == 0) break;
+    src.raw_hash.update(buf.data(), static_cast<std::size_t>(n));
+    src.raw_size += n;
+  }
+  LayerDigests d;
+  d.diff_id = src.plain_hash.finish();
+  d.size = src.plain_size;
+  d.blob_digest = src.raw_hash.finish();
+  d.blob_size = src.raw_size;
+  d.compression = filter == ARCHIVE_FILTER_GZIP ? Compression::gzip
+                  : filter == ARCHIVE_FILTER_ZSTD ? Compression::zstd
+                                                  : Compression::none;
+  return d;
+}
+
 void unpack_archive(const std::string& archive_path, const std::string& dest) {
   UniqueFd in = open_at(AT_FDCWD, archive_path, O_RDONLY);
   try {
