@@ -86,10 +86,11 @@ class StratafsMounter : public Mounter {
   std::string stratafs_;
 };
 
-// One RUN: the command and its environment. The runner mounts the union
-// (MOUNT: the parent's layers and the step's fresh upper) at MOUNT.target for
-// the command, inside the sandbox's own mount namespace, and unmounts it.
+// One RUN: the command and its environment. ROOTFS is the union of the
+// parent's layers and the step's fresh upper (MOUNT says which), mounted by
+// the executor for the duration of the command.
 struct RunRequest {
+  std::string rootfs;
   MountRequest mount;
   std::vector<std::string> argv;
   std::vector<std::string> env;

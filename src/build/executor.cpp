@@ -306,11 +306,13 @@ class Executor {
     req.work = work.path() + "/work";
     req.target = work.path() + "/mnt";
     if (step.kind == StepKind::run) {
-      do_run(step, req);
-    } else {
+      prepare_run(step, req);
+    }
+    {
       ScopedMount mount(*opt_.mounter, req);
       UniqueFd root = open_at(AT_FDCWD, req.target, O_PATH | O_DIRECTORY);
       switch (step.kind) {
+        case StepKind::run: run_command(step, req); break;
         case StepKind::workdir: files::make_dirs(root.get(), step.path, std::nullopt); break;
         case StepKind::copy:
         case StepKind::add: do_copy(step, root.get(), work.path(), downloads, downloaded); break;
@@ -319,36 +321,42 @@ class Executor {
       root.reset();
       mount.release();
     }
+    if (step.kind == StepKind::run && !step.files.empty()) {
+      UniqueFd upper = open_at(AT_FDCWD, req.upper, O_RDONLY | O_DIRECTORY);
+      remove_tree_at(upper.get(), kScriptDir);
+    }
     if (dir_is_empty(req.upper)) return {};
     return store_.commit_layer(req.upper);
   }
 
-  void do_run(const Step& step, const MountRequest& mount) {
+  static constexpr const char* kScriptDir = ".strata-heredoc";
+
+  // A here-document script (#!) is put in the container for the run only:
+  // written into the fresh upper before the mount, removed before the commit.
+  void prepare_run(const Step& step, const MountRequest& mount) {
+    if (step.files.empty()) return;
+    UniqueFd upper = open_at(AT_FDCWD, mount.upper, O_RDONLY | O_DIRECTORY);
+    if (::mkdirat(upper.get(), kScriptDir, 0755) != 0) throw_errno("create " + quote(kScriptDir));
+    UniqueFd dir = open_at(upper.get(), kScriptDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    for (const auto& f : step.files) files::write_file(dir.get(), basename_of(f.path), f.content, 0755, Owner{});
+  }
+
+  void run_command(const Step& step, const MountRequest& mount) {
     RunRequest r;
+    r.rootfs = mount.target;
     r.mount = mount;
     r.argv = step.argv;
     r.env = step.env;
     r.user = step.user;
     r.workdir = step.workdir;
     r.network = step.network;
-    // A here-document script (#!) is put in the container for the run only:
-    // written into the fresh upper, removed again before the commit.
-    const std::string script_dir = ".strata-heredoc";
-    UniqueFd upper = open_at(AT_FDCWD, mount.upper, O_RDONLY | O_DIRECTORY);
-    if (!step.files.empty()) {
-      if (::mkdirat(upper.get(), script_dir.c_str(), 0755) != 0) throw_errno("create " + quote(script_dir));
-      UniqueFd dir = open_at(upper.get(), script_dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-      for (const auto& f : step.files) {
-        std::string name = basename_of(f.path);
-        files::write_file(dir.get(), name, f.content, 0755, Owner{});
-        for (auto& a : r.argv) {
-          if (a == f.path) a = "/" + script_dir + "/" + name;
-        }
+    for (const auto& f : step.files) {
+      for (auto& a : r.argv) {
+        if (a == f.path) a = std::string("/") + kScriptDir + "/" + basename_of(f.path);
       }
     }
     if (!opt_.run) throw Error("RUN is not available in this build");
     int rc = opt_.run(r);
-    if (!step.files.empty()) remove_tree_at(upper.get(), script_dir);
     if (rc != 0) {
       std::string cmd;
       for (const auto& a : step.argv) cmd += (cmd.empty() ? "" : " ") + a;

@@ -274,7 +274,7 @@ struct Fixture {
       runs.push_back(r);
       if (r.argv.back() == "exit 3") return 3;
       // The command "writes" a file through the union: into the upper.
-      write(r.mount.upper + "/ran", r.argv.back());
+      write(r.rootfs + "/ran", r.argv.back());
       return 0;
     };
     BuildResult res = execute_plan(plan, "Dockerfile", eo);

@@ -161,10 +161,9 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.out = &std::cout;
   eo.store = &adapter;
   eo.mounter = &mounter;
-  eo.run = [&stratafs, quiet = eo.quiet](const b::RunRequest& r) -> int {
+  eo.run = [quiet = eo.quiet](const b::RunRequest& r) -> int {
     sandbox::RunSpec spec;
-    spec.rootfs = r.mount.target;
-    spec.union_root = sandbox::UnionRoot{stratafs, r.mount.lowers, r.mount.upper, r.mount.work};
+    spec.rootfs = r.rootfs;
     spec.argv = r.argv;
     spec.env = r.env;
     spec.workdir = r.workdir.empty() ? "/" : r.workdir;
