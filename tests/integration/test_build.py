@@ -33,8 +33,10 @@ class Env:
         self.ctx = os.path.join(workdir, "ctx")
         os.makedirs(self.ctx)
         self.n = 0
-        r = self.strata("import", base_tar, "base:1")
-        assert r.returncode == 0, r.stderr
+        import shutil
+        shutil.copy(base_tar, os.path.join(self.ctx, "base.tar"))
+        r = self.build("FROM scratch\nADD base.tar /\n", "-t", "base:1")
+        os.unlink(os.path.join(self.ctx, "base.tar"))
 
     def strata(self, *args, check=False, **kw):
         return run([tool("strata"), "--root", self.root, *args], check=check, **kw)
@@ -166,28 +168,28 @@ def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
     env.write("b.txt", "one\n")
     df = ("FROM base:1\n"
           "COPY a.txt /a.txt\n"
-          "RUN echo RUN-A-EXECUTED && cat /a.txt > /a.copy\n"
+          "RUN echo RAN-A-$((40+2)) && cat /a.txt > /a.copy\n"
           "COPY b.txt /b.txt\n"
-          "RUN echo RUN-B-EXECUTED && cat /b.txt > /b.copy\n")
+          "RUN echo RAN-B-$((40+2)) && cat /b.txt > /b.copy\n")
     first = env.build(df, "-t", "c:1")
-    assert "RUN-A-EXECUTED" in first.stdout and "RUN-B-EXECUTED" in first.stdout
+    assert "RAN-A-42" in first.stdout and "RAN-B-42" in first.stdout
     layers = env.layer_dirs()
     image = env.image_id("c:1")
 
     again = env.build(df, "-t", "c:1")
     assert again.stdout.count("---> Using cache") == 4
-    assert "EXECUTED" not in again.stdout
+    assert "-42" not in again.stdout
     assert env.layer_dirs() == layers  # no new layer
     assert env.image_id("c:1") == image
 
     # mtime alone is not a change
     os.utime(os.path.join(env.ctx, "b.txt"), (1, 1))
-    assert "EXECUTED" not in env.build(df, "-t", "c:1").stdout
+    assert "-42" not in env.build(df, "-t", "c:1").stdout
 
     env.write("b.txt", "two\n")
     changed = env.build(df, "-t", "c:1")
-    assert "RUN-A-EXECUTED" not in changed.stdout
-    assert "RUN-B-EXECUTED" in changed.stdout
+    assert "RAN-A-42" not in changed.stdout
+    assert "RAN-B-42" in changed.stdout
     assert changed.stdout.count("---> Using cache") == 2
     assert env.image_id("c:1") != image
     mnt = env.mount("c:1")
@@ -195,7 +197,7 @@ def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
     assert read(f"{mnt}/a.copy") == "one\n"
 
     nocache = env.build(df, "-t", "c:1", "--no-cache")
-    assert "RUN-A-EXECUTED" in nocache.stdout and "RUN-B-EXECUTED" in nocache.stdout
+    assert "RAN-A-42" in nocache.stdout and "RAN-B-42" in nocache.stdout
     assert "Using cache" not in nocache.stdout
 
     # a build arg the RUN uses is part of its key
@@ -335,7 +337,7 @@ def test_dockerignore(env):
 
 @pytest.mark.parametrize("dockerfile,expected", [
     ("FROM base:1\nRUNN echo hi\n", "Dockerfile:2:1: unknown instruction: RUNN"),
-    ("FROM base:1\nCOPY onlyone\n", "Dockerfile:2:1: "),
+    ("FROM base:1\nCOPY onlyone\n", "Dockerfile:2:6: COPY requires at least two arguments"),
     ("FROM nothere:1\n", "Dockerfile:1:6: base image 'nothere:1' is not in the local store"),
     ("FROM base:1\nEXPOSE 80:80\n", "Dockerfile:2:"),
     ("FROM base:1\nENV A=${B:?B is required}\n", "Dockerfile:2:"),
@@ -349,16 +351,16 @@ def test_malformed_dockerfile_errors_name_file_line_column(env, dockerfile, expe
 
 
 def test_failing_run_stops_the_build_and_keeps_earlier_layers_cached(env):
-    df = "FROM base:1\nRUN echo STEP-ONE\nRUN echo failing; exit 3\nRUN echo never\n"
+    df = "FROM base:1\nRUN echo STEP-$((0+1))\nRUN echo failing; exit 3\nRUN echo never-$((0+1))\n"
     r = env.build(df, "-t", "fail:1", ok=False)
     assert r.returncode == 1
-    assert "STEP-ONE" in r.stdout
-    assert "never" not in r.stdout
+    assert "STEP-1" in r.stdout
+    assert "never-1" not in r.stdout
     assert ("Dockerfile:3:1: the command '/bin/sh -c echo failing; exit 3' returned a non-zero code: 3"
             in r.stderr)
     assert "fail:1" not in env.tags()
     again = env.build(df, "-t", "fail:1", ok=False)
-    assert "STEP-ONE" not in again.stdout  # the first RUN came from the cache
+    assert "STEP-1" not in again.stdout  # the first RUN came from the cache
 
 
 def test_onbuild_and_quiet(env):
