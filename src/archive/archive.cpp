@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -610,8 +611,8 @@ struct Extractor {
                         ::archive_entry_mtime_nsec(e)});
       return;
     }
-    if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR)
-      throw Error("refusing entry " + quote(name) + ": only files and directories are allowed in an image archive");
+    if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
+      throw Error("refusing entry " + quote(name) + ": only files, directories and symlinks are allowed in an image archive");
     if (plain_only && hl != nullptr) throw Error("refusing entry " + quote(name) + ": links are not allowed here");
     UniqueFd parent = open_parent(comps, true, name);
     const std::string& leaf = comps.back();
@@ -895,10 +896,18 @@ oci::json parse_json(const std::string& text, const std::string& where) {
   }
 }
 
-// A path inside DIR named by an archive document; refuses escapes.
+// A path inside DIR named by an archive document; refuses names and
+// symlinks that lead out of DIR.
 std::string inside(const std::string& dir, const std::string& rel, const std::string& where) {
   split_name(rel, "path in " + where);
-  return dir + "/" + rel;
+  std::string path = dir + "/" + rel;
+  char real_dir[PATH_MAX], real_path[PATH_MAX];
+  if (::realpath(dir.c_str(), real_dir) == nullptr) throw_errno("resolve " + quote(dir));
+  if (::realpath(path.c_str(), real_path) == nullptr) throw_errno(quote(rel) + " named in " + quote(where));
+  std::string rd = real_dir, rp = real_path;
+  if (rp.size() <= rd.size() || rp.compare(0, rd.size(), rd) != 0 || rp[rd.size()] != '/')
+    throw Error("refusing " + quote(rel) + " named in " + quote(where) + ": it leads outside the archive");
+  return rp;
 }
 
 void check_digest(const std::string& path, const oci::Digest& want, const std::string& what) {
@@ -946,7 +955,7 @@ void read_oci_index(const std::string& dir, const oci::json& index, const std::s
     if (any_platform && d.platform && d.platform->is_object()) {
       if (d.platform->value("architecture", arch) != arch || d.platform->value("os", "linux") != "linux") continue;
     }
-    std::string path = dir + "/blobs/sha256/" + d.digest.hex();
+    std::string path = inside(dir, "blobs/sha256/" + d.digest.hex(), where);
     check_digest(path, d.digest, "manifest");
     std::string text = read_file(path);
     oci::json j = parse_json(text, path);
@@ -961,12 +970,13 @@ void read_oci_index(const std::string& dir, const oci::json& index, const std::s
     img.manifest = oci::Manifest::from_json(j, path);
     img.manifest_json = text;
     img.names = names;
-    std::string cpath = dir + "/blobs/sha256/" + img.manifest.config.digest.hex();
+    std::string cpath = inside(dir, "blobs/sha256/" + img.manifest.config.digest.hex(), path);
     check_digest(cpath, img.manifest.config.digest, "config");
     img.config_json = read_file(cpath);
     for (const auto& l : img.manifest.layers) {
       std::string lp = dir + "/blobs/sha256/" + l.digest.hex();
       if (::access(lp.c_str(), R_OK) != 0) throw Error("layer blob " + l.digest.str() + " is missing from " + quote(dir));
+      lp = inside(dir, "blobs/sha256/" + l.digest.hex(), path);
       img.layer_paths.push_back(lp);
     }
     out.push_back(std::move(img));

@@ -844,11 +844,6 @@ void Store::untag(std::string_view ref) {
 
 std::vector<std::string> Store::remove_image(std::string_view ref_or_id, bool force) {
   Image img = image(ref_or_id);
-  std::vector<std::string> users;
-  for (const auto& c : containers())
-    if (c.image == img.manifest_digest) users.push_back(c.name);
-  if (!users.empty() && !force)
-    throw Error("image " + quote(ref_or_id) + " is used by container " + quote(users[0]) + " (remove it first, or use -f)");
   std::vector<std::string> lines;
   std::string s(ref_or_id);
   auto r = oci::Reference::try_parse(s);
@@ -856,6 +851,16 @@ std::vector<std::string> Store::remove_image(std::string_view ref_or_id, bool fo
   if (r && !r->digest) {
     for (const auto& n : img.names)
       if (normalise_name(n) == r->str()) by_name = true;
+  }
+  // Removing one of several names deletes nothing; otherwise the image goes
+  // and a container using it must not be left without a name for it.
+  if (!(by_name && img.names.size() > 1)) {
+    std::vector<std::string> users;
+    for (const auto& c : containers())
+      if (c.image == img.manifest_digest) users.push_back(c.name);
+    if (!users.empty() && !force)
+      throw Error("image " + quote(ref_or_id) + " is used by container " + quote(users[0]) +
+                  " (remove it first, or use -f)");
   }
   FileLock lock(root_ + "/lock");
   json index = read_index(root_);
