@@ -689,13 +689,13 @@ struct Extractor {
         if (privileged && errno != EPERM) throw_errno("create device " + quote(name));
         // No privilege for a device node: an empty file stands in, and the
         // override_stat xattr says what it is.
-        UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0000));
+        UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) throw_errno("create " + quote(name));
         std::string v = format_override(uid, gid, t | perm, rdev);
-        if (::fsetxattr(fd.get(), kOverrideStat, v.data(), v.size(), 0) != 0 && errno != ENOTSUP && errno != EPERM)
-          throw_errno("set owner xattr on " + quote(name));
+        if (::fsetxattr(fd.get(), kOverrideStat, v.data(), v.size(), 0) != 0)
+          throw_errno("record device " + quote(name) + " (no privilege for device nodes and no user xattrs)");
         need_override = false;
-        perm = 0;
+        type = AE_IFREG;
         break;
       }
       case AE_IFIFO:

@@ -86,11 +86,11 @@ def make_tar(path, entries, compress=""):
 
 
 def f(name, data=b"x", **kw):
-    return (dict(name=name, type=tarfile.REGTYPE, mode=0o644, **kw), data)
+    return ({"name": name, "type": tarfile.REGTYPE, "mode": 0o644, **kw}, data)
 
 
 def d(name, **kw):
-    return (dict(name=name, type=tarfile.DIRTYPE, mode=0o755, **kw), None)
+    return ({"name": name, "type": tarfile.DIRTYPE, "mode": 0o755, **kw}, None)
 
 
 def sym(name, target):
@@ -505,3 +505,58 @@ def test_every_store_verb_has_help_and_usage_errors(strata):
     assert r.returncode == 2 and "only CMD" in r.stderr
     r = strata("save", "--format", "tarball", "-o", "/dev/null", "x", check=False)
     assert r.returncode == 2
+
+
+# ------------------------------------------------------------------ rootless extraction
+
+def unprivileged_user():
+    """A user without privileges (created when missing); None when that is impossible."""
+    import pwd
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("strata-test")
+    except KeyError:
+        pass
+    if shutil.which("useradd") is None:
+        return None
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "strata-test"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return pwd.getpwnam("strata-test")
+    except KeyError:
+        return None
+
+
+def test_unprivileged_import_keeps_devices_and_owners_in_override_xattr(workdir, mounts):
+    user = unprivileged_user()
+    if user is None:
+        pytest.skip("needs root to create an unprivileged user")
+    tarp = make_tar(os.path.join(workdir, "dev.tar"), [
+        d("dev"), (dict(name="dev/null", type=tarfile.CHRTYPE, devmajor=1, devminor=3, mode=0o666), None),
+        f("etc/owned", b"x", uid=1234, gid=5678), d("locked", mode=0o500), f("locked/inner", b"y", mode=0o400)])
+    os.chmod(workdir, 0o755)
+    os.chmod(tarp, 0o644)
+    root = os.path.join(workdir, "userstore")
+    os.makedirs(root)
+    os.chown(root, user.pw_uid, user.pw_gid)
+    env = dict(os.environ, HOME=workdir)
+    r = run(["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups",
+             tool("strata"), "--root", root, "import", tarp, "devs"], env=env)
+    assert r.stdout.startswith("sha256:")
+    layer = [n for n in os.listdir(os.path.join(root, "layers")) if not n.endswith(".json")][0]
+    ldir = os.path.join(root, "layers", layer)
+    st = os.lstat(f"{ldir}/dev/null")
+    assert stat.S_ISREG(st.st_mode) and st.st_uid == user.pw_uid
+    assert os.getxattr(f"{ldir}/dev/null", "user.containers.override_stat") == b"0:0:0666:char-1-3"
+    assert os.getxattr(f"{ldir}/etc/owned", "user.containers.override_stat") == b"1234:5678:0644:file"
+    # Mounted, the override gives what the archive said.
+    s = Strata(root)
+    mnt = mount(s, mounts, "devs", os.path.join(workdir, "mnt"))
+    st = os.lstat(f"{mnt}/dev/null")
+    assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
+    st = os.lstat(f"{mnt}/etc/owned")
+    assert (st.st_uid, st.st_gid) == (1234, 5678)
+    assert stat.S_IMODE(os.lstat(f"{mnt}/locked").st_mode) == 0o500
+    assert open(f"{mnt}/locked/inner").read() == "y"
+    umount(s, mnt)
