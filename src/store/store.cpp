@@ -1090,13 +1090,12 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
     cur.image = img.manifest_digest;
     atomic_write(tmp_dir(), cur.dir + "/container.json", container_json(cur, {}).dump());
   }
-  std::string old_upper = tmp_dir() + "/old-" + std::to_string(::getpid()) + "-" + random_hex(8);
-  std::string old_work = old_upper + "w";
-  if (::rename(c.upper.c_str(), old_upper.c_str()) != 0) throw_errno("retire upper of " + quote(c.name));
-  fresh_upper.commit(c.upper);
-  if (::rename(c.work.c_str(), old_work.c_str()) == 0) fresh_work.commit(c.work);
-  remove_tree_at(AT_FDCWD, old_upper);
-  remove_tree_at(AT_FDCWD, old_work);
+  // Swap the fresh directories in atomically; the old ones are left at the
+  // staging paths and removed with them.
+  if (::renameat2(AT_FDCWD, fresh_upper.path().c_str(), AT_FDCWD, c.upper.c_str(), RENAME_EXCHANGE) != 0)
+    throw_errno("replace upper of " + quote(c.name));
+  if (::renameat2(AT_FDCWD, fresh_work.path().c_str(), AT_FDCWD, c.work.c_str(), RENAME_EXCHANGE) != 0)
+    throw_errno("replace work dir of " + quote(c.name));
   return img;
 }
 

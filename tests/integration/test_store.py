@@ -449,7 +449,7 @@ def test_docker_archive_layout(strata, base_tar, workdir):
 
 # ------------------------------------------------------------------ crash safety
 
-@pytest.mark.parametrize("verb", ["import", "commit", "load"])
+@pytest.mark.parametrize("verb", ["import", "commit", "load", "prune"])
 def test_sigkill_leaves_a_consistent_store(workdir, base_tar, mounts, verb):
     s = Strata(os.path.join(workdir, "s"))
     s("import", base_tar, "base")
@@ -469,6 +469,12 @@ def test_sigkill_leaves_a_consistent_store(workdir, base_tar, mounts, verb):
         s = Strata(os.path.join(workdir, "s-load"))
         s("import", base_tar, "base")
         cmd = ["load", "-i", saved]
+    elif verb == "prune":
+        for i in range(8):
+            s("import", make_tar(os.path.join(workdir, f"x{i}.tar"), [f(f"d{i}/{j}", os.urandom(50000)) for j in range(40)]),
+              f"x{i}")
+            s("rmi", f"x{i}")
+        cmd = ["prune"]
     else:
         cmd = ["import", big, "big"]
     rng = random.Random(4)
