@@ -749,9 +749,16 @@ struct Extractor {
         ::futimens(root, ts);
         continue;
       }
-      std::vector<std::string> with_leaf = d.comps;
-      UniqueFd parent = open_parent(with_leaf, false, d.comps.back());
+      // A directory that a later entry replaced is gone: nothing to apply.
+      UniqueFd parent;
+      try {
+        parent = open_parent(d.comps, false, d.comps.back());
+      } catch (const Error&) {
+        continue;
+      }
       const std::string& leaf = d.comps.back();
+      struct stat st {};
+      if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
       ::fchmodat(parent.get(), leaf.c_str(), d.perm, 0);
       timespec ts[2] = {{d.mtime, d.mtime_nsec}, {d.mtime, d.mtime_nsec}};
       ::utimensat(parent.get(), leaf.c_str(), ts, AT_SYMLINK_NOFOLLOW);

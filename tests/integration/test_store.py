@@ -566,3 +566,26 @@ def test_unprivileged_import_keeps_devices_and_owners_in_override_xattr(workdir,
     assert stat.S_IMODE(os.lstat(f"{mnt}/locked").st_mode) == 0o500
     assert open(f"{mnt}/locked/inner").read() == "y"
     umount(s, mnt)
+
+
+@pytest.mark.parametrize("tool_name,ext", [("gzip", "gz"), ("xz", "xz"), ("zstd", "zst")])
+def test_import_compressed_rootfs_same_diff_id(strata, base_tar, workdir, tool_name, ext, mounts):
+    if shutil.which(tool_name) is None:
+        pytest.skip(f"{tool_name} is not installed")
+    comp = os.path.join(workdir, f"base.tar.{ext}")
+    with open(comp, "wb") as out:
+        subprocess.run([tool_name, "-c", base_tar], stdout=out, check=True)
+    strata("import", base_tar, "plain")
+    strata("import", comp, "packed")
+    plain = strata.json("inspect", "plain")[0]["RootFS"]["Layers"]
+    packed = strata.json("inspect", "packed")[0]["RootFS"]["Layers"]
+    assert plain == packed
+    # A docker save of it has the uncompressed layer docker expects.
+    out = os.path.join(workdir, "d.tar")
+    strata("save", "-o", out, "packed")
+    s2 = Strata(os.path.join(workdir, "s2"))
+    s2("load", "-i", out)
+    assert s2.json("inspect", "packed")[0]["RootFS"]["Layers"] == plain
+    mnt = mount(s2, mounts, "packed", os.path.join(workdir, "mnt"))
+    assert os.path.islink(f"{mnt}/bin/sh")
+    umount(s2, mnt)
