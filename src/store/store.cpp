@@ -1088,6 +1088,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
     FileLock lock(root_ + "/lock");
     Container cur = read_container(root_, c.id);
     cur.image = img.manifest_digest;
+    cur.image_name = name.empty() ? img.config_digest.short_id() : std::string(name);
     atomic_write(tmp_dir(), cur.dir + "/container.json", container_json(cur, {}).dump());
   }
   // Swap the fresh directories in atomically; the old ones are left at the

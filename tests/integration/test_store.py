@@ -266,7 +266,6 @@ def test_commit_is_deterministic(workdir, base_tar):
             os.utime(f"{upper}/opt/app/{name}", (1700000000, 1700000000))
         os.utime(f"{upper}/opt/app", (1700000000, 1700000000))
         os.utime(f"{upper}/opt", (1700000000, 1700000000))
-        os.mknod(f"{upper}/bin/../gone", stat.S_IFCHR, os.makedev(0, 0)) if False else None
         s("commit", c, "app")
         digests.append(s.json("inspect", "app")[0]["RootFS"]["Layers"][-1])
     assert digests[0] == digests[1]
@@ -287,7 +286,8 @@ def test_overlay_whiteouts_become_oci_whiteouts(strata, base_tar, workdir):
         names = t.getnames()
         assert "etc/.wh.hosts" in names and "home/.wh..wh..opq" in names
         for m in t.getmembers():
-            assert not m.ischr() and "trusted.overlay.opaque" not in m.pax_headers.get("SCHILY.xattr.trusted.overlay.opaque", "")
+            assert not m.ischr()
+            assert not [k for k in m.pax_headers if "overlay" in k], m.name
 
 
 # ------------------------------------------------------------------ interop
@@ -355,7 +355,8 @@ HOSTILE = {
 def test_hostile_layer_is_refused_and_store_unchanged(strata, base_tar, workdir, case):
     strata("import", base_tar, "base")
     before = strata.state()
-    evil = make_tar(os.path.join(workdir, "sub", "evil.tar") if os.makedirs(os.path.join(workdir, "sub"), exist_ok=True) is None else "", list(HOSTILE[case]))
+    os.makedirs(os.path.join(workdir, "sub"))
+    evil = make_tar(os.path.join(workdir, "sub", "evil.tar"), [(dict(i), data) for i, data in HOSTILE[case]])
     r = strata("import", evil, "evil", check=False)
     assert r.returncode == 1, r.stdout
     assert r.stderr.startswith("strata: ") and len(r.stderr.strip().splitlines()) == 1
