@@ -322,6 +322,11 @@ def test_umoci_unpacks_store_and_strata_loads_umoci_repack(strata, base_tar, wor
     bundle = os.path.join(workdir, "bundle")
     run(["umoci", "unpack", "--image", f"{strata.root}:base:latest", bundle])
     assert os.path.exists(f"{bundle}/rootfs/bin/busybox")
+    # ... and what `strata save --format oci` writes, as a directory.
+    saved = os.path.join(workdir, "saved")
+    strata("save", "--format", "oci", "-o", saved + "/", "base")
+    run(["umoci", "unpack", "--image", f"{saved}:base:latest", os.path.join(workdir, "bundle2")])
+    assert os.path.exists(f"{workdir}/bundle2/rootfs/etc/passwd")
     layout = os.path.join(workdir, "layout")
     run(["umoci", "init", "--layout", layout])
     run(["umoci", "new", "--image", f"{layout}:t"])
