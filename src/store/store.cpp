@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -1113,6 +1115,33 @@ std::vector<Change> Store::diff(std::string_view ctr) const {
     }
     return false;
   };
+  auto is_opaque = [](const std::string& path) {
+    if (exists(path + "/.wh..wh..opq")) return true;
+    for (const char* k : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+      char v[2];
+      if (::lgetxattr(path.c_str(), k, v, sizeof v) == 1 && v[0] == 'y') return true;
+    }
+    return false;
+  };
+  // Names visible below the upper in directory REL, merged over the layers.
+  auto lower_names = [&](const std::string& rel) {
+    std::set<std::string> names, hidden;
+    for (const auto& dir : img.layer_dirs) {
+      std::string p = dir + "/" + rel;
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) continue;
+      if (!S_ISDIR(st.st_mode)) break;
+      for (const auto& n : list_dir(p)) {
+        if (n.rfind(".wh.", 0) == 0) {
+          if (n != ".wh..wh..opq") hidden.insert(n.substr(4));
+          continue;
+        }
+        if (hidden.count(n) == 0) names.insert(n);
+      }
+      if (is_opaque(p)) break;
+    }
+    return names;
+  };
   std::function<void(const std::string&)> walk = [&](const std::string& rel) {
     std::string dir = rel.empty() ? c.upper : c.upper + "/" + rel;
     for (const auto& n : list_dir(dir)) {
@@ -1129,7 +1158,16 @@ std::vector<Change> Store::diff(std::string_view ctr) const {
         continue;
       }
       out.push_back({in_lower(child) ? 'C' : 'A', "/" + child});
-      if (S_ISDIR(st.st_mode)) walk(child);
+      if (S_ISDIR(st.st_mode)) {
+        if (is_opaque(c.upper + "/" + child)) {
+          // What the lower layers had here is gone unless the upper has it again.
+          auto upper_names = list_dir(c.upper + "/" + child);
+          std::set<std::string> kept(upper_names.begin(), upper_names.end());
+          for (const auto& lower : lower_names(child))
+            if (kept.count(lower) == 0) out.push_back({'D', "/" + child + "/" + lower});
+        }
+        walk(child);
+      }
     }
   };
   walk("");

@@ -211,7 +211,7 @@ def test_round_trip_commit_save_load(workdir, mounts, base_tar):
     umount(s, mnt)
     diff = s("diff", "ctr").stdout.splitlines()
     assert "A /etc/motd" in diff and "C /etc/passwd" in diff and "D /etc/hosts" in diff
-    assert "A /home/node/app.js" in diff
+    assert "A /home/node/app.js" in diff and "D /home/app" in diff
     out = s("commit", "-m", "Add node", "-a", "dev <dev@example.com>", "-c", "CMD node app.js",
             "-c", "ENV NODE_ENV=production", "-c", "WORKDIR /home/node", "-c", "EXPOSE 8080",
             "-c", "LABEL a=b", "-c", "USER node", "ctr", "node-base").stdout.strip()
