@@ -595,3 +595,21 @@ def test_import_compressed_rootfs_same_diff_id(strata, base_tar, workdir, tool_n
     mnt = mount(s2, mounts, "packed", os.path.join(workdir, "mnt"))
     assert os.path.islink(f"{mnt}/bin/sh")
     umount(s2, mnt)
+
+
+def test_mounted_container_shows_in_ps_and_rm_needs_force(strata, base_tar, workdir, mounts):
+    strata("import", base_tar, "base")
+    strata("create", "--name", "m", "base")
+    mnt = mount(strata, mounts, "m", os.path.join(workdir, "mnt"))
+    ps = strata.json("ps", "--format", "json")
+    assert ps[0]["Status"] == "Mounted" and ps[0]["Mounts"] == [os.path.realpath(mnt)]
+    r = strata("mount", "m", os.path.join(workdir, "mnt"), check=False)
+    assert r.returncode == 1 and "already mounted" in r.stderr
+    r = strata("rm", "m", check=False)
+    assert r.returncode == 1 and "is mounted at" in r.stderr
+    assert is_mounted(mnt)
+    strata("rm", "-f", "m")
+    assert not is_mounted(mnt)
+    assert strata.json("ps", "--format", "json") == []
+    r = strata("rm", "m", check=False)
+    assert r.returncode == 1 and "no such container: 'm'" in r.stderr
