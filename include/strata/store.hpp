@@ -256,10 +256,13 @@ class Store {
  private:
   explicit Store(std::string root) : root_(std::move(root)) {}
   std::string root_;
-  // A shared flock on ROOT/gc.lock held while this Store is open, so that
+  // A shared flock on ROOT/gc.lock held while this Store is open (taken
+  // without waiting; writers wait for it before their first write), so that
   // prune knows whether other processes may be between writing a blob and
-  // referring to it.
-  std::shared_ptr<UniqueFd> gc_lock_;
+  // referring to it, and readers never wait for a prune.
+  struct GcLock;
+  std::shared_ptr<GcLock> gc_;
+  void hold_gc();
 };
 
 // Applies Dockerfile-style instructions to an image config (`-c`): CMD,

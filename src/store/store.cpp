@@ -33,6 +33,11 @@ namespace strata::store {
 
 using oci::json;
 
+struct Store::GcLock {
+  UniqueFd fd;
+  bool shared = false;
+};
+
 namespace {
 
 constexpr std::int64_t kPruneGraceSeconds = 3600;
@@ -457,10 +462,17 @@ Store Store::open(const std::string& root_in) {
       throw Error(quote(index) + " is not an OCI image index");
   }
   Store s(root);
-  auto lock = std::make_shared<UniqueFd>(::open((root + "/gc.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (*lock) ::flock(lock->get(), LOCK_SH);
-  s.gc_lock_ = lock;
+  s.gc_ = std::make_shared<GcLock>();
+  s.gc_->fd.reset(::open((root + "/gc.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (s.gc_->fd) s.gc_->shared = ::flock(s.gc_->fd.get(), LOCK_SH | LOCK_NB) == 0;
   return s;
+}
+
+void Store::hold_gc() {
+  if (!gc_ || !gc_->fd || gc_->shared) return;
+  while (::flock(gc_->fd.get(), LOCK_SH) != 0)
+    if (errno != EINTR) return;
+  gc_->shared = true;
 }
 
 std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "/blobs/sha256/" + digest.hex(); }
@@ -468,6 +480,7 @@ std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "
 // ================================================================ blobs
 
 std::pair<oci::Digest, std::int64_t> Store::put_blob(int in_fd, const std::optional<oci::Digest>& expected) {
+  hold_gc();
   Staged st(tmp_dir(), "blob", false);
   auto d = archive::copy_and_digest(in_fd, st.fd());
   if (expected && !(d.blob_digest == *expected))
@@ -479,6 +492,7 @@ std::pair<oci::Digest, std::int64_t> Store::put_blob(int in_fd, const std::optio
 }
 
 std::pair<oci::Digest, std::int64_t> Store::put_blob(std::string_view data) {
+  hold_gc();
   oci::Digest d = oci::sha256(data);
   std::string path = blob_path(d);
   if (!exists(path)) {
@@ -552,6 +566,7 @@ Layer install_layer(const Store& s, Staged& blob, Staged& tree, const archive::L
 }  // namespace
 
 Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
+  hold_gc();
   Staged blob(tmp_dir(), "layer", false);
   archive::WriteLayerOptions wo;
   wo.changeset = options.changeset;
@@ -575,6 +590,7 @@ Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
 
 Layer Store::import_layer(int in_fd, const std::string& media_type, const std::optional<oci::Digest>& expected_blob,
                           const std::optional<oci::Digest>& expected_diff_id) {
+  hold_gc();
   Staged raw(tmp_dir(), "blob", false);
   auto c = archive::copy_and_digest(in_fd, raw.fd());
   if (expected_blob && !(c.blob_digest == *expected_blob))
@@ -967,6 +983,7 @@ Container Store::container(std::string_view name_or_id) const {
 }
 
 Container Store::create_container(std::string_view image_ref, std::string_view name) {
+  hold_gc();
   Image img = image(image_ref);
   if (!name.empty() && !valid_container_name(name))
     throw UsageError("invalid container name " + quote(name) + " (letters, digits, '_', '.', '-')");
@@ -1038,6 +1055,7 @@ void unmount_path(const std::string& mnt) {
 }  // namespace
 
 void Store::remove_container(std::string_view name_or_id, bool force) {
+  hold_gc();
   Container c = container(name_or_id);
   auto mounted = mounted_at(c);
   if (!mounted.empty()) {
@@ -1054,6 +1072,7 @@ void Store::remove_container(std::string_view name_or_id, bool force) {
 }
 
 Image Store::commit(std::string_view ctr, const CommitOptions& options, std::string_view name) {
+  hold_gc();
   if (!name.empty()) oci::Reference::parse(name);
   Container c = container(ctr);
   auto mounted = mounted_at(c);
@@ -1205,6 +1224,7 @@ Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, co
 }
 
 std::vector<Image> Store::load(const std::string& path) {
+  hold_gc();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_errno("load " + quote(path));
   std::optional<Staged> unpacked;
@@ -1247,6 +1267,7 @@ std::vector<Image> Store::load(const std::string& path) {
 }
 
 void Store::save(const std::vector<std::string>& refs, const std::string& out, SaveFormat format) {
+  hold_gc();
   if (refs.empty()) throw UsageError("save: no image given");
   std::vector<archive::ExportedImage> ex;
   for (const auto& r : refs) {
@@ -1315,10 +1336,11 @@ PruneResult Store::prune() {
   PruneResult res;
   // Exclusive use of the store if nobody else has it open.
   bool exclusive = false;
-  if (gc_lock_ && *gc_lock_) {
-    ::flock(gc_lock_->get(), LOCK_UN);
-    exclusive = ::flock(gc_lock_->get(), LOCK_EX | LOCK_NB) == 0;
-    if (!exclusive) ::flock(gc_lock_->get(), LOCK_SH);
+  if (gc_ && gc_->fd) {
+    ::flock(gc_->fd.get(), LOCK_UN);
+    gc_->shared = false;
+    exclusive = ::flock(gc_->fd.get(), LOCK_EX | LOCK_NB) == 0;
+    if (!exclusive) hold_gc();
   }
   FileLock lock(root_ + "/lock");
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
@@ -1389,7 +1411,10 @@ PruneResult Store::prune() {
     if (::rename(p.c_str(), trash.c_str()) == 0) remove_tree_at(AT_FDCWD, trash);
     ++res.layers;
   }
-  if (gc_lock_ && *gc_lock_ && exclusive) ::flock(gc_lock_->get(), LOCK_SH);
+  if (exclusive) {
+    ::flock(gc_->fd.get(), LOCK_SH);
+    gc_->shared = true;
+  }
   return res;
 }
 
