@@ -46,6 +46,14 @@ struct UnionFs::DirHandle {
 };
 
 Node::~Node() {
+  if (link_index) {
+    std::lock_guard lk(link_index->mu);
+    auto it = link_index->nodes.find(link_key);
+    if (it != link_index->nodes.end() && it->second.expired()) {
+      link_index->nodes.erase(it);
+      link_index->size.store(link_index->nodes.size(), std::memory_order_relaxed);
+    }
+  }
   if (!parent) return;
   std::lock_guard lk(parent->children_mu);
   auto it = parent->children.find(name);
@@ -277,14 +285,60 @@ int UnionFs::stat_node(Node& node, struct stat& st) {
     if (st.st_nlink == 0) return EIO;  // the layer's directory was removed under the mount
     return 0;
   }
+  if (node.self) {
+    if (::fstatat(node.self.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return EIO;
+    return 0;
+  }
   int pfd = parent_fd_in(node, node.layer);
   if (pfd < 0) return EIO;
   if (::fstatat(pfd, node.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? EIO : errno;
   return 0;
 }
 
+int UnionFs::open_node(const Node& node, int flags) const noexcept {
+  flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
+  if (node.self) {
+    // Reopening through /proc is how an O_PATH fd becomes a real one; the
+    // magic link is the object itself, so it must be followed.
+    char path[64];
+    proc_path(path, sizeof path, node.self.get(), nullptr);
+    return ::open(path, flags & ~O_NOFOLLOW);
+  }
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) {
+    errno = EIO;
+    return -1;
+  }
+  return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW);
+}
+
+int UnionFs::pin_node(Node& node) {
+  if (node.self || node.is_dir()) return 0;
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) return EIO;
+  int fd = ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? EIO : errno;
+  node.self = UniqueFd(fd);
+  return 0;
+}
+
+std::shared_ptr<Node> UnionFs::index_link(const std::shared_ptr<Node>& node, ino_t upper_ino) {
+  std::lock_guard lk(links_->mu);
+  auto& slot = links_->nodes[upper_ino];
+  if (auto existing = slot.lock()) return existing;
+  slot = node;
+  links_->size.store(links_->nodes.size(), std::memory_order_relaxed);
+  node->link_index = links_;
+  node->link_key = upper_ino;
+  return node;
+}
+
+bool UnionFs::named_by(const Node& node, const Node& parent, const char* name) noexcept {
+  return !node.unlinked && node.parent.get() == &parent && node.name == name;
+}
+
 int UnionFs::node_attr(Node& node, struct stat& st) {
-  if (node.unlinked) return ENOENT;
+  if (node.unlinked && !node.self) return ENOENT;
   int r = stat_node(node, st);
   if (r != 0) return r;
   if (node.is_dir()) {
@@ -296,6 +350,8 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
     // Like overlayfs: a directory merged from several layers reports one link,
     // so tools do not infer a subdirectory count from it.
     if (node.dirs.size() > 1) st.st_nlink = 1;
+  } else if (node.self) {
+    present(st, node.self.get(), nullptr, false);
   } else {
     present(st, parent_fd_in(node, node.layer), node.name.c_str(), false);
   }
@@ -340,12 +396,22 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   }
   std::string key(name);
   std::shared_ptr<Node> child = live_child(parent, key);
-  if (child && !child->unlinked) return child;
+  if (child && named_by(*child, parent, name)) return child;
   Resolved res;
   int r = resolve(parent, name, res);
   if (r != 0) {
     err = r == ENOENT ? dir_gone_error(parent) : r;
     return nullptr;
+  }
+  // Every name of an upper file with several links is one Node.
+  const bool linked_upper = res.layer == 0 && !S_ISDIR(res.st.st_mode) &&
+                            (res.st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0);
+  if (linked_upper) {
+    std::lock_guard lk(links_->mu);
+    auto it = links_->nodes.find(res.st.st_ino);
+    if (it != links_->nodes.end()) {
+      if (auto same = it->second.lock()) return same;
+    }
   }
   auto node = std::make_shared<Node>();
   node->name = key;
@@ -354,12 +420,20 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   node->dirs = std::move(res.dirs);
   node->parent = parent.shared_from_this();
   node->ino = stable_ino(node->layer, parent_fd_in(*node, node->layer), name, res.st.st_ino);
+  if (linked_upper && res.st.st_nlink > 1) {
+    if ((err = pin_node(*node)) != 0) return nullptr;
+    auto same = index_link(node, res.st.st_ino);
+    if (same != node) {
+      node->parent.reset();  // never registered: its destructor must not touch the map
+      return same;
+    }
+  }
   std::shared_ptr<Node> existing;
   {
     std::unique_lock lk(parent.children_mu);
     auto& slot = parent.children[key];
     existing = slot.lock();
-    if (!existing || existing->unlinked) {
+    if (!existing || !named_by(*existing, parent, name)) {
       slot = node;
       existing.reset();
     }
@@ -426,18 +500,11 @@ void UnionFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   fuse_reply_entry(req, &e);
 }
 
-void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
   struct stat st;
   int r = node_attr(node, st);
-  if (r == ENOENT && node.unlinked && fi && !node.is_dir() && ::fstat(static_cast<int>(fi->fh), &st) == 0) {
-    // An open file whose name is gone: fstat(2) still answers.
-    st.st_ino = node.ino;
-    st.st_uid = cfg_.uid_map.to_container(st.st_uid);
-    st.st_gid = cfg_.gid_map.to_container(st.st_gid);
-    r = 0;
-  }
   lk.unlock();
   if (r != 0) {
     fuse_reply_err(req, r);
@@ -450,9 +517,9 @@ void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void UnionFs::readlink(fuse_req_t req, fuse_ino_t ino) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
-  int pfd = parent_fd_in(node, node.layer);
+  int pfd = node.self ? node.self.get() : parent_fd_in(node, node.layer);
   char buf[PATH_MAX + 1];
-  ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.name.c_str(), buf, sizeof buf - 1);
+  ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.self ? "" : node.name.c_str(), buf, sizeof buf - 1);
   int err = n < 0 ? (errno == ENOENT ? EIO : errno) : 0;
   lk.unlock();
   if (n < 0) {
@@ -485,9 +552,12 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   } else {
     rlk.lock();
   }
-  int pfd = parent_fd_in(node, node.layer);
-  int fd = pfd < 0 ? -1 : ::openat(pfd, node.name.c_str(), (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
-  int err = fd < 0 ? (pfd < 0 || errno == ENOENT ? EIO : errno) : 0;
+  int fd = -1, err = ENOENT;
+  if (!node.unlinked || node.self) {
+    fd = open_node(node, flags);
+    err = fd < 0 ? (errno == ENOENT ? EIO : errno) : 0;
+  }
+  if (fd >= 0) node.open_count.fetch_add(1, std::memory_order_relaxed);
   bool lower = node.layer != 0;
   if (wlk.owns_lock()) wlk.unlock();
   if (rlk.owns_lock()) rlk.unlock();
@@ -498,7 +568,10 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->fh = static_cast<std::uint64_t>(fd);
   // Lower layers never change: keep the page cache across opens.
   fi->keep_cache = lower ? 1 : 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) ::close(fd);  // the caller was interrupted
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted
+    ::close(fd);
+    node.open_count.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
@@ -511,8 +584,9 @@ void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void UnionFs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void UnionFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   ::close(static_cast<int>(fi->fh));
+  node_of(ino)->open_count.fetch_sub(1, std::memory_order_relaxed);
   fuse_reply_err(req, 0);
 }
 
@@ -648,10 +722,10 @@ bool UnionFs::is_private_xattr(const char* name) const noexcept {
          std::strcmp(name, kOverrideStatXattr) == 0;
 }
 
-int UnionFs::xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
-  if (!node.parent) {
+int UnionFs::object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
+  if (!node.parent || node.self) {
     follow = true;
-    return proc_path(buf, len, node.dir_fd(), nullptr);
+    return proc_path(buf, len, node.self ? node.self.get() : node.dir_fd(), nullptr);
   }
   follow = false;
   int pfd = parent_fd_in(node, node.layer);
@@ -667,7 +741,7 @@ void UnionFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   std::shared_lock lk(tree_mu_);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  int r = object_path(*node_of(ino), path, sizeof path, follow);
   if (r != 0) {
     lk.unlock();
     fuse_reply_err(req, r);
@@ -691,7 +765,7 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::shared_lock lk(tree_mu_);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  int r = object_path(*node_of(ino), path, sizeof path, follow);
   if (r != 0) {
     lk.unlock();
     fuse_reply_err(req, r);

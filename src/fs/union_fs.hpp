@@ -10,6 +10,13 @@
 //   that contributes (top first, stopping at an opaque one). Every access is a
 //   single-component *at() call relative to such an fd, with O_NOFOLLOW or
 //   AT_SYMLINK_NOFOLLOW, so no name from the merged view can leave a layer.
+// - A Node is also the kernel's inode: names and identity are kept apart.
+//   A non-directory that has no single name it can be reached by (an upper
+//   file with several hard links, or one whose name was removed while it is
+//   still open) holds an O_PATH fd to the object itself, and every access
+//   goes through that fd. Upper files with several links are found by their
+//   upper inode number, so every name of one file is one Node, as overlayfs
+//   makes every name of one upper file one inode.
 // - The FUSE nodeid is the Node's address; the node table owns a strong
 //   reference for as long as the kernel's lookup count is non-zero.
 #pragma once
@@ -48,6 +55,16 @@ struct DirLayer {
   std::atomic<int> oci_markers{-1};
 };
 
+struct Node;
+
+// Upper non-directories with more than one name, by upper inode number: one
+// Node per file, whichever name the kernel looks it up by.
+struct LinkIndex {
+  std::mutex mu;
+  std::unordered_map<ino_t, std::weak_ptr<Node>> nodes;
+  std::atomic<std::size_t> size{0};
+};
+
 struct Node : std::enable_shared_from_this<Node> {
   // Everything below except nlookup and children is guarded by UnionFs::tree_mu_.
   std::shared_ptr<Node> parent;  // null for the root
@@ -55,8 +72,15 @@ struct Node : std::enable_shared_from_this<Node> {
   std::uint64_t ino = 0;  // the stable number shown in stat and readdir
   mode_t type = 0;        // S_IFMT bits
   int layer = 0;          // layer of the visible copy
-  bool unlinked = false;  // removed from the tree; alive until forgotten
+  bool unlinked = false;  // PARENT/NAME no longer names it; alive until forgotten
   std::vector<std::unique_ptr<DirLayer>> dirs;  // directories only, top first
+  // Non-directories only: O_PATH | O_NOFOLLOW fd of the object itself, set
+  // when PARENT/NAME cannot be relied on to reach it (see above). Set under
+  // tree_mu_ held exclusively, or before the node is published.
+  UniqueFd self;
+  std::shared_ptr<LinkIndex> link_index;  // set when the node is in the index,
+  ino_t link_key = 0;                      // under this upper inode number
+  std::atomic<int> open_count{0};          // open file handles of the kernel
 
   std::uint64_t nlookup = 0;  // guarded by the node table shard
   std::mutex children_mu;
@@ -156,11 +180,21 @@ class UnionFs {
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
   int parent_fd_in(const Node& node, int layer) const noexcept;
   int stat_node(Node& node, struct stat& st);
+  // Opens NODE's object (non-directories) with FLAGS; -1 with errno set.
+  int open_node(const Node& node, int flags) const noexcept;
+  // Gives NODE its own O_PATH fd (before its name changes); 0 or an errno.
+  int pin_node(Node& node);
+  // Records NODE (an upper non-directory, pinned) as the one Node of its inode.
+  std::shared_ptr<Node> index_link(const std::shared_ptr<Node>& node, ino_t upper_ino);
+  // Path of NODE's object for the calls that take a path: FOLLOW says whether
+  // the path's last component must be followed (a /proc/self/fd link).
+  int object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
+  // Whether PARENT/NAME is the name NODE is reached by.
+  static bool named_by(const Node& node, const Node& parent, const char* name) noexcept;
   void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
   int node_attr(Node& node, struct stat& st);
   void ref_lookup(const std::shared_ptr<Node>& node);
   bool is_private_xattr(const char* name) const noexcept;
-  int xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
   int dir_gone_error(Node& dir);
   void fill_entry(fuse_entry_param& e, Node& node, const struct stat& st);
 
@@ -188,6 +222,7 @@ class UnionFs {
   std::vector<Layer> layers_;  // [0] = upper (fd empty when read-only)
   UniqueFd work_fd_;
   Config cfg_;
+  std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
   std::shared_mutex tree_mu_;

@@ -107,6 +107,13 @@ void UnionFs::detach(Node& node) {
 }
 
 void UnionFs::attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node) {
+  if (node->parent && !node->unlinked) {
+    // A file with several names may move by a name other than the one it is
+    // filed under: that one stops being its entry.
+    std::lock_guard lk(node->parent->children_mu);
+    auto it = node->parent->children.find(node->name);
+    if (it != node->parent->children.end() && it->second.lock() == node) node->parent->children.erase(it);
+  }
   node->parent = parent.shared_from_this();
   node->name = name;
   node->unlinked = false;
@@ -182,6 +189,7 @@ int UnionFs::copy_up_dir_chain(Node& dir) {
 int UnionFs::copy_up(Node& node, bool with_data) {
   if (node.is_dir()) return copy_up_dir_chain(node);
   if (node.layer == 0) return 0;
+  if (node.unlinked) return ENOENT;  // no name left to copy up to
   int r = copy_up_dir_chain(*node.parent);
   if (r != 0) return r;
   int src_dir = parent_fd_in(node, node.layer);
@@ -422,7 +430,12 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   }
   if (fi) {
     fi->fh = static_cast<std::uint64_t>(fd);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+    Node& created = *node_of(e.ino);
+    created.open_count.fetch_add(1, std::memory_order_relaxed);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+      ::close(fd);
+      created.open_count.fetch_sub(1, std::memory_order_relaxed);
+    }
   } else {
     fuse_reply_entry(req, &e);
   }
@@ -437,8 +450,7 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   if (auto existing = child_node(p, name, err); existing && !(fi->flags & O_EXCL)) {
     // The kernel thought NAME missing; open what is there instead.
     int r = existing->is_dir() ? EISDIR : copy_up(*existing, !(fi->flags & O_TRUNC));
-    int pfd = r == 0 ? parent_fd_in(*existing, 0) : -1;
-    int fd = pfd < 0 ? -1 : ::openat(pfd, existing->name.c_str(), (fi->flags & ~(O_CREAT | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
+    int fd = r == 0 ? open_node(*existing, fi->flags) : -1;
     if (fd < 0) return (void)fuse_reply_err(req, r ? r : errno);
     fuse_entry_param e{};
     struct stat st;
@@ -449,7 +461,11 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     ref_lookup(existing);
     fill_entry(e, *existing, st);
     fi->fh = static_cast<std::uint64_t>(fd);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+    existing->open_count.fetch_add(1, std::memory_order_relaxed);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+      ::close(fd);
+      existing->open_count.fetch_sub(1, std::memory_order_relaxed);
+    }
     return;
   }
   int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi);
@@ -484,7 +500,7 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   Node& np = *node_of(newparent);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
   if (node.is_dir()) return fail(EPERM);
-  if (node.unlinked || np.unlinked) return fail(ENOENT);
+  if ((node.unlinked && !node.self) || np.unlinked) return fail(ENOENT);
   if (std::strncmp(newname, ".wh.", 4) == 0) return fail(EINVAL);
   int err = 0;
   if (child_node(np, newname, err)) return fail(EEXIST);
@@ -497,13 +513,22 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   bool had = false;
   r = clear_whiteout(np, newname, had);
   if (r != 0) return fail(r);
-  if (::linkat(parent_fd_in(node, 0), node.name.c_str(), upper_fd(np), newname, 0) != 0) return fail(errno);
+  // From now on the node has several names: it is reached through its own
+  // fd and found by its upper inode number, whichever name is looked up.
+  if ((r = pin_node(node)) != 0) return fail(r);
+  char src[64];
+  proc_path(src, sizeof src, node.self.get(), nullptr);
+  if (::linkat(AT_FDCWD, src, upper_fd(np), newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
   // Reply with the linked node itself: the kernel then knows both names are
   // one inode and refreshes its link count.
   struct stat st;
   if ((r = node_attr(node, st)) != 0) return fail(r);
-  fuse_entry_param e{};
   auto self = node.shared_from_this();
+  if (!node.link_index) {
+    struct stat real {};
+    if (::fstatat(node.self.get(), "", &real, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) index_link(self, real.st_ino);
+  }
+  fuse_entry_param e{};
   ref_lookup(self);
   fill_entry(e, node, st);
   fuse_reply_entry(req, &e);
@@ -526,6 +551,10 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   if (r != 0) return (void)fuse_reply_err(req, r);
   int ufd = upper_fd(p);
   bool below = exists_below_upper(p, name) == 1;
+  // A file still open keeps working after its name is gone, through its own fd.
+  if (child->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*child)) != 0) {
+    return (void)fuse_reply_err(req, r);
+  }
   if (child->layer == 0) {
     r = dir ? remove_upper_dir(ufd, name) : (::unlinkat(ufd, name, 0) == 0 ? 0 : errno);
     if (r != 0) return (void)fuse_reply_err(req, r);
@@ -536,7 +565,8 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     r = make_whiteout(p, name);
     if (r != 0) return (void)fuse_reply_err(req, r);
   }
-  detach(*child);
+  // Only the name goes; a file with other names stays what they show.
+  if (named_by(*child, p, name)) detach(*child);
   fuse_reply_err(req, 0);
 }
 
@@ -580,21 +610,21 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
     if (dst->is_dir() && src_below && (r = set_opaque(upper_fd(*dst), nullptr)) != 0) return fail(r);
     if (::renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE) != 0) return fail(errno);
-    std::string sname = src->name, dname = dst->name;
-    detach(*src);
-    detach(*dst);
-    attach(np, dname, src);
-    attach(p, sname, dst);
+    if (named_by(*src, p, name)) detach(*src);
+    if (named_by(*dst, np, newname)) detach(*dst);
+    attach(np, newname, src);
+    attach(p, name, dst);
     return (void)fuse_reply_err(req, 0);
   }
   if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+  if (dst && dst->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*dst)) != 0) return fail(r);
   bool had = false;
   if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
   if (dst && dst->layer == 0 && dst->is_dir() && (r = remove_upper_dir(dfd, newname)) != 0) return fail(r);
   if (::renameat2(sfd, name, dfd, newname, (flags & RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0) != 0) return fail(errno);
   if (src_below && (r = make_whiteout(p, name)) != 0) return fail(r);
-  if (dst) detach(*dst);
-  detach(*src);
+  if (dst && named_by(*dst, np, newname)) detach(*dst);
+  if (named_by(*src, p, name)) detach(*src);
   attach(np, newname, src);
   fuse_reply_err(req, 0);
 }
@@ -604,25 +634,26 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
   std::unique_lock lk(tree_mu_);
   Node& node = *node_of(ino);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
-  if (node.unlinked && !fi) return fail(ENOENT);
-  int fd = fi ? static_cast<int>(fi->fh) : -1;
-  if (!node.unlinked) {
-    bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
-    int r = copy_up(node, !truncating);
-    if (r != 0) return fail(r);
-  }
-  int dirfd = node.is_dir() ? -1 : parent_fd_in(node, 0);
-  const char* name = node.name.c_str();
+  if (node.unlinked && !node.self) return fail(ENOENT);
+  bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
+  int r = copy_up(node, !truncating);
+  if (r != 0) return fail(r);
+  // Every change goes to the upper object, reached by path (or its own fd).
+  // The caller's open fd is used only for truncation, and only when it is
+  // that same object: a file opened before its copy-up still has the lower
+  // file open, which must never change.
   char path[PATH_MAX];
+  bool follow = false;
   if (node.is_dir()) {
-    proc_path(path, sizeof path, upper_fd(node), nullptr);
+    follow = true;
+    r = proc_path(path, sizeof path, upper_fd(node), nullptr);
   } else {
-    proc_path(path, sizeof path, dirfd, name);
+    r = object_path(node, path, sizeof path, follow);
   }
+  if (r != 0) return fail(r);
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (S_ISLNK(node.type)) return fail(EOPNOTSUPP);
-    int rc = fd >= 0 ? ::fchmod(fd, attr->st_mode & 07777) : ::chmod(path, attr->st_mode & 07777);
-    if (rc != 0) return fail(errno);
+    if (::chmod(path, attr->st_mode & 07777) != 0) return fail(errno);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = static_cast<uid_t>(-1);
@@ -637,16 +668,22 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       if (!h) return fail(EINVAL);
       gid = *h;
     }
-    int rc = fd >= 0 ? ::fchown(fd, uid, gid) : node.is_dir() ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
+    int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
     if (rc != 0) return fail(errno);
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (node.is_dir()) return fail(EISDIR);
+    int fd = -1;
+    if (fi) {
+      struct stat a {}, b {};
+      fd = static_cast<int>(fi->fh);
+      if (::fstat(fd, &a) != 0 || stat_node(node, b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) fd = -1;
+    }
     int rc;
     if (fd >= 0) {
       rc = ::ftruncate(fd, attr->st_size);
     } else {
-      UniqueFd f(::openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd f(::open(path, O_WRONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
       rc = f ? ::ftruncate(f.get(), attr->st_size) : -1;
     }
     if (rc != 0) return fail(errno);
@@ -658,18 +695,10 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     ts[1].tv_nsec = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? UTIME_NOW : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim.tv_nsec : UTIME_OMIT;
     if ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW)) ts[0] = attr->st_atim;
     if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW)) ts[1] = attr->st_mtim;
-    int rc = fd >= 0 ? ::futimens(fd, ts)
-                     : node.is_dir() ? ::utimensat(upper_fd(node), "", ts, AT_EMPTY_PATH)
-                                     : ::utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
-    if (rc != 0) return fail(errno);
+    if (::utimensat(AT_FDCWD, path, ts, follow ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return fail(errno);
   }
   struct stat st;
-  int r = node_attr(node, st);
-  if (r == ENOENT && fd >= 0 && ::fstat(fd, &st) == 0) {
-    st.st_ino = node.ino;
-    r = 0;
-  }
-  if (r != 0) return fail(r);
+  if ((r = node_attr(node, st)) != 0) return fail(r);
   fuse_reply_attr(req, &st, (st.st_nlink > 1 && !node.is_dir()) ? 0.0 : cfg_.timeout);
 }
 
@@ -711,12 +740,12 @@ void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   std::unique_lock lk(tree_mu_);
   Node& node = *node_of(ino);
-  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   int r = copy_up(node);
   if (r != 0) return (void)fuse_reply_err(req, r);
   char path[PATH_MAX];
   bool follow = false;
-  if ((r = xattr_path(node, path, sizeof path, follow)) != 0) return (void)fuse_reply_err(req, r);
+  if ((r = object_path(node, path, sizeof path, follow)) != 0) return (void)fuse_reply_err(req, r);
   int rc = follow ? ::setxattr(path, name, value, size, flags) : ::lsetxattr(path, name, value, size, flags);
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
@@ -726,16 +755,16 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   std::unique_lock lk(tree_mu_);
   Node& node = *node_of(ino);
-  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(node, path, sizeof path, follow);
+  int r = object_path(node, path, sizeof path, follow);
   if (r != 0) return (void)fuse_reply_err(req, r);
   // Only copy up when there is something to remove.
   if ((follow ? ::getxattr(path, name, nullptr, 0) : ::lgetxattr(path, name, nullptr, 0)) < 0) {
     return (void)fuse_reply_err(req, errno);
   }
-  if ((r = copy_up(node)) != 0 || (r = xattr_path(node, path, sizeof path, follow)) != 0) {
+  if ((r = copy_up(node)) != 0 || (r = object_path(node, path, sizeof path, follow)) != 0) {
     return (void)fuse_reply_err(req, r);
   }
   int rc = follow ? ::removexattr(path, name) : ::lremovexattr(path, name);
