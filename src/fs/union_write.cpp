@@ -405,10 +405,10 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   } else if (link_target) {
     if (::symlinkat(link_target, ufd, name) != 0) return errno;
   } else if (fi) {
-    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 07777);
+    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
     if (fd < 0) return errno;
   } else {
-    if (::mknodat(ufd, name, mode, rdev) != 0) {
+    if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
       if (errno != EPERM || !(S_ISCHR(type) || S_ISBLK(type))) return errno;
       // No privilege for device nodes: an empty file stands in, and the
       // override_stat xattr says what it is.
@@ -417,6 +417,11 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     }
   }
   r = set_owner(ufd, name, req, inherit_gid, mode, rdev);
+  // setuid and setgid are set only now: the owner change above clears them,
+  // and a file must never carry them for an owner it does not have yet.
+  if (r == 0 && !S_ISDIR(type) && !link_target && (mode & 06000) && ::fchmodat(ufd, name, mode & 07777, 0) != 0) {
+    r = errno;
+  }
   if (r != 0) {
     if (fd >= 0) ::close(fd);
     S_ISDIR(type) ? remove_upper_dir(ufd, name) : ::unlinkat(ufd, name, 0);
