@@ -141,27 +141,46 @@ std::uint64_t UnionFs::stable_ino(int layer, int parent_fd, const char* name, in
   return (static_cast<std::uint64_t>(layer) << 56) | real;
 }
 
-bool UnionFs::dir_is_opaque(int dirfd) {
+bool UnionFs::dir_is_opaque(int dirfd, std::string* redirect) {
   struct stat st {};
   if (::fstatat(dirfd, kOciOpaqueMarker, &st, AT_SYMLINK_NOFOLLOW) == 0) return true;
   char path[64];
   proc_path(path, sizeof path, dirfd, nullptr);
   char list[4096];
   ssize_t n = ::listxattr(path, list, sizeof list);
-  bool check_trusted = false, check_user = false;
+  bool all = false;
   if (n < 0) {
     if (errno != ERANGE) return false;
-    check_trusted = check_user = true;
+    all = true;  // too many to list: ask for each marker
+    n = 0;
   }
-  for (ssize_t i = 0; i < n;) {
-    const char* a = list + i;
-    if (std::strcmp(a, "trusted.overlay.opaque") == 0) check_trusted = true;
-    if (std::strcmp(a, "user.overlay.opaque") == 0) check_user = true;
-    i += static_cast<ssize_t>(std::strlen(a)) + 1;
-  }
+  auto listed = [&](const char* key) {
+    if (all) return true;
+    for (ssize_t i = 0; i < n;) {
+      const char* a = list + i;
+      if (std::strcmp(a, key) == 0) return true;
+      i += static_cast<ssize_t>(std::strlen(a)) + 1;
+    }
+    return false;
+  };
   char v[4];
-  if (check_trusted && ::getxattr(path, "trusted.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
-  if (check_user && ::getxattr(path, "user.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
+  for (const char* key : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+    if (listed(key) && ::getxattr(path, key, v, sizeof v) == 1 && v[0] == 'y') return true;
+  }
+  if (redirect) {
+    // overlayfs's redirect_dir: a directory renamed by the kernel names where
+    // its lower copies are, as "/PATH" from the layer root or as a NAME in
+    // the same parent.
+    for (const char* key : {"trusted.overlay.redirect", "user.overlay.redirect"}) {
+      if (!listed(key)) continue;
+      char value[PATH_MAX];
+      ssize_t len = ::getxattr(path, key, value, sizeof value);
+      if (len > 0) {
+        redirect->assign(value, static_cast<size_t>(len));
+        break;
+      }
+    }
+  }
   return false;
 }
 
@@ -205,13 +224,17 @@ std::unique_ptr<DirLayer> UnionFs::open_dir_layer(int layer, int parent_fd, cons
 
 // Finds the visible copy of NAME in the directory PARENT: the topmost layer
 // that has it wins; a whiteout (either format) hides everything below; a
-// directory merges the directories below it until an opaque one.
+// directory merges the directories below it until an opaque one. A directory
+// that overlayfs renamed (redirect_dir) continues at the name or path its
+// redirect names.
 int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t first) {
   const std::size_t n = parent.dirs.size();
+  std::string renamed;  // a relative redirect: the name in the layers below
+  const char* cur = name;
   for (std::size_t i = first; i < n; ++i) {
     DirLayer& dl = *parent.dirs[i];
     struct stat st;
-    if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (::fstatat(dl.fd.get(), cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (is_overlay_whiteout(st)) break;
       bool more_below = i + 1 < n;
       if (!out.found) {
@@ -219,23 +242,103 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
         out.layer = dl.layer;
         out.st = st;
         if (!S_ISDIR(st.st_mode)) break;
+        more_below = dl.layer + 1 < static_cast<int>(layers_.size());
       } else if (!S_ISDIR(st.st_mode)) {
         break;  // a non-directory below a directory contributes nothing, nor does anything under it
       }
-      auto sub = open_dir_layer(dl.layer, dl.fd.get(), name);
+      auto sub = open_dir_layer(dl.layer, dl.fd.get(), cur);
       if (!sub) {
         if (out.dirs.empty()) return errno == ENOENT ? EIO : errno;
         break;
       }
       int subfd = sub->fd.get();
       out.dirs.push_back(std::move(sub));
-      if (more_below && dir_is_opaque(subfd)) break;
+      if (!more_below) continue;
+      std::string redirect;
+      if (dir_is_opaque(subfd, &redirect)) break;
+      if (redirect.empty()) continue;
+      if (redirect.front() == '/') {
+        follow_redirect(out, dl.layer, redirect);
+        break;
+      }
+      if (redirect.find('/') != std::string::npos || redirect.size() > NAME_MAX) break;
+      renamed = std::move(redirect);
+      cur = renamed.c_str();
       continue;
     }
     if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
-    if (oci_whiteout_in(dl, name)) break;
+    if (oci_whiteout_in(dl, cur)) break;
   }
   return out.found ? 0 : ENOENT;
+}
+
+// The lower copies of a directory with an absolute redirect: PATH is looked
+// up from the root of every layer below ABOVE, one component at a time, as
+// overlayfs does; a whiteout, a non-directory or an opaque directory on the
+// way ends the search.
+void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
+  std::vector<std::string> comps;
+  auto split = [&comps](const std::string& p) {
+    comps.clear();
+    for (std::size_t pos = 0; pos < p.size();) {
+      std::size_t end = p.find('/', pos);
+      if (end == std::string::npos) end = p.size();
+      if (end > pos) comps.emplace_back(p, pos, end - pos);
+      pos = end + 1;
+    }
+  };
+  split(path);
+  for (const auto& rd : root_->dirs) {
+    if (rd->layer <= above) continue;
+    if (comps.empty()) return;
+    int fd = rd->fd.get();
+    UniqueFd held;
+    bool found = false, stop = false;
+    for (std::size_t k = 0; k < comps.size(); ++k) {
+      const char* c = comps[k].c_str();
+      struct stat st;
+      if (comps[k].size() > NAME_MAX || ::fstatat(fd, c, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        char marker[NAME_MAX + 8];
+        std::snprintf(marker, sizeof marker, ".wh.%s", c);
+        stop = comps[k].size() <= NAME_MAX - 4 && ::fstatat(fd, marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        break;  // not in this layer
+      }
+      if (!S_ISDIR(st.st_mode)) {
+        stop = true;
+        break;
+      }
+      UniqueFd next(::openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) {
+        stop = true;
+        break;
+      }
+      held = std::move(next);
+      fd = held.get();
+      if (k + 1 == comps.size()) {
+        found = true;
+      } else if (dir_is_opaque(fd)) {
+        stop = true;
+        break;
+      }
+    }
+    if (stop) return;
+    if (!found) continue;
+    auto dl = std::make_unique<DirLayer>();
+    dl->layer = rd->layer;
+    dl->fd = std::move(held);
+    int dfd = dl->fd.get();
+    out.dirs.push_back(std::move(dl));
+    std::string redirect;
+    if (dir_is_opaque(dfd, &redirect)) return;
+    if (redirect.empty()) continue;
+    if (redirect.front() == '/') {
+      split(redirect);
+    } else if (redirect.find('/') == std::string::npos) {
+      comps.back() = redirect;
+    } else {
+      return;
+    }
+  }
 }
 
 int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {

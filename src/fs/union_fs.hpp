@@ -175,7 +175,10 @@ class UnionFs {
   std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err);
   int list_dir(Node& node, std::vector<Entry>& out);
   bool oci_whiteout_in(DirLayer& dl, const char* name);
-  bool dir_is_opaque(int dirfd);
+  // Whether DIRFD hides the layers below; REDIRECT (if given) receives
+  // overlayfs's redirect of a renamed directory, when it has one.
+  bool dir_is_opaque(int dirfd, std::string* redirect = nullptr);
+  void follow_redirect(Resolved& out, int above, const std::string& path);
   std::unique_ptr<DirLayer> open_dir_layer(int layer, int parent_fd, const char* name);
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
   int parent_fd_in(const Node& node, int layer) const noexcept;
