@@ -25,6 +25,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -87,8 +88,12 @@ int copy_data(int in, int out, off_t size) {
 
 }  // namespace
 
+// A fresh name in the work dir. The work dir belongs to this mount alone (it
+// is locked, and emptied at mount), so a counter makes names unique.
 std::string UnionFs::work_name() {
-  return "#" + std::to_string(::getpid()) + "." + std::to_string(work_counter_.fetch_add(1));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "#%llu", static_cast<unsigned long long>(work_counter_.fetch_add(1)));
+  return buf;
 }
 
 int UnionFs::upper_fd(Node& dir) const noexcept {
@@ -176,7 +181,9 @@ int UnionFs::copy_up_dir_chain(Node& dir) {
   dl->fd = UniqueFd(::openat(parent_upper, dir.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dl->fd) return EIO;
   dl->oci_markers = 0;
-  dir.dirs.insert(dir.dirs.begin(), std::move(dl));
+  // The upper copy goes first (top first); appended and rotated into place.
+  dir.dirs.push_back(std::move(dl));
+  std::rotate(dir.dirs.begin(), dir.dirs.end() - 1, dir.dirs.end());
   dir.layer = 0;
   return 0;
 }
