@@ -759,7 +759,9 @@ void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   Node& node = *node_of(ino);
   auto* h = reinterpret_cast<DirHandle*>(fi->fh);
-  std::lock_guard hl(h->mu);
+  // Both locks are let go before the reply: once the kernel has the reply it
+  // may release the handle (and delete H) at any moment.
+  std::unique_lock hl(h->mu);
   std::shared_lock lk(tree_mu_);
   if (off == 0) {
     // A fresh snapshot of the merged listing at the start of each pass: later
@@ -767,6 +769,7 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     h->entries.clear();
     if (node.unlinked) {
       lk.unlock();
+      hl.unlock();
       fuse_reply_buf(req, nullptr, 0);
       return;
     }
@@ -776,6 +779,7 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     if (r != 0) {
       h->entries.clear();
       lk.unlock();
+      hl.unlock();
       fuse_reply_err(req, r);
       return;
     }
@@ -806,6 +810,7 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     used += fuse_add_direntry_plus(req, buf.data() + used, left, en.name.c_str(), &e, next);
   }
   lk.unlock();
+  hl.unlock();
   fuse_reply_buf(req, buf.data(), used);
 }
 
