@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -116,6 +117,17 @@ void probe_markers(int work_fd, Config& cfg) {
   ::unlinkat(work_fd, probe, 0);
 }
 
+// Whether this process runs in a user namespace other than the initial one
+// (whose uid map is the identity over all 2^32 ids).
+bool in_user_namespace() {
+  FILE* f = std::fopen("/proc/self/uid_map", "re");
+  if (!f) return false;
+  unsigned long inner = 0, outer = 0, count = 0;
+  int n = std::fscanf(f, "%lu %lu %lu", &inner, &outer, &count);
+  std::fclose(f);
+  return !(n == 3 && inner == 0 && outer == 0 && count == 4294967295UL);
+}
+
 // Takes the work dir's lock, waiting up to kLockWaitMs for a daemon whose
 // mount has just ended to release it.
 constexpr int kLockWaitMs = 2000;
@@ -210,6 +222,9 @@ void mount_and_serve(const MountOptions& o) {
     layers[0] = std::move(upper);
   }
   cfg.writable = writable;
+  cfg.daemon_uid = ::geteuid();
+  cfg.daemon_gid = ::getegid();
+  cfg.read_override_stat = cfg.daemon_uid != 0 || in_user_namespace() || !o.uid_map.empty() || !o.gid_map.empty();
   raise_fd_limit();
   // The kernel already applied the caller's umask to every mode it sends.
   ::umask(0);

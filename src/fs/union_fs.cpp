@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <unordered_set>
 
@@ -43,6 +44,7 @@ UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(
 struct UnionFs::DirHandle {
   std::mutex mu;
   std::vector<Entry> entries;
+  std::uint64_t generation = 0;  // UnionFs::generation_ when ENTRIES were listed
 };
 
 Node::~Node() {
@@ -62,6 +64,7 @@ Node::~Node() {
 
 UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
     : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)) {
+  read_override_ = cfg_.read_override_stat;
   root_ = std::make_shared<Node>();
   root_->type = S_IFDIR;
   root_->nlookup = 1;
@@ -132,6 +135,10 @@ std::uint64_t UnionFs::stable_ino(int layer, int parent_fd, const char* name, in
       }
     }
   }
+  return layer_ino(layer, real_ino);
+}
+
+std::uint64_t UnionFs::layer_ino(int layer, ino_t real_ino) noexcept {
   std::uint64_t real = static_cast<std::uint64_t>(real_ino);
   if (real > kRealInoMask) {
     // Rare 64-bit inode numbers: fold them into the 56 available bits.
@@ -235,7 +242,10 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
     DirLayer& dl = *parent.dirs[i];
     struct stat st;
     if (::fstatat(dl.fd.get(), cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (is_overlay_whiteout(st)) break;
+      if (is_overlay_whiteout(st)) {
+        if (!out.found) out.whiteout_layer = dl.layer;
+        break;
+      }
       bool more_below = i + 1 < n;
       if (!out.found) {
         out.found = true;
@@ -267,7 +277,10 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
       continue;
     }
     if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
-    if (oci_whiteout_in(dl, cur)) break;
+    if (oci_whiteout_in(dl, cur)) {
+      if (!out.found) out.whiteout_layer = dl.layer;
+      break;
+    }
   }
   return out.found ? 0 : ENOENT;
 }
@@ -353,7 +366,7 @@ int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
 // stable inode number, override_stat ownership, the id maps.
 void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
   char path[PATH_MAX];
-  if (proc_path(path, sizeof path, layer_fd, name) == 0) {
+  if (read_override_.load(std::memory_order_relaxed) && proc_path(path, sizeof path, layer_fd, name) == 0) {
     char value[128];
     ssize_t n = name ? ::lgetxattr(path, kOverrideStatXattr, value, sizeof value - 1)
                      : ::getxattr(path, kOverrideStatXattr, value, sizeof value - 1);
@@ -472,9 +485,20 @@ void UnionFs::fill_entry(fuse_entry_param& e, Node& node, const struct stat& st)
   e.attr_timeout = (node.layer == 0 && !node.is_dir() && st.st_nlink > 1) ? 0.0 : cfg_.timeout;
 }
 
+// The error for a name missing from DIR: EIO when DIR's own layer directory
+// was removed under the mount, else ENOENT. The check costs an fstat, so a
+// directory found present answers ENOENT without one for the next second:
+// a burst of missing names (a compiler's include search, a shell's PATH)
+// pays for one check per directory.
 int UnionFs::dir_gone_error(Node& dir) {
+  constexpr std::int64_t kRecheckNs = 1'000'000'000;
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch()).count();
+  const std::int64_t last = dir.alive_checked.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < kRecheckNs) return ENOENT;
   struct stat st {};
   if (::fstat(dir.dir_fd(), &st) != 0 || st.st_nlink == 0) return EIO;
+  dir.alive_checked.store(now, std::memory_order_relaxed);
   return ENOENT;
 }
 
@@ -487,7 +511,7 @@ std::shared_ptr<Node> UnionFs::live_child(Node& parent, const std::string& name)
   return child;
 }
 
-std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& err) {
+std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& err, int* hidden_at) {
   err = 0;
   if (!parent.is_dir() || parent.unlinked || is_marker_name(name)) {
     err = ENOENT;
@@ -504,6 +528,7 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   int r = resolve(parent, name, res);
   if (r != 0) {
     err = r == ENOENT ? dir_gone_error(parent) : r;
+    if (hidden_at) *hidden_at = res.whiteout_layer;
     return nullptr;
   }
   // Every name of an upper file with several links is one Node.
@@ -531,12 +556,16 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
       return same;
     }
   }
+  return publish_child(parent, key, std::move(node));
+}
+
+std::shared_ptr<Node> UnionFs::publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node) {
   std::shared_ptr<Node> existing;
   {
     std::unique_lock lk(parent.children_mu);
-    auto& slot = parent.children[key];
+    auto& slot = parent.children[name];
     existing = slot.lock();
-    if (!existing || !named_by(*existing, parent, name)) {
+    if (!existing || !named_by(*existing, parent, name.c_str())) {
       slot = node;
       existing.reset();
     }
@@ -545,6 +574,43 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
     node->parent.reset();  // never registered: its destructor must not touch the map
     return existing;
   }
+  return node;
+}
+
+std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struct stat& st, int& err) {
+  err = 0;
+  const char* name = en.name.c_str();
+  auto fallback = [&]() -> std::shared_ptr<Node> {
+    auto node = child_node(parent, name, err);
+    if (node && (err = node_attr(*node, st)) != 0) node.reset();
+    return node;
+  };
+  if (en.from < 0 || static_cast<std::size_t>(en.from) >= parent.dirs.size() || en.type == DT_DIR ||
+      en.type == DT_UNKNOWN) {
+    return fallback();
+  }
+  if (auto live = live_child(parent, en.name); live && named_by(*live, parent, name)) {
+    if ((err = node_attr(*live, st)) != 0) live.reset();
+    return live;
+  }
+  DirLayer& dl = *parent.dirs[static_cast<std::size_t>(en.from)];
+  if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || is_overlay_whiteout(st) ||
+      (dl.layer == 0 && (st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0))) {
+    return fallback();
+  }
+  auto node = std::make_shared<Node>();
+  node->name = en.name;
+  node->type = st.st_mode & S_IFMT;
+  node->layer = dl.layer;
+  node->parent = parent.shared_from_this();
+  node->ino = en.ino;
+  auto published = publish_child(parent, en.name, node);
+  if (published != node) {
+    if ((err = node_attr(*published, st)) != 0) published.reset();
+    return published;
+  }
+  present(st, dl.fd.get(), name, false);
+  st.st_ino = node->ino;
   return node;
 }
 
@@ -645,6 +711,7 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   std::shared_lock<std::shared_mutex> rlk(tree_mu_, std::defer_lock);
   if (writes) {
     wlk.lock();
+    generation_.fetch_add(1, std::memory_order_relaxed);
     if (node.layer != 0) {
       int r = copy_up(node, !(flags & O_TRUNC));
       if (r != 0) {
@@ -701,7 +768,15 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto* h = new DirHandle;
   fi->fh = reinterpret_cast<std::uint64_t>(h);
-  fi->cache_readdir = 0;
+  // A directory with no upper copy is made of immutable lower layers: the
+  // kernel may keep its listing across opens. Should it change later (a
+  // create, unlink or rename in it), that change comes through the kernel,
+  // which drops the cached listing itself.
+  std::shared_lock lk(tree_mu_);
+  const bool immutable = !cfg_.writable || node.dirs.empty() || node.dirs.front()->layer != 0;
+  lk.unlock();
+  fi->cache_readdir = immutable ? 1 : 0;
+  fi->keep_cache = immutable ? 1 : 0;
   if (fuse_reply_open(req, fi) == -ENOENT) delete h;
 }
 
@@ -710,7 +785,9 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // what they hide left out.
 int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   std::unordered_set<std::string> seen;
+  int from = -1;
   for (const auto& dl : node.dirs) {
+    ++from;
     std::vector<std::string> decided;
     UniqueFd d(::openat(dl->fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat dst {};
@@ -742,7 +819,7 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
           if (is_overlay_whiteout(st)) continue;
           type = static_cast<unsigned char>(IFTODT(st.st_mode));
         }
-        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type});
+        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type, from});
       }
     }
     dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
@@ -773,8 +850,9 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
       fuse_reply_buf(req, nullptr, 0);
       return;
     }
-    h->entries.push_back({".", node.ino, DT_DIR});
-    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR});
+    h->generation = generation_.load(std::memory_order_relaxed);
+    h->entries.push_back({".", node.ino, DT_DIR, -1});
+    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR, -1});
     int r = list_dir(node, h->entries);
     if (r != 0) {
       h->entries.clear();
@@ -786,6 +864,9 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
   }
   std::vector<char> buf(size);
   size_t used = 0;
+  // Entries listed since the last change of the tree are still decided: their
+  // nodes come from the copy the listing saw, without a new lookup.
+  const bool listing_current = h->generation == generation_.load(std::memory_order_relaxed);
   for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
     const Entry& en = h->entries[i];
     size_t left = size - used;
@@ -804,6 +885,12 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     if (i < 2) {
       e.attr.st_ino = en.ino;
       e.attr.st_mode = S_IFDIR;
+    } else if (listing_current) {
+      int err = 0;
+      auto child = listed_child(node, en, e.attr, err);
+      if (!child) continue;  // gone since the listing
+      ref_lookup(child);
+      fill_entry(e, *child, e.attr);
     } else if (do_lookup(node, en.name.c_str(), e) != 0) {
       continue;  // removed since the snapshot
     }
@@ -947,7 +1034,6 @@ void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_in
 void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
   fs_of(r)->write_buf(r, i, b, o, fi);
 }
-void op_flush(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->flush(r, i, fi); }
 void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsync(r, i, d, fi); }
 void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsyncdir(r, i, d, fi); }
 void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
@@ -991,7 +1077,6 @@ fuse_lowlevel_ops make_ops() {
   o.rename = op_rename;
   o.create = op_create;
   o.write_buf = op_write_buf;
-  o.flush = op_flush;
   o.fsync = op_fsync;
   o.fsyncdir = op_fsyncdir;
   o.setxattr = op_setxattr;

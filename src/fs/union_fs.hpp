@@ -73,6 +73,9 @@ struct Node : std::enable_shared_from_this<Node> {
   mode_t type = 0;        // S_IFMT bits
   int layer = 0;          // layer of the visible copy
   bool unlinked = false;  // PARENT/NAME no longer names it; alive until forgotten
+  // Directories: when a missing name last found this directory still present
+  // in its layer (steady clock, ns). See UnionFs::dir_gone_error.
+  std::atomic<std::int64_t> alive_checked{0};
   std::vector<std::unique_ptr<DirLayer>> dirs;  // directories only, top first
   // Non-directories only: O_PATH | O_NOFOLLOW fd of the object itself, set
   // when PARENT/NAME cannot be relied on to reach it (see above). Set under
@@ -98,6 +101,13 @@ struct Config {
   IdMap uid_map;
   IdMap gid_map;
   double timeout = 86400.0;
+  // Owners kept in the override_stat xattr are read only where they can
+  // exist: the daemon cannot chown (not root, or root of a user namespace
+  // that maps only some ids) or ids are mapped. Elsewhere that is one
+  // failing lgetxattr per lookup saved.
+  bool read_override_stat = false;
+  uid_t daemon_uid = 0;  // the owner the daemon's new files get without a chown
+  gid_t daemon_gid = 0;
 };
 
 class UnionFs {
@@ -136,7 +146,6 @@ class UnionFs {
               unsigned flags);
   void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
   void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
-  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
@@ -153,6 +162,7 @@ class UnionFs {
   struct Resolved {
     bool found = false;
     int layer = 0;
+    int whiteout_layer = -1;  // when not found: the layer whose whiteout hid NAME
     struct stat st {};
     std::vector<std::unique_ptr<DirLayer>> dirs;
   };
@@ -160,6 +170,7 @@ class UnionFs {
     std::string name;
     std::uint64_t ino;
     unsigned char type;
+    int from = -1;  // index into the directory's dirs of the copy listed (-1: "." or "..")
   };
 
  private:
@@ -172,7 +183,13 @@ class UnionFs {
   int resolve(Node& parent, const char* name, Resolved& out, std::size_t first = 0);
   // The node for NAME in PARENT: the live one or a new one (not counted as a
   // kernel lookup); null with ERR set when NAME is not visible.
-  std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err);
+  // HIDDEN_AT (if given) receives Resolved::whiteout_layer when NAME is not visible.
+  std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err, int* hidden_at = nullptr);
+  // The node for a non-directory entry that readdir found in PARENT.dirs[FROM]:
+  // what is visible there is already decided, so only that copy is looked at.
+  std::shared_ptr<Node> listed_child(Node& parent, const Entry& en, struct stat& st, int& err);
+  // Publishes NODE as PARENT's child NAME unless a live one is there already.
+  std::shared_ptr<Node> publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node);
   int list_dir(Node& node, std::vector<Entry>& out);
   bool oci_whiteout_in(DirLayer& dl, const char* name);
   // Whether DIRFD hides the layers below; REDIRECT (if given) receives
@@ -181,6 +198,8 @@ class UnionFs {
   void follow_redirect(Resolved& out, int above, const std::string& path);
   std::unique_ptr<DirLayer> open_dir_layer(int layer, int parent_fd, const char* name);
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
+  // The number of a file with no recorded number: the layer in the top bits.
+  static std::uint64_t layer_ino(int layer, ino_t real_ino) noexcept;
   int parent_fd_in(const Node& node, int layer) const noexcept;
   int stat_node(Node& node, struct stat& st);
   // Opens NODE's object (non-directories) with FLAGS; -1 with errno set.
@@ -210,8 +229,11 @@ class UnionFs {
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
   int set_opaque(int dirfd, const char* name);
+  // HIDDEN_AT: kUnchecked, or what child_node() just said about NAME
+  // (Resolved::whiteout_layer), which saves looking NAME up again.
+  static constexpr int kUnchecked = -2;
   int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
-                  fuse_file_info* fi);
+                  fuse_file_info* fi, int hidden_at = kUnchecked);
   int merged_dir_is_empty(Node& dir);
   void refresh_subtree(Node& node);
   std::string work_name();
@@ -226,6 +248,12 @@ class UnionFs {
   UniqueFd work_fd_;
   Config cfg_;
   std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
+  // Config::read_override_stat, switched on for good once this mount has
+  // written an override_stat xattr itself.
+  std::atomic<bool> read_override_{false};
+  // Counts the times tree_mu_ was taken exclusively: a readdir listing made
+  // at one count is still exact while the count has not moved.
+  std::atomic<std::uint64_t> generation_{0};
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
   std::shared_mutex tree_mu_;

@@ -351,7 +351,17 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   uid_t cuid = ctx->uid;
   gid_t cgid = parent_gid != static_cast<gid_t>(-1) ? cfg_.gid_map.to_container(parent_gid) : ctx->gid;
   auto huid = cfg_.uid_map.to_host(cuid), hgid = cfg_.gid_map.to_host(cgid);
-  bool stored = huid && hgid && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  // Only the mknod fallback (a regular file standing in for a device node)
+  // stores a type the host could not.
+  const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
+  if (huid && hgid && !type_stand_in) {
+    // The entry was made with the daemon's ids (the group of a setgid
+    // parent): when those are the caller's, there is nothing to change.
+    gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
+    if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
+    if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  }
+  bool stored = huid && hgid && type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
   struct stat st;
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
@@ -367,26 +377,34 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   char path[PATH_MAX];
   if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
   if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) return stored ? 0 : EPERM;
+  read_override_.store(true, std::memory_order_relaxed);
   return 0;
 }
 
 // create, mknod, mkdir and symlink: one new upper entry for a name that is
 // not visible now (perhaps hidden by a whiteout, which it replaces).
 int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev,
-                         const char* link_target, fuse_file_info* fi) {
+                         const char* link_target, fuse_file_info* fi, int hidden_at) {
   if (parent.unlinked) return ENOENT;
   if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
   if (std::strncmp(name, ".wh.", 4) == 0) return EINVAL;  // would read back as a marker
   int err = 0;
-  if (auto existing = child_node(parent, name, err)) return EEXIST;
-  if (err != ENOENT) return err;
+  if (hidden_at == kUnchecked) {
+    if (auto existing = child_node(parent, name, err, &hidden_at)) return EEXIST;
+    if (err != ENOENT) return err;
+  }
   int r = copy_up_dir_chain(parent);
   if (r != 0) return r;
   int ufd = upper_fd(parent);
-  bool had_whiteout = false;
-  r = clear_whiteout(parent, name, had_whiteout);
-  if (r != 0) return r;
-  bool below = exists_below_upper(parent, name) == 1;
+  // Only a whiteout in the upper itself is in the way (and only then can
+  // something below need hiding by an opaque directory).
+  bool below = false;
+  if (hidden_at == 0) {
+    bool had_whiteout = false;
+    r = clear_whiteout(parent, name, had_whiteout);
+    if (r != 0) return r;
+    below = S_ISDIR(mode) && exists_below_upper(parent, name) == 1;
+  }
   struct stat pst;
   ::fstat(ufd, &pst);
   gid_t inherit_gid = (pst.st_mode & S_ISGID) ? pst.st_gid : static_cast<gid_t>(-1);
@@ -435,7 +453,33 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     return r;
   }
   fuse_entry_param e{};
-  r = do_lookup(parent, name, e);
+  if (S_ISDIR(type)) {
+    r = do_lookup(parent, name, e);
+  } else {
+    // A new non-directory lives in the upper alone: its node is known
+    // without a lookup across the layers, and it has no recorded number.
+    struct stat st;
+    r = (fd >= 0 ? ::fstat(fd, &st) : ::fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW)) == 0 ? 0 : errno;
+    if (r == 0) {
+      auto node = std::make_shared<Node>();
+      node->name = name;
+      node->type = st.st_mode & S_IFMT;
+      node->layer = 0;
+      node->parent = parent.shared_from_this();
+      node->ino = layer_ino(0, st.st_ino);
+      node = publish_child(parent, node->name, node);
+      if (node->layer == 0 && !node->self) {
+        present(st, ufd, name, false);
+        st.st_ino = node->ino;
+      } else {
+        r = node_attr(*node, st);
+      }
+      if (r == 0) {
+        ref_lookup(node);
+        fill_entry(e, *node, st);
+      }
+    }
+  }
   if (r != 0) {
     if (fd >= 0) ::close(fd);
     return r;
@@ -457,9 +501,13 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
 void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
-  int err = 0;
-  if (auto existing = child_node(p, name, err); existing && !(fi->flags & O_EXCL)) {
+  int err = 0, hidden_at = kUnchecked;
+  auto existing = child_node(p, name, err, &hidden_at);
+  if (existing && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
+  if (!existing && err != ENOENT) return (void)fuse_reply_err(req, err);
+  if (existing) {
     // The kernel thought NAME missing; open what is there instead.
     int r = existing->is_dir() ? EISDIR : copy_up(*existing, !(fi->flags & O_TRUNC));
     int fd = r == 0 ? open_node(*existing, fi->flags) : -1;
@@ -480,13 +528,14 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     }
     return;
   }
-  int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi);
+  int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi, hidden_at);
   if (r != 0) fuse_reply_err(req, r);
 }
 
 void UnionFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, mode, rdev, nullptr, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -494,6 +543,7 @@ void UnionFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 void UnionFs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, S_IFDIR | (mode & 07777), 0, nullptr, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -501,6 +551,7 @@ void UnionFs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 void UnionFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, S_IFLNK | 0777, 0, target, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -508,6 +559,7 @@ void UnionFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
 void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   Node& np = *node_of(newparent);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
@@ -549,6 +601,7 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
   int err = 0;
   auto child = child_node(p, name, err);
@@ -587,6 +640,7 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
   Node& np = *node_of(newparent);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
@@ -644,6 +698,7 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
 void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
   if (node.unlinked && !node.self) return fail(ENOENT);
@@ -729,7 +784,9 @@ void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, 
   }
 }
 
-void UnionFs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+// No flush op: there is nothing to do on close(2) (data goes to the layer
+// file on every write), and without the op the kernel stops sending FLUSH
+// after the first one, which saves a round trip per close.
 
 void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   int fd = static_cast<int>(fi->fh);
@@ -751,6 +808,7 @@ void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   int r = copy_up(node);
@@ -766,6 +824,7 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   char path[PATH_MAX];
