@@ -562,9 +562,19 @@ def test_unprivileged_import_keeps_devices_and_owners_in_override_xattr(workdir,
     assert stat.S_ISREG(st.st_mode) and st.st_uid == user.pw_uid
     assert os.getxattr(f"{ldir}/dev/null", "user.containers.override_stat") == b"0:0:0666:char-1-3"
     assert os.getxattr(f"{ldir}/etc/owned", "user.containers.override_stat") == b"1234:5678:0644:file"
-    # Mounted, the override gives what the archive said.
+    # Mounted the way a rootless user's mount reads it (stratafs honours the
+    # override where ids are mapped), it gives what the archive said. The
+    # mount program is swapped through STRATA_MOUNT_PROGRAM to add the map.
+    wrapper = os.path.join(workdir, "stratafs-mapped")
+    with open(wrapper, "w") as fh:
+        fh.write(f'#!/bin/sh\nexec {tool("stratafs")} -o uidmapping=0:0:65536,gidmapping=0:0:65536 "$@"\n')
+    os.chmod(wrapper, 0o755)
     s = Strata(root)
-    mnt = mount(s, mounts, "devs", os.path.join(workdir, "mnt"))
+    mnt = os.path.join(workdir, "mnt")
+    os.makedirs(mnt)
+    mounts.add(mnt)
+    s("mount", "devs", mnt, env={"STRATA_MOUNT_PROGRAM": wrapper})
+    assert is_mounted(mnt)
     st = os.lstat(f"{mnt}/dev/null")
     assert stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == 1 and os.minor(st.st_rdev) == 3
     st = os.lstat(f"{mnt}/etc/owned")
