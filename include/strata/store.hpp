@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -245,6 +246,10 @@ class Store {
   // renamed into place.
   void save(const std::vector<std::string>& images, const std::string& out, SaveFormat format);
 
+  // Reports progress of long operations (load, import, save, commit) as
+  // one-line messages ("Loading layer 2/5 sha256:..."); none by default.
+  void set_progress(std::function<void(const std::string&)> fn) { progress_ = std::move(fn); }
+
   // Removes what nothing references: blobs not reachable from index.json or
   // a container's image, layer directories no stored image uses, staging
   // leftovers of processes that are gone. Never removes anything an image or
@@ -263,6 +268,10 @@ class Store {
   struct GcLock;
   std::shared_ptr<GcLock> gc_;
   void hold_gc();
+  void report(const std::string& message) const {
+    if (progress_) progress_(message);
+  }
+  std::function<void(const std::string&)> progress_;
 };
 
 // Applies Dockerfile-style instructions to an image config (`-c`): CMD,

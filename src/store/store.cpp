@@ -1082,6 +1082,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
   Image base = image_by_manifest(c.image);
   json config = base.config;
   for (const auto& ch : options.changes) apply_config_change(config, ch);
+  report("Committing the changes of " + c.name);
   Layer l = create_layer(c.upper);
   std::string now = oci::now_rfc3339();
   config["created"] = now;
@@ -1201,6 +1202,7 @@ Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, co
   json config = oci::empty_config();
   for (const auto& ch : options.changes) apply_config_change(config, ch);
   UniqueFd in = open_at(AT_FDCWD, tar_path, O_RDONLY);
+  report("Importing " + tar_path);
   Layer l;
   try {
     l = import_layer(in.get());
@@ -1244,6 +1246,8 @@ std::vector<Image> Store::load(const std::string& path) {
                   std::to_string(diff_ids.size()) + " layers, manifest " + std::to_string(a.manifest.layers.size()));
     put_blob(a.config_json);
     for (std::size_t i = 0; i < diff_ids.size(); ++i) {
+      report("Loading layer " + std::to_string(i + 1) + "/" + std::to_string(diff_ids.size()) + " " +
+             a.manifest.layers[i].digest.short_id());
       UniqueFd fd = open_at(AT_FDCWD, a.layer_paths[i], O_RDONLY);
       try {
         import_layer(fd.get(), a.manifest.layers[i].media_type, a.manifest.layers[i].digest, diff_ids[i]);
@@ -1286,6 +1290,7 @@ void Store::save(const std::vector<std::string>& refs, const std::string& out, S
     if (by_name) e.names.push_back(parsed->str());
     ex.push_back(std::move(e));
   }
+  report("Writing " + std::to_string(ex.size()) + " image(s) to " + out);
   Staged work(tmp_dir(), "save", true);
   std::string layout = work.path() + "/out";
   mkdir_if_missing(layout, 0755);
