@@ -141,7 +141,10 @@ struct Owner {
   unsigned uid = 0;
   unsigned gid = 0;
 };
-Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group);
+// With PRIMARY_GROUP, a user named without a group gets its primary group
+// from passwd (as USER does for RUN and WORKDIR) instead of its uid.
+Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group,
+                    bool primary_group = false);
 
 // Expands SOURCE (a context-relative path, possibly a glob) against the tree
 // at ROOT_FD; returns the matching context-relative paths, sorted. Paths that

@@ -313,7 +313,16 @@ class Executor {
       UniqueFd root = open_at(AT_FDCWD, req.target, O_PATH | O_DIRECTORY);
       switch (step.kind) {
         case StepKind::run: run_command(step, req); break;
-        case StepKind::workdir: files::make_dirs(root.get(), step.path, std::nullopt); break;
+        case StepKind::workdir: {
+          // BuildKit creates the directory as the current USER.
+          std::optional<Owner> owner;
+          if (!step.config.user.empty()) {
+            owner = resolve_chown(step.config.user, files::read_small_file(root.get(), "/etc/passwd"),
+                                  files::read_small_file(root.get(), "/etc/group"), true);
+          }
+          files::make_dirs(root.get(), step.path, owner);
+          break;
+        }
         case StepKind::copy:
         case StepKind::add: do_copy(step, root.get(), work.path(), downloads, downloaded); break;
         default: break;

@@ -342,7 +342,8 @@ std::string download(const std::string& url, int dest_dir, const std::string& na
 
 // ---- public helpers ----
 
-Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group) {
+Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group,
+                    bool primary_group) {
   auto colon = spec.find(':');
   std::string user = spec.substr(0, colon);
   std::string grp = colon == std::string::npos ? std::string() : spec.substr(colon + 1);
@@ -377,6 +378,12 @@ Owner resolve_chown(const std::string& spec, const std::string& passwd, const st
   }
   // docker: a user without a group gets the same number as its group.
   o.gid = o.uid;
+  if (primary_group) {
+    o.gid = 0;
+    if (!numeric(user)) {
+      if (auto gid = lookup(passwd, user, 3)) o.gid = *gid;
+    }
+  }
   if (!grp.empty()) {
     if (numeric(grp)) {
       o.gid = static_cast<unsigned>(std::stoul(grp));

@@ -33,10 +33,8 @@ class Env:
         self.ctx = os.path.join(workdir, "ctx")
         os.makedirs(self.ctx)
         self.n = 0
-        import shutil
-        shutil.copy(base_tar, os.path.join(self.ctx, "base.tar"))
-        r = self.build("FROM scratch\nADD base.tar /\n", "-t", "base:1")
-        os.unlink(os.path.join(self.ctx, "base.tar"))
+        r = self.strata("import", base_tar, "base:1")
+        assert r.returncode == 0, r.stderr
 
     def strata(self, *args, check=False, **kw):
         return run([tool("strata"), "--root", self.root, *args], check=check, **kw)
@@ -381,3 +379,20 @@ def test_help_and_usage(env):
     assert r.returncode == 2
     r = env.strata("build", env.ctx, "--pull=always")
     assert r.returncode == 2
+
+
+def test_run_as_the_image_user_and_workdir_created(env):
+    env.build("FROM base:1\n"
+              "USER app\n"
+              "WORKDIR /home/app/work\n"
+              "RUN id -u > uid && id -g > gid && pwd > pwd\n"
+              "USER root\n"
+              "RUN --network=none cat /home/app/work/uid > /root/seen\n", "-t", "user:1")
+    mnt = env.mount("user:1")
+    assert read(f"{mnt}/home/app/work/uid") == "1000\n"
+    assert read(f"{mnt}/home/app/work/pwd") == "/home/app/work\n"
+    assert os.stat(f"{mnt}/home/app/work/uid").st_uid == 1000
+    assert read(f"{mnt}/root/seen") == "1000\n"
+    r = env.strata("inspect", "user:1")
+    assert r.returncode == 0, r.stderr
+    assert '"WorkingDir": "/home/app/work"' in r.stdout or '"WorkingDir":"/home/app/work"' in r.stdout

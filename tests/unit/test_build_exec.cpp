@@ -95,6 +95,8 @@ TEST_CASE("--chown: names from the image's passwd and group, numbers as given") 
   CHECK(o.gid == 1000);  // docker: no group given -> the uid's number
   o = resolve_chown("app:staff", passwd, group);
   CHECK(o.gid == 50);
+  o = resolve_chown("app", passwd, group, true);
+  CHECK((o.uid == 1000 && o.gid == 1001));  // USER: the primary group
   o = resolve_chown("7:8", "", "");
   CHECK((o.uid == 7 && o.gid == 8));
   CHECK_THROWS_WITH(resolve_chown("nobody", passwd, group),
