@@ -396,3 +396,19 @@ def test_run_as_the_image_user_and_workdir_created(env):
     r = env.strata("inspect", "user:1")
     assert r.returncode == 0, r.stderr
     assert '"WorkingDir": "/home/app/work"' in r.stdout or '"WorkingDir":"/home/app/work"' in r.stdout
+
+
+def test_copy_resolves_symlinks_as_the_container_sees_them_and_cleans_up(env):
+    env.write("a.txt", "through the link\n")
+    env.build("FROM base:1\n"
+              "RUN mkdir -p /srv/real && ln -s /srv/real /link && ln -s /etc /etclink\n"
+              "COPY a.txt /link/\n", "-t", "link:1")
+    mnt = env.mount("link:1")
+    assert read(f"{mnt}/srv/real/a.txt") == "through the link\n"
+    assert os.path.islink(f"{mnt}/link")
+    # a failing build leaves no staging directory and no mount behind
+    r = env.build("FROM base:1\nCOPY a.txt /x\nRUN exit 1\n", ok=False)
+    assert r.returncode == 1
+    assert os.listdir(os.path.join(env.root, "tmp")) == []
+    with open("/proc/self/mounts") as f:
+        assert env.root not in f.read()
