@@ -310,7 +310,7 @@ void mount_union(const RunSpec& spec) {
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
+    ::execvp(argv[0], argv.data());
     std::fprintf(stderr, "strata: cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
     ::_exit(127);
   }
