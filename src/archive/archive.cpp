@@ -376,6 +376,7 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
   }
   struct archive* a = ::archive_write_new();
   ::archive_write_set_format_pax_restricted(a);
+  ::archive_write_set_format_option(a, "pax", "xattrheader", "SCHILY");
   ::archive_write_set_bytes_per_block(a, 10240);
   if (::archive_write_open2(a, &sink, nullptr, sink_tar_write, sink_close, nullptr) != ARCHIVE_OK) {
     std::string msg = archive_message(a);

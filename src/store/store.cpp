@@ -335,7 +335,7 @@ std::string Image::lowerdir() const {
   for (const auto& d : layer_dirs) {
     if (!out.empty()) out += ':';
     for (char c : d) {
-      if (c == ':' || c == '\\' || c == ',') out += '\\';
+      if (c == ':' || c == '\\') out += '\\';
       out += c;
     }
   }
