@@ -328,7 +328,14 @@ void mount_union(const RunSpec& spec) {
 UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   const RunSpec& spec = *ctx.spec;
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make the mounts private");
-  if (spec.union_root) mount_union(spec);
+  if (spec.union_root) {
+    mount_union(spec);
+    // stratafs stays in this mount namespace with the host's root; the
+    // container continues in a copy of it, so that pivot_root (which moves
+    // every process of its namespace whose root is the old one) leaves the
+    // daemon alone: its own path lookups must never go through its mount.
+    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
+  }
   do_mount(spec.rootfs.c_str(), spec.rootfs, nullptr, MS_BIND | MS_REC, nullptr, "the root " + quote(spec.rootfs));
   UniqueFd root = open_at(AT_FDCWD, spec.rootfs, O_RDONLY | O_DIRECTORY);
   int r = root.get();

@@ -290,11 +290,11 @@ def test_stdin_only_with_i(rootfs):
 
 
 def tty_session(args, steps, rows=33, cols=101, timeout=20):
-    """Runs strata in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
+    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
     pid, fd = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        os.execv(tool("strata"), [tool("strata"), "run", *args])
+        os.execv(tool("strata"), [tool("strata"), *args])
     out = b""
     try:
         for typed, expect in steps:
@@ -331,7 +331,7 @@ def tty_session(args, steps, rows=33, cols=101, timeout=20):
 
 
 def test_tty_gives_a_terminal_with_the_window_size(rootfs):
-    code, out = tty_session(["-t", "--rootfs", rootfs, "sh", "-c", "tty; stty size; echo TERM=$TERM; exit 4"],
+    code, out = tty_session(["run", "-t", "--rootfs", rootfs, "sh", "-c", "tty; stty size; echo TERM=$TERM; exit 4"],
                             [(None, "TERM=")])
     assert code == 4, out
     assert "/dev/pts/0" in out
@@ -340,7 +340,7 @@ def test_tty_gives_a_terminal_with_the_window_size(rootfs):
 
 
 def test_tty_ctrl_c_reaches_the_process_and_exit_code_passes(rootfs):
-    code, out = tty_session(["-it", "--rootfs", rootfs, "sh"],
+    code, out = tty_session(["run", "-it", "--rootfs", rootfs, "sh"],
                             [(b"echo st''art\r", "start"), (b"sleep 100\r", None), (b"\x03", None),
                              (b"echo after-$?\r", "after-130"), (b"exit 9\r", None)])
     assert code == 9, out
@@ -523,3 +523,122 @@ def test_unprivileged_exit_codes_and_signals(user, user_rootfs):
     assert user.strata("--rootfs", user_rootfs, "sh", "-c", "kill -INT $$").returncode == 130
     r = user.strata("-i", "--rootfs", user_rootfs, "cat", input="piped\n")
     assert r.stdout == "piped\n"
+
+
+# ---- images from the store ------------------------------------------------
+
+
+@pytest.fixture
+def store(workdir, base_tar):
+    """A store with the busybox base imported as base:1; yields a function running `strata` on it."""
+    root = os.path.join(workdir, "store")
+
+    def s(*args, **kw):
+        kw.setdefault("timeout", 60)
+        return run([tool("strata"), "--root", root, *args], check=False, **kw)
+
+    r = s("import", "-c", "CMD [\"sh\", \"-c\", \"echo base-cmd\"]", base_tar, "base:1")
+    assert r.returncode == 0, r.stderr
+    s.root = root
+    yield s
+    # Whatever happened, nothing of the store may stay mounted.
+    assert host_mounts_under(root) == []
+
+
+def containers(store):
+    r = store("ps", "-a", "-q", "--no-trunc")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_image_run_commit_and_run_the_committed_cmd(store):
+    r = store("run", "--name", "dev", "base:1", "sh", "-c", "mkdir -p /app && echo 'echo sample app' > /app/run.sh && echo built")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "built\n"
+    assert store("diff", "dev").stdout.count("/app/run.sh") == 1
+    r = store("commit", "-m", "add the app", "-c", 'CMD ["sh", "/app/run.sh"]', "dev", "app:1")
+    assert r.returncode == 0, r.stderr
+    r = store("run", "--rm", "app:1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "sample app\n"
+    assert "add the app" in store("history", "app:1").stdout
+    # The base image is unchanged.
+    r = store("run", "--rm", "base:1", "sh", "-c", "test -e /app/run.sh && echo leaked || echo clean")
+    assert r.stdout == "clean\n"
+
+
+def test_image_default_cmd_entrypoint_and_args(store):
+    assert store("run", "--rm", "base:1").stdout == "base-cmd\n"
+    assert store("run", "--rm", "base:1", "echo", "args").stdout == "args\n"
+    assert store("run", "--rm", "--entrypoint", "echo", "base:1").stdout == "\n"
+    assert store("run", "--rm", "--entrypoint", "echo", "base:1", "a", "b").stdout == "a b\n"
+
+
+def test_image_config_env_workdir_user(store):
+    r = store("run", "--name", "cfg", "base:1", "true")
+    assert r.returncode == 0, r.stderr
+    r = store("commit", "-c", "ENV GREETING=hello", "-c", "WORKDIR /home/app", "-c", "USER app", "cfg", "cfg:1")
+    assert r.returncode == 0, r.stderr
+    r = store("run", "--rm", "cfg:1", "sh", "-c", "echo $GREETING; pwd; id -un")
+    assert r.stdout.split() == ["hello", "/home/app", "app"], r.stderr
+    r = store("run", "--rm", "-e", "GREETING=bye", "-w", "/tmp", "-u", "root", "cfg:1", "sh", "-c", "echo $GREETING; pwd; id -un")
+    assert r.stdout.split() == ["bye", "/tmp", "root"], r.stderr
+
+
+def test_image_rm_and_failures_leave_no_container(store):
+    before = containers(store)
+    assert store("run", "--rm", "base:1", "sh", "-c", "exit 7").returncode == 7
+    r = store("run", "base:1", "no-such-command")
+    assert r.returncode == 127
+    assert "no-such-command" in r.stderr
+    r = store("run", "no-such-image:1", "true")
+    assert r.returncode == 125
+    assert "no-such-image" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = store("run", "-u", "ghost", "base:1", "true")
+    assert r.returncode == 125
+    assert containers(store) == before
+
+
+def test_image_container_is_kept_without_rm(store):
+    before = containers(store)
+    r = store("run", "base:1", "sh", "-c", "echo kept > /kept")
+    assert r.returncode == 0, r.stderr
+    new = set(containers(store)) - set(before)
+    assert len(new) == 1
+    assert "A /kept" in store("diff", new.pop()).stdout.splitlines()
+
+
+def test_image_signal_and_kill_leave_no_mount(store):
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--rm", "base:1", "sh", "-c",
+                          "echo ready; while :; do echo x >> /tmp/log; sleep 0.05; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_line(p, "ready")
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "base:1", "sh", "-c",
+                          "echo ready; while :; do echo x >> /tmp/log; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_line(p, "ready")
+    p.kill()
+    p.wait()
+    for _ in range(100):
+        if not any("stratafs" in open(f"/proc/{pid}/cmdline").read() and store.root in open(f"/proc/{pid}/cmdline").read()
+                   for pid in os.listdir("/proc") if pid.isdigit() and os.path.exists(f"/proc/{pid}/cmdline")):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("stratafs outlived the container")
+
+
+def test_image_tty_and_stdin(store):
+    r = store("run", "--rm", "-i", "base:1", "sh", "-c", "tr a-z A-Z", input="piped\n")
+    assert r.stdout == "PIPED\n"
+    code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
+                            [(b"echo ti''ty-$(tty)\r", "tity-/dev/pts/0"), (b"exit 3\r", None)])
+    assert code == 3, out
