@@ -642,3 +642,37 @@ def test_image_tty_and_stdin(store):
     code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
                             [(b"echo ti''ty-$(tty)\r", "tity-/dev/pts/0"), (b"exit 3\r", None)])
     assert code == 3, out
+
+
+def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
+    """The store workflow as an unprivileged user: stratafs mounts inside the container's namespaces."""
+    os.chmod(workdir, 0o755)
+    home = os.path.join(workdir, "user")
+    os.mkdir(home)
+    os.chown(home, user.uid, user.gid)
+    tar = os.path.join(workdir, "base.tar")
+    shutil.copy(base_tar, tar)
+    os.chmod(tar, 0o644)
+    root = os.path.join(home, "store")
+    script = (f"S={tool('strata')}; R={root}; $S --root $R import {tar} base:1 >/dev/null && "
+              "$S --root $R run --name c1 base:1 sh -c 'echo hi > /made; id -u' && "
+              "$S --root $R commit -c 'CMD [\"cat\", \"/made\"]' c1 made:1 >/dev/null && "
+              "$S --root $R run --rm made:1 && "
+              "$S --root $R run --rm -u app base:1 id -un; echo rc=$?")
+    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--reset-env", "sh", "-c", script]
+    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+        # /dev/fuse is usually 0666; where this host keeps it root-only, give
+        # the test its own node in a private mount namespace.
+        dev = os.path.join(workdir, "devfuse")
+        os.mkdir(dev)
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
+               f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
+    r = run(cmd, check=False, timeout=120)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["0", "hi"], r.stderr
+    if user.subids:
+        assert lines[2:] == ["app", "rc=0"], r.stderr
+    else:
+        assert lines[2:] == ["rc=125"], r.stderr
+    assert host_mounts_under(workdir) == []
