@@ -676,3 +676,14 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
     else:
         assert lines[2:] == ["rc=125"], r.stderr
     assert host_mounts_under(workdir) == []
+
+
+def test_help_and_man_page_describe_every_option():
+    r = run([tool("strata"), "run", "--help"])
+    assert r.stdout.startswith("Usage: strata run")
+    with open(os.path.join(SOURCE_DIR, "man", "strata-run.1")) as f:
+        man = f.read().replace("\\-", "-")
+    for opt in ("--interactive", "--tty", "--rm", "--env", "--env-file", "--workdir", "--user", "--volume",
+                "--name", "--entrypoint", "--hostname", "--network", "--rootfs", "--help"):
+        assert opt in r.stdout, opt
+        assert opt in man, opt
