@@ -7,13 +7,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/install-deps.sh build test
+scripts/install-deps.sh build test || { echo "0 passed, 1 failed"; exit 1; }
 
 build=build
-if [ ! -f "$build/build.ninja" ]; then
-  meson setup "$build" -Db_sanitize=address,undefined -Dtests=true >/dev/null
+# A build that fails is one failed test: the summary line is still printed.
+if ! { [ -f "$build/build.ninja" ] || meson setup "$build" -Db_sanitize=address,undefined -Dtests=true >/dev/null; } ||
+   ! ninja -C "$build" -j2 >/dev/null; then
+  ninja -C "$build" -j1 | tail -40 >&2 || true
+  echo "0 passed, 1 failed"
+  exit 1
 fi
-ninja -C "$build" -j2 >/dev/null || ninja -C "$build" -j1
 
 # UBSan findings fail the test instead of only printing; leaks are errors.
 export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
