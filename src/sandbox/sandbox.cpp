@@ -301,25 +301,49 @@ void mount_union(const RunSpec& spec) {
   if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
   opts += ",allow_other";
   std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
+  // stratafs's own message becomes part of strata's one-line error.
+  int ep[2];
+  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
+  UniqueFd err_read(ep[0]), err_write(ep[1]);
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("start stratafs");
   if (pid == 0) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(err_write.get(), 2);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     ::execvp(argv[0], argv.data());
-    std::fprintf(stderr, "strata: cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
+    std::fprintf(stderr, "cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
     ::_exit(127);
   }
+  err_write.reset();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("wait for stratafs");
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw Error("stratafs could not mount the container root on " + quote(spec.rootfs), ExitCode::run_failed);
+    char buf[4096];
+    ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+    std::string why;
+    if (n > 0) {
+      // stratafs's line says what failed, libfuse's (before it) why: keep
+      // both, on one line.
+      std::string text(buf, static_cast<std::size_t>(n));
+      std::size_t start = 0;
+      while (start < text.size()) {
+        std::size_t end = text.find('\n', start);
+        std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        start = end == std::string::npos ? text.size() : end + 1;
+        if (line.empty()) continue;
+        if (line.rfind("stratafs: ", 0) == 0) line = line.substr(10);
+        why = why.empty() ? line : line + " (" + why + ")";
+      }
+    }
+    throw Error("stratafs could not mount the container root" + (why.empty() ? std::string() : ": " + why),
+                ExitCode::run_failed);
   }
 }
 

@@ -147,3 +147,19 @@ TEST_CASE("complete_env: defaults, overrides and order") {
   CHECK(term.back() == "HOME=/");
   CHECK(term[2] == "TERM=xterm");
 }
+
+TEST_CASE("combine_command follows docker: entrypoint + args, else entrypoint + cmd") {
+  std::vector<std::string> ep = {"/entry", "-x"}, cmd = {"default", "arg"};
+  using V = std::vector<std::string>;
+  CHECK(combine_command(ep, cmd, std::nullopt, {}) == V{"/entry", "-x", "default", "arg"});
+  CHECK(combine_command(ep, cmd, std::nullopt, {"mine"}) == V{"/entry", "-x", "mine"});
+  CHECK(combine_command({}, cmd, std::nullopt, {}) == V{"default", "arg"});
+  CHECK(combine_command({}, cmd, std::nullopt, {"ls", "-l"}) == V{"ls", "-l"});
+  // --entrypoint replaces the image's entrypoint and drops its CMD.
+  CHECK(combine_command(ep, cmd, std::string("sh"), {}) == V{"sh"});
+  CHECK(combine_command(ep, cmd, std::string("sh"), {"-c", "x"}) == V{"sh", "-c", "x"});
+  // --entrypoint '' clears it.
+  CHECK(combine_command(ep, cmd, std::string(), {}).empty());
+  CHECK(combine_command(ep, cmd, std::string(), {"true"}) == V{"true"});
+  CHECK(combine_command({}, {}, std::nullopt, {}).empty());
+}
