@@ -54,6 +54,25 @@ std::string read_file_or_empty(const std::string& path) {
   return ss.str();
 }
 
+// Reads a small regular file of the container (its /etc/passwd or
+// /etc/group); anything else (missing, a FIFO, a device, huge) reads as empty,
+// so that a hostile image cannot make strata block or run out of memory.
+std::string read_container_file(const char* path) {
+  UniqueFd fd(::open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (16 << 20)) return {};
+  std::string out(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 void write_all(int fd, std::string_view data) {
@@ -567,7 +586,7 @@ int status_code(int status) {
     UniqueFd slave = build_root(ctx, master);
     UniqueFd master_fd(master);
     if (master_fd && go.has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &go.size);
-    ExecUser user = resolve_user(spec.user, read_file_or_empty("/etc/passwd"), read_file_or_empty("/etc/group"));
+    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
 
     // Every signal stays blocked in init and is taken with sigwaitinfo; the
     // forwarded ones get a handler so that the kernel delivers them to pid 1.

@@ -687,3 +687,45 @@ def test_help_and_man_page_describe_every_option():
                 "--name", "--entrypoint", "--hostname", "--network", "--rootfs", "--help"):
         assert opt in r.stdout, opt
         assert opt in man, opt
+
+
+# ---- a real distribution (opt-in: network and a few minutes) ----------------
+
+
+@pytest.mark.skipif(os.environ.get("STRATA_SLOW_TESTS") != "1",
+                    reason="set STRATA_SLOW_TESTS=1: debootstraps Debian from the network")
+def test_debian_apt_get_install_commit_and_run(workdir):
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is not installed (scripts/install-deps.sh test)")
+    mirror = os.environ.get("STRATA_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    target = os.path.join(workdir, "debian")
+    run(["debootstrap", "--variant=minbase", "bookworm", target, mirror], timeout=1800)
+    tar = os.path.join(workdir, "debian.tar")
+    run(["tar", "--numeric-owner", "--xattrs", "-C", target, "-cf", tar, "."], timeout=600)
+    root = os.path.join(workdir, "store")
+
+    def s(*args, **kw):
+        kw.setdefault("timeout", 1200)
+        return run([tool("strata"), "--root", root, *args], check=False, **kw)
+
+    r = s("import", tar, "debian:bookworm")
+    assert r.returncode == 0, r.stderr
+    r = s("run", "--name", "apt", "debian:bookworm", "sh", "-c",
+          "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hello >/dev/null && echo installed")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("installed")
+    r = s("commit", "-m", "install hello", "-c", 'CMD ["hello"]', "apt", "hello:1")
+    assert r.returncode == 0, r.stderr
+    r = s("run", "--rm", "hello:1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hello, world!\n"
+    assert host_mounts_under(root) == []
+
+
+def test_hostile_passwd_fifo_does_not_hang(rootfs):
+    os.unlink(os.path.join(rootfs, "etc/passwd"))
+    os.mkfifo(os.path.join(rootfs, "etc/passwd"))
+    r = strata("--rootfs", rootfs, "-u", "app", "true", timeout=30)
+    assert r.returncode == 125
+    assert "unable to find user 'app'" in r.stderr
+    assert strata("--rootfs", rootfs, "-u", "1000", "true", timeout=30).returncode == 0
