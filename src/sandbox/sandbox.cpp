@@ -311,6 +311,37 @@ std::string escape_layer(const std::string& dir) {
   return out;
 }
 
+// Hides what docker hides in /proc: kernel memory and keys behind /dev/null
+// (or an empty read-only tmpfs for directories), and the files that act on
+// the whole machine (sysrq-trigger, sysctls, irq affinity) read-only. An
+// identity-mapped root would otherwise pass their permission checks.
+void mask_proc(int proc) {
+  for (const char* name : {"kcore", "keys", "timer_list", "latency_stats", "sched_debug", "acpi", "scsi"}) {
+    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) continue;
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno(std::string("stat /proc/") + name);
+    std::string what = std::string("/proc/") + name;
+    if (S_ISDIR(st.st_mode)) {
+      do_mount("tmpfs", fd_path(fd.get()), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0", what);
+    } else {
+      do_mount("/dev/null", fd_path(fd.get()), nullptr, MS_BIND, nullptr, what);
+      UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!mounted) throw_errno("open " + what);
+      make_read_only(mounted.get(), false, what);
+    }
+  }
+  for (const char* name : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
+    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) continue;
+    std::string what = std::string("/proc/") + name;
+    do_mount(fd_path(fd.get()).c_str(), fd_path(fd.get()), nullptr, MS_BIND | MS_REC, nullptr, what);
+    UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!mounted) throw_errno("open " + what);
+    make_read_only(mounted.get(), true, what);
+  }
+}
+
 // Starts stratafs on SPEC.rootfs and waits until the mount is ready (stratafs
 // detaches then; its daemon lives in the container's pid namespace).
 void mount_union(const RunSpec& spec) {
@@ -387,6 +418,9 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   {
     UniqueFd proc = ensure_dir(r, "proc");
     do_mount("proc", fd_path(proc.get()), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/proc");
+    proc.reset(open_in_root(r, "proc", O_PATH | O_DIRECTORY));
+    if (!proc) throw_errno("open /proc in the container");
+    mask_proc(proc.get());
   }
   // /dev: a tmpfs with the host's harmless devices bound in read-only.
   {
@@ -409,6 +443,8 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     if (ctx.gid5_mapped) pts_opts += ",gid=5";
     UniqueFd pts(open_in_root(r, "dev/pts", O_PATH | O_DIRECTORY));
     do_mount("devpts", fd_path(pts.get()), "devpts", MS_NOSUID | MS_NOEXEC, pts_opts.c_str(), "/dev/pts");
+    UniqueFd mq(open_in_root(r, "dev/mqueue", O_PATH | O_DIRECTORY));
+    do_mount("mqueue", fd_path(mq.get()), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/dev/mqueue");
     UniqueFd shm(open_in_root(r, "dev/shm", O_PATH | O_DIRECTORY));
     do_mount("shm", fd_path(shm.get()), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm");
     const std::pair<const char*, const char*> links[] = {

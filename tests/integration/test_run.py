@@ -94,6 +94,20 @@ def test_container_root_cannot_mount_or_change_host_files(rootfs):
     assert os.stat("/dev/null").st_mode & 0o777 == 0o666
 
 
+def test_proc_hides_and_protects_what_acts_on_the_host(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c",
+               "for f in /proc/sys/kernel/hostname /proc/sysrq-trigger; do test -e $f || continue;"
+               " echo x > $f 2>/dev/null && echo wrote-$f; done;"
+               " test -e /proc/kcore && wc -c < /proc/kcore; test -e /proc/keys && chmod 777 /proc/keys 2>/dev/null && echo chmod;"
+               " grep -c ' /proc/sys proc ro' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" not in r.stdout and "chmod" not in r.stdout
+    assert r.stdout.split()[-1] == "1"
+    if os.path.exists("/proc/kcore"):
+        assert r.stdout.split()[0] == "0"
+    assert os.stat("/dev/null").st_mode & 0o777 == 0o666
+
+
 def test_minimal_dev_proc_and_host_name_resolution(rootfs):
     r = strata("--rootfs", rootfs, "sh", "-c",
                "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; cat /etc/resolv.conf | wc -l;"
