@@ -118,8 +118,11 @@ if [ -n "${STRATAFS:-}" ]; then
 else
   stratafs=$build/tools/stratafs
   log "building stratafs (release) in $build"
+  # The release build is held to the project's rule: warnings are errors.
   if [ ! -f "$build/build.ninja" ]; then
-    meson setup "$build" "$src" --buildtype=release -Dtests=false >"$out/build.log" 2>&1 || true
+    meson setup "$build" "$src" --buildtype=release -Dwerror=true -Dtests=false >"$out/build.log" 2>&1 || true
+  else
+    meson configure "$build" -Dbuildtype=release -Dwerror=true -Dtests=false >"$out/build.log" 2>&1 || true
   fi
   if [ -f "$build/build.ninja" ] && ninja -C "$build" -j2 >>"$out/build.log" 2>&1 && [ -x "$stratafs" ]; then
     stratafs_state=built

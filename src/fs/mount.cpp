@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 
@@ -116,6 +117,29 @@ void probe_markers(int work_fd, Config& cfg) {
   ::unlinkat(work_fd, probe, 0);
 }
 
+// Whether this process runs in a user namespace other than the initial one
+// (whose uid map is the identity over all 2^32 ids).
+bool in_user_namespace() {
+  FILE* f = std::fopen("/proc/self/uid_map", "re");
+  if (!f) return false;
+  unsigned long inner = 0, outer = 0, count = 0;
+  int n = std::fscanf(f, "%lu %lu %lu", &inner, &outer, &count);
+  std::fclose(f);
+  return !(n == 3 && inner == 0 && outer == 0 && count == 4294967295UL);
+}
+
+// Takes the work dir's lock, waiting up to kLockWaitMs for a daemon whose
+// mount has just ended to release it.
+constexpr int kLockWaitMs = 2000;
+
+bool lock_workdir(int fd) {
+  for (int waited = 0;; waited += 10) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK || waited >= kLockWaitMs) return false;
+    ::usleep(10 * 1000);
+  }
+}
+
 // One lower-layer directory fd per merged directory the kernel holds: allow
 // as many descriptors as the system lets this process have.
 void raise_fd_limit() {
@@ -182,8 +206,10 @@ void mount_and_serve(const MountOptions& o) {
       work_fd = UniqueFd(::open(o.workdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
       if (!work_fd) throw SysError(errno, "workdir " + quote(o.workdir));
       // One mount per work dir: a second mount of the same work dir would
-      // delete the first one's copies in progress.
-      if (::flock(work_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+      // delete the first one's copies in progress. `fusermount3 -u` returns
+      // before the daemon it ended has let go of the lock, so a remount
+      // right after an unmount waits a moment for it.
+      if (!lock_workdir(work_fd.get())) {
         throw Error("workdir " + quote(o.workdir) + " is in use by another mount");
       }
       if (::faccessat(upper.fd.get(), ".", W_OK, AT_EACCESS) != 0) {
@@ -196,6 +222,9 @@ void mount_and_serve(const MountOptions& o) {
     layers[0] = std::move(upper);
   }
   cfg.writable = writable;
+  cfg.daemon_uid = ::geteuid();
+  cfg.daemon_gid = ::getegid();
+  cfg.read_override_stat = cfg.daemon_uid != 0 || in_user_namespace() || !o.uid_map.empty() || !o.gid_map.empty();
   raise_fd_limit();
   // The kernel already applied the caller's umask to every mode it sends.
   ::umask(0);
@@ -247,6 +276,9 @@ void mount_and_serve(const MountOptions& o) {
     fuse_loop_cfg_destroy(lc);
   }
   (void)r;  // ends by unmount or signal; both are a clean exit
+  // No request is served any more: the work dir is free for the next mount
+  // now, not only once this process has finished exiting.
+  work_lock.reset();
 }
 
 }  // namespace strata::fs

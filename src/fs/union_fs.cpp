@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <unordered_set>
 
@@ -43,9 +44,18 @@ UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(
 struct UnionFs::DirHandle {
   std::mutex mu;
   std::vector<Entry> entries;
+  std::uint64_t generation = 0;  // UnionFs::generation_ when ENTRIES were listed
 };
 
 Node::~Node() {
+  if (link_index) {
+    std::lock_guard lk(link_index->mu);
+    auto it = link_index->nodes.find(link_key);
+    if (it != link_index->nodes.end() && it->second.expired()) {
+      link_index->nodes.erase(it);
+      link_index->size.store(link_index->nodes.size(), std::memory_order_relaxed);
+    }
+  }
   if (!parent) return;
   std::lock_guard lk(parent->children_mu);
   auto it = parent->children.find(name);
@@ -54,6 +64,7 @@ Node::~Node() {
 
 UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
     : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)) {
+  read_override_ = cfg_.read_override_stat;
   root_ = std::make_shared<Node>();
   root_->type = S_IFDIR;
   root_->nlookup = 1;
@@ -124,6 +135,10 @@ std::uint64_t UnionFs::stable_ino(int layer, int parent_fd, const char* name, in
       }
     }
   }
+  return layer_ino(layer, real_ino);
+}
+
+std::uint64_t UnionFs::layer_ino(int layer, ino_t real_ino) noexcept {
   std::uint64_t real = static_cast<std::uint64_t>(real_ino);
   if (real > kRealInoMask) {
     // Rare 64-bit inode numbers: fold them into the 56 available bits.
@@ -133,27 +148,46 @@ std::uint64_t UnionFs::stable_ino(int layer, int parent_fd, const char* name, in
   return (static_cast<std::uint64_t>(layer) << 56) | real;
 }
 
-bool UnionFs::dir_is_opaque(int dirfd) {
+bool UnionFs::dir_is_opaque(int dirfd, std::string* redirect) {
   struct stat st {};
   if (::fstatat(dirfd, kOciOpaqueMarker, &st, AT_SYMLINK_NOFOLLOW) == 0) return true;
   char path[64];
   proc_path(path, sizeof path, dirfd, nullptr);
   char list[4096];
   ssize_t n = ::listxattr(path, list, sizeof list);
-  bool check_trusted = false, check_user = false;
+  bool all = false;
   if (n < 0) {
     if (errno != ERANGE) return false;
-    check_trusted = check_user = true;
+    all = true;  // too many to list: ask for each marker
+    n = 0;
   }
-  for (ssize_t i = 0; i < n;) {
-    const char* a = list + i;
-    if (std::strcmp(a, "trusted.overlay.opaque") == 0) check_trusted = true;
-    if (std::strcmp(a, "user.overlay.opaque") == 0) check_user = true;
-    i += static_cast<ssize_t>(std::strlen(a)) + 1;
-  }
+  auto listed = [&](const char* key) {
+    if (all) return true;
+    for (ssize_t i = 0; i < n;) {
+      const char* a = list + i;
+      if (std::strcmp(a, key) == 0) return true;
+      i += static_cast<ssize_t>(std::strlen(a)) + 1;
+    }
+    return false;
+  };
   char v[4];
-  if (check_trusted && ::getxattr(path, "trusted.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
-  if (check_user && ::getxattr(path, "user.overlay.opaque", v, sizeof v) == 1 && v[0] == 'y') return true;
+  for (const char* key : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+    if (listed(key) && ::getxattr(path, key, v, sizeof v) == 1 && v[0] == 'y') return true;
+  }
+  if (redirect) {
+    // overlayfs's redirect_dir: a directory renamed by the kernel names where
+    // its lower copies are, as "/PATH" from the layer root or as a NAME in
+    // the same parent.
+    for (const char* key : {"trusted.overlay.redirect", "user.overlay.redirect"}) {
+      if (!listed(key)) continue;
+      char value[PATH_MAX];
+      ssize_t len = ::getxattr(path, key, value, sizeof value);
+      if (len > 0) {
+        redirect->assign(value, static_cast<size_t>(len));
+        break;
+      }
+    }
+  }
   return false;
 }
 
@@ -197,37 +231,127 @@ std::unique_ptr<DirLayer> UnionFs::open_dir_layer(int layer, int parent_fd, cons
 
 // Finds the visible copy of NAME in the directory PARENT: the topmost layer
 // that has it wins; a whiteout (either format) hides everything below; a
-// directory merges the directories below it until an opaque one.
+// directory merges the directories below it until an opaque one. A directory
+// that overlayfs renamed (redirect_dir) continues at the name or path its
+// redirect names.
 int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t first) {
   const std::size_t n = parent.dirs.size();
+  std::string renamed;  // a relative redirect: the name in the layers below
+  const char* cur = name;
   for (std::size_t i = first; i < n; ++i) {
     DirLayer& dl = *parent.dirs[i];
     struct stat st;
-    if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-      if (is_overlay_whiteout(st)) break;
+    if (::fstatat(dl.fd.get(), cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      if (is_overlay_whiteout(st)) {
+        if (!out.found) out.whiteout_layer = dl.layer;
+        break;
+      }
       bool more_below = i + 1 < n;
       if (!out.found) {
         out.found = true;
         out.layer = dl.layer;
         out.st = st;
         if (!S_ISDIR(st.st_mode)) break;
+        more_below = dl.layer + 1 < static_cast<int>(layers_.size());
       } else if (!S_ISDIR(st.st_mode)) {
         break;  // a non-directory below a directory contributes nothing, nor does anything under it
       }
-      auto sub = open_dir_layer(dl.layer, dl.fd.get(), name);
+      auto sub = open_dir_layer(dl.layer, dl.fd.get(), cur);
       if (!sub) {
         if (out.dirs.empty()) return errno == ENOENT ? EIO : errno;
         break;
       }
       int subfd = sub->fd.get();
       out.dirs.push_back(std::move(sub));
-      if (more_below && dir_is_opaque(subfd)) break;
+      if (!more_below) continue;
+      std::string redirect;
+      if (dir_is_opaque(subfd, &redirect)) break;
+      if (redirect.empty()) continue;
+      if (redirect.front() == '/') {
+        follow_redirect(out, dl.layer, redirect);
+        break;
+      }
+      if (redirect.find('/') != std::string::npos || redirect.size() > NAME_MAX) break;
+      renamed = std::move(redirect);
+      cur = renamed.c_str();
       continue;
     }
     if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
-    if (oci_whiteout_in(dl, name)) break;
+    if (oci_whiteout_in(dl, cur)) {
+      if (!out.found) out.whiteout_layer = dl.layer;
+      break;
+    }
   }
   return out.found ? 0 : ENOENT;
+}
+
+// The lower copies of a directory with an absolute redirect: PATH is looked
+// up from the root of every layer below ABOVE, one component at a time, as
+// overlayfs does; a whiteout, a non-directory or an opaque directory on the
+// way ends the search.
+void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
+  std::vector<std::string> comps;
+  auto split = [&comps](const std::string& p) {
+    comps.clear();
+    for (std::size_t pos = 0; pos < p.size();) {
+      std::size_t end = p.find('/', pos);
+      if (end == std::string::npos) end = p.size();
+      if (end > pos) comps.emplace_back(p, pos, end - pos);
+      pos = end + 1;
+    }
+  };
+  split(path);
+  for (const auto& rd : root_->dirs) {
+    if (rd->layer <= above) continue;
+    if (comps.empty()) return;
+    int fd = rd->fd.get();
+    UniqueFd held;
+    bool found = false, stop = false;
+    for (std::size_t k = 0; k < comps.size(); ++k) {
+      const char* c = comps[k].c_str();
+      struct stat st;
+      if (comps[k].size() > NAME_MAX || ::fstatat(fd, c, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        char marker[NAME_MAX + 8];
+        std::snprintf(marker, sizeof marker, ".wh.%s", c);
+        stop = comps[k].size() <= NAME_MAX - 4 && ::fstatat(fd, marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+        break;  // not in this layer
+      }
+      if (!S_ISDIR(st.st_mode)) {
+        stop = true;
+        break;
+      }
+      UniqueFd next(::openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (!next) {
+        stop = true;
+        break;
+      }
+      held = std::move(next);
+      fd = held.get();
+      if (k + 1 == comps.size()) {
+        found = true;
+      } else if (dir_is_opaque(fd)) {
+        stop = true;
+        break;
+      }
+    }
+    if (stop) return;
+    if (!found) continue;
+    auto dl = std::make_unique<DirLayer>();
+    dl->layer = rd->layer;
+    dl->fd = std::move(held);
+    int dfd = dl->fd.get();
+    out.dirs.push_back(std::move(dl));
+    std::string redirect;
+    if (dir_is_opaque(dfd, &redirect)) return;
+    if (redirect.empty()) continue;
+    if (redirect.front() == '/') {
+      split(redirect);
+    } else if (redirect.find('/') == std::string::npos) {
+      comps.back() = redirect;
+    } else {
+      return;
+    }
+  }
 }
 
 int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
@@ -242,7 +366,7 @@ int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
 // stable inode number, override_stat ownership, the id maps.
 void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
   char path[PATH_MAX];
-  if (proc_path(path, sizeof path, layer_fd, name) == 0) {
+  if (read_override_.load(std::memory_order_relaxed) && proc_path(path, sizeof path, layer_fd, name) == 0) {
     char value[128];
     ssize_t n = name ? ::lgetxattr(path, kOverrideStatXattr, value, sizeof value - 1)
                      : ::getxattr(path, kOverrideStatXattr, value, sizeof value - 1);
@@ -277,14 +401,60 @@ int UnionFs::stat_node(Node& node, struct stat& st) {
     if (st.st_nlink == 0) return EIO;  // the layer's directory was removed under the mount
     return 0;
   }
+  if (node.self) {
+    if (::fstatat(node.self.get(), "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return EIO;
+    return 0;
+  }
   int pfd = parent_fd_in(node, node.layer);
   if (pfd < 0) return EIO;
   if (::fstatat(pfd, node.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? EIO : errno;
   return 0;
 }
 
+int UnionFs::open_node(const Node& node, int flags) const noexcept {
+  flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
+  if (node.self) {
+    // Reopening through /proc is how an O_PATH fd becomes a real one; the
+    // magic link is the object itself, so it must be followed.
+    char path[64];
+    proc_path(path, sizeof path, node.self.get(), nullptr);
+    return ::open(path, flags & ~O_NOFOLLOW);
+  }
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) {
+    errno = EIO;
+    return -1;
+  }
+  return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW);
+}
+
+int UnionFs::pin_node(Node& node) {
+  if (node.self || node.is_dir()) return 0;
+  int pfd = parent_fd_in(node, node.layer);
+  if (pfd < 0) return EIO;
+  int fd = ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno == ENOENT ? EIO : errno;
+  node.self = UniqueFd(fd);
+  return 0;
+}
+
+std::shared_ptr<Node> UnionFs::index_link(const std::shared_ptr<Node>& node, ino_t upper_ino) {
+  std::lock_guard lk(links_->mu);
+  auto& slot = links_->nodes[upper_ino];
+  if (auto existing = slot.lock()) return existing;
+  slot = node;
+  links_->size.store(links_->nodes.size(), std::memory_order_relaxed);
+  node->link_index = links_;
+  node->link_key = upper_ino;
+  return node;
+}
+
+bool UnionFs::named_by(const Node& node, const Node& parent, const char* name) noexcept {
+  return !node.unlinked && node.parent.get() == &parent && node.name == name;
+}
+
 int UnionFs::node_attr(Node& node, struct stat& st) {
-  if (node.unlinked) return ENOENT;
+  if (node.unlinked && !node.self) return ENOENT;
   int r = stat_node(node, st);
   if (r != 0) return r;
   if (node.is_dir()) {
@@ -296,6 +466,8 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
     // Like overlayfs: a directory merged from several layers reports one link,
     // so tools do not infer a subdirectory count from it.
     if (node.dirs.size() > 1) st.st_nlink = 1;
+  } else if (node.self) {
+    present(st, node.self.get(), nullptr, false);
   } else {
     present(st, parent_fd_in(node, node.layer), node.name.c_str(), false);
   }
@@ -313,9 +485,20 @@ void UnionFs::fill_entry(fuse_entry_param& e, Node& node, const struct stat& st)
   e.attr_timeout = (node.layer == 0 && !node.is_dir() && st.st_nlink > 1) ? 0.0 : cfg_.timeout;
 }
 
+// The error for a name missing from DIR: EIO when DIR's own layer directory
+// was removed under the mount, else ENOENT. The check costs an fstat, so a
+// directory found present answers ENOENT without one for the next second:
+// a burst of missing names (a compiler's include search, a shell's PATH)
+// pays for one check per directory.
 int UnionFs::dir_gone_error(Node& dir) {
+  constexpr std::int64_t kRecheckNs = 1'000'000'000;
+  const std::int64_t now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                               std::chrono::steady_clock::now().time_since_epoch()).count();
+  const std::int64_t last = dir.alive_checked.load(std::memory_order_relaxed);
+  if (last != 0 && now - last < kRecheckNs) return ENOENT;
   struct stat st {};
   if (::fstat(dir.dir_fd(), &st) != 0 || st.st_nlink == 0) return EIO;
+  dir.alive_checked.store(now, std::memory_order_relaxed);
   return ENOENT;
 }
 
@@ -328,7 +511,7 @@ std::shared_ptr<Node> UnionFs::live_child(Node& parent, const std::string& name)
   return child;
 }
 
-std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& err) {
+std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& err, int* hidden_at) {
   err = 0;
   if (!parent.is_dir() || parent.unlinked || is_marker_name(name)) {
     err = ENOENT;
@@ -340,12 +523,23 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   }
   std::string key(name);
   std::shared_ptr<Node> child = live_child(parent, key);
-  if (child && !child->unlinked) return child;
+  if (child && named_by(*child, parent, name)) return child;
   Resolved res;
   int r = resolve(parent, name, res);
   if (r != 0) {
     err = r == ENOENT ? dir_gone_error(parent) : r;
+    if (hidden_at) *hidden_at = res.whiteout_layer;
     return nullptr;
+  }
+  // Every name of an upper file with several links is one Node.
+  const bool linked_upper = res.layer == 0 && !S_ISDIR(res.st.st_mode) &&
+                            (res.st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0);
+  if (linked_upper) {
+    std::lock_guard lk(links_->mu);
+    auto it = links_->nodes.find(res.st.st_ino);
+    if (it != links_->nodes.end()) {
+      if (auto same = it->second.lock()) return same;
+    }
   }
   auto node = std::make_shared<Node>();
   node->name = key;
@@ -354,12 +548,24 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   node->dirs = std::move(res.dirs);
   node->parent = parent.shared_from_this();
   node->ino = stable_ino(node->layer, parent_fd_in(*node, node->layer), name, res.st.st_ino);
+  if (linked_upper && res.st.st_nlink > 1) {
+    if ((err = pin_node(*node)) != 0) return nullptr;
+    auto same = index_link(node, res.st.st_ino);
+    if (same != node) {
+      node->parent.reset();  // never registered: its destructor must not touch the map
+      return same;
+    }
+  }
+  return publish_child(parent, key, std::move(node));
+}
+
+std::shared_ptr<Node> UnionFs::publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node) {
   std::shared_ptr<Node> existing;
   {
     std::unique_lock lk(parent.children_mu);
-    auto& slot = parent.children[key];
+    auto& slot = parent.children[name];
     existing = slot.lock();
-    if (!existing || existing->unlinked) {
+    if (!existing || !named_by(*existing, parent, name.c_str())) {
       slot = node;
       existing.reset();
     }
@@ -368,6 +574,43 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
     node->parent.reset();  // never registered: its destructor must not touch the map
     return existing;
   }
+  return node;
+}
+
+std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struct stat& st, int& err) {
+  err = 0;
+  const char* name = en.name.c_str();
+  auto fallback = [&]() -> std::shared_ptr<Node> {
+    auto node = child_node(parent, name, err);
+    if (node && (err = node_attr(*node, st)) != 0) node.reset();
+    return node;
+  };
+  if (en.from < 0 || static_cast<std::size_t>(en.from) >= parent.dirs.size() || en.type == DT_DIR ||
+      en.type == DT_UNKNOWN) {
+    return fallback();
+  }
+  if (auto live = live_child(parent, en.name); live && named_by(*live, parent, name)) {
+    if ((err = node_attr(*live, st)) != 0) live.reset();
+    return live;
+  }
+  DirLayer& dl = *parent.dirs[static_cast<std::size_t>(en.from)];
+  if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || is_overlay_whiteout(st) ||
+      (dl.layer == 0 && (st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0))) {
+    return fallback();
+  }
+  auto node = std::make_shared<Node>();
+  node->name = en.name;
+  node->type = st.st_mode & S_IFMT;
+  node->layer = dl.layer;
+  node->parent = parent.shared_from_this();
+  node->ino = en.ino;
+  auto published = publish_child(parent, en.name, node);
+  if (published != node) {
+    if ((err = node_attr(*published, st)) != 0) published.reset();
+    return published;
+  }
+  present(st, dl.fd.get(), name, false);
+  st.st_ino = node->ino;
   return node;
 }
 
@@ -426,18 +669,11 @@ void UnionFs::lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
   fuse_reply_entry(req, &e);
 }
 
-void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
   struct stat st;
   int r = node_attr(node, st);
-  if (r == ENOENT && node.unlinked && fi && !node.is_dir() && ::fstat(static_cast<int>(fi->fh), &st) == 0) {
-    // An open file whose name is gone: fstat(2) still answers.
-    st.st_ino = node.ino;
-    st.st_uid = cfg_.uid_map.to_container(st.st_uid);
-    st.st_gid = cfg_.gid_map.to_container(st.st_gid);
-    r = 0;
-  }
   lk.unlock();
   if (r != 0) {
     fuse_reply_err(req, r);
@@ -450,9 +686,9 @@ void UnionFs::getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 void UnionFs::readlink(fuse_req_t req, fuse_ino_t ino) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
-  int pfd = parent_fd_in(node, node.layer);
+  int pfd = node.self ? node.self.get() : parent_fd_in(node, node.layer);
   char buf[PATH_MAX + 1];
-  ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.name.c_str(), buf, sizeof buf - 1);
+  ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.self ? "" : node.name.c_str(), buf, sizeof buf - 1);
   int err = n < 0 ? (errno == ENOENT ? EIO : errno) : 0;
   lk.unlock();
   if (n < 0) {
@@ -475,6 +711,7 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   std::shared_lock<std::shared_mutex> rlk(tree_mu_, std::defer_lock);
   if (writes) {
     wlk.lock();
+    generation_.fetch_add(1, std::memory_order_relaxed);
     if (node.layer != 0) {
       int r = copy_up(node, !(flags & O_TRUNC));
       if (r != 0) {
@@ -485,9 +722,12 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   } else {
     rlk.lock();
   }
-  int pfd = parent_fd_in(node, node.layer);
-  int fd = pfd < 0 ? -1 : ::openat(pfd, node.name.c_str(), (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
-  int err = fd < 0 ? (pfd < 0 || errno == ENOENT ? EIO : errno) : 0;
+  int fd = -1, err = ENOENT;
+  if (!node.unlinked || node.self) {
+    fd = open_node(node, flags);
+    err = fd < 0 ? (errno == ENOENT ? EIO : errno) : 0;
+  }
+  if (fd >= 0) node.open_count.fetch_add(1, std::memory_order_relaxed);
   bool lower = node.layer != 0;
   if (wlk.owns_lock()) wlk.unlock();
   if (rlk.owns_lock()) rlk.unlock();
@@ -498,7 +738,10 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   fi->fh = static_cast<std::uint64_t>(fd);
   // Lower layers never change: keep the page cache across opens.
   fi->keep_cache = lower ? 1 : 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) ::close(fd);  // the caller was interrupted
+  if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted
+    ::close(fd);
+    node.open_count.fetch_sub(1, std::memory_order_relaxed);
+  }
 }
 
 void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
@@ -511,8 +754,9 @@ void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
-void UnionFs::release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+void UnionFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   ::close(static_cast<int>(fi->fh));
+  node_of(ino)->open_count.fetch_sub(1, std::memory_order_relaxed);
   fuse_reply_err(req, 0);
 }
 
@@ -524,7 +768,15 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto* h = new DirHandle;
   fi->fh = reinterpret_cast<std::uint64_t>(h);
-  fi->cache_readdir = 0;
+  // A directory with no upper copy is made of immutable lower layers: the
+  // kernel may keep its listing across opens. Should it change later (a
+  // create, unlink or rename in it), that change comes through the kernel,
+  // which drops the cached listing itself.
+  std::shared_lock lk(tree_mu_);
+  const bool immutable = !cfg_.writable || node.dirs.empty() || node.dirs.front()->layer != 0;
+  lk.unlock();
+  fi->cache_readdir = immutable ? 1 : 0;
+  fi->keep_cache = immutable ? 1 : 0;
   if (fuse_reply_open(req, fi) == -ENOENT) delete h;
 }
 
@@ -533,7 +785,9 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // what they hide left out.
 int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   std::unordered_set<std::string> seen;
+  int from = -1;
   for (const auto& dl : node.dirs) {
+    ++from;
     std::vector<std::string> decided;
     UniqueFd d(::openat(dl->fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     struct stat dst {};
@@ -565,7 +819,7 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
           if (is_overlay_whiteout(st)) continue;
           type = static_cast<unsigned char>(IFTODT(st.st_mode));
         }
-        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type});
+        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type, from});
       }
     }
     dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
@@ -582,7 +836,9 @@ void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
   Node& node = *node_of(ino);
   auto* h = reinterpret_cast<DirHandle*>(fi->fh);
-  std::lock_guard hl(h->mu);
+  // Both locks are let go before the reply: once the kernel has the reply it
+  // may release the handle (and delete H) at any moment.
+  std::unique_lock hl(h->mu);
   std::shared_lock lk(tree_mu_);
   if (off == 0) {
     // A fresh snapshot of the merged listing at the start of each pass: later
@@ -590,21 +846,27 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     h->entries.clear();
     if (node.unlinked) {
       lk.unlock();
+      hl.unlock();
       fuse_reply_buf(req, nullptr, 0);
       return;
     }
-    h->entries.push_back({".", node.ino, DT_DIR});
-    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR});
+    h->generation = generation_.load(std::memory_order_relaxed);
+    h->entries.push_back({".", node.ino, DT_DIR, -1});
+    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR, -1});
     int r = list_dir(node, h->entries);
     if (r != 0) {
       h->entries.clear();
       lk.unlock();
+      hl.unlock();
       fuse_reply_err(req, r);
       return;
     }
   }
   std::vector<char> buf(size);
   size_t used = 0;
+  // Entries listed since the last change of the tree are still decided: their
+  // nodes come from the copy the listing saw, without a new lookup.
+  const bool listing_current = h->generation == generation_.load(std::memory_order_relaxed);
   for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
     const Entry& en = h->entries[i];
     size_t left = size - used;
@@ -623,12 +885,19 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     if (i < 2) {
       e.attr.st_ino = en.ino;
       e.attr.st_mode = S_IFDIR;
+    } else if (listing_current) {
+      int err = 0;
+      auto child = listed_child(node, en, e.attr, err);
+      if (!child) continue;  // gone since the listing
+      ref_lookup(child);
+      fill_entry(e, *child, e.attr);
     } else if (do_lookup(node, en.name.c_str(), e) != 0) {
       continue;  // removed since the snapshot
     }
     used += fuse_add_direntry_plus(req, buf.data() + used, left, en.name.c_str(), &e, next);
   }
   lk.unlock();
+  hl.unlock();
   fuse_reply_buf(req, buf.data(), used);
 }
 
@@ -648,10 +917,10 @@ bool UnionFs::is_private_xattr(const char* name) const noexcept {
          std::strcmp(name, kOverrideStatXattr) == 0;
 }
 
-int UnionFs::xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
-  if (!node.parent) {
+int UnionFs::object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
+  if (!node.parent || node.self) {
     follow = true;
-    return proc_path(buf, len, node.dir_fd(), nullptr);
+    return proc_path(buf, len, node.self ? node.self.get() : node.dir_fd(), nullptr);
   }
   follow = false;
   int pfd = parent_fd_in(node, node.layer);
@@ -667,7 +936,7 @@ void UnionFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   std::shared_lock lk(tree_mu_);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  int r = object_path(*node_of(ino), path, sizeof path, follow);
   if (r != 0) {
     lk.unlock();
     fuse_reply_err(req, r);
@@ -691,7 +960,7 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   std::shared_lock lk(tree_mu_);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(*node_of(ino), path, sizeof path, follow);
+  int r = object_path(*node_of(ino), path, sizeof path, follow);
   if (r != 0) {
     lk.unlock();
     fuse_reply_err(req, r);
@@ -765,7 +1034,6 @@ void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_in
 void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
   fs_of(r)->write_buf(r, i, b, o, fi);
 }
-void op_flush(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->flush(r, i, fi); }
 void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsync(r, i, d, fi); }
 void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsyncdir(r, i, d, fi); }
 void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
@@ -809,7 +1077,6 @@ fuse_lowlevel_ops make_ops() {
   o.rename = op_rename;
   o.create = op_create;
   o.write_buf = op_write_buf;
-  o.flush = op_flush;
   o.fsync = op_fsync;
   o.fsyncdir = op_fsyncdir;
   o.setxattr = op_setxattr;

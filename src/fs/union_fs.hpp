@@ -10,6 +10,13 @@
 //   that contributes (top first, stopping at an opaque one). Every access is a
 //   single-component *at() call relative to such an fd, with O_NOFOLLOW or
 //   AT_SYMLINK_NOFOLLOW, so no name from the merged view can leave a layer.
+// - A Node is also the kernel's inode: names and identity are kept apart.
+//   A non-directory that has no single name it can be reached by (an upper
+//   file with several hard links, or one whose name was removed while it is
+//   still open) holds an O_PATH fd to the object itself, and every access
+//   goes through that fd. Upper files with several links are found by their
+//   upper inode number, so every name of one file is one Node, as overlayfs
+//   makes every name of one upper file one inode.
 // - The FUSE nodeid is the Node's address; the node table owns a strong
 //   reference for as long as the kernel's lookup count is non-zero.
 #pragma once
@@ -48,6 +55,16 @@ struct DirLayer {
   std::atomic<int> oci_markers{-1};
 };
 
+struct Node;
+
+// Upper non-directories with more than one name, by upper inode number: one
+// Node per file, whichever name the kernel looks it up by.
+struct LinkIndex {
+  std::mutex mu;
+  std::unordered_map<ino_t, std::weak_ptr<Node>> nodes;
+  std::atomic<std::size_t> size{0};
+};
+
 struct Node : std::enable_shared_from_this<Node> {
   // Everything below except nlookup and children is guarded by UnionFs::tree_mu_.
   std::shared_ptr<Node> parent;  // null for the root
@@ -55,8 +72,18 @@ struct Node : std::enable_shared_from_this<Node> {
   std::uint64_t ino = 0;  // the stable number shown in stat and readdir
   mode_t type = 0;        // S_IFMT bits
   int layer = 0;          // layer of the visible copy
-  bool unlinked = false;  // removed from the tree; alive until forgotten
+  bool unlinked = false;  // PARENT/NAME no longer names it; alive until forgotten
+  // Directories: when a missing name last found this directory still present
+  // in its layer (steady clock, ns). See UnionFs::dir_gone_error.
+  std::atomic<std::int64_t> alive_checked{0};
   std::vector<std::unique_ptr<DirLayer>> dirs;  // directories only, top first
+  // Non-directories only: O_PATH | O_NOFOLLOW fd of the object itself, set
+  // when PARENT/NAME cannot be relied on to reach it (see above). Set under
+  // tree_mu_ held exclusively, or before the node is published.
+  UniqueFd self;
+  std::shared_ptr<LinkIndex> link_index;  // set when the node is in the index,
+  ino_t link_key = 0;                      // under this upper inode number
+  std::atomic<int> open_count{0};          // open file handles of the kernel
 
   std::uint64_t nlookup = 0;  // guarded by the node table shard
   std::mutex children_mu;
@@ -74,6 +101,13 @@ struct Config {
   IdMap uid_map;
   IdMap gid_map;
   double timeout = 86400.0;
+  // Owners kept in the override_stat xattr are read only where they can
+  // exist: the daemon cannot chown (not root, or root of a user namespace
+  // that maps only some ids) or ids are mapped. Elsewhere that is one
+  // failing lgetxattr per lookup saved.
+  bool read_override_stat = false;
+  uid_t daemon_uid = 0;  // the owner the daemon's new files get without a chown
+  gid_t daemon_gid = 0;
 };
 
 class UnionFs {
@@ -112,7 +146,6 @@ class UnionFs {
               unsigned flags);
   void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
   void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
-  void flush(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size, int flags);
@@ -129,6 +162,7 @@ class UnionFs {
   struct Resolved {
     bool found = false;
     int layer = 0;
+    int whiteout_layer = -1;  // when not found: the layer whose whiteout hid NAME
     struct stat st {};
     std::vector<std::unique_ptr<DirLayer>> dirs;
   };
@@ -136,6 +170,7 @@ class UnionFs {
     std::string name;
     std::uint64_t ino;
     unsigned char type;
+    int from = -1;  // index into the directory's dirs of the copy listed (-1: "." or "..")
   };
 
  private:
@@ -148,19 +183,40 @@ class UnionFs {
   int resolve(Node& parent, const char* name, Resolved& out, std::size_t first = 0);
   // The node for NAME in PARENT: the live one or a new one (not counted as a
   // kernel lookup); null with ERR set when NAME is not visible.
-  std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err);
+  // HIDDEN_AT (if given) receives Resolved::whiteout_layer when NAME is not visible.
+  std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err, int* hidden_at = nullptr);
+  // The node for a non-directory entry that readdir found in PARENT.dirs[FROM]:
+  // what is visible there is already decided, so only that copy is looked at.
+  std::shared_ptr<Node> listed_child(Node& parent, const Entry& en, struct stat& st, int& err);
+  // Publishes NODE as PARENT's child NAME unless a live one is there already.
+  std::shared_ptr<Node> publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node);
   int list_dir(Node& node, std::vector<Entry>& out);
   bool oci_whiteout_in(DirLayer& dl, const char* name);
-  bool dir_is_opaque(int dirfd);
+  // Whether DIRFD hides the layers below; REDIRECT (if given) receives
+  // overlayfs's redirect of a renamed directory, when it has one.
+  bool dir_is_opaque(int dirfd, std::string* redirect = nullptr);
+  void follow_redirect(Resolved& out, int above, const std::string& path);
   std::unique_ptr<DirLayer> open_dir_layer(int layer, int parent_fd, const char* name);
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
+  // The number of a file with no recorded number: the layer in the top bits.
+  static std::uint64_t layer_ino(int layer, ino_t real_ino) noexcept;
   int parent_fd_in(const Node& node, int layer) const noexcept;
   int stat_node(Node& node, struct stat& st);
+  // Opens NODE's object (non-directories) with FLAGS; -1 with errno set.
+  int open_node(const Node& node, int flags) const noexcept;
+  // Gives NODE its own O_PATH fd (before its name changes); 0 or an errno.
+  int pin_node(Node& node);
+  // Records NODE (an upper non-directory, pinned) as the one Node of its inode.
+  std::shared_ptr<Node> index_link(const std::shared_ptr<Node>& node, ino_t upper_ino);
+  // Path of NODE's object for the calls that take a path: FOLLOW says whether
+  // the path's last component must be followed (a /proc/self/fd link).
+  int object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
+  // Whether PARENT/NAME is the name NODE is reached by.
+  static bool named_by(const Node& node, const Node& parent, const char* name) noexcept;
   void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
   int node_attr(Node& node, struct stat& st);
   void ref_lookup(const std::shared_ptr<Node>& node);
   bool is_private_xattr(const char* name) const noexcept;
-  int xattr_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
   int dir_gone_error(Node& dir);
   void fill_entry(fuse_entry_param& e, Node& node, const struct stat& st);
 
@@ -173,8 +229,11 @@ class UnionFs {
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
   int set_opaque(int dirfd, const char* name);
+  // HIDDEN_AT: kUnchecked, or what child_node() just said about NAME
+  // (Resolved::whiteout_layer), which saves looking NAME up again.
+  static constexpr int kUnchecked = -2;
   int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
-                  fuse_file_info* fi);
+                  fuse_file_info* fi, int hidden_at = kUnchecked);
   int merged_dir_is_empty(Node& dir);
   void refresh_subtree(Node& node);
   std::string work_name();
@@ -188,6 +247,13 @@ class UnionFs {
   std::vector<Layer> layers_;  // [0] = upper (fd empty when read-only)
   UniqueFd work_fd_;
   Config cfg_;
+  std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
+  // Config::read_override_stat, switched on for good once this mount has
+  // written an override_stat xattr itself.
+  std::atomic<bool> read_override_{false};
+  // Counts the times tree_mu_ was taken exclusively: a readdir listing made
+  // at one count is still exact while the count has not moved.
+  std::atomic<std::uint64_t> generation_{0};
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
   std::shared_mutex tree_mu_;

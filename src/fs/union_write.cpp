@@ -25,6 +25,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -87,8 +88,12 @@ int copy_data(int in, int out, off_t size) {
 
 }  // namespace
 
+// A fresh name in the work dir. The work dir belongs to this mount alone (it
+// is locked, and emptied at mount), so a counter makes names unique.
 std::string UnionFs::work_name() {
-  return "#" + std::to_string(::getpid()) + "." + std::to_string(work_counter_.fetch_add(1));
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "#%llu", static_cast<unsigned long long>(work_counter_.fetch_add(1)));
+  return buf;
 }
 
 int UnionFs::upper_fd(Node& dir) const noexcept {
@@ -107,6 +112,13 @@ void UnionFs::detach(Node& node) {
 }
 
 void UnionFs::attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node) {
+  if (node->parent && !node->unlinked) {
+    // A file with several names may move by a name other than the one it is
+    // filed under: that one stops being its entry.
+    std::lock_guard lk(node->parent->children_mu);
+    auto it = node->parent->children.find(node->name);
+    if (it != node->parent->children.end() && it->second.lock() == node) node->parent->children.erase(it);
+  }
   node->parent = parent.shared_from_this();
   node->name = name;
   node->unlinked = false;
@@ -169,7 +181,9 @@ int UnionFs::copy_up_dir_chain(Node& dir) {
   dl->fd = UniqueFd(::openat(parent_upper, dir.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dl->fd) return EIO;
   dl->oci_markers = 0;
-  dir.dirs.insert(dir.dirs.begin(), std::move(dl));
+  // The upper copy goes first (top first); appended and rotated into place.
+  dir.dirs.push_back(std::move(dl));
+  std::rotate(dir.dirs.begin(), dir.dirs.end() - 1, dir.dirs.end());
   dir.layer = 0;
   return 0;
 }
@@ -182,6 +196,7 @@ int UnionFs::copy_up_dir_chain(Node& dir) {
 int UnionFs::copy_up(Node& node, bool with_data) {
   if (node.is_dir()) return copy_up_dir_chain(node);
   if (node.layer == 0) return 0;
+  if (node.unlinked) return ENOENT;  // no name left to copy up to
   int r = copy_up_dir_chain(*node.parent);
   if (r != 0) return r;
   int src_dir = parent_fd_in(node, node.layer);
@@ -336,7 +351,17 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   uid_t cuid = ctx->uid;
   gid_t cgid = parent_gid != static_cast<gid_t>(-1) ? cfg_.gid_map.to_container(parent_gid) : ctx->gid;
   auto huid = cfg_.uid_map.to_host(cuid), hgid = cfg_.gid_map.to_host(cgid);
-  bool stored = huid && hgid && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  // Only the mknod fallback (a regular file standing in for a device node)
+  // stores a type the host could not.
+  const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
+  if (huid && hgid && !type_stand_in) {
+    // The entry was made with the daemon's ids (the group of a setgid
+    // parent): when those are the caller's, there is nothing to change.
+    gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
+    if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
+    if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+  }
+  bool stored = huid && hgid && type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
   struct stat st;
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
@@ -352,26 +377,34 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   char path[PATH_MAX];
   if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
   if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) return stored ? 0 : EPERM;
+  read_override_.store(true, std::memory_order_relaxed);
   return 0;
 }
 
 // create, mknod, mkdir and symlink: one new upper entry for a name that is
 // not visible now (perhaps hidden by a whiteout, which it replaces).
 int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev,
-                         const char* link_target, fuse_file_info* fi) {
+                         const char* link_target, fuse_file_info* fi, int hidden_at) {
   if (parent.unlinked) return ENOENT;
   if (std::strlen(name) > NAME_MAX) return ENAMETOOLONG;
   if (std::strncmp(name, ".wh.", 4) == 0) return EINVAL;  // would read back as a marker
   int err = 0;
-  if (auto existing = child_node(parent, name, err)) return EEXIST;
-  if (err != ENOENT) return err;
+  if (hidden_at == kUnchecked) {
+    if (auto existing = child_node(parent, name, err, &hidden_at)) return EEXIST;
+    if (err != ENOENT) return err;
+  }
   int r = copy_up_dir_chain(parent);
   if (r != 0) return r;
   int ufd = upper_fd(parent);
-  bool had_whiteout = false;
-  r = clear_whiteout(parent, name, had_whiteout);
-  if (r != 0) return r;
-  bool below = exists_below_upper(parent, name) == 1;
+  // Only a whiteout in the upper itself is in the way (and only then can
+  // something below need hiding by an opaque directory).
+  bool below = false;
+  if (hidden_at == 0) {
+    bool had_whiteout = false;
+    r = clear_whiteout(parent, name, had_whiteout);
+    if (r != 0) return r;
+    below = S_ISDIR(mode) && exists_below_upper(parent, name) == 1;
+  }
   struct stat pst;
   ::fstat(ufd, &pst);
   gid_t inherit_gid = (pst.st_mode & S_ISGID) ? pst.st_gid : static_cast<gid_t>(-1);
@@ -397,10 +430,10 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   } else if (link_target) {
     if (::symlinkat(link_target, ufd, name) != 0) return errno;
   } else if (fi) {
-    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 07777);
+    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
     if (fd < 0) return errno;
   } else {
-    if (::mknodat(ufd, name, mode, rdev) != 0) {
+    if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
       if (errno != EPERM || !(S_ISCHR(type) || S_ISBLK(type))) return errno;
       // No privilege for device nodes: an empty file stands in, and the
       // override_stat xattr says what it is.
@@ -409,20 +442,56 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     }
   }
   r = set_owner(ufd, name, req, inherit_gid, mode, rdev);
+  // setuid and setgid are set only now: the owner change above clears them,
+  // and a file must never carry them for an owner it does not have yet.
+  if (r == 0 && !S_ISDIR(type) && !link_target && (mode & 06000) && ::fchmodat(ufd, name, mode & 07777, 0) != 0) {
+    r = errno;
+  }
   if (r != 0) {
     if (fd >= 0) ::close(fd);
     S_ISDIR(type) ? remove_upper_dir(ufd, name) : ::unlinkat(ufd, name, 0);
     return r;
   }
   fuse_entry_param e{};
-  r = do_lookup(parent, name, e);
+  if (S_ISDIR(type)) {
+    r = do_lookup(parent, name, e);
+  } else {
+    // A new non-directory lives in the upper alone: its node is known
+    // without a lookup across the layers, and it has no recorded number.
+    struct stat st;
+    r = (fd >= 0 ? ::fstat(fd, &st) : ::fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW)) == 0 ? 0 : errno;
+    if (r == 0) {
+      auto node = std::make_shared<Node>();
+      node->name = name;
+      node->type = st.st_mode & S_IFMT;
+      node->layer = 0;
+      node->parent = parent.shared_from_this();
+      node->ino = layer_ino(0, st.st_ino);
+      node = publish_child(parent, node->name, node);
+      if (node->layer == 0 && !node->self) {
+        present(st, ufd, name, false);
+        st.st_ino = node->ino;
+      } else {
+        r = node_attr(*node, st);
+      }
+      if (r == 0) {
+        ref_lookup(node);
+        fill_entry(e, *node, st);
+      }
+    }
+  }
   if (r != 0) {
     if (fd >= 0) ::close(fd);
     return r;
   }
   if (fi) {
     fi->fh = static_cast<std::uint64_t>(fd);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+    Node& created = *node_of(e.ino);
+    created.open_count.fetch_add(1, std::memory_order_relaxed);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+      ::close(fd);
+      created.open_count.fetch_sub(1, std::memory_order_relaxed);
+    }
   } else {
     fuse_reply_entry(req, &e);
   }
@@ -432,13 +501,16 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
 void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
-  int err = 0;
-  if (auto existing = child_node(p, name, err); existing && !(fi->flags & O_EXCL)) {
+  int err = 0, hidden_at = kUnchecked;
+  auto existing = child_node(p, name, err, &hidden_at);
+  if (existing && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
+  if (!existing && err != ENOENT) return (void)fuse_reply_err(req, err);
+  if (existing) {
     // The kernel thought NAME missing; open what is there instead.
     int r = existing->is_dir() ? EISDIR : copy_up(*existing, !(fi->flags & O_TRUNC));
-    int pfd = r == 0 ? parent_fd_in(*existing, 0) : -1;
-    int fd = pfd < 0 ? -1 : ::openat(pfd, existing->name.c_str(), (fi->flags & ~(O_CREAT | O_NOCTTY)) | O_NOFOLLOW | O_CLOEXEC);
+    int fd = r == 0 ? open_node(*existing, fi->flags) : -1;
     if (fd < 0) return (void)fuse_reply_err(req, r ? r : errno);
     fuse_entry_param e{};
     struct stat st;
@@ -449,16 +521,21 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     ref_lookup(existing);
     fill_entry(e, *existing, st);
     fi->fh = static_cast<std::uint64_t>(fd);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) ::close(fd);
+    existing->open_count.fetch_add(1, std::memory_order_relaxed);
+    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
+      ::close(fd);
+      existing->open_count.fetch_sub(1, std::memory_order_relaxed);
+    }
     return;
   }
-  int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi);
+  int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi, hidden_at);
   if (r != 0) fuse_reply_err(req, r);
 }
 
 void UnionFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, mode, rdev, nullptr, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -466,6 +543,7 @@ void UnionFs::mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 void UnionFs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, S_IFDIR | (mode & 07777), 0, nullptr, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -473,6 +551,7 @@ void UnionFs::mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t 
 void UnionFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   int r = create_node(req, *node_of(parent), name, S_IFLNK | 0777, 0, target, nullptr);
   if (r != 0) fuse_reply_err(req, r);
 }
@@ -480,11 +559,12 @@ void UnionFs::symlink(fuse_req_t req, const char* target, fuse_ino_t parent, con
 void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char* newname) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   Node& np = *node_of(newparent);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
   if (node.is_dir()) return fail(EPERM);
-  if (node.unlinked || np.unlinked) return fail(ENOENT);
+  if ((node.unlinked && !node.self) || np.unlinked) return fail(ENOENT);
   if (std::strncmp(newname, ".wh.", 4) == 0) return fail(EINVAL);
   int err = 0;
   if (child_node(np, newname, err)) return fail(EEXIST);
@@ -497,13 +577,22 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   bool had = false;
   r = clear_whiteout(np, newname, had);
   if (r != 0) return fail(r);
-  if (::linkat(parent_fd_in(node, 0), node.name.c_str(), upper_fd(np), newname, 0) != 0) return fail(errno);
+  // From now on the node has several names: it is reached through its own
+  // fd and found by its upper inode number, whichever name is looked up.
+  if ((r = pin_node(node)) != 0) return fail(r);
+  char src[64];
+  proc_path(src, sizeof src, node.self.get(), nullptr);
+  if (::linkat(AT_FDCWD, src, upper_fd(np), newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
   // Reply with the linked node itself: the kernel then knows both names are
   // one inode and refreshes its link count.
   struct stat st;
   if ((r = node_attr(node, st)) != 0) return fail(r);
-  fuse_entry_param e{};
   auto self = node.shared_from_this();
+  if (!node.link_index) {
+    struct stat real {};
+    if (::fstatat(node.self.get(), "", &real, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0) index_link(self, real.st_ino);
+  }
+  fuse_entry_param e{};
   ref_lookup(self);
   fill_entry(e, node, st);
   fuse_reply_entry(req, &e);
@@ -512,6 +601,7 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
 void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
   int err = 0;
   auto child = child_node(p, name, err);
@@ -526,6 +616,10 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   if (r != 0) return (void)fuse_reply_err(req, r);
   int ufd = upper_fd(p);
   bool below = exists_below_upper(p, name) == 1;
+  // A file still open keeps working after its name is gone, through its own fd.
+  if (child->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*child)) != 0) {
+    return (void)fuse_reply_err(req, r);
+  }
   if (child->layer == 0) {
     r = dir ? remove_upper_dir(ufd, name) : (::unlinkat(ufd, name, 0) == 0 ? 0 : errno);
     if (r != 0) return (void)fuse_reply_err(req, r);
@@ -536,7 +630,8 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
     r = make_whiteout(p, name);
     if (r != 0) return (void)fuse_reply_err(req, r);
   }
-  detach(*child);
+  // Only the name goes; a file with other names stays what they show.
+  if (named_by(*child, p, name)) detach(*child);
   fuse_reply_err(req, 0);
 }
 
@@ -545,6 +640,7 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return (void)fuse_reply_err(req, EINVAL);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
   Node& np = *node_of(newparent);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
@@ -580,21 +676,21 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
     if (dst->is_dir() && src_below && (r = set_opaque(upper_fd(*dst), nullptr)) != 0) return fail(r);
     if (::renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE) != 0) return fail(errno);
-    std::string sname = src->name, dname = dst->name;
-    detach(*src);
-    detach(*dst);
-    attach(np, dname, src);
-    attach(p, sname, dst);
+    if (named_by(*src, p, name)) detach(*src);
+    if (named_by(*dst, np, newname)) detach(*dst);
+    attach(np, newname, src);
+    attach(p, name, dst);
     return (void)fuse_reply_err(req, 0);
   }
   if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+  if (dst && dst->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*dst)) != 0) return fail(r);
   bool had = false;
   if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
   if (dst && dst->layer == 0 && dst->is_dir() && (r = remove_upper_dir(dfd, newname)) != 0) return fail(r);
   if (::renameat2(sfd, name, dfd, newname, (flags & RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0) != 0) return fail(errno);
   if (src_below && (r = make_whiteout(p, name)) != 0) return fail(r);
-  if (dst) detach(*dst);
-  detach(*src);
+  if (dst && named_by(*dst, np, newname)) detach(*dst);
+  if (named_by(*src, p, name)) detach(*src);
   attach(np, newname, src);
   fuse_reply_err(req, 0);
 }
@@ -602,27 +698,29 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
 void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
-  if (node.unlinked && !fi) return fail(ENOENT);
-  int fd = fi ? static_cast<int>(fi->fh) : -1;
-  if (!node.unlinked) {
-    bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
-    int r = copy_up(node, !truncating);
-    if (r != 0) return fail(r);
-  }
-  int dirfd = node.is_dir() ? -1 : parent_fd_in(node, 0);
-  const char* name = node.name.c_str();
+  if (node.unlinked && !node.self) return fail(ENOENT);
+  bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
+  int r = copy_up(node, !truncating);
+  if (r != 0) return fail(r);
+  // Every change goes to the upper object, reached by path (or its own fd).
+  // The caller's open fd is used only for truncation, and only when it is
+  // that same object: a file opened before its copy-up still has the lower
+  // file open, which must never change.
   char path[PATH_MAX];
+  bool follow = false;
   if (node.is_dir()) {
-    proc_path(path, sizeof path, upper_fd(node), nullptr);
+    follow = true;
+    r = proc_path(path, sizeof path, upper_fd(node), nullptr);
   } else {
-    proc_path(path, sizeof path, dirfd, name);
+    r = object_path(node, path, sizeof path, follow);
   }
+  if (r != 0) return fail(r);
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (S_ISLNK(node.type)) return fail(EOPNOTSUPP);
-    int rc = fd >= 0 ? ::fchmod(fd, attr->st_mode & 07777) : ::chmod(path, attr->st_mode & 07777);
-    if (rc != 0) return fail(errno);
+    if (::chmod(path, attr->st_mode & 07777) != 0) return fail(errno);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = static_cast<uid_t>(-1);
@@ -637,16 +735,22 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       if (!h) return fail(EINVAL);
       gid = *h;
     }
-    int rc = fd >= 0 ? ::fchown(fd, uid, gid) : node.is_dir() ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
+    int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
     if (rc != 0) return fail(errno);
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (node.is_dir()) return fail(EISDIR);
+    int fd = -1;
+    if (fi) {
+      struct stat a {}, b {};
+      fd = static_cast<int>(fi->fh);
+      if (::fstat(fd, &a) != 0 || stat_node(node, b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) fd = -1;
+    }
     int rc;
     if (fd >= 0) {
       rc = ::ftruncate(fd, attr->st_size);
     } else {
-      UniqueFd f(::openat(dirfd, name, O_WRONLY | O_NOFOLLOW | O_CLOEXEC));
+      UniqueFd f(::open(path, O_WRONLY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW)));
       rc = f ? ::ftruncate(f.get(), attr->st_size) : -1;
     }
     if (rc != 0) return fail(errno);
@@ -658,18 +762,10 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     ts[1].tv_nsec = (to_set & FUSE_SET_ATTR_MTIME_NOW) ? UTIME_NOW : (to_set & FUSE_SET_ATTR_MTIME) ? attr->st_mtim.tv_nsec : UTIME_OMIT;
     if ((to_set & FUSE_SET_ATTR_ATIME) && !(to_set & FUSE_SET_ATTR_ATIME_NOW)) ts[0] = attr->st_atim;
     if ((to_set & FUSE_SET_ATTR_MTIME) && !(to_set & FUSE_SET_ATTR_MTIME_NOW)) ts[1] = attr->st_mtim;
-    int rc = fd >= 0 ? ::futimens(fd, ts)
-                     : node.is_dir() ? ::utimensat(upper_fd(node), "", ts, AT_EMPTY_PATH)
-                                     : ::utimensat(dirfd, name, ts, AT_SYMLINK_NOFOLLOW);
-    if (rc != 0) return fail(errno);
+    if (::utimensat(AT_FDCWD, path, ts, follow ? 0 : AT_SYMLINK_NOFOLLOW) != 0) return fail(errno);
   }
   struct stat st;
-  int r = node_attr(node, st);
-  if (r == ENOENT && fd >= 0 && ::fstat(fd, &st) == 0) {
-    st.st_ino = node.ino;
-    r = 0;
-  }
-  if (r != 0) return fail(r);
+  if ((r = node_attr(node, st)) != 0) return fail(r);
   fuse_reply_attr(req, &st, (st.st_nlink > 1 && !node.is_dir()) ? 0.0 : cfg_.timeout);
 }
 
@@ -688,7 +784,9 @@ void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, 
   }
 }
 
-void UnionFs::flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+// No flush op: there is nothing to do on close(2) (data goes to the layer
+// file on every write), and without the op the kernel stops sending FLUSH
+// after the first one, which saves a round trip per close.
 
 void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   int fd = static_cast<int>(fi->fh);
@@ -710,13 +808,14 @@ void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
-  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   int r = copy_up(node);
   if (r != 0) return (void)fuse_reply_err(req, r);
   char path[PATH_MAX];
   bool follow = false;
-  if ((r = xattr_path(node, path, sizeof path, follow)) != 0) return (void)fuse_reply_err(req, r);
+  if ((r = object_path(node, path, sizeof path, follow)) != 0) return (void)fuse_reply_err(req, r);
   int rc = follow ? ::setxattr(path, name, value, size, flags) : ::lsetxattr(path, name, value, size, flags);
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
@@ -725,17 +824,18 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   std::unique_lock lk(tree_mu_);
+  generation_.fetch_add(1, std::memory_order_relaxed);
   Node& node = *node_of(ino);
-  if (node.unlinked) return (void)fuse_reply_err(req, ENOENT);
+  if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   char path[PATH_MAX];
   bool follow = false;
-  int r = xattr_path(node, path, sizeof path, follow);
+  int r = object_path(node, path, sizeof path, follow);
   if (r != 0) return (void)fuse_reply_err(req, r);
   // Only copy up when there is something to remove.
   if ((follow ? ::getxattr(path, name, nullptr, 0) : ::lgetxattr(path, name, nullptr, 0)) < 0) {
     return (void)fuse_reply_err(req, errno);
   }
-  if ((r = copy_up(node)) != 0 || (r = xattr_path(node, path, sizeof path, follow)) != 0) {
+  if ((r = copy_up(node)) != 0 || (r = object_path(node, path, sizeof path, follow)) != 0) {
     return (void)fuse_reply_err(req, r);
   }
   int rc = follow ? ::removexattr(path, name) : ::lremovexattr(path, name);

@@ -431,6 +431,23 @@ def test_bad_upper_and_work_dirs(workdir, mounts):
     assert not is_mounted(mnt2)
 
 
+def test_remount_right_after_unmount_reuses_the_workdir(workdir, mounts):
+    """A script unmounts and mounts the same upper and work dir again on the
+    next line: the new mount must not find the work dir still in use."""
+    low, up, wk, mnt = (os.path.join(workdir, n) for n in ("low", "up", "wk", "mnt"))
+    write(f"{low}/f", "lower\n")
+    os.makedirs(up)
+    os.makedirs(wk)
+    for i in range(8):
+        stratafs_mount(mounts, mnt, [low], up, wk)
+        with open(f"{mnt}/f", "a") as f:
+            f.write(f"{i}\n")
+        run(["fusermount3", "-u", mnt])
+    stratafs_mount(mounts, mnt, [low], up, wk)
+    with open(f"{mnt}/f") as f:
+        assert f.read() == "lower\n" + "".join(f"{i}\n" for i in range(8))
+
+
 def test_enospc_during_copy_up_leaves_nothing(workdir, mounts):
     low = os.path.join(workdir, "low")
     write(f"{low}/big", os.urandom(6 * 1024**2))
