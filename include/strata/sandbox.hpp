@@ -17,7 +17,9 @@
 // Using it from another module (the Dockerfile builder's RUN steps): fill a
 // RunSpec with the root directory (or a UnionRoot to have the sandbox mount the
 // layers itself, inside the container's mount namespace, so no mount ever
-// shows on the host), argv, env, workdir and user, and call run(). The return
+// shows on the host; RunSpec::rootfs is then an existing empty directory to
+// mount on, and UnionRoot::initdir keeps the mount points out of the upper),
+// argv, env, workdir and user, and call run(). The return
 // value is the command's exit status as a shell reports it (0..255, 128+N when
 // it died of signal N). When the command cannot start, run() throws
 // strata::Error with ExitCode::run_failed (125: the sandbox could not be set
@@ -116,6 +118,12 @@ struct UnionRoot {
   std::vector<std::string> lowerdirs;  // topmost first
   std::string upperdir;                // empty: read-only
   std::string workdir;
+  // A directory (created when missing) that the sandbox fills with the mount
+  // points it needs (/proc, /dev, /sys, /etc/resolv.conf, /etc/hosts) and
+  // stacks between the layers and the upper, as docker's "init" layer: they
+  // then never appear in the upper, so a commit of it holds only what the
+  // command changed. Empty: missing mount points are created in the upper.
+  std::string initdir;
 };
 
 struct RunSpec {

@@ -1,7 +1,6 @@
 // `strata run IMAGE`: a container from the store, its union mounted by
 // stratafs inside the container, and the image config combined with the
 // command line as docker does.
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,7 +8,6 @@
 #include <climits>
 
 #include "strata/error.hpp"
-#include "strata/fd.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -103,29 +101,8 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
     make_dir(spec.rootfs);
     UnionRoot u;
     u.stratafs = o.stratafs.empty() ? default_stratafs() : o.stratafs;
-    // Docker's "init" layer: the mount points strata needs, above the image
-    // and below the upper, so that they never end up in a commit.
-    std::string init = c.dir + "/init";
-    make_dir(init);
-    for (const char* d : {"/proc", "/dev", "/sys", "/etc"}) make_dir(init + d);
-    for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
-      if (::access(f, R_OK) != 0) continue;
-      UniqueFd fd(::open((init + f).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
-      if (!fd) throw_errno("create " + quote(init + f));
-    }
-    // /etc shows through: keep the image's mode and times on it.
-    for (const auto& layer : image.layer_dirs) {
-      struct stat st {};
-      if (::lstat((layer + "/etc").c_str(), &st) != 0) continue;
-      if (S_ISDIR(st.st_mode)) {
-        ::chmod((init + "/etc").c_str(), st.st_mode & 07777);
-        const timespec times[2] = {st.st_atim, st.st_mtim};
-        ::utimensat(AT_FDCWD, (init + "/etc").c_str(), times, AT_SYMLINK_NOFOLLOW);
-      }
-      break;
-    }
-    u.lowerdirs = {init};
-    u.lowerdirs.insert(u.lowerdirs.end(), image.layer_dirs.begin(), image.layer_dirs.end());
+    u.lowerdirs = image.layer_dirs;
+    u.initdir = c.dir + "/init";
     u.upperdir = c.upper;
     u.workdir = c.work;
     spec.union_root = std::move(u);

@@ -342,12 +342,46 @@ void mask_proc(int proc) {
   }
 }
 
+void make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
+}
+
+// Fills U.initdir with the mount points build_root needs and returns the
+// layer list with it on top (see UnionRoot::initdir).
+std::vector<std::string> with_init_layer(const UnionRoot& u) {
+  std::vector<std::string> layers = u.lowerdirs;
+  if (u.initdir.empty()) return layers;
+  const std::string& init = u.initdir;
+  make_dir(init);
+  for (const char* d : {"/proc", "/dev", "/sys", "/etc"}) make_dir(init + d);
+  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
+    if (::access(f, R_OK) != 0) continue;
+    UniqueFd fd(::open((init + f).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!fd) throw_errno("create " + quote(init + f));
+  }
+  // /etc shows through: it keeps the mode and times of the image's /etc.
+  for (const auto& layer : u.lowerdirs) {
+    struct stat st {};
+    if (::lstat((layer + "/etc").c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      ::chmod((init + "/etc").c_str(), st.st_mode & 07777);
+      const timespec times[2] = {st.st_atim, st.st_mtim};
+      ::utimensat(AT_FDCWD, (init + "/etc").c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+    break;
+  }
+  layers.insert(layers.begin(), init);
+  return layers;
+}
+
 // Starts stratafs on SPEC.rootfs and waits until the mount is ready (stratafs
 // detaches then; its daemon lives in the container's pid namespace).
 void mount_union(const RunSpec& spec) {
   const UnionRoot& u = *spec.union_root;
+  std::vector<std::string> layers = with_init_layer(u);
+  if (layers.empty()) throw Error("no layers to mount on " + quote(spec.rootfs), ExitCode::run_failed);
   std::string opts = "lowerdir=";
-  for (std::size_t i = 0; i < u.lowerdirs.size(); ++i) opts += (i ? ":" : "") + escape_layer(u.lowerdirs[i]);
+  for (std::size_t i = 0; i < layers.size(); ++i) opts += (i ? ":" : "") + escape_layer(layers[i]);
   if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
   opts += ",allow_other";
   std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
