@@ -89,7 +89,8 @@ LayerDigests decompress(int in_fd, int out_fd);
 // Unpacks a plain or compressed tar of regular files and directories (an
 // image archive such as `docker save` output or an OCI layout tar) into the
 // empty directory DEST, with the same hostile-input rules as extract_layer.
-// Symlinks, hardlinks and devices are refused.
+// Hardlinks and devices are refused; symlinks are kept (read_image_archive
+// refuses any that lead outside DIR).
 void unpack_archive(const std::string& archive_path, const std::string& dest);
 
 // Writes DIR (regular files and directories only) as a deterministic plain

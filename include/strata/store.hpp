@@ -28,6 +28,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -245,6 +246,10 @@ class Store {
   // renamed into place.
   void save(const std::vector<std::string>& images, const std::string& out, SaveFormat format);
 
+  // Reports progress of long operations (load, import, save, commit) as
+  // one-line messages ("Loading layer 2/5 sha256:..."); none by default.
+  void set_progress(std::function<void(const std::string&)> fn) { progress_ = std::move(fn); }
+
   // Removes what nothing references: blobs not reachable from index.json or
   // a container's image, layer directories no stored image uses, staging
   // leftovers of processes that are gone. Never removes anything an image or
@@ -256,10 +261,17 @@ class Store {
  private:
   explicit Store(std::string root) : root_(std::move(root)) {}
   std::string root_;
-  // A shared flock on ROOT/gc.lock held while this Store is open, so that
+  // A shared flock on ROOT/gc.lock held while this Store is open (taken
+  // without waiting; writers wait for it before their first write), so that
   // prune knows whether other processes may be between writing a blob and
-  // referring to it.
-  std::shared_ptr<UniqueFd> gc_lock_;
+  // referring to it, and readers never wait for a prune.
+  struct GcLock;
+  std::shared_ptr<GcLock> gc_;
+  void hold_gc();
+  void report(const std::string& message) const {
+    if (progress_) progress_(message);
+  }
+  std::function<void(const std::string&)> progress_;
 };
 
 // Applies Dockerfile-style instructions to an image config (`-c`): CMD,

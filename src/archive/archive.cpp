@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -610,8 +611,8 @@ struct Extractor {
                         ::archive_entry_mtime_nsec(e)});
       return;
     }
-    if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR)
-      throw Error("refusing entry " + quote(name) + ": only files and directories are allowed in an image archive");
+    if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
+      throw Error("refusing entry " + quote(name) + ": only files, directories and symlinks are allowed in an image archive");
     if (plain_only && hl != nullptr) throw Error("refusing entry " + quote(name) + ": links are not allowed here");
     UniqueFd parent = open_parent(comps, true, name);
     const std::string& leaf = comps.back();
@@ -688,13 +689,13 @@ struct Extractor {
         if (privileged && errno != EPERM) throw_errno("create device " + quote(name));
         // No privilege for a device node: an empty file stands in, and the
         // override_stat xattr says what it is.
-        UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0000));
+        UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) throw_errno("create " + quote(name));
         std::string v = format_override(uid, gid, t | perm, rdev);
-        if (::fsetxattr(fd.get(), kOverrideStat, v.data(), v.size(), 0) != 0 && errno != ENOTSUP && errno != EPERM)
-          throw_errno("set owner xattr on " + quote(name));
+        if (::fsetxattr(fd.get(), kOverrideStat, v.data(), v.size(), 0) != 0)
+          throw_errno("record device " + quote(name) + " (no privilege for device nodes and no user xattrs)");
         need_override = false;
-        perm = 0;
+        type = AE_IFREG;
         break;
       }
       case AE_IFIFO:
@@ -748,9 +749,16 @@ struct Extractor {
         ::futimens(root, ts);
         continue;
       }
-      std::vector<std::string> with_leaf = d.comps;
-      UniqueFd parent = open_parent(with_leaf, false, d.comps.back());
+      // A directory that a later entry replaced is gone: nothing to apply.
+      UniqueFd parent;
+      try {
+        parent = open_parent(d.comps, false, d.comps.back());
+      } catch (const Error&) {
+        continue;
+      }
       const std::string& leaf = d.comps.back();
+      struct stat st {};
+      if (::fstatat(parent.get(), leaf.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISDIR(st.st_mode)) continue;
       ::fchmodat(parent.get(), leaf.c_str(), d.perm, 0);
       timespec ts[2] = {{d.mtime, d.mtime_nsec}, {d.mtime, d.mtime_nsec}};
       ::utimensat(parent.get(), leaf.c_str(), ts, AT_SYMLINK_NOFOLLOW);
@@ -895,10 +903,18 @@ oci::json parse_json(const std::string& text, const std::string& where) {
   }
 }
 
-// A path inside DIR named by an archive document; refuses escapes.
+// A path inside DIR named by an archive document; refuses names and
+// symlinks that lead out of DIR.
 std::string inside(const std::string& dir, const std::string& rel, const std::string& where) {
   split_name(rel, "path in " + where);
-  return dir + "/" + rel;
+  std::string path = dir + "/" + rel;
+  char real_dir[PATH_MAX], real_path[PATH_MAX];
+  if (::realpath(dir.c_str(), real_dir) == nullptr) throw_errno("resolve " + quote(dir));
+  if (::realpath(path.c_str(), real_path) == nullptr) throw_errno(quote(rel) + " named in " + quote(where));
+  std::string rd = real_dir, rp = real_path;
+  if (rp.size() <= rd.size() || rp.compare(0, rd.size(), rd) != 0 || rp[rd.size()] != '/')
+    throw Error("refusing " + quote(rel) + " named in " + quote(where) + ": it leads outside the archive");
+  return rp;
 }
 
 void check_digest(const std::string& path, const oci::Digest& want, const std::string& what) {
@@ -946,7 +962,7 @@ void read_oci_index(const std::string& dir, const oci::json& index, const std::s
     if (any_platform && d.platform && d.platform->is_object()) {
       if (d.platform->value("architecture", arch) != arch || d.platform->value("os", "linux") != "linux") continue;
     }
-    std::string path = dir + "/blobs/sha256/" + d.digest.hex();
+    std::string path = inside(dir, "blobs/sha256/" + d.digest.hex(), where);
     check_digest(path, d.digest, "manifest");
     std::string text = read_file(path);
     oci::json j = parse_json(text, path);
@@ -961,12 +977,13 @@ void read_oci_index(const std::string& dir, const oci::json& index, const std::s
     img.manifest = oci::Manifest::from_json(j, path);
     img.manifest_json = text;
     img.names = names;
-    std::string cpath = dir + "/blobs/sha256/" + img.manifest.config.digest.hex();
+    std::string cpath = inside(dir, "blobs/sha256/" + img.manifest.config.digest.hex(), path);
     check_digest(cpath, img.manifest.config.digest, "config");
     img.config_json = read_file(cpath);
     for (const auto& l : img.manifest.layers) {
       std::string lp = dir + "/blobs/sha256/" + l.digest.hex();
       if (::access(lp.c_str(), R_OK) != 0) throw Error("layer blob " + l.digest.str() + " is missing from " + quote(dir));
+      lp = inside(dir, "blobs/sha256/" + l.digest.hex(), path);
       img.layer_paths.push_back(lp);
     }
     out.push_back(std::move(img));

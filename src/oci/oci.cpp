@@ -168,7 +168,7 @@ std::optional<Reference> Reference::try_parse(std::string_view text) noexcept {
 }
 
 Reference Reference::parse(std::string_view text) {
-  auto bad = [&](const std::string& why) -> Error {
+  auto bad = [&](const std::string& why) -> UsageError {
     return UsageError("invalid reference format: " + quote(text) + (why.empty() ? "" : " (" + why + ")"));
   };
   if (text.empty()) throw bad("empty");

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -30,6 +32,11 @@
 namespace strata::store {
 
 using oci::json;
+
+struct Store::GcLock {
+  UniqueFd fd;
+  bool shared = false;
+};
 
 namespace {
 
@@ -455,10 +462,17 @@ Store Store::open(const std::string& root_in) {
       throw Error(quote(index) + " is not an OCI image index");
   }
   Store s(root);
-  auto lock = std::make_shared<UniqueFd>(::open((root + "/gc.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (*lock) ::flock(lock->get(), LOCK_SH);
-  s.gc_lock_ = lock;
+  s.gc_ = std::make_shared<GcLock>();
+  s.gc_->fd.reset(::open((root + "/gc.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (s.gc_->fd) s.gc_->shared = ::flock(s.gc_->fd.get(), LOCK_SH | LOCK_NB) == 0;
   return s;
+}
+
+void Store::hold_gc() {
+  if (!gc_ || !gc_->fd || gc_->shared) return;
+  while (::flock(gc_->fd.get(), LOCK_SH) != 0)
+    if (errno != EINTR) return;
+  gc_->shared = true;
 }
 
 std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "/blobs/sha256/" + digest.hex(); }
@@ -466,6 +480,7 @@ std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "
 // ================================================================ blobs
 
 std::pair<oci::Digest, std::int64_t> Store::put_blob(int in_fd, const std::optional<oci::Digest>& expected) {
+  hold_gc();
   Staged st(tmp_dir(), "blob", false);
   auto d = archive::copy_and_digest(in_fd, st.fd());
   if (expected && !(d.blob_digest == *expected))
@@ -477,6 +492,7 @@ std::pair<oci::Digest, std::int64_t> Store::put_blob(int in_fd, const std::optio
 }
 
 std::pair<oci::Digest, std::int64_t> Store::put_blob(std::string_view data) {
+  hold_gc();
   oci::Digest d = oci::sha256(data);
   std::string path = blob_path(d);
   if (!exists(path)) {
@@ -550,6 +566,7 @@ Layer install_layer(const Store& s, Staged& blob, Staged& tree, const archive::L
 }  // namespace
 
 Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
+  hold_gc();
   Staged blob(tmp_dir(), "layer", false);
   archive::WriteLayerOptions wo;
   wo.changeset = options.changeset;
@@ -573,6 +590,7 @@ Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
 
 Layer Store::import_layer(int in_fd, const std::string& media_type, const std::optional<oci::Digest>& expected_blob,
                           const std::optional<oci::Digest>& expected_diff_id) {
+  hold_gc();
   Staged raw(tmp_dir(), "blob", false);
   auto c = archive::copy_and_digest(in_fd, raw.fd());
   if (expected_blob && !(c.blob_digest == *expected_blob))
@@ -844,11 +862,6 @@ void Store::untag(std::string_view ref) {
 
 std::vector<std::string> Store::remove_image(std::string_view ref_or_id, bool force) {
   Image img = image(ref_or_id);
-  std::vector<std::string> users;
-  for (const auto& c : containers())
-    if (c.image == img.manifest_digest) users.push_back(c.name);
-  if (!users.empty() && !force)
-    throw Error("image " + quote(ref_or_id) + " is used by container " + quote(users[0]) + " (remove it first, or use -f)");
   std::vector<std::string> lines;
   std::string s(ref_or_id);
   auto r = oci::Reference::try_parse(s);
@@ -856,6 +869,16 @@ std::vector<std::string> Store::remove_image(std::string_view ref_or_id, bool fo
   if (r && !r->digest) {
     for (const auto& n : img.names)
       if (normalise_name(n) == r->str()) by_name = true;
+  }
+  // Removing one of several names deletes nothing; otherwise the image goes
+  // and a container using it must not be left without a name for it.
+  if (!(by_name && img.names.size() > 1)) {
+    std::vector<std::string> users;
+    for (const auto& c : containers())
+      if (c.image == img.manifest_digest) users.push_back(c.name);
+    if (!users.empty() && !force)
+      throw Error("image " + quote(ref_or_id) + " is used by container " + quote(users[0]) +
+                  " (remove it first, or use -f)");
   }
   FileLock lock(root_ + "/lock");
   json index = read_index(root_);
@@ -960,6 +983,7 @@ Container Store::container(std::string_view name_or_id) const {
 }
 
 Container Store::create_container(std::string_view image_ref, std::string_view name) {
+  hold_gc();
   Image img = image(image_ref);
   if (!name.empty() && !valid_container_name(name))
     throw UsageError("invalid container name " + quote(name) + " (letters, digits, '_', '.', '-')");
@@ -1031,6 +1055,7 @@ void unmount_path(const std::string& mnt) {
 }  // namespace
 
 void Store::remove_container(std::string_view name_or_id, bool force) {
+  hold_gc();
   Container c = container(name_or_id);
   auto mounted = mounted_at(c);
   if (!mounted.empty()) {
@@ -1047,6 +1072,7 @@ void Store::remove_container(std::string_view name_or_id, bool force) {
 }
 
 Image Store::commit(std::string_view ctr, const CommitOptions& options, std::string_view name) {
+  hold_gc();
   if (!name.empty()) oci::Reference::parse(name);
   Container c = container(ctr);
   auto mounted = mounted_at(c);
@@ -1056,6 +1082,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
   Image base = image_by_manifest(c.image);
   json config = base.config;
   for (const auto& ch : options.changes) apply_config_change(config, ch);
+  report("Committing the changes of " + c.name);
   Layer l = create_layer(c.upper);
   std::string now = oci::now_rfc3339();
   config["created"] = now;
@@ -1083,15 +1110,15 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
     FileLock lock(root_ + "/lock");
     Container cur = read_container(root_, c.id);
     cur.image = img.manifest_digest;
+    cur.image_name = name.empty() ? img.config_digest.short_id() : std::string(name);
     atomic_write(tmp_dir(), cur.dir + "/container.json", container_json(cur, {}).dump());
   }
-  std::string old_upper = tmp_dir() + "/old-" + std::to_string(::getpid()) + "-" + random_hex(8);
-  std::string old_work = old_upper + "w";
-  if (::rename(c.upper.c_str(), old_upper.c_str()) != 0) throw_errno("retire upper of " + quote(c.name));
-  fresh_upper.commit(c.upper);
-  if (::rename(c.work.c_str(), old_work.c_str()) == 0) fresh_work.commit(c.work);
-  remove_tree_at(AT_FDCWD, old_upper);
-  remove_tree_at(AT_FDCWD, old_work);
+  // Swap the fresh directories in atomically; the old ones are left at the
+  // staging paths and removed with them.
+  if (::renameat2(AT_FDCWD, fresh_upper.path().c_str(), AT_FDCWD, c.upper.c_str(), RENAME_EXCHANGE) != 0)
+    throw_errno("replace upper of " + quote(c.name));
+  if (::renameat2(AT_FDCWD, fresh_work.path().c_str(), AT_FDCWD, c.work.c_str(), RENAME_EXCHANGE) != 0)
+    throw_errno("replace work dir of " + quote(c.name));
   return img;
 }
 
@@ -1107,6 +1134,33 @@ std::vector<Change> Store::diff(std::string_view ctr) const {
       if (exists(dir + "/" + rel)) return true;
     }
     return false;
+  };
+  auto is_opaque = [](const std::string& path) {
+    if (exists(path + "/.wh..wh..opq")) return true;
+    for (const char* k : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+      char v[2];
+      if (::lgetxattr(path.c_str(), k, v, sizeof v) == 1 && v[0] == 'y') return true;
+    }
+    return false;
+  };
+  // Names visible below the upper in directory REL, merged over the layers.
+  auto lower_names = [&](const std::string& rel) {
+    std::set<std::string> names, hidden;
+    for (const auto& dir : img.layer_dirs) {
+      std::string p = dir + "/" + rel;
+      struct stat st {};
+      if (::lstat(p.c_str(), &st) != 0) continue;
+      if (!S_ISDIR(st.st_mode)) break;
+      for (const auto& n : list_dir(p)) {
+        if (n.rfind(".wh.", 0) == 0) {
+          if (n != ".wh..wh..opq") hidden.insert(n.substr(4));
+          continue;
+        }
+        if (hidden.count(n) == 0) names.insert(n);
+      }
+      if (is_opaque(p)) break;
+    }
+    return names;
   };
   std::function<void(const std::string&)> walk = [&](const std::string& rel) {
     std::string dir = rel.empty() ? c.upper : c.upper + "/" + rel;
@@ -1124,7 +1178,16 @@ std::vector<Change> Store::diff(std::string_view ctr) const {
         continue;
       }
       out.push_back({in_lower(child) ? 'C' : 'A', "/" + child});
-      if (S_ISDIR(st.st_mode)) walk(child);
+      if (S_ISDIR(st.st_mode)) {
+        if (is_opaque(c.upper + "/" + child)) {
+          // What the lower layers had here is gone unless the upper has it again.
+          auto upper_names = list_dir(c.upper + "/" + child);
+          std::set<std::string> kept(upper_names.begin(), upper_names.end());
+          for (const auto& lower : lower_names(child))
+            if (kept.count(lower) == 0) out.push_back({'D', "/" + child + "/" + lower});
+        }
+        walk(child);
+      }
     }
   };
   walk("");
@@ -1139,6 +1202,7 @@ Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, co
   json config = oci::empty_config();
   for (const auto& ch : options.changes) apply_config_change(config, ch);
   UniqueFd in = open_at(AT_FDCWD, tar_path, O_RDONLY);
+  report("Importing " + tar_path);
   Layer l;
   try {
     l = import_layer(in.get());
@@ -1162,6 +1226,7 @@ Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, co
 }
 
 std::vector<Image> Store::load(const std::string& path) {
+  hold_gc();
   struct stat st {};
   if (::stat(path.c_str(), &st) != 0) throw_errno("load " + quote(path));
   std::optional<Staged> unpacked;
@@ -1181,6 +1246,8 @@ std::vector<Image> Store::load(const std::string& path) {
                   std::to_string(diff_ids.size()) + " layers, manifest " + std::to_string(a.manifest.layers.size()));
     put_blob(a.config_json);
     for (std::size_t i = 0; i < diff_ids.size(); ++i) {
+      report("Loading layer " + std::to_string(i + 1) + "/" + std::to_string(diff_ids.size()) + " " +
+             a.manifest.layers[i].digest.short_id());
       UniqueFd fd = open_at(AT_FDCWD, a.layer_paths[i], O_RDONLY);
       try {
         import_layer(fd.get(), a.manifest.layers[i].media_type, a.manifest.layers[i].digest, diff_ids[i]);
@@ -1204,6 +1271,7 @@ std::vector<Image> Store::load(const std::string& path) {
 }
 
 void Store::save(const std::vector<std::string>& refs, const std::string& out, SaveFormat format) {
+  hold_gc();
   if (refs.empty()) throw UsageError("save: no image given");
   std::vector<archive::ExportedImage> ex;
   for (const auto& r : refs) {
@@ -1222,6 +1290,7 @@ void Store::save(const std::vector<std::string>& refs, const std::string& out, S
     if (by_name) e.names.push_back(parsed->str());
     ex.push_back(std::move(e));
   }
+  report("Writing " + std::to_string(ex.size()) + " image(s) to " + out);
   Staged work(tmp_dir(), "save", true);
   std::string layout = work.path() + "/out";
   mkdir_if_missing(layout, 0755);
@@ -1272,10 +1341,11 @@ PruneResult Store::prune() {
   PruneResult res;
   // Exclusive use of the store if nobody else has it open.
   bool exclusive = false;
-  if (gc_lock_ && *gc_lock_) {
-    ::flock(gc_lock_->get(), LOCK_UN);
-    exclusive = ::flock(gc_lock_->get(), LOCK_EX | LOCK_NB) == 0;
-    if (!exclusive) ::flock(gc_lock_->get(), LOCK_SH);
+  if (gc_ && gc_->fd) {
+    ::flock(gc_->fd.get(), LOCK_UN);
+    gc_->shared = false;
+    exclusive = ::flock(gc_->fd.get(), LOCK_EX | LOCK_NB) == 0;
+    if (!exclusive) hold_gc();
   }
   FileLock lock(root_ + "/lock");
   std::int64_t now = static_cast<std::int64_t>(std::time(nullptr));
@@ -1346,7 +1416,10 @@ PruneResult Store::prune() {
     if (::rename(p.c_str(), trash.c_str()) == 0) remove_tree_at(AT_FDCWD, trash);
     ++res.layers;
   }
-  if (gc_lock_ && *gc_lock_ && exclusive) ::flock(gc_lock_->get(), LOCK_SH);
+  if (exclusive) {
+    ::flock(gc_->fd.get(), LOCK_SH);
+    gc_->shared = true;
+  }
   return res;
 }
 

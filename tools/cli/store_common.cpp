@@ -3,11 +3,17 @@
 #include <cmath>
 #include <cstdio>
 #include <ctime>
+#include <iostream>
+
+#include <unistd.h>
 
 namespace strata::cli {
 
 store::Store open_store(const GlobalOptions& global) {
-  return store::Store::open(global.root.empty() ? store::default_root() : global.root);
+  auto s = store::Store::open(global.root.empty() ? store::default_root() : global.root);
+  // Progress only for a person watching a terminal.
+  if (::isatty(2) != 0) s.set_progress([](const std::string& m) { std::cerr << m << "\n"; });
+  return s;
 }
 
 std::string human_size(std::int64_t bytes) {
