@@ -499,7 +499,7 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     std::string slave_path = "dev/pts/" + std::to_string(n);
     slave.reset(open_in_root(r, slave_path, O_RDWR | O_NOCTTY));
     if (!slave) throw_errno("open /" + slave_path);
-    bind_into(r, "/" + slave_path, "/dev/console", false, false);
+    bind_into(r, fd_path(slave.get()), "/dev/console", false, false);
     master_out = master.release();
   }
   // /sys, read-only.

@@ -360,6 +360,15 @@ def test_tty_ctrl_c_reaches_the_process_and_exit_code_passes(rootfs):
     assert code == 9, out
 
 
+def test_tty_without_a_terminal_on_the_caller_side(rootfs):
+    r = strata("-t", "--rootfs", rootfs, "sh", "-c", "tty; echo on-console > /dev/console; exit 6")
+    assert r.returncode == 6, r.stderr
+    assert r.stdout.splitlines() == ["/dev/pts/0", "on-console"]
+    r = strata("-i", "-t", "--rootfs", rootfs, "sh", "-c", "read line; echo got-$line", input="piped\n")
+    assert r.returncode == 0, r.stderr
+    assert "got-piped" in r.stdout
+
+
 def test_without_tty_there_is_no_terminal(rootfs):
     r = strata("--rootfs", rootfs, "sh", "-c", "tty; exit 0")
     assert "not a tty" in r.stdout
