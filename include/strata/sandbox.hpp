@@ -188,4 +188,10 @@ struct ContainerRunOptions {
 // status.
 int run_image(const std::string& store_root, const ContainerRunOptions& options);
 
+// `strata start`: runs the existing CONTAINER (name or id) again on its upper,
+// with its image's ENTRYPOINT and CMD (OPTIONS.image, name, args and remove
+// are not used). The container is kept whatever happens.
+int start_container(const std::string& store_root, const std::string& container,
+                    const ContainerRunOptions& options);
+
 }  // namespace strata::sandbox

@@ -67,6 +67,44 @@ std::vector<std::string> combine_command(const std::vector<std::string>& image_e
   return out;
 }
 
+namespace {
+
+// Runs container C of STORE as O says (image, name and remove aside).
+int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o) {
+  store::Image image = store.image_by_manifest(c.image);
+  const oci::json empty = oci::json::object();
+  const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
+
+  RunSpec spec;
+  spec.argv = combine_command(string_list(cfg, "Entrypoint"), string_list(cfg, "Cmd"), o.entrypoint, o.args);
+  if (spec.argv.empty()) {
+    throw Error("no command given and the image " + quote(c.image_name) + " has none", ExitCode::run_failed);
+  }
+  spec.env = string_list(cfg, "Env");
+  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
+  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  if (spec.workdir.empty()) spec.workdir = "/";
+  spec.user = o.user ? *o.user : string_field(cfg, "User");
+  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  spec.tty = o.tty;
+  spec.interactive = o.interactive;
+  spec.network = o.network;
+  spec.volumes = o.volumes;
+
+  spec.rootfs = c.dir + "/rootfs";
+  make_dir(spec.rootfs);
+  UnionRoot u;
+  u.stratafs = o.stratafs.empty() ? default_stratafs() : o.stratafs;
+  u.lowerdirs = image.layer_dirs;
+  u.initdir = c.dir + "/init";
+  u.upperdir = c.upper;
+  u.workdir = c.work;
+  spec.union_root = std::move(u);
+  return run(spec);
+}
+
+}  // namespace
+
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.create_container(o.image, o.name);
@@ -79,40 +117,18 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   };
   int status = 0;
   try {
-    store::Image image = store.image_by_manifest(c.image);
-    const oci::json empty = oci::json::object();
-    const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
-
-    RunSpec spec;
-    spec.argv = combine_command(string_list(cfg, "Entrypoint"), string_list(cfg, "Cmd"), o.entrypoint, o.args);
-    if (spec.argv.empty()) throw Error("no command given and the image " + quote(o.image) + " has none", ExitCode::run_failed);
-    spec.env = string_list(cfg, "Env");
-    spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
-    spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
-    if (spec.workdir.empty()) spec.workdir = "/";
-    spec.user = o.user ? *o.user : string_field(cfg, "User");
-    spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
-    spec.tty = o.tty;
-    spec.interactive = o.interactive;
-    spec.network = o.network;
-    spec.volumes = o.volumes;
-
-    spec.rootfs = c.dir + "/rootfs";
-    make_dir(spec.rootfs);
-    UnionRoot u;
-    u.stratafs = o.stratafs.empty() ? default_stratafs() : o.stratafs;
-    u.lowerdirs = image.layer_dirs;
-    u.initdir = c.dir + "/init";
-    u.upperdir = c.upper;
-    u.workdir = c.work;
-    spec.union_root = std::move(u);
-    status = run(spec);
+    status = run_container(store, c, o);
   } catch (...) {
     cleanup();
     throw;
   }
   if (o.remove) cleanup();
   return status;
+}
+
+int start_container(const std::string& store_root, const std::string& container, const ContainerRunOptions& o) {
+  auto store = store::Store::open(store_root);
+  return run_container(store, store.container(container), o);
 }
 
 }  // namespace strata::sandbox

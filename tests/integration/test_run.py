@@ -632,6 +632,26 @@ def test_image_container_is_kept_without_rm(store):
     assert "A /kept" in store("diff", new.pop()).stdout.splitlines()
 
 
+def test_start_runs_the_container_again_on_its_changes(store):
+    assert store("run", "--name", "mk", "base:1", "true").returncode == 0
+    assert store("commit", "-c", 'CMD ["sh"]', "mk", "shell:1").returncode == 0
+    r = store("run", "--name", "again", "shell:1", "sh", "-c", "echo one > /state")
+    assert r.returncode == 0, r.stderr
+    r = store("start", "-a", "-i", "again", input="cat /state; echo two >> /state; exit 4\n")
+    assert r.returncode == 4, r.stderr
+    assert r.stdout == "one\n"
+    # No -i: the image's CMD (sh) runs with stdin at /dev/null and ends at once.
+    r = store("start", "again", input="echo not-read\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert store("diff", "again").stdout.splitlines() == ["A /state"]
+    assert store("run", "--rm", "shell:1", "cat", "/state").returncode == 1  # the image is unchanged
+    r = store("start", "no-such-container")
+    assert r.returncode == 125
+    assert r.stderr.strip() == "strata: no such container: 'no-such-container'"
+    assert "again" in store("ps", "-a").stdout
+
+
 def test_image_signal_and_kill_leave_no_mount(store):
     p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--rm", "base:1", "sh", "-c",
                           "echo ready; while :; do echo x >> /tmp/log; sleep 0.05; done"],
@@ -753,3 +773,13 @@ def test_hostile_passwd_fifo_does_not_hang(rootfs):
     assert r.returncode == 125
     assert "unable to find user 'app'" in r.stderr
     assert strata("--rootfs", rootfs, "-u", "1000", "true", timeout=30).returncode == 0
+
+
+def test_start_help_and_man_page():
+    r = run([tool("strata"), "start", "--help"])
+    assert r.stdout.startswith("Usage: strata start")
+    with open(os.path.join(SOURCE_DIR, "man", "strata-start.1")) as f:
+        man = f.read().replace("\\-", "-")
+    for opt in ("--attach", "--interactive", "--tty", "--help"):
+        assert opt in r.stdout, opt
+        assert opt in man, opt
