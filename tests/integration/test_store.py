@@ -623,3 +623,17 @@ def test_mounted_container_shows_in_ps_and_rm_needs_force(strata, base_tar, work
     assert strata.json("ps", "--format", "json") == []
     r = strata("rm", "m", check=False)
     assert r.returncode == 1 and "no such container: 'm'" in r.stderr
+
+
+def test_load_refuses_archive_symlink_leading_outside(strata, workdir):
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]}}).encode()
+    manifest = json.dumps([{"Config": "c.json", "RepoTags": ["evil:1"], "Layers": ["l/layer.tar"]}]).encode()
+    arc = make_tar(os.path.join(workdir, "evil-docker.tar"), [
+        f("manifest.json", manifest), f("c.json", config), d("l"), sym("l/layer.tar", "/etc/passwd")])
+    strata("images")
+    before = strata.state()
+    r = strata("load", "-i", arc, check=False)
+    assert r.returncode == 1 and "leads outside the archive" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert strata.state() == before
