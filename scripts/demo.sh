@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The main job on a built-in default, offline: build a small busybox base
 # image, mount it read-only and look inside, make a container and change it
-# through the writable union mount, commit the change as a new image, and
-# build a Dockerfile on top of it. Everything happens in a throwaway store
-# under $STRATA_DEMO_DIR (default: a temporary directory, removed at the end).
+# through the writable union mount, commit the change as a new image, run
+# it, build a Dockerfile on top of it and run the result. Everything happens
+# in a throwaway store under $STRATA_DEMO_DIR (default: a temporary
+# directory, removed at the end).
 # Usage: scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -58,6 +59,9 @@ step "Commit the container as a new image"
 "$strata" commit -m "Add hello app" -c 'CMD ["/app/hello.sh"]' demo-ctr demo/app-base:1
 "$strata" history demo/app-base:1
 
+step "Run the committed image as a rootless container"
+"$strata" run --rm demo/app-base:1
+
 step "Build a Dockerfile on the committed image"
 mkdir -p "$demo/context"
 cat > "$demo/context/Dockerfile" <<'DOCKERFILE'
@@ -78,5 +82,8 @@ step "Mount the built image and check the result"
 echo "VERSION: $(cat "$mnt/app/VERSION")   BUILD: $(cat "$mnt/app/BUILD")"
 [ -e "$mnt/etc/os-release" ] && { echo "demo: the deleted file came back" >&2; exit 1; }
 "$strata" umount "$mnt"
+
+step "Run the built image"
+"$strata" run --rm demo/app:2 sh -c 'echo "$GREETING from $(pwd): $(cat BUILD)"; /app/hello.sh'
 
 step "Done: the base image, the committed image and the built image are in $STRATA_ROOT"

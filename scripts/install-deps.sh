@@ -11,6 +11,8 @@ build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev l
 # unprivileged user's id mapping tools, and the offline base image's busybox.
 test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils uidmap kmod
   skopeo umoci buildah docker-registry util-linux procps psmisc)
+# strata run's opt-in Debian test (STRATA_SLOW_TESTS=1) builds its base with debootstrap.
+test_pkgs+=(debootstrap)
 bench_pkgs=(fuse-overlayfs hyperfine umoci buildah time g++ python3 util-linux linux-perf strace busybox-static)
 
 groups=("$@")

@@ -32,6 +32,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "strata/fd.hpp"
@@ -157,6 +158,7 @@ class UnionFs {
 
  private:
   struct DirHandle;
+  void forget_dir_handle(DirHandle* h);
 
  public:
   struct Resolved {
@@ -254,6 +256,11 @@ class UnionFs {
   // Counts the times tree_mu_ was taken exclusively: a readdir listing made
   // at one count is still exact while the count has not moved.
   std::atomic<std::uint64_t> generation_{0};
+  // Open directory handles. The kernel sends releasedir asynchronously, so a
+  // session that ends (SIGTERM, unmount) may never release the last ones:
+  // the destructor frees what is left.
+  std::mutex dir_handles_mu_;
+  std::unordered_set<DirHandle*> dir_handles_;
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
   std::shared_mutex tree_mu_;

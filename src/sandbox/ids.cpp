@@ -195,7 +195,7 @@ ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::strin
   if (!user_name.empty()) {
     for (const auto& g : groups) {
       if (std::find(g.members.begin(), g.members.end(), user_name) != g.members.end() &&
-          std::find(out.groups.begin(), out.groups.end(), g.gid) == out.groups.end() && g.gid != out.gid) {
+          std::find(out.groups.begin(), out.groups.end(), g.gid) == out.groups.end()) {
         out.groups.push_back(g.gid);
       }
     }

@@ -54,6 +54,25 @@ std::string read_file_or_empty(const std::string& path) {
   return ss.str();
 }
 
+// Reads a small regular file of the container (its /etc/passwd or
+// /etc/group); anything else (missing, a FIFO, a device, huge) reads as empty,
+// so that a hostile image cannot make strata block or run out of memory.
+std::string read_container_file(const char* path) {
+  UniqueFd fd(::open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (16 << 20)) return {};
+  std::string out(static_cast<std::size_t>(st.st_size), '\0');
+  std::size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
 
 void write_all(int fd, std::string_view data) {
@@ -292,34 +311,123 @@ std::string escape_layer(const std::string& dir) {
   return out;
 }
 
+// Hides what docker hides in /proc: kernel memory and keys behind /dev/null
+// (or an empty read-only tmpfs for directories), and the files that act on
+// the whole machine (sysrq-trigger, sysctls, irq affinity) read-only. An
+// identity-mapped root would otherwise pass their permission checks.
+void mask_proc(int proc) {
+  for (const char* name : {"kcore", "keys", "timer_list", "latency_stats", "sched_debug", "acpi", "scsi"}) {
+    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) continue;
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno(std::string("stat /proc/") + name);
+    std::string what = std::string("/proc/") + name;
+    if (S_ISDIR(st.st_mode)) {
+      do_mount("tmpfs", fd_path(fd.get()), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0", what);
+    } else {
+      do_mount("/dev/null", fd_path(fd.get()), nullptr, MS_BIND, nullptr, what);
+      UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!mounted) throw_errno("open " + what);
+      make_read_only(mounted.get(), false, what);
+    }
+  }
+  for (const char* name : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
+    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd) continue;
+    std::string what = std::string("/proc/") + name;
+    do_mount(fd_path(fd.get()).c_str(), fd_path(fd.get()), nullptr, MS_BIND | MS_REC, nullptr, what);
+    UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!mounted) throw_errno("open " + what);
+    make_read_only(mounted.get(), true, what);
+  }
+}
+
+void make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
+}
+
+// Fills U.initdir with the mount points build_root needs and returns the
+// layer list with it on top (see UnionRoot::initdir).
+std::vector<std::string> with_init_layer(const UnionRoot& u) {
+  std::vector<std::string> layers = u.lowerdirs;
+  if (u.initdir.empty()) return layers;
+  const std::string& init = u.initdir;
+  make_dir(init);
+  for (const char* d : {"/proc", "/dev", "/sys", "/etc"}) make_dir(init + d);
+  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
+    if (::access(f, R_OK) != 0) continue;
+    UniqueFd fd(::open((init + f).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!fd) throw_errno("create " + quote(init + f));
+  }
+  // /etc shows through: it keeps the mode and times of the image's /etc.
+  for (const auto& layer : u.lowerdirs) {
+    struct stat st {};
+    if (::lstat((layer + "/etc").c_str(), &st) != 0) continue;
+    if (S_ISDIR(st.st_mode)) {
+      ::chmod((init + "/etc").c_str(), st.st_mode & 07777);
+      const timespec times[2] = {st.st_atim, st.st_mtim};
+      ::utimensat(AT_FDCWD, (init + "/etc").c_str(), times, AT_SYMLINK_NOFOLLOW);
+    }
+    break;
+  }
+  layers.insert(layers.begin(), init);
+  return layers;
+}
+
 // Starts stratafs on SPEC.rootfs and waits until the mount is ready (stratafs
 // detaches then; its daemon lives in the container's pid namespace).
 void mount_union(const RunSpec& spec) {
   const UnionRoot& u = *spec.union_root;
+  std::vector<std::string> layers = with_init_layer(u);
+  if (layers.empty()) throw Error("no layers to mount on " + quote(spec.rootfs), ExitCode::run_failed);
   std::string opts = "lowerdir=";
-  for (std::size_t i = 0; i < u.lowerdirs.size(); ++i) opts += (i ? ":" : "") + escape_layer(u.lowerdirs[i]);
+  for (std::size_t i = 0; i < layers.size(); ++i) opts += (i ? ":" : "") + escape_layer(layers[i]);
   if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
   opts += ",allow_other";
   std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
+  // stratafs's own message becomes part of strata's one-line error.
+  int ep[2];
+  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
+  UniqueFd err_read(ep[0]), err_write(ep[1]);
   pid_t pid = ::fork();
   if (pid < 0) throw_errno("start stratafs");
   if (pid == 0) {
     sigset_t none;
     sigemptyset(&none);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(err_write.get(), 2);
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
-    ::execv(argv[0], argv.data());
-    std::fprintf(stderr, "strata: cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
+    ::execvp(argv[0], argv.data());
+    std::fprintf(stderr, "cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
     ::_exit(127);
   }
+  err_write.reset();
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
     if (errno != EINTR) throw_errno("wait for stratafs");
   }
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    throw Error("stratafs could not mount the container root on " + quote(spec.rootfs), ExitCode::run_failed);
+    char buf[4096];
+    ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+    std::string why;
+    if (n > 0) {
+      // stratafs's line says what failed, libfuse's (before it) why: keep
+      // both, on one line.
+      std::string text(buf, static_cast<std::size_t>(n));
+      std::size_t start = 0;
+      while (start < text.size()) {
+        std::size_t end = text.find('\n', start);
+        std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
+        start = end == std::string::npos ? text.size() : end + 1;
+        if (line.empty()) continue;
+        if (line.rfind("stratafs: ", 0) == 0) line = line.substr(10);
+        why = why.empty() ? line : line + " (" + why + ")";
+      }
+    }
+    throw Error("stratafs could not mount the container root" + (why.empty() ? std::string() : ": " + why),
+                ExitCode::run_failed);
   }
 }
 
@@ -328,7 +436,14 @@ void mount_union(const RunSpec& spec) {
 UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   const RunSpec& spec = *ctx.spec;
   if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make the mounts private");
-  if (spec.union_root) mount_union(spec);
+  if (spec.union_root) {
+    mount_union(spec);
+    // stratafs stays in this mount namespace with the host's root; the
+    // container continues in a copy of it, so that pivot_root (which moves
+    // every process of its namespace whose root is the old one) leaves the
+    // daemon alone: its own path lookups must never go through its mount.
+    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
+  }
   do_mount(spec.rootfs.c_str(), spec.rootfs, nullptr, MS_BIND | MS_REC, nullptr, "the root " + quote(spec.rootfs));
   UniqueFd root = open_at(AT_FDCWD, spec.rootfs, O_RDONLY | O_DIRECTORY);
   int r = root.get();
@@ -337,6 +452,9 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   {
     UniqueFd proc = ensure_dir(r, "proc");
     do_mount("proc", fd_path(proc.get()), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/proc");
+    proc.reset(open_in_root(r, "proc", O_PATH | O_DIRECTORY));
+    if (!proc) throw_errno("open /proc in the container");
+    mask_proc(proc.get());
   }
   // /dev: a tmpfs with the host's harmless devices bound in read-only.
   {
@@ -359,6 +477,8 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     if (ctx.gid5_mapped) pts_opts += ",gid=5";
     UniqueFd pts(open_in_root(r, "dev/pts", O_PATH | O_DIRECTORY));
     do_mount("devpts", fd_path(pts.get()), "devpts", MS_NOSUID | MS_NOEXEC, pts_opts.c_str(), "/dev/pts");
+    UniqueFd mq(open_in_root(r, "dev/mqueue", O_PATH | O_DIRECTORY));
+    do_mount("mqueue", fd_path(mq.get()), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/dev/mqueue");
     UniqueFd shm(open_in_root(r, "dev/shm", O_PATH | O_DIRECTORY));
     do_mount("shm", fd_path(shm.get()), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm");
     const std::pair<const char*, const char*> links[] = {
@@ -379,7 +499,7 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     std::string slave_path = "dev/pts/" + std::to_string(n);
     slave.reset(open_in_root(r, slave_path, O_RDWR | O_NOCTTY));
     if (!slave) throw_errno("open /" + slave_path);
-    bind_into(r, "/" + slave_path, "/dev/console", false, false);
+    bind_into(r, fd_path(slave.get()), "/dev/console", false, false);
     master_out = master.release();
   }
   // /sys, read-only.
@@ -536,7 +656,7 @@ int status_code(int status) {
     UniqueFd slave = build_root(ctx, master);
     UniqueFd master_fd(master);
     if (master_fd && go.has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &go.size);
-    ExecUser user = resolve_user(spec.user, read_file_or_empty("/etc/passwd"), read_file_or_empty("/etc/group"));
+    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
 
     // Every signal stays blocked in init and is taken with sigwaitinfo; the
     // forwarded ones get a handler so that the kernel delivers them to pid 1.

@@ -7,6 +7,7 @@
 #include "cli.hpp"
 #include "strata/error.hpp"
 #include "strata/sandbox.hpp"
+#include "strata/store.hpp"
 
 namespace strata::cli {
 
@@ -90,7 +91,7 @@ sandbox::BindMount parse_volume(const std::string& spec) {
   return m;
 }
 
-int run_verb(const GlobalOptions& /*global*/, const std::vector<std::string>& args) {
+int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   std::size_t split = split_point(args);
   std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
   std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(split), args.end());
@@ -136,23 +137,37 @@ int run_verb(const GlobalOptions& /*global*/, const std::vector<std::string>& ar
     throw UsageError("run: unknown network " + quote(network) + " (host or none)");
   }
   std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
-  spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : (name.empty() ? "strata" : name);
+  spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : "strata";
   if (spec.hostname.empty() || spec.hostname.size() > 64) throw UsageError("run: bad host name " + quote(spec.hostname));
+
+  std::optional<std::string> entrypoint;
+  if (vm.count("entrypoint") != 0U) entrypoint = vm["entrypoint"].as<std::string>();
+  std::optional<std::string> workdir;
+  if (vm.count("workdir") != 0U) workdir = vm["workdir"].as<std::string>();
 
   if (vm.count("rootfs") == 0U) {
     if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
-    throw Error("run: images are not supported by this build; use --rootfs DIR", ExitCode::run_failed);
+    sandbox::ContainerRunOptions o;
+    o.image = rest[0];
+    o.args.assign(rest.begin() + 1, rest.end());
+    o.name = name;
+    o.entrypoint = entrypoint;
+    o.env = spec.env;
+    o.workdir = workdir;
+    if (vm.count("user") != 0U) o.user = spec.user;
+    if (vm.count("hostname") != 0U) o.hostname = spec.hostname;
+    o.tty = spec.tty;
+    o.interactive = spec.interactive;
+    o.remove = vm["rm"].as<bool>();
+    o.network = spec.network;
+    o.volumes = spec.volumes;
+    return sandbox::run_image(global.root.empty() ? store::default_root() : global.root, o);
   }
+  if (!name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
   spec.rootfs = vm["rootfs"].as<std::string>();
-  std::vector<std::string> entrypoint;
-  if (vm.count("entrypoint") != 0U) {
-    auto ep = vm["entrypoint"].as<std::string>();
-    if (!ep.empty()) entrypoint.push_back(ep);
-  }
-  spec.argv = entrypoint;
-  spec.argv.insert(spec.argv.end(), rest.begin(), rest.end());
+  spec.argv = sandbox::combine_command({}, {}, entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
-  spec.workdir = vm.count("workdir") != 0U ? vm["workdir"].as<std::string>() : "/";
+  spec.workdir = workdir ? *workdir : "/";
   return sandbox::run(spec);
 }
 

@@ -1,0 +1,134 @@
+// `strata run IMAGE`: a container from the store, its union mounted by
+// stratafs inside the container, and the image config combined with the
+// command line as docker does.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+
+#include "strata/error.hpp"
+#include "strata/sandbox.hpp"
+#include "strata/store.hpp"
+
+namespace strata::sandbox {
+
+namespace {
+
+std::vector<std::string> string_list(const oci::json& config, const char* key) {
+  std::vector<std::string> out;
+  if (!config.is_object()) return out;
+  auto it = config.find(key);
+  if (it == config.end() || !it->is_array()) return out;
+  for (const auto& v : *it) {
+    if (v.is_string()) out.push_back(v.get<std::string>());
+  }
+  return out;
+}
+
+std::string string_field(const oci::json& config, const char* key) {
+  if (!config.is_object()) return {};
+  auto it = config.find(key);
+  return it != config.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+std::string default_stratafs() {
+  char buf[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) {
+    std::string self(buf, static_cast<std::size_t>(n));
+    std::string candidate = self.substr(0, self.rfind('/') + 1) + "stratafs";
+    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+  }
+  return "stratafs";
+}
+
+void make_dir(const std::string& path) {
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
+}
+
+}  // namespace
+
+std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
+                                         const std::vector<std::string>& image_cmd,
+                                         const std::optional<std::string>& entrypoint_flag,
+                                         const std::vector<std::string>& args) {
+  std::vector<std::string> out;
+  if (entrypoint_flag) {
+    if (!entrypoint_flag->empty()) out.push_back(*entrypoint_flag);
+  } else {
+    out = image_entrypoint;
+  }
+  if (!args.empty()) {
+    out.insert(out.end(), args.begin(), args.end());
+  } else if (!entrypoint_flag) {
+    out.insert(out.end(), image_cmd.begin(), image_cmd.end());
+  }
+  return out;
+}
+
+namespace {
+
+// Runs container C of STORE as O says (image, name and remove aside).
+int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o) {
+  store::Image image = store.image_by_manifest(c.image);
+  const oci::json empty = oci::json::object();
+  const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
+
+  RunSpec spec;
+  spec.argv = combine_command(string_list(cfg, "Entrypoint"), string_list(cfg, "Cmd"), o.entrypoint, o.args);
+  if (spec.argv.empty()) {
+    throw Error("no command given and the image " + quote(c.image_name) + " has none", ExitCode::run_failed);
+  }
+  spec.env = string_list(cfg, "Env");
+  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
+  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  if (spec.workdir.empty()) spec.workdir = "/";
+  spec.user = o.user ? *o.user : string_field(cfg, "User");
+  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  spec.tty = o.tty;
+  spec.interactive = o.interactive;
+  spec.network = o.network;
+  spec.volumes = o.volumes;
+
+  spec.rootfs = c.dir + "/rootfs";
+  make_dir(spec.rootfs);
+  UnionRoot u;
+  u.stratafs = o.stratafs.empty() ? default_stratafs() : o.stratafs;
+  u.lowerdirs = image.layer_dirs;
+  u.initdir = c.dir + "/init";
+  u.upperdir = c.upper;
+  u.workdir = c.work;
+  spec.union_root = std::move(u);
+  return run(spec);
+}
+
+}  // namespace
+
+int run_image(const std::string& store_root, const ContainerRunOptions& o) {
+  auto store = store::Store::open(store_root);
+  store::Container c = store.create_container(o.image, o.name);
+  auto cleanup = [&] {
+    try {
+      store.remove_container(c.id, true);
+    } catch (const Error&) {
+      // Reported by the error that caused the cleanup, if any.
+    }
+  };
+  int status = 0;
+  try {
+    status = run_container(store, c, o);
+  } catch (...) {
+    cleanup();
+    throw;
+  }
+  if (o.remove) cleanup();
+  return status;
+}
+
+int start_container(const std::string& store_root, const std::string& container, const ContainerRunOptions& o) {
+  auto store = store::Store::open(store_root);
+  return run_container(store, store.container(container), o);
+}
+
+}  // namespace strata::sandbox

@@ -1,0 +1,785 @@
+"""strata run: real namespaces on a busybox root, as root and as unprivileged users."""
+import fcntl
+import os
+import pty
+import select
+import shutil
+import signal
+import struct
+import subprocess
+import tarfile
+import termios
+import time
+
+import pytest
+
+from conftest import SOURCE_DIR, is_mounted, run, tool
+
+DOCKER_DEFAULT_CAPS = 0xA80425FB
+
+
+@pytest.fixture(scope="module")
+def base_tar(tmp_path_factory):
+    out = tmp_path_factory.mktemp("base") / "base.tar"
+    run([os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), str(out)])
+    return str(out)
+
+
+@pytest.fixture
+def rootfs(workdir, base_tar):
+    root = os.path.join(workdir, "root")
+    os.mkdir(root)
+    with tarfile.open(base_tar) as t:
+        t.extractall(root)
+    return root
+
+
+def strata(*args, **kw):
+    kw.setdefault("timeout", 60)
+    return run([tool("strata"), "run", *args], check=False, **kw)
+
+
+def host_mounts_under(path):
+    with open("/proc/self/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(path)]
+
+
+# ---- basics ---------------------------------------------------------------
+
+
+def test_output_and_exit_code(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert r.returncode == 3
+    assert r.stdout == "out\n"
+    assert "err\n" in r.stderr
+    assert host_mounts_under(rootfs) == []
+
+
+def test_arguments_after_the_command_belong_to_it(rootfs):
+    r = strata("--rootfs", rootfs, "ls", "-d", "-1", "/bin", "/etc")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["/bin", "/etc"]
+
+
+def test_namespaces_pid_uts_and_root(rootfs):
+    r = strata("--rootfs", rootfs, "--hostname", "box1", "sh", "-c",
+               "echo pid=$$; hostname; ls /proc | grep -c '^[0-9]'; test -e /bin/busybox && echo rooted")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split()
+    assert lines[0] == "pid=2"  # pid 1 is the container's init
+    assert lines[1] == "box1"
+    assert int(lines[2]) <= 4  # init, sh, ls, grep: no host process is visible
+    assert lines[3] == "rooted"
+    assert run(["hostname"]).stdout.strip() != "box1"
+
+
+def test_root_is_identity_mapped_with_docker_capabilities_and_no_new_privs(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c", "cat /proc/self/uid_map; grep -E 'CapBnd|CapEff|NoNewPrivs' /proc/self/status")
+    assert r.returncode == 0, r.stderr
+    out = r.stdout.split()
+    assert out[:3] == ["0", "0", "4294967295"]
+    fields = dict(zip(out[3::2], out[4::2]))
+    assert int(fields["CapBnd:"], 16) == DOCKER_DEFAULT_CAPS
+    assert int(fields["CapEff:"], 16) == DOCKER_DEFAULT_CAPS
+    assert fields["NoNewPrivs:"] == "1"
+
+
+def test_container_root_cannot_mount_or_change_host_files(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c",
+               "mount -t tmpfs x /mnt 2>&1 || echo nomount; echo x >> /etc/hosts 2>&1 || echo rohosts;"
+               " chmod 777 /dev/null 2>&1 || echo rodev; echo y > /dev/null && echo devnull-ok; touch /sys/x 2>&1 || echo rosys")
+    assert r.returncode == 0, r.stderr
+    for word in ("nomount", "rohosts", "rodev", "devnull-ok", "rosys"):
+        assert word in r.stdout
+    assert os.stat("/dev/null").st_mode & 0o777 == 0o666
+
+
+def test_proc_hides_and_protects_what_acts_on_the_host(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c",
+               "for f in /proc/sys/kernel/hostname /proc/sysrq-trigger; do test -e $f || continue;"
+               " echo x > $f 2>/dev/null && echo wrote-$f; done;"
+               " test -e /proc/kcore && wc -c < /proc/kcore; test -e /proc/keys && chmod 777 /proc/keys 2>/dev/null && echo chmod;"
+               " grep -c ' /proc/sys proc ro' /proc/mounts")
+    assert r.returncode == 0, r.stderr
+    assert "wrote" not in r.stdout and "chmod" not in r.stdout
+    assert r.stdout.split()[-1] == "1"
+    if os.path.exists("/proc/kcore"):
+        assert r.stdout.split()[0] == "0"
+    assert os.stat("/dev/null").st_mode & 0o777 == 0o666
+
+
+def test_minimal_dev_proc_and_host_name_resolution(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c",
+               "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; cat /etc/resolv.conf | wc -l;"
+               " grep -c . /proc/self/mounts >/dev/null && echo proc-ok")
+    assert r.returncode == 0, r.stderr
+    devs = r.stdout.splitlines()[0].split()
+    for d in ("null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "fd", "stdin", "stdout", "stderr"):
+        assert d in devs
+    assert "sda" not in devs and "vda" not in devs and "fuse" not in devs
+    assert r.stdout.splitlines()[1].strip() == "4"
+    if os.path.exists("/etc/resolv.conf"):
+        with open("/etc/resolv.conf") as f:
+            assert int(r.stdout.splitlines()[2]) == len(f.read().splitlines())
+    assert "proc-ok" in r.stdout
+
+
+def test_network_host_by_default_and_none_on_request(rootfs):
+    host = strata("--rootfs", rootfs, "cat", "/proc/net/dev")
+    none = strata("--rootfs", rootfs, "--network", "none", "cat", "/proc/net/dev")
+    assert host.returncode == 0 and none.returncode == 0, host.stderr + none.stderr
+    with open("/proc/net/dev") as f:
+        assert host.stdout == f.read() or len(host.stdout.splitlines()) > 3
+    ifaces = [line.split(":")[0].strip() for line in none.stdout.splitlines()[2:]]
+    assert ifaces == ["lo"]
+    r = strata("--rootfs", rootfs, "--network", "none", "ip", "link", "show", "lo")
+    assert "UP" in r.stdout
+
+
+# ---- exit codes and signals ----------------------------------------------
+
+
+def test_missing_command_is_127_with_its_name(rootfs):
+    r = strata("--rootfs", rootfs, "no-such-command")
+    assert r.returncode == 127
+    assert r.stderr.strip().splitlines()[-1] == "strata: exec 'no-such-command': executable file not found in $PATH"
+    r = strata("--rootfs", rootfs, "/no/such/file")
+    assert r.returncode == 127
+    assert "'/no/such/file'" in r.stderr
+
+
+def test_command_that_cannot_be_invoked_is_126(rootfs):
+    r = strata("--rootfs", rootfs, "/etc/passwd")
+    assert r.returncode == 126
+    assert r.stderr.strip().splitlines()[-1] == "strata: exec '/etc/passwd': Permission denied"
+
+
+def test_strata_failures_are_125(rootfs, workdir):
+    r = strata("--rootfs", os.path.join(workdir, "missing"), "true")
+    assert r.returncode == 125
+    assert "missing" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = strata("--bogus-flag", "--rootfs", rootfs, "true")
+    assert r.returncode == 125
+    r = strata("--rootfs", rootfs, "-u", "ghost", "true")
+    assert r.returncode == 125
+    assert r.stderr.strip() == "strata: unable to find user 'ghost': no matching entries in passwd file"
+    r = strata("--rootfs", rootfs, "--network", "bridge", "true")
+    assert r.returncode == 125
+
+
+def test_death_by_signal_is_128_plus_n(rootfs):
+    assert strata("--rootfs", rootfs, "sh", "-c", "kill -KILL $$").returncode == 137
+    assert strata("--rootfs", rootfs, "sh", "-c", "kill -TERM $$").returncode == 143
+
+
+def start(args, **kw):
+    return subprocess.Popen([tool("strata"), "run", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kw)
+
+
+def wait_line(proc, expected, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        r, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if r:
+            line = proc.stdout.readline()
+            if line.strip() == expected:
+                return
+            if line == "":
+                break
+    proc.kill()
+    raise AssertionError(f"no {expected!r} from the container: {proc.stderr.read()}")
+
+
+@pytest.mark.parametrize("sig,handled", [(signal.SIGTERM, True), (signal.SIGINT, False), (signal.SIGUSR1, True)])
+def test_signals_reach_the_command(rootfs, sig, handled):
+    name = signal.Signals(sig).name[3:]
+    script = (f"trap 'echo got {name}; exit 5' {name}; " if handled else "") + "echo ready; while :; do sleep 0.1; done"
+    p = start(["--rootfs", rootfs, "sh", "-c", script])
+    try:
+        wait_line(p, "ready")
+        p.send_signal(sig)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    if handled:
+        assert p.returncode == 5, err
+        assert out.strip() == f"got {name}"
+    else:
+        assert p.returncode == 128 + sig, err
+    assert host_mounts_under(rootfs) == []
+
+
+def test_killing_strata_kills_the_container(rootfs):
+    p = start(["--rootfs", rootfs, "sh", "-c", "echo ready; sleep 1000"])
+    wait_line(p, "ready")
+    init = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+    assert len(init) == 1
+    p.kill()
+    p.wait()
+    for _ in range(100):
+        if not os.path.exists(f"/proc/{init[0]}"):
+            break
+        time.sleep(0.05)
+    assert not os.path.exists(f"/proc/{init[0]}")
+
+
+# ---- env, workdir, user ---------------------------------------------------
+
+
+def test_environment(rootfs, workdir):
+    env_file = os.path.join(workdir, "env")
+    with open(env_file, "w") as f:
+        f.write("# comment\nFROM_FILE=file\nOVER=file\n")
+    r = strata("--rootfs", rootfs, "--hostname", "h1", "--env-file", env_file, "-e", "A=1", "-e", "OVER=flag",
+               "-e", "FROM_HOST", "-e", "UNSET_ON_HOST", "env", env=dict(os.environ, FROM_HOST="host", SECRET="x"))
+    assert r.returncode == 0, r.stderr
+    env = dict(line.split("=", 1) for line in r.stdout.splitlines())
+    assert env["A"] == "1"
+    assert env["FROM_FILE"] == "file"
+    assert env["OVER"] == "flag"
+    assert env["FROM_HOST"] == "host"
+    assert "UNSET_ON_HOST" not in env and "SECRET" not in env
+    assert env["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert env["HOME"] == "/root"
+    assert env["HOSTNAME"] == "h1"
+    assert "TERM" not in env
+
+
+def test_path_from_env_is_used_to_find_the_command(rootfs):
+    os.makedirs(os.path.join(rootfs, "opt/tools"))
+    with open(os.path.join(rootfs, "opt/tools/hello"), "w") as f:
+        f.write("#!/bin/sh\necho hello from tools\n")
+    os.chmod(os.path.join(rootfs, "opt/tools/hello"), 0o755)
+    assert strata("--rootfs", rootfs, "hello").returncode == 127
+    r = strata("--rootfs", rootfs, "-e", "PATH=/opt/tools:/bin", "hello")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "hello from tools\n"
+
+
+def test_workdir_default_and_created(rootfs):
+    assert strata("--rootfs", rootfs, "pwd").stdout == "/\n"
+    r = strata("--rootfs", rootfs, "-w", "/srv/app/data", "pwd")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "/srv/app/data\n"
+    assert os.path.isdir(os.path.join(rootfs, "srv/app/data"))
+    assert strata("--rootfs", rootfs, "-w", "relative", "pwd").returncode == 125
+
+
+def test_users_from_the_image(rootfs):
+    r = strata("--rootfs", rootfs, "-u", "app", "sh", "-c", "id; echo $HOME; touch /tmp/by-app")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["uid=1000(app) gid=1000(app)", "/home/app"]
+    st = os.stat(os.path.join(rootfs, "tmp/by-app"))
+    assert (st.st_uid, st.st_gid) == (1000, 1000)  # root's container is identity mapped
+    r = strata("--rootfs", rootfs, "-u", "4242", "id")
+    assert r.stdout.strip() == "uid=4242 gid=0(root)"
+    r = strata("--rootfs", rootfs, "-u", "app:daemon", "id")
+    assert r.stdout.strip() == "uid=1000(app) gid=1(daemon)"
+    r = strata("--rootfs", rootfs, "-u", "app", "sh", "-c", "grep -E 'CapEff|NoNewPrivs' /proc/self/status")
+    fields = dict(line.split() for line in r.stdout.splitlines())
+    assert int(fields["CapEff:"], 16) == 0
+    assert fields["NoNewPrivs:"] == "1"
+
+
+def test_supplementary_groups_from_etc_group(rootfs):
+    with open(os.path.join(rootfs, "etc/group"), "a") as f:
+        f.write("staff:x:50:app\n")
+    r = strata("--rootfs", rootfs, "-u", "app", "id")
+    assert r.stdout.strip() == "uid=1000(app) gid=1000(app) groups=50(staff)"
+
+
+# ---- stdin, tty, volumes --------------------------------------------------
+
+
+def test_stdin_only_with_i(rootfs):
+    r = strata("-i", "--rootfs", rootfs, "sh", "-c", "tr a-z A-Z", input="hello\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "HELLO\n"
+    r = strata("--rootfs", rootfs, "cat", input="hello\n")
+    assert r.returncode == 0
+    assert r.stdout == ""
+
+
+def tty_session(args, steps, rows=33, cols=101, timeout=20):
+    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
+    pid, fd = pty.fork()
+    if pid == 0:
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+        os.execv(tool("strata"), [tool("strata"), *args])
+    out = b""
+    try:
+        for typed, expect in steps:
+            if typed:
+                os.write(fd, typed)
+            if expect is None:
+                time.sleep(0.5)  # let the shell start what was typed
+            end = time.time() + timeout
+            while expect is not None and expect.encode() not in out and time.time() < end:
+                r, _, _ = select.select([fd], [], [], 0.1)
+                if r:
+                    try:
+                        out += os.read(fd, 4096)
+                    except OSError:
+                        break
+            assert expect is None or expect.encode() in out, out.decode(errors="replace")
+        end = time.time() + timeout
+        while time.time() < end:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            r, _, _ = select.select([fd], [], [], 0.1)
+            if r:
+                try:
+                    out += os.read(fd, 4096)
+                except OSError:
+                    pass
+        else:
+            os.kill(pid, signal.SIGKILL)
+            _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status), out.decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
+def test_tty_gives_a_terminal_with_the_window_size(rootfs):
+    code, out = tty_session(["run", "-t", "--rootfs", rootfs, "sh", "-c", "tty; stty size; echo TERM=$TERM; exit 4"],
+                            [(None, "TERM=")])
+    assert code == 4, out
+    assert "/dev/pts/0" in out
+    assert "33 101" in out
+    assert "TERM=xterm" in out
+
+
+def test_tty_ctrl_c_reaches_the_process_and_exit_code_passes(rootfs):
+    code, out = tty_session(["run", "-it", "--rootfs", rootfs, "sh"],
+                            [(b"echo st''art\r", "start"), (b"sleep 100\r", None), (b"\x03", None),
+                             (b"echo after-$?\r", "after-130"), (b"exit 9\r", None)])
+    assert code == 9, out
+
+
+def test_tty_without_a_terminal_on_the_caller_side(rootfs):
+    r = strata("-t", "--rootfs", rootfs, "sh", "-c", "tty; echo on-console > /dev/console; exit 6")
+    assert r.returncode == 6, r.stderr
+    assert r.stdout.splitlines() == ["/dev/pts/0", "on-console"]
+    r = strata("-i", "-t", "--rootfs", rootfs, "sh", "-c", "read line; echo got-$line", input="piped\n")
+    assert r.returncode == 0, r.stderr
+    assert "got-piped" in r.stdout
+
+
+def test_without_tty_there_is_no_terminal(rootfs):
+    r = strata("--rootfs", rootfs, "sh", "-c", "tty; exit 0")
+    assert "not a tty" in r.stdout
+
+
+def test_volumes(rootfs, workdir):
+    shared = os.path.join(workdir, "shared")
+    os.mkdir(shared)
+    with open(os.path.join(shared, "in"), "w") as f:
+        f.write("from host\n")
+    r = strata("--rootfs", rootfs, "-v", f"{shared}:/data", "sh", "-c", "cat /data/in; echo back > /data/out")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "from host\n"
+    assert open(os.path.join(shared, "out")).read() == "back\n"
+    r = strata("--rootfs", rootfs, "-v", f"{shared}:/ro:ro", "sh", "-c", "cat /ro/in; echo x > /ro/new")
+    assert r.returncode != 0
+    assert not os.path.exists(os.path.join(shared, "new"))
+    r = strata("--rootfs", rootfs, "-v", f"{workdir}/nope:/x", "true")
+    assert r.returncode == 125
+    assert "nope" in r.stderr
+    assert host_mounts_under(workdir) == []
+
+
+# ---- hostile roots --------------------------------------------------------
+
+
+def replace_with_symlink(path, target):
+    subprocess.run(["rm", "-rf", path], check=True)
+    os.symlink(target, path)
+
+
+def test_symlinks_in_the_root_never_lead_outside(rootfs, workdir):
+    outside = os.path.join(workdir, "outside")
+    os.mkdir(outside)
+    # Absolute and relative escapes for the directories and files strata mounts or creates.
+    for d in ("proc", "dev", "sys"):
+        os.mkdir(os.path.join(outside, d))
+    replace_with_symlink(os.path.join(rootfs, "proc"), outside + "/proc")
+    replace_with_symlink(os.path.join(rootfs, "dev"), "../../../../../../../.." + outside + "/dev")
+    replace_with_symlink(os.path.join(rootfs, "sys"), outside + "/sys")
+    replace_with_symlink(os.path.join(rootfs, "etc/resolv.conf"), outside + "/resolv.conf")
+    replace_with_symlink(os.path.join(rootfs, "etc/hosts"), "../../../../../../.." + outside + "/hosts")
+    # The same paths inside the root exist: the links resolve there.
+    for d in ("proc", "dev", "sys"):
+        os.makedirs(rootfs + outside + "/" + d)
+    r = strata("--rootfs", rootfs, "-w", "/work", "sh", "-c",
+               "ls /dev/null /proc/self/status >/dev/null && echo inside-ok; echo pwned > /dev/x")
+    assert r.returncode == 0, r.stderr
+    assert "inside-ok" in r.stdout
+    assert sorted(os.listdir(outside)) == ["dev", "proc", "sys"]
+    assert all(os.listdir(os.path.join(outside, d)) == [] for d in ("dev", "proc", "sys"))
+    assert host_mounts_under(workdir) == []
+    # A link whose target is missing inside the root: refused, nothing outside.
+    subprocess.run(["rm", "-rf", rootfs + outside], check=True)
+    r = strata("--rootfs", rootfs, "true")
+    assert r.returncode == 125
+    assert len(r.stderr.strip().splitlines()) >= 1
+    assert all(os.listdir(os.path.join(outside, d)) == [] for d in ("dev", "proc", "sys"))
+    assert host_mounts_under(workdir) == []
+
+
+def test_volume_target_and_workdir_symlinks_stay_inside(rootfs, workdir):
+    outside = os.path.join(workdir, "outside")
+    os.mkdir(outside)
+    shared = os.path.join(workdir, "shared")
+    os.mkdir(shared)
+    os.symlink(outside, os.path.join(rootfs, "data"))
+    os.symlink("../../../../../../../.." + outside, os.path.join(rootfs, "wd"))
+    r = strata("--rootfs", rootfs, "-v", f"{shared}:/data/vol", "true")
+    assert r.returncode == 125
+    r = strata("--rootfs", rootfs, "-w", "/wd/sub", "sh", "-c", "pwd; echo x > file")
+    assert os.listdir(outside) == []
+    assert host_mounts_under(workdir) == []
+
+
+# ---- unprivileged users ---------------------------------------------------
+
+
+class User:
+    def __init__(self, name, subids):
+        self.name = name
+        args = ["useradd", "--no-create-home", "--shell", "/bin/sh"]
+        if not subids:
+            args += ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
+        run(args + [name])
+        if subids:
+            # Own ranges, whatever useradd's defaults are.
+            for opt in ("--del-subuids", "--del-subgids"):
+                subprocess.run(["usermod", opt, "1-4294967294", name], capture_output=True)
+            run(["usermod", "--add-subuids", "400000-465535", "--add-subgids", "400000-465535", name])
+        self.uid = int(run(["id", "-u", name]).stdout)
+        self.gid = int(run(["id", "-g", name]).stdout)
+
+    def remove(self):
+        subprocess.run(["userdel", self.name], capture_output=True)
+
+    def strata(self, *args, **kw):
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env",
+               tool("strata"), "run", *args]
+        kw.setdefault("timeout", 60)
+        return run(cmd, check=False, **kw)
+
+
+@pytest.fixture(params=[True, False], ids=["subuid", "single-id"])
+def user(request):
+    if os.geteuid() != 0:
+        pytest.skip("creating a user needs root")
+    u = User(f"strun{os.getpid() % 100000}{'s' if request.param else 'n'}", request.param)
+    u.subids = request.param
+    try:
+        yield u
+    finally:
+        u.remove()
+
+
+@pytest.fixture
+def user_rootfs(user, workdir, base_tar):
+    os.chmod(workdir, 0o755)
+    home = os.path.join(workdir, "user")
+    os.mkdir(home)
+    os.chown(home, user.uid, user.gid)
+    root = os.path.join(home, "root")
+    tar = os.path.join(workdir, "base.tar")
+    shutil.copy(base_tar, tar)
+    os.chmod(tar, 0o644)
+    run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "sh", "-c",
+         f"mkdir {root} && tar -xf {tar} -C {root} --no-same-owner --preserve-permissions"])
+    return root
+
+
+def test_unprivileged_user_runs_as_container_root(user, user_rootfs):
+    r = user.strata("--rootfs", user_rootfs, "sh", "-c",
+                    "id -u; cat /proc/self/uid_map | tr -s ' ' | sed 's/^ //'; touch /root-file; echo $$")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "0"
+    assert lines[1] == f"0 {user.uid} 1"
+    if user.subids:
+        assert lines[2] == "1 400000 65536"
+        assert "warning" not in r.stderr
+    else:
+        assert len(lines) == 3
+        assert "warning: no range for" in r.stderr
+    assert lines[-1] == "2"
+    assert os.stat(os.path.join(user_rootfs, "root-file")).st_uid == user.uid
+
+
+def test_unprivileged_user_switches_users_only_with_subordinate_ids(user, user_rootfs):
+    r = user.strata("--rootfs", user_rootfs, "-u", "app", "sh", "-c", "id; touch /tmp/app-file")
+    if user.subids:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == "uid=1000(app) gid=1000(app)"
+        st = os.stat(os.path.join(user_rootfs, "tmp/app-file"))
+        assert (st.st_uid, st.st_gid) == (400000 + 999, 400000 + 999)
+    else:
+        assert r.returncode == 125
+        assert "is not mapped in the container's user namespace" in r.stderr
+
+
+def test_unprivileged_container_cannot_touch_host_files(user, user_rootfs, workdir):
+    secret = os.path.join(workdir, "secret")
+    with open(secret, "w") as f:
+        f.write("root only\n")
+    os.chmod(secret, 0o600)
+    r = user.strata("--rootfs", user_rootfs, "-v", f"{workdir}:/host", "sh", "-c",
+                    "cat /host/secret; echo pwned > /host/secret; chown 0 /host/secret; echo done")
+    assert "root only" not in r.stdout
+    assert open(secret).read() == "root only\n"
+    assert os.stat(secret).st_uid == 0
+
+
+def test_unprivileged_exit_codes_and_signals(user, user_rootfs):
+    assert user.strata("--rootfs", user_rootfs, "sh", "-c", "exit 42").returncode == 42
+    assert user.strata("--rootfs", user_rootfs, "nothere").returncode == 127
+    assert user.strata("--rootfs", user_rootfs, "sh", "-c", "kill -INT $$").returncode == 130
+    r = user.strata("-i", "--rootfs", user_rootfs, "cat", input="piped\n")
+    assert r.stdout == "piped\n"
+
+
+# ---- images from the store ------------------------------------------------
+
+
+@pytest.fixture
+def store(workdir, base_tar):
+    """A store with the busybox base imported as base:1; yields a function running `strata` on it."""
+    root = os.path.join(workdir, "store")
+
+    def s(*args, **kw):
+        kw.setdefault("timeout", 60)
+        return run([tool("strata"), "--root", root, *args], check=False, **kw)
+
+    r = s("import", "-c", "CMD [\"sh\", \"-c\", \"echo base-cmd\"]", base_tar, "base:1")
+    assert r.returncode == 0, r.stderr
+    s.root = root
+    yield s
+    # Whatever happened, nothing of the store may stay mounted.
+    assert host_mounts_under(root) == []
+
+
+def containers(store):
+    r = store("ps", "-a", "-q", "--no-trunc")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def test_image_run_commit_and_run_the_committed_cmd(store):
+    r = store("run", "--name", "dev", "base:1", "sh", "-c", "mkdir -p /app && echo 'echo sample app' > /app/run.sh && echo built")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "built\n"
+    # Only what the command changed: no mount point strata needed (/etc/resolv.conf, /proc, ...).
+    assert store("diff", "dev").stdout.splitlines() == ["A /app", "A /app/run.sh"]
+    r = store("commit", "-m", "add the app", "-c", 'CMD ["sh", "/app/run.sh"]', "dev", "app:1")
+    assert r.returncode == 0, r.stderr
+    r = store("run", "--rm", "app:1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "sample app\n"
+    assert "add the app" in store("history", "app:1").stdout
+    # The base image is unchanged.
+    r = store("run", "--rm", "base:1", "sh", "-c", "test -e /app/run.sh && echo leaked || echo clean")
+    assert r.stdout == "clean\n"
+
+
+def test_image_default_cmd_entrypoint_and_args(store):
+    assert store("run", "--rm", "base:1").stdout == "base-cmd\n"
+    assert store("run", "--rm", "base:1", "echo", "args").stdout == "args\n"
+    assert store("run", "--rm", "--entrypoint", "echo", "base:1").stdout == "\n"
+    assert store("run", "--rm", "--entrypoint", "echo", "base:1", "a", "b").stdout == "a b\n"
+
+
+def test_image_config_env_workdir_user(store):
+    r = store("run", "--name", "cfg", "base:1", "true")
+    assert r.returncode == 0, r.stderr
+    r = store("commit", "-c", "ENV GREETING=hello", "-c", "WORKDIR /home/app", "-c", "USER app", "cfg", "cfg:1")
+    assert r.returncode == 0, r.stderr
+    r = store("run", "--rm", "cfg:1", "sh", "-c", "echo $GREETING; pwd; id -un")
+    assert r.stdout.split() == ["hello", "/home/app", "app"], r.stderr
+    r = store("run", "--rm", "-e", "GREETING=bye", "-w", "/tmp", "-u", "root", "cfg:1", "sh", "-c", "echo $GREETING; pwd; id -un")
+    assert r.stdout.split() == ["bye", "/tmp", "root"], r.stderr
+
+
+def test_image_rm_and_failures_leave_no_container(store):
+    before = containers(store)
+    assert store("run", "--rm", "base:1", "sh", "-c", "exit 7").returncode == 7
+    r = store("run", "base:1", "no-such-command")
+    assert r.returncode == 127
+    assert "no-such-command" in r.stderr
+    r = store("run", "no-such-image:1", "true")
+    assert r.returncode == 125
+    assert "no-such-image" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = store("run", "-u", "ghost", "base:1", "true")
+    assert r.returncode == 125
+    assert containers(store) == before
+
+
+def test_image_container_is_kept_without_rm(store):
+    before = containers(store)
+    r = store("run", "base:1", "sh", "-c", "echo kept > /kept")
+    assert r.returncode == 0, r.stderr
+    new = set(containers(store)) - set(before)
+    assert len(new) == 1
+    assert "A /kept" in store("diff", new.pop()).stdout.splitlines()
+
+
+def test_start_runs_the_container_again_on_its_changes(store):
+    assert store("run", "--name", "mk", "base:1", "true").returncode == 0
+    assert store("commit", "-c", 'CMD ["sh"]', "mk", "shell:1").returncode == 0
+    r = store("run", "--name", "again", "shell:1", "sh", "-c", "echo one > /state")
+    assert r.returncode == 0, r.stderr
+    r = store("start", "-a", "-i", "again", input="cat /state; echo two >> /state; exit 4\n")
+    assert r.returncode == 4, r.stderr
+    assert r.stdout == "one\n"
+    # No -i: the image's CMD (sh) runs with stdin at /dev/null and ends at once.
+    r = store("start", "again", input="echo not-read\n")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""
+    assert store("diff", "again").stdout.splitlines() == ["A /state"]
+    assert store("run", "--rm", "shell:1", "cat", "/state").returncode == 1  # the image is unchanged
+    r = store("start", "no-such-container")
+    assert r.returncode == 125
+    assert r.stderr.strip() == "strata: no such container: 'no-such-container'"
+    assert "again" in store("ps", "-a").stdout
+
+
+def test_image_signal_and_kill_leave_no_mount(store):
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--rm", "base:1", "sh", "-c",
+                          "echo ready; while :; do echo x >> /tmp/log; sleep 0.05; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_line(p, "ready")
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 143
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "base:1", "sh", "-c",
+                          "echo ready; while :; do echo x >> /tmp/log; done"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_line(p, "ready")
+    p.kill()
+    p.wait()
+    for _ in range(100):
+        if not any("stratafs" in open(f"/proc/{pid}/cmdline").read() and store.root in open(f"/proc/{pid}/cmdline").read()
+                   for pid in os.listdir("/proc") if pid.isdigit() and os.path.exists(f"/proc/{pid}/cmdline")):
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("stratafs outlived the container")
+
+
+def test_image_tty_and_stdin(store):
+    r = store("run", "--rm", "-i", "base:1", "sh", "-c", "tr a-z A-Z", input="piped\n")
+    assert r.stdout == "PIPED\n"
+    code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
+                            [(b"echo ti''ty-$(tty)\r", "tity-/dev/pts/0"), (b"exit 3\r", None)])
+    assert code == 3, out
+
+
+def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
+    """The store workflow as an unprivileged user: stratafs mounts inside the container's namespaces."""
+    os.chmod(workdir, 0o755)
+    home = os.path.join(workdir, "user")
+    os.mkdir(home)
+    os.chown(home, user.uid, user.gid)
+    tar = os.path.join(workdir, "base.tar")
+    shutil.copy(base_tar, tar)
+    os.chmod(tar, 0o644)
+    root = os.path.join(home, "store")
+    script = (f"S={tool('strata')}; R={root}; $S --root $R import {tar} base:1 >/dev/null && "
+              "$S --root $R run --name c1 base:1 sh -c 'echo hi > /made; id -u' && "
+              "$S --root $R commit -c 'CMD [\"cat\", \"/made\"]' c1 made:1 >/dev/null && "
+              "$S --root $R run --rm made:1 && "
+              "$S --root $R run --rm -u app base:1 id -un; echo rc=$?")
+    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--reset-env", "sh", "-c", script]
+    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+        # /dev/fuse is usually 0666; where this host keeps it root-only, give
+        # the test its own node in a private mount namespace.
+        dev = os.path.join(workdir, "devfuse")
+        os.mkdir(dev)
+        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+               f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
+               f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
+    r = run(cmd, check=False, timeout=120)
+    lines = r.stdout.splitlines()
+    assert lines[:2] == ["0", "hi"], r.stderr
+    if user.subids:
+        assert lines[2:] == ["app", "rc=0"], r.stderr
+    else:
+        assert lines[2:] == ["rc=125"], r.stderr
+    assert host_mounts_under(workdir) == []
+
+
+def test_help_and_man_page_describe_every_option():
+    r = run([tool("strata"), "run", "--help"])
+    assert r.stdout.startswith("Usage: strata run")
+    with open(os.path.join(SOURCE_DIR, "man", "strata-run.1")) as f:
+        man = f.read().replace("\\-", "-")
+    for opt in ("--interactive", "--tty", "--rm", "--env", "--env-file", "--workdir", "--user", "--volume",
+                "--name", "--entrypoint", "--hostname", "--network", "--rootfs", "--help"):
+        assert opt in r.stdout, opt
+        assert opt in man, opt
+
+
+# ---- a real distribution (opt-in: network and a few minutes) ----------------
+
+
+@pytest.mark.skipif(os.environ.get("STRATA_SLOW_TESTS") != "1",
+                    reason="set STRATA_SLOW_TESTS=1: debootstraps Debian from the network")
+def test_debian_apt_get_install_commit_and_run(workdir):
+    if shutil.which("debootstrap") is None:
+        pytest.fail("debootstrap is not installed (scripts/install-deps.sh test)")
+    mirror = os.environ.get("STRATA_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+    target = os.path.join(workdir, "debian")
+    run(["debootstrap", "--variant=minbase", "bookworm", target, mirror], timeout=1800)
+    tar = os.path.join(workdir, "debian.tar")
+    run(["tar", "--numeric-owner", "--xattrs", "-C", target, "-cf", tar, "."], timeout=600)
+    root = os.path.join(workdir, "store")
+
+    def s(*args, **kw):
+        kw.setdefault("timeout", 1200)
+        return run([tool("strata"), "--root", root, *args], check=False, **kw)
+
+    r = s("import", tar, "debian:bookworm")
+    assert r.returncode == 0, r.stderr
+    r = s("run", "--name", "apt", "debian:bookworm", "sh", "-c",
+          "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hello >/dev/null && echo installed")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("installed")
+    r = s("commit", "-m", "install hello", "-c", 'CMD ["hello"]', "apt", "hello:1")
+    assert r.returncode == 0, r.stderr
+    r = s("run", "--rm", "hello:1")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "Hello, world!\n"
+    assert host_mounts_under(root) == []
+
+
+def test_hostile_passwd_fifo_does_not_hang(rootfs):
+    os.unlink(os.path.join(rootfs, "etc/passwd"))
+    os.mkfifo(os.path.join(rootfs, "etc/passwd"))
+    r = strata("--rootfs", rootfs, "-u", "app", "true", timeout=30)
+    assert r.returncode == 125
+    assert "unable to find user 'app'" in r.stderr
+    assert strata("--rootfs", rootfs, "-u", "1000", "true", timeout=30).returncode == 0
+
+
+def test_start_help_and_man_page():
+    r = run([tool("strata"), "start", "--help"])
+    assert r.stdout.startswith("Usage: strata start")
+    with open(os.path.join(SOURCE_DIR, "man", "strata-start.1")) as f:
+        man = f.read().replace("\\-", "-")
+    for opt in ("--attach", "--interactive", "--tty", "--help"):
+        assert opt in r.stdout, opt
+        assert opt in man, opt

@@ -1,0 +1,165 @@
+#include <doctest/doctest.h>
+
+#include "strata/error.hpp"
+#include "strata/sandbox.hpp"
+
+using namespace strata;
+using namespace strata::sandbox;
+
+namespace {
+
+const char* kPasswd =
+    "root:x:0:0:root:/root:/bin/sh\n"
+    "# a comment\n"
+    "daemon:x:1:1:daemon:/usr/sbin:/bin/false\n"
+    "broken line without fields\n"
+    "app:x:1000:1000:app:/home/app:/bin/sh\n"
+    "nohome:x:1001:1001:::/bin/sh\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/bin/false\n";
+const char* kGroup =
+    "root:x:0:\n"
+    "daemon:x:1:\n"
+    "wheel:x:10:app,daemon\n"
+    "audio:x:29:app\n"
+    "app:x:1000:\n"
+    "bad:x:notanumber:app\n"
+    "nogroup:x:65534:\n";
+
+}  // namespace
+
+TEST_CASE("subid files: owner, start and count per line; junk is skipped") {
+  auto r = parse_subid_file("alice:100000:65536\n# comment\n\nbob:200000:1000\nbad:line\n1002:300000:5\nzero:1:0\n");
+  REQUIRE(r.size() == 3);
+  CHECK(r[0].owner == "alice");
+  CHECK(r[0].start == 100000);
+  CHECK(r[0].count == 65536);
+  CHECK(r[1].owner == "bob");
+  CHECK(r[2].owner == "1002");
+}
+
+TEST_CASE("subid files: overflowing ranges are ignored") {
+  CHECK(parse_subid_file("x:4294967295:2\n").empty());
+  CHECK(parse_subid_file("x:-1:2\n").empty());
+  CHECK(parse_subid_file("x:10:2junk\n").empty());
+}
+
+TEST_CASE("find_subid_range matches by name or by numeric id, first wins") {
+  auto r = parse_subid_file("alice:100000:65536\nalice:900000:10\n1002:300000:5\n");
+  auto a = find_subid_range(r, "alice", 1001);
+  REQUIRE(a);
+  CHECK(a->start == 100000);
+  auto b = find_subid_range(r, "bob", 1002);
+  REQUIRE(b);
+  CHECK(b->start == 300000);
+  CHECK_FALSE(find_subid_range(r, "carol", 1003));
+}
+
+TEST_CASE("id map plan: root is identity mapped") {
+  auto p = plan_id_maps(0, 0, "root", "root:100000:65536\n", "root:100000:65536\n");
+  CHECK(p.kind == IdMapPlan::Kind::identity);
+  CHECK(format_id_map(p.uids) == "0 0 4294967295\n");
+}
+
+TEST_CASE("id map plan: a user with ranges in both files gets 0 -> self and 1.. -> the range") {
+  auto p = plan_id_maps(1000, 1001, "alice", "alice:100000:65536\n", "alice:200000:1000\n");
+  CHECK(p.kind == IdMapPlan::Kind::subordinate);
+  CHECK(format_id_map(p.uids) == "0 1000 1\n1 100000 65536\n");
+  CHECK(format_id_map(p.gids) == "0 1001 1\n1 200000 1000\n");
+}
+
+TEST_CASE("id map plan: a range in only one file, or none, gives a single-id map") {
+  auto p = plan_id_maps(1000, 1000, "alice", "alice:100000:65536\n", "");
+  CHECK(p.kind == IdMapPlan::Kind::single);
+  CHECK(format_id_map(p.uids) == "0 1000 1\n");
+  CHECK(format_id_map(p.gids) == "0 1000 1\n");
+  CHECK(plan_id_maps(1000, 1000, "alice", "bob:1:2\n", "bob:1:2\n").kind == IdMapPlan::Kind::single);
+}
+
+TEST_CASE("resolve_user: empty spec is root with root's home") {
+  auto u = resolve_user("", kPasswd, kGroup);
+  CHECK(u.uid == 0);
+  CHECK(u.gid == 0);
+  CHECK(u.home == "/root");
+  CHECK(u.groups.empty());
+}
+
+TEST_CASE("resolve_user: a name gives its uid, primary gid, home and member groups") {
+  auto u = resolve_user("app", kPasswd, kGroup);
+  CHECK(u.uid == 1000);
+  CHECK(u.gid == 1000);
+  CHECK(u.home == "/home/app");
+  CHECK(u.groups == std::vector<gid_t>{10, 29});
+}
+
+TEST_CASE("resolve_user: a numeric uid in passwd takes its entry; one not in passwd gets gid 0 and home /") {
+  auto u = resolve_user("1000", kPasswd, kGroup);
+  CHECK(u.gid == 1000);
+  CHECK(u.home == "/home/app");
+  auto v = resolve_user("4242", kPasswd, kGroup);
+  CHECK(v.uid == 4242);
+  CHECK(v.gid == 0);
+  CHECK(v.home == "/");
+  CHECK(v.groups.empty());
+}
+
+TEST_CASE("resolve_user: an empty home field falls back to /") {
+  CHECK(resolve_user("nohome", kPasswd, kGroup).home == "/");
+}
+
+TEST_CASE("resolve_user: USER:GROUP by name and by number") {
+  auto u = resolve_user("app:wheel", kPasswd, kGroup);
+  CHECK(u.uid == 1000);
+  CHECK(u.gid == 10);
+  CHECK(u.groups == std::vector<gid_t>{10, 29});  // membership, as docker reads it
+  auto v = resolve_user("nobody:4321", kPasswd, kGroup);
+  CHECK(v.uid == 65534);
+  CHECK(v.gid == 4321);
+  auto w = resolve_user("77:88", "", "");
+  CHECK(w.uid == 77);
+  CHECK(w.gid == 88);
+}
+
+TEST_CASE("resolve_user: unknown names are errors with docker's exit code 125") {
+  try {
+    resolve_user("ghost", kPasswd, kGroup);
+    FAIL("no error");
+  } catch (const Error& e) {
+    CHECK(e.code() == ExitCode::run_failed);
+    CHECK(std::string(e.what()) == "unable to find user 'ghost': no matching entries in passwd file");
+  }
+  CHECK_THROWS_AS(resolve_user("app:ghosts", kPasswd, kGroup), Error);
+  CHECK_THROWS_AS(resolve_user("app:", kPasswd, kGroup), Error);
+  // A group line whose gid does not parse is not a match.
+  CHECK_THROWS_AS(resolve_user("app:bad", kPasswd, kGroup), Error);
+}
+
+TEST_CASE("resolve_user: no passwd file at all still runs root and numeric users") {
+  CHECK(resolve_user("", "", "").home == "/");
+  CHECK_THROWS_AS(resolve_user("root", "", ""), Error);
+}
+
+TEST_CASE("complete_env: defaults, overrides and order") {
+  auto env = complete_env({"A=1", "PATH=/x", "A=2"}, "box", "/home/app", false);
+  CHECK(env == std::vector<std::string>{"PATH=/x", "HOSTNAME=box", "A=2", "HOME=/home/app"});
+  auto tty = complete_env({"HOME=/h", "TERM=vt100"}, "box", "/root", true);
+  CHECK(tty == std::vector<std::string>{std::string("PATH=") + kDefaultPath, "HOSTNAME=box", "HOME=/h", "TERM=vt100"});
+  auto term = complete_env({}, "h", "/", true);
+  CHECK(term.back() == "HOME=/");
+  CHECK(term[2] == "TERM=xterm");
+}
+
+TEST_CASE("combine_command follows docker: entrypoint + args, else entrypoint + cmd") {
+  std::vector<std::string> ep = {"/entry", "-x"}, cmd = {"default", "arg"};
+  using V = std::vector<std::string>;
+  CHECK(combine_command(ep, cmd, std::nullopt, {}) == V{"/entry", "-x", "default", "arg"});
+  CHECK(combine_command(ep, cmd, std::nullopt, {"mine"}) == V{"/entry", "-x", "mine"});
+  CHECK(combine_command({}, cmd, std::nullopt, {}) == V{"default", "arg"});
+  CHECK(combine_command({}, cmd, std::nullopt, {"ls", "-l"}) == V{"ls", "-l"});
+  // --entrypoint replaces the image's entrypoint and drops its CMD.
+  CHECK(combine_command(ep, cmd, std::string("sh"), {}) == V{"sh"});
+  CHECK(combine_command(ep, cmd, std::string("sh"), {"-c", "x"}) == V{"sh", "-c", "x"});
+  // --entrypoint '' clears it.
+  CHECK(combine_command(ep, cmd, std::string(), {}).empty());
+  CHECK(combine_command(ep, cmd, std::string(), {"true"}) == V{"true"});
+  CHECK(combine_command({}, {}, std::nullopt, {}).empty());
+}

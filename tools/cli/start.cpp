@@ -1,0 +1,48 @@
+// strata start: run an existing container again (docker start).
+#include "cli.hpp"
+#include "strata/error.hpp"
+#include "strata/sandbox.hpp"
+#include "strata/store.hpp"
+
+namespace strata::cli {
+
+namespace {
+
+constexpr const char* kUsage =
+    "strata start [-a] [-i] [-t] CONTAINER\n\n"
+    "Runs the container again, on the changes it already has, with its image's\n"
+    "entrypoint and command. strata keeps no daemon: the command always runs attached.\n"
+    "Exit status: as strata run";
+
+int start_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
+  po::options_description options("Options");
+  options.add_options()
+      ("attach,a", po::bool_switch(), "attach output (always the case; accepted for docker compatibility)")
+      ("interactive,i", po::bool_switch(), "pass stdin to the command")
+      ("tty,t", po::bool_switch(), "give the command a pseudo-terminal")
+      ("container", po::value<std::string>()->required(), "container name or id");
+  po::positional_options_description positional;
+  positional.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("start", kUsage, options, positional, args, vm)) return 0;
+  sandbox::ContainerRunOptions o;
+  o.interactive = vm["interactive"].as<bool>();
+  o.tty = vm["tty"].as<bool>();
+  return sandbox::start_container(global.root.empty() ? store::default_root() : global.root,
+                                  vm["container"].as<std::string>(), o);
+}
+
+int start_main(const GlobalOptions& global, const std::vector<std::string>& args) {
+  try {
+    return start_verb(global, args);
+  } catch (const Error& e) {
+    if (e.code() == ExitCode::failure || e.code() == ExitCode::usage) throw Error(e.what(), ExitCode::run_failed);
+    throw;
+  }
+}
+
+const VerbRegistration kStart("start", "run an existing container again", start_main);
+
+}  // namespace
+
+}  // namespace strata::cli
