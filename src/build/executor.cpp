@@ -415,6 +415,11 @@ class Executor {
     spec.owner = owner ? owner : (from_context ? std::optional<Owner>(Owner{}) : std::nullopt);
     spec.mode = mode;
     spec.ignore = from_context && !opt_.ignore.empty() ? &opt_.ignore : nullptr;
+    std::optional<IgnoreMatcher> excludes;
+    if (!step.excludes.empty()) {
+      excludes = IgnoreMatcher::from_patterns(step.excludes, "--exclude");
+      spec.exclude = &*excludes;
+    }
 
     struct Item {
       std::string rel;  // in the source root
@@ -431,7 +436,7 @@ class Executor {
       std::vector<std::string> kept;
       for (const auto& p : paths) {
         UniqueFd probe = files::open_in_root(src_root, p, O_PATH);
-        if (!probe || ignore.excluded(p)) continue;
+        if (!probe || ignore.excluded(p) || (excludes && excludes->excluded(p))) continue;
         kept.push_back(p);
       }
       if (kept.empty()) {
@@ -492,8 +497,9 @@ class Executor {
         std::sort(names.begin(), names.end());
         for (const auto& n : names) {
           std::string rel = item.rel == "." ? n : item.rel + "/" + n;
-          if (spec.ignore != nullptr && spec.ignore->excluded(rel)) continue;
           sub.ignore_prefix = rel;
+          sub.exclude_prefix = n;
+          if (sub.skipped()) continue;
           UniqueFd c(::openat(in.get(), n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
           if (!c) throw_errno("open " + quote(rel));
           struct stat cst {};
@@ -516,6 +522,7 @@ class Executor {
       UniqueFd parent = target_of(basename_of(item.rel), leaf);
       files::CopySpec s2 = spec;
       s2.ignore_prefix = item.rel;
+      s2.exclude_prefix = basename_of(item.rel);
       copy_leaf(src.get(), st, parent.get(), leaf, s2);
     }
     for (const auto& in : step.inline_sources) {

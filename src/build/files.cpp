@@ -159,9 +159,10 @@ void copy_tree(int src, const struct stat& st, int dest_dir, const std::string& 
     UniqueFd in = reopen(src, O_RDONLY | O_DIRECTORY, name);
     for (const auto& child : list_dir(in.get(), name)) {
       CopySpec sub = spec;
-      if (spec.ignore != nullptr) {
+      if (spec.ignore != nullptr || spec.exclude != nullptr) {
         sub.ignore_prefix = spec.ignore_prefix == "." || spec.ignore_prefix.empty() ? child : spec.ignore_prefix + "/" + child;
-        if (spec.ignore->excluded(sub.ignore_prefix)) continue;
+        sub.exclude_prefix = spec.exclude_prefix.empty() ? child : spec.exclude_prefix + "/" + child;
+        if (sub.skipped()) continue;
       }
       UniqueFd c(::openat(in.get(), child.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
       if (!c) throw_errno("open " + quote(child));

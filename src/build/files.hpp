@@ -27,6 +27,13 @@ struct CopySpec {
   std::optional<mode_t> mode;    // --chmod
   const IgnoreMatcher* ignore = nullptr;  // for context sources: paths to skip
   std::string ignore_prefix;     // the source's path relative to the context
+  const IgnoreMatcher* exclude = nullptr;  // COPY --exclude patterns
+  std::string exclude_prefix;    // the path relative to the COPY source
+  // True when the entry at these prefixes is left out.
+  bool skipped() const {
+    return (ignore != nullptr && ignore->excluded(ignore_prefix)) ||
+           (exclude != nullptr && (exclude->excluded(ignore_prefix) || exclude->excluded(exclude_prefix)));
+  }
 };
 
 // Copies the tree at SRC (an O_PATH fd) into the directory DEST_DIR as NAME

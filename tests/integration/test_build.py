@@ -215,15 +215,17 @@ def test_multi_stage_copy_from_and_target(env):
           "FROM scratch\n"
           "COPY --from=builder /out/result /result\n"
           "COPY --from=0 /bin/busybox /bin/busybox\n"
+          "COPY --from=base:1 /etc/passwd /etc/passwd\n"
           "CMD [\"/bin/busybox\", \"cat\", \"/result\"]\n")
     r = env.build(df, "-t", "ms:1")
     assert "BUILDER-RAN" in r.stdout
     assert "UNUSED-RAN" not in r.stdout  # stages the target does not need are not built
     mnt = env.mount("ms:1")
-    assert sorted(os.listdir(mnt)) == ["bin", "result"]
+    assert sorted(os.listdir(mnt)) == ["bin", "etc", "result"]
     assert read(f"{mnt}/result") == "SOURCE\n"
+    assert read(f"{mnt}/etc/passwd").startswith("root:x:0:0:")
     cfg = env.config("ms:1")
-    assert len(cfg["rootfs"]["diff_ids"]) == 2
+    assert len(cfg["rootfs"]["diff_ids"]) == 3
 
     t = env.build(df, "--target", "builder", "-t", "ms:builder")
     assert "UNUSED-RAN" not in t.stdout

@@ -398,3 +398,18 @@ TEST_CASE("multi-stage: COPY --from a stage, here-documents, WORKDIR") {
   CHECK(exists(f.layer(img, 0) + "/app"));
   CHECK(slurp(f.layer(img, 1) + "/app/conf.txt") == "x=1\n");
 }
+
+TEST_CASE("COPY --exclude leaves out matching files") {
+  Fixture f;
+  ::mkdir((f.ctx + "/src").c_str(), 0755);
+  write(f.ctx + "/src/keep.c", "c");
+  write(f.ctx + "/src/drop.o", "o");
+  ::mkdir((f.ctx + "/src/sub").c_str(), 0755);
+  write(f.ctx + "/src/sub/deep.o", "o");
+  auto r = f.build("FROM scratch\nCOPY --exclude=*.o --exclude=**/*.o src /src\n");
+  auto img = f.image(r);
+  CHECK(exists(f.layer(img, 0) + "/src/keep.c"));
+  CHECK_FALSE(exists(f.layer(img, 0) + "/src/drop.o"));
+  CHECK_FALSE(exists(f.layer(img, 0) + "/src/sub/deep.o"));
+  CHECK(exists(f.layer(img, 0) + "/src/sub"));
+}
