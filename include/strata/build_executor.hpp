@@ -113,6 +113,9 @@ struct ExecuteOptions {
   BuildStore* store = nullptr;
   Mounter* mounter = nullptr;
   RunCommand run;
+  // Polled between steps and after each step's work: true stops the build
+  // (SIGINT/SIGTERM), cleaning up as for a failing step.
+  std::function<bool()> cancelled;
 };
 
 struct BuildResult {

@@ -191,8 +191,13 @@ class Executor {
     return out;
   }
 
+  void check_cancelled(const Step& step) const {
+    if (opt_.cancelled && opt_.cancelled()) fail_step(step, "the build was interrupted");
+  }
+
   void run_step(const Stage& stage, const Step& step, State& s) {
     (void)stage;
+    check_cancelled(step);
     auto started = std::chrono::steady_clock::now();
     say("Step " + std::to_string(step.number) + "/" + std::to_string(plan_.total_steps) + " : " + step.display);
     bool makes_layer = step.kind == StepKind::run || step.kind == StepKind::copy || step.kind == StepKind::add ||
@@ -330,6 +335,7 @@ class Executor {
       root.reset();
       mount.release();
     }
+    check_cancelled(step);
     if (step.kind == StepKind::run && !step.files.empty()) {
       UniqueFd upper = open_at(AT_FDCWD, req.upper, O_RDONLY | O_DIRECTORY);
       remove_tree_at(upper.get(), kScriptDir);

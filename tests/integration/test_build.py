@@ -414,3 +414,30 @@ def test_copy_resolves_symlinks_as_the_container_sees_them_and_cleans_up(env):
     assert os.listdir(os.path.join(env.root, "tmp")) == []
     with open("/proc/self/mounts") as f:
         assert env.root not in f.read()
+
+
+def test_interrupt_stops_the_build_and_cleans_up(env):
+    import signal
+    import subprocess
+    import time
+    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
+    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", "int:1", env.ctx],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = ""
+        deadline = time.time() + 30
+        while "started-2" not in line and time.time() < deadline:
+            line = p.stdout.readline()
+        assert "started-2" in line
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 1
+    assert "returned a non-zero code: 130" in err
+    assert "int:1" not in env.tags()
+    assert os.listdir(os.path.join(env.root, "tmp")) == []
+    with open("/proc/self/mounts") as f:
+        assert env.root not in f.read()

@@ -1,6 +1,7 @@
 // strata build: an image from a Dockerfile and a context directory.
 #include <fcntl.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -53,6 +54,19 @@ class StoreAdapter : public b::BuildStore {
  private:
   store::Store& s_;
 };
+
+volatile sig_atomic_t g_interrupted = 0;
+
+void on_interrupt(int) { g_interrupted = 1; }
+
+// Ctrl-C and SIGTERM stop the build between steps, so that no union mount
+// and no staging directory is left behind.
+void catch_interrupts() {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
+}
 
 std::string self_dir() {
   char buf[PATH_MAX];
@@ -196,6 +210,8 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       throw;
     }
   };
+  eo.cancelled = [] { return g_interrupted != 0; };
+  catch_interrupts();
   b::execute_plan(plan, shown, eo);
   return 0;
 }
