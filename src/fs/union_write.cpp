@@ -41,6 +41,23 @@ int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
   return (n < 0 || static_cast<size_t>(n) >= len) ? ENAMETOOLONG : 0;
 }
 
+// The override_stat xattr of PATH, if it has a valid one. FOLLOW: PATH is a
+// /proc/self/fd magic link that names the object itself.
+std::optional<OverrideStat> get_override(const char* path, bool follow) {
+  char value[128];
+  ssize_t n = follow ? ::getxattr(path, kOverrideStatXattr, value, sizeof value - 1)
+                     : ::lgetxattr(path, kOverrideStatXattr, value, sizeof value - 1);
+  if (n <= 0) return std::nullopt;
+  return parse_override_stat(std::string_view(value, static_cast<size_t>(n)));
+}
+
+int put_override(const char* path, bool follow, const OverrideStat& o) {
+  std::string v = format_override_stat(o);
+  int rc = follow ? ::setxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)
+                  : ::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0);
+  return rc == 0 ? 0 : errno;
+}
+
 bool is_overlay_private(const char* name) {
   return std::strncmp(name, "trusted.overlay.", 16) == 0 || std::strncmp(name, "user.overlay.", 13) == 0;
 }
@@ -130,7 +147,14 @@ void UnionFs::attach(Node& parent, const std::string& name, const std::shared_pt
 // number and the times of SRC_DIR/SRC_NAME onto work-dir entry TMP.
 int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino) {
   bool link = S_ISLNK(st.st_mode);
-  if (::fchownat(work_fd_.get(), tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM) return errno;
+  // An unprivileged daemon cannot give the copy someone else's ids (EPERM),
+  // nor ids its user namespace does not map (EINVAL): the owner is then kept
+  // in the override_stat xattr below.
+  bool owner_lost = false;
+  if (::fchownat(work_fd_.get(), tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != EPERM && errno != EINVAL) return errno;
+    owner_lost = true;
+  }
   if (!link && ::fchmodat(work_fd_.get(), tmp, st.st_mode & 07777, 0) != 0) return errno;
   char src[PATH_MAX], dst[PATH_MAX];
   if (proc_path(src, sizeof src, src_dir, src_name) != 0 || proc_path(dst, sizeof dst, work_fd_.get(), tmp) != 0) {
@@ -152,6 +176,17 @@ int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, c
     std::string key = cfg_.private_xattr_prefix + "strata.ino";
     std::string v = std::to_string(ino);
     if (::lsetxattr(dst, key.c_str(), v.data(), v.size(), 0) != 0 && errno != EPERM && errno != ENOTSUP) return errno;
+  }
+  // An override_stat copied from below already says who owns it. Symlinks
+  // cannot carry user.* xattrs: their owner is lost, as with cp -a.
+  if (owner_lost && !link && !get_override(dst, false)) {
+    OverrideStat o;
+    o.uid = st.st_uid;
+    o.gid = st.st_gid;
+    o.mode = st.st_mode & 07777;
+    int e = put_override(dst, false, o);
+    if (e != 0 && e != EPERM && e != ENOTSUP) return e;
+    if (e == 0) read_override_.store(true, std::memory_order_relaxed);
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::utimensat(work_fd_.get(), tmp, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
