@@ -753,9 +753,16 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     r = object_path(node, path, sizeof path, follow);
   }
   if (r != 0) return fail(r);
+  // An object whose owner (or type) lives in the override_stat xattr has its
+  // owner and permission bits changed there: the xattr is what the mount shows.
+  std::optional<OverrideStat> over;
+  if ((to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !S_ISLNK(node.type)) {
+    over = get_override(path, follow);
+  }
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (S_ISLNK(node.type)) return fail(EOPNOTSUPP);
     if (::chmod(path, attr->st_mode & 07777) != 0) return fail(errno);
+    if (over) over->mode = (over->mode & S_IFMT) | (attr->st_mode & 07777);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = static_cast<uid_t>(-1);
@@ -770,8 +777,28 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       if (!h) return fail(EINVAL);
       gid = *h;
     }
-    int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
-    if (rc != 0) return fail(errno);
+    if (!over) {
+      int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
+      // The host refuses ids that are not the daemon's (EPERM) or that its
+      // user namespace does not map (EINVAL): keep them in override_stat.
+      if (rc != 0 && (S_ISLNK(node.type) || (errno != EPERM && errno != EINVAL))) return fail(errno);
+      if (rc != 0) {
+        struct stat cur;
+        if ((follow ? ::stat(path, &cur) : ::lstat(path, &cur)) != 0) return fail(errno);
+        over = OverrideStat{};
+        over->uid = cur.st_uid;
+        over->gid = cur.st_gid;
+        over->mode = cur.st_mode & 07777;
+      }
+    }
+    if (over) {
+      if (uid != static_cast<uid_t>(-1)) over->uid = uid;
+      if (gid != static_cast<gid_t>(-1)) over->gid = gid;
+    }
+  }
+  if (over) {
+    if (int e = put_override(path, follow, *over); e != 0) return fail(e);
+    read_override_.store(true, std::memory_order_relaxed);
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (node.is_dir()) return fail(EISDIR);
