@@ -383,28 +383,33 @@ int UnionFs::merged_dir_is_empty(Node& dir) {
 // override_stat xattr, as containers/storage does.
 int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid, mode_t mode, dev_t rdev) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  uid_t cuid = ctx->uid;
-  gid_t cgid = parent_gid != static_cast<gid_t>(-1) ? cfg_.gid_map.to_container(parent_gid) : ctx->gid;
-  auto huid = cfg_.uid_map.to_host(cuid), hgid = cfg_.gid_map.to_host(cgid);
+  // override_stat holds on-disk ids, as a real owner would be: the id maps
+  // apply to it on the way out (present) as to any other owner.
+  auto huid = cfg_.uid_map.to_host(ctx->uid);
+  auto hgid = parent_gid != static_cast<gid_t>(-1) ? std::optional<std::uint32_t>(parent_gid)
+                                                     : cfg_.gid_map.to_host(ctx->gid);
+  // A caller the maps cannot store (as the kernel answers for an id-mapped
+  // mount that does not map the caller).
+  if (!huid || !hgid) return EOVERFLOW;
   // Only the mknod fallback (a regular file standing in for a device node)
   // stores a type the host could not.
   const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
-  if (huid && hgid && !type_stand_in) {
+  if (!type_stand_in) {
     // The entry was made with the daemon's ids (the group of a setgid
     // parent): when those are the caller's, there is nothing to change.
     gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
     if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
     if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
   }
-  bool stored = huid && hgid && type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
   struct stat st;
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
   if (stored && !type_lost) return 0;
-  if (!stored && huid && hgid && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
+  if (!stored && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
   OverrideStat o;
-  o.uid = cuid;
-  o.gid = cgid;
+  o.uid = *huid;
+  o.gid = *hgid;
   o.mode = mode;
   o.rdev = rdev;
   o.has_type = true;
