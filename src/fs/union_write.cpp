@@ -416,7 +416,11 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   std::string v = format_override_stat(o);
   char path[PATH_MAX];
   if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
-  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) return stored ? 0 : EPERM;
+  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+    // Without the xattr a stand-in would read back as a plain file.
+    if (type_lost) return errno == EACCES ? EPERM : errno;
+    return stored ? 0 : EPERM;
+  }
   read_override_.store(true, std::memory_order_relaxed);
   return 0;
 }
@@ -476,8 +480,10 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
       if (errno != EPERM || !(S_ISCHR(type) || S_ISBLK(type))) return errno;
       // No privilege for device nodes: an empty file stands in, and the
-      // override_stat xattr says what it is.
-      UniqueFd f(::openat(ufd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0000));
+      // override_stat xattr says what it is. It is made writable by its
+      // owner, without which an unprivileged daemon may not set user.*
+      // xattrs on it.
+      UniqueFd f(::openat(ufd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
       if (!f) return errno;
     }
   }
