@@ -85,6 +85,7 @@ UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
 }
 
 UnionFs::~UnionFs() {
+  for (DirHandle* h : dir_handles_) delete h;
   for (auto& s : shards_) s.nodes.clear();
 }
 
@@ -768,6 +769,10 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   auto* h = new DirHandle;
   fi->fh = reinterpret_cast<std::uint64_t>(h);
+  {
+    std::lock_guard hl(dir_handles_mu_);
+    dir_handles_.insert(h);
+  }
   // A directory with no upper copy is made of immutable lower layers: the
   // kernel may keep its listing across opens. Should it change later (a
   // create, unlink or rename in it), that change comes through the kernel,
@@ -777,7 +782,7 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   lk.unlock();
   fi->cache_readdir = immutable ? 1 : 0;
   fi->keep_cache = immutable ? 1 : 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) delete h;
+  if (fuse_reply_open(req, fi) == -ENOENT) forget_dir_handle(h);
 }
 
 // The merged listing of NODE (without "." and ".."): names from the top layer
@@ -828,8 +833,16 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   return 0;
 }
 
+void UnionFs::forget_dir_handle(DirHandle* h) {
+  {
+    std::lock_guard hl(dir_handles_mu_);
+    dir_handles_.erase(h);
+  }
+  delete h;
+}
+
 void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
+  forget_dir_handle(reinterpret_cast<DirHandle*>(fi->fh));
   fuse_reply_err(req, 0);
 }
 

@@ -32,6 +32,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "strata/fd.hpp"
@@ -157,6 +158,11 @@ class UnionFs {
 
  private:
   struct DirHandle;
+  // Directory handles the kernel has not released yet: freed with the file
+  // system when the session ends (unmount, signal) with directories open.
+  std::mutex dir_handles_mu_;
+  std::unordered_set<DirHandle*> dir_handles_;
+  void forget_dir_handle(DirHandle* h);
 
  public:
   struct Resolved {
