@@ -767,7 +767,10 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
   // An object whose owner (or type) lives in the override_stat xattr has its
   // owner and permission bits changed there: the xattr is what the mount shows.
   std::optional<OverrideStat> over;
-  if ((to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !S_ISLNK(node.type)) {
+  // (Only where the mount reads that xattr at all: a root daemon without id
+  // maps shows and changes the real owner.)
+  if ((to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !S_ISLNK(node.type) &&
+      read_override_.load(std::memory_order_relaxed)) {
     over = get_override(path, follow);
   }
   if (to_set & FUSE_SET_ATTR_MODE) {
