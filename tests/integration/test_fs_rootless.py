@@ -569,7 +569,8 @@ def test_uidmapping_and_gidmapping_map_both_ways(workdir, user, map_auto):
     for d in (s.l1, s.l2, s.upper):
         owned(d, host(1000), hostg(1000))
         os.chmod(d, 0o755)
-    maps = "uidmapping=0:1000:100:100:70000:10,gidmapping=0:1000:100:100:70000:10"
+    # allow_other: a second caller (uid 500 in there) uses the mount too.
+    maps = "uidmapping=0:1000:100:100:70000:10,gidmapping=0:1000:100:100:70000:10,allow_other"
     out = in_namespace(s, ["-r", "--map-auto"], f"""
 m = {s.mnt!r}
 mount({s.opts(extra=maps)!r}, m)
@@ -579,6 +580,13 @@ with open(m + "/new", "w") as f:
 os.chown(m + "/five", 7, 8)
 os.chown(m + "/new", 101, 102)
 OUT["unmapped_chown"] = attempt(os.chown, m + "/over", 500, 500)
+os.chmod(m, 0o1777)
+pid = os.fork()
+if pid == 0:
+    os.setgid(500)
+    os.setuid(500)
+    os._exit(attempt(lambda: open(m + "/by500", "w")))
+OUT["unmapped_create"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 OUT["after"] = {{n: entry(m + "/" + n)[:3] for n in ("five", "new")}}
 first = tree(m)
 umount(m)
@@ -589,6 +597,8 @@ umount(m)
     assert out["stat"] == {"five": ["-rw-r--r--", 5, 6], "outside": ["-rw-r--r--", 65534, 65534],
                            "over": ["-rw-------", 3, 4], ".": ["drwxr-xr-x", 0, 0]}
     assert out["unmapped_chown"] == 22  # EINVAL: 500 has no mapping
+    assert out["unmapped_create"] == 75  # EOVERFLOW: nor has a caller running as 500
+    assert not os.path.exists(f"{s.upper}/by500")
     assert out["after"] == {"five": ["-rw-r--r--", 7, 8], "new": ["-rw-r--r--", 101, 102]}
     assert out["same_after_remount"]
     # On disk: the unmapped ids, for real where the namespace holds them, in
@@ -598,3 +608,19 @@ umount(m)
     assert xattr(f"{s.upper}/new") == "70001:70002:0644"
     st = os.lstat(f"{s.upper}/new")
     assert (st.st_uid, st.st_gid) == (host(1000), hostg(1000))
+
+
+def test_root_mount_shows_and_changes_real_owners(stack, mounts):
+    # override_stat is the rootless convention: a root daemon without id maps
+    # shows real owners, and chown through it changes them for real.
+    s = stack
+    from fsutil import stratafs_mount
+    stratafs_mount(mounts, s.mnt, [s.l2, s.l1], s.upper, s.work)
+    st = os.lstat(f"{s.mnt}/etc/over")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (s.user.uid, s.user.gid, 0o644)
+    os.chown(f"{s.mnt}/etc/over", 5, 6)
+    os.chmod(f"{s.mnt}/etc/over", 0o600)
+    st = os.lstat(f"{s.mnt}/etc/over")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (5, 6, 0o600)
+    st = os.lstat(f"{s.upper}/etc/over")
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (5, 6, 0o600)
