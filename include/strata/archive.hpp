@@ -1,0 +1,142 @@
+// strata::archive: tar streams in and out (libarchive).
+//
+// Layer tars are written deterministically (entries sorted by name, PAX
+// headers, xattrs, hardlinks as links, OCI `.wh.` whiteouts, zeroed
+// atime/ctime, no user or group names), so the same tree always gives the
+// same diff_id. Extraction treats every archive as hostile: names with `..`
+// or absolute names are refused, nothing is written through a symlink or
+// outside the destination, hardlinks must point at an entry already
+// extracted, and device nodes, owners and modes that the process may not
+// create are kept in the `user.containers.override_stat` xattr instead.
+// Also: whole-image archives (OCI layout directory or tar, docker-archive
+// from `docker save`) in and out.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "strata/oci.hpp"
+
+namespace strata::archive {
+
+enum class Compression { none, gzip, zstd };
+
+// What a layer tar hashes to: the diff_id (SHA-256 of the uncompressed tar)
+// and the blob digest (SHA-256 of the bytes as stored, equal to the diff_id
+// when uncompressed).
+struct LayerDigests {
+  oci::Digest diff_id;
+  std::int64_t size = 0;  // uncompressed tar size
+  oci::Digest blob_digest;
+  std::int64_t blob_size = 0;
+  Compression compression = Compression::none;
+};
+
+struct WriteLayerOptions {
+  Compression compression = Compression::none;
+  // The tree is an overlay-style upper directory (a changeset): character
+  // devices 0/0 become `.wh.NAME`, directories with the opaque xattr
+  // (trusted.overlay.opaque / user.overlay.opaque = y) get `.wh..wh..opq`,
+  // overlay private xattrs are dropped, and the override_stat xattr gives
+  // the owner, mode and type recorded for a rootless file. Existing `.wh.`
+  // files are written as they are. Without it the tree is taken literally
+  // except for override_stat, which is always applied.
+  bool changeset = true;
+  // When set, every mtime later than this (seconds since the epoch) is
+  // clamped to it (SOURCE_DATE_EPOCH).
+  std::optional<std::int64_t> clamp_mtime;
+};
+
+// Writes the tree under DIR (not including DIR itself; "./" prefixes are
+// not used) as a deterministic layer tar to OUT_FD and returns its digests.
+// Throws Error naming the file that could not be read.
+LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options = {});
+
+struct ExtractOptions {
+  // Extraction may chown and mknod (running as root in the initial user
+  // namespace). When false, owners other than the caller's and device nodes
+  // are recorded in the override_stat xattr on a stand-in file.
+  bool privileged = false;
+  // Largest total of uncompressed bytes accepted (0: unlimited).
+  std::int64_t max_size = 0;
+};
+
+// Reads a layer tar (plain, gzip, zstd or xz, detected from the bytes) from
+// IN_FD and extracts it into DEST, which must be an existing empty
+// directory. Whiteouts stay OCI `.wh.` files (stratafs reads them as
+// whiteouts). Returns the digests of what was read: blob_digest over the
+// bytes as read, diff_id over the decompressed tar. On any error throws
+// (one line naming the entry) and leaves DEST partly filled: callers extract
+// into a staging directory and remove it on failure.
+LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOptions& options = {});
+
+// Copies IN_FD to OUT_FD as it is, returning the digest and size of the
+// stream (blob_digest, blob_size; diff_id is left empty). Used to store a
+// blob while checking it.
+LayerDigests copy_and_digest(int in_fd, int out_fd);
+
+// Decompresses IN_FD (gzip, zstd, xz, bzip2 or plain, detected from the
+// bytes) to OUT_FD. Returns blob_digest/blob_size of the input and
+// diff_id/size of the output, and the compression found (none for xz and
+// bzip2, which have no OCI media type).
+LayerDigests decompress(int in_fd, int out_fd);
+
+// Unpacks a plain or compressed tar of regular files and directories (an
+// image archive such as `docker save` output or an OCI layout tar) into the
+// empty directory DEST, with the same hostile-input rules as extract_layer.
+// Hardlinks and devices are refused; symlinks are kept (read_image_archive
+// refuses any that lead outside DIR).
+void unpack_archive(const std::string& archive_path, const std::string& dest);
+
+// Writes DIR (regular files and directories only) as a deterministic plain
+// tar to OUT_PATH (staged next to it and renamed into place).
+void pack_directory(const std::string& dir, const std::string& out_path);
+
+// ---------------------------------------------------------------- image archives
+
+// One image found in an OCI layout or a docker-archive.
+struct ArchivedImage {
+  std::vector<std::string> names;  // reference strings from the archive (may be empty)
+  oci::Manifest manifest;          // for docker-archive: synthesised from manifest.json
+  std::string manifest_json;       // the manifest bytes (exact for an OCI layout)
+  std::string config_json;         // the config bytes, exactly as stored
+  // Path of each layer blob (same order as manifest.layers) and of the config blob.
+  std::vector<std::string> layer_paths;
+};
+
+// Reads the images of an unpacked archive directory: an OCI image layout
+// (oci-layout + index.json, nested indexes followed, the host platform
+// chosen from a multi-platform index) or a docker-archive (manifest.json).
+// Checks that every blob exists and that config and manifest digests match;
+// layer digests are checked when the layers are stored.
+std::vector<ArchivedImage> read_image_archive(const std::string& dir);
+
+// One image to write out.
+struct ExportedImage {
+  std::vector<std::string> names;  // full references, e.g. "docker.io/library/alpine:3.20"
+  oci::Digest manifest_digest;
+  std::string manifest_json;
+  std::string config_json;
+  oci::Manifest manifest;
+  std::vector<oci::Digest> diff_ids;  // bottom first, same order as manifest.layers
+};
+
+// Writes IMAGES as an OCI image layout into the empty directory DIR.
+// BLOB_PATH maps a digest to the file holding that blob.
+void write_oci_layout(const std::vector<ExportedImage>& images, const std::string& dir,
+                      const std::function<std::string(const oci::Digest&)>& blob_path);
+
+// Writes IMAGES in the layout `docker load` reads (manifest.json,
+// <config-hex>.json, <diff_id-hex>/layer.tar, repositories) into the empty
+// directory DIR. Layers are written uncompressed; LAYER_TAR maps a diff_id to
+// a file holding the uncompressed layer tar (decompressed on demand by the
+// caller when stored compressed).
+void write_docker_archive(const std::vector<ExportedImage>& images, const std::string& dir,
+                          const std::function<std::string(const oci::Digest& diff_id)>& layer_tar);
+
+}  // namespace strata::archive

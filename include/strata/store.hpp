@@ -1,0 +1,283 @@
+// strata::store: the content-addressed image store.
+//
+// On disk (ROOT is the store root):
+//   ROOT/oci-layout, ROOT/index.json, ROOT/blobs/sha256/<hex>
+//       a valid OCI image layout: skopeo and umoci read it as `oci:ROOT:NAME`.
+//       Every image is an index.json entry (a manifest descriptor); a tagged
+//       image carries its name, in docker's short form ("alpine:3.20",
+//       "team/app:1", "localhost:5000/x:y"), in the
+//       org.opencontainers.image.ref.name annotation, one entry per name.
+//       Untagged images have an entry without the annotation.
+//   ROOT/layers/<hex>/      a layer extracted once (hex of its diff_id), used
+//                           as a lower directory and never written again
+//   ROOT/layers/<hex>.json  the layer's record: blob digest, media type, sizes
+//   ROOT/containers/<id>/   container.json, upper/, work/
+//   ROOT/cache/             the build cache (owned by the build module)
+//   ROOT/tmp/               staging: everything is written here, fsynced and
+//                           renamed into place
+//   ROOT/lock               flock(2)ed by writers while they update an index
+//
+// A crash leaves the old state or the new one: blobs and layers are renamed
+// into place before anything refers to them, and index.json and
+// container.json are replaced by rename. Readers take no lock. Leftovers
+// (staging directories, blobs nothing refers to) are removed by prune().
+//
+// Every call throws strata::Error (one line: what and where) on failure.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/archive.hpp"
+#include "strata/fd.hpp"
+#include "strata/oci.hpp"
+
+namespace strata::store {
+
+// The store root used when none is given: $STRATA_ROOT if set, else
+// /var/lib/strata for root, else $XDG_DATA_HOME/strata, else
+// ~/.local/share/strata.
+std::string default_root();
+
+// A stored layer.
+struct Layer {
+  oci::Digest diff_id;       // SHA-256 of the uncompressed tar
+  oci::Digest blob_digest;   // SHA-256 of the stored blob (== diff_id when uncompressed)
+  std::string media_type;    // of the stored blob
+  std::int64_t size = 0;     // uncompressed tar size
+  std::int64_t blob_size = 0;
+  std::string dir;           // ROOT/layers/<hex>: the extracted tree (read-only use)
+};
+
+// A stored image.
+struct Image {
+  oci::Digest manifest_digest;
+  oci::Digest config_digest;     // the image id (what `strata images` shows)
+  oci::Manifest manifest;
+  oci::json config;              // the parsed image config
+  std::vector<oci::Digest> diff_ids;    // bottom first, as config.rootfs.diff_ids
+  std::vector<std::string> layer_dirs;  // TOP FIRST: ready for lowerdir=
+  std::vector<std::string> names;       // short names tagged to it ("alpine:3.20"); may be empty
+  std::int64_t size = 0;                // sum of the uncompressed layer sizes
+  std::string created;                  // config.created
+
+  std::string id() const { return config_digest.hex(); }
+  // layer_dirs joined for stratafs/overlayfs `lowerdir=` (":" and "\" escaped).
+  std::string lowerdir() const;
+  std::vector<oci::History> history() const { return oci::config_history(config); }
+};
+
+// A container: a writable upper (and the work dir stratafs needs) on top of
+// an image.
+struct Container {
+  std::string id;           // 64 hex characters
+  std::string name;         // unique; generated when not given
+  oci::Digest image;        // manifest digest of the image it runs from
+  std::string image_name;   // what it was created from, as the user wrote it
+  std::string created;      // RFC 3339
+  std::string dir;          // ROOT/containers/<id>
+  std::string upper;        // ROOT/containers/<id>/upper
+  std::string work;         // ROOT/containers/<id>/work
+};
+
+// Options of Store::commit.
+struct CommitOptions {
+  std::string message;               // history comment (`-m`)
+  std::string author;                // history and config author (`-a`)
+  std::vector<std::string> changes;  // Dockerfile instructions applied to the config (`-c`):
+                                     // CMD ENTRYPOINT ENV WORKDIR USER EXPOSE LABEL VOLUME STOPSIGNAL
+  std::string created_by;            // history created_by; empty: "strata commit"
+};
+
+// Options of Store::create_layer.
+struct LayerOptions {
+  // The directory is an overlay-style upper (see archive::WriteLayerOptions).
+  bool changeset = true;
+  std::optional<std::int64_t> clamp_mtime;  // SOURCE_DATE_EPOCH
+};
+
+// One line of `strata diff`.
+struct Change {
+  char kind;         // 'A' added, 'C' changed, 'D' deleted
+  std::string path;  // absolute inside the container ("/etc/hosts")
+};
+
+enum class SaveFormat { docker, oci };
+
+struct PruneResult {
+  std::size_t blobs = 0;
+  std::size_t layers = 0;
+  std::size_t staging = 0;
+  std::int64_t bytes = 0;  // approximate space freed
+};
+
+class Store {
+ public:
+  // Opens the store at ROOT, creating the layout (mode 0700 root directory
+  // when new) if it does not exist. Throws when ROOT exists but is not a
+  // store (an oci-layout file of another version, an index.json that does
+  // not parse).
+  static Store open(const std::string& root);
+  // open(default_root()).
+  static Store open_default() { return open(default_root()); }
+
+  const std::string& root() const noexcept { return root_; }
+  // ROOT/tmp: where callers make their own staging directories (same file
+  // system as the store, so they can be renamed in).
+  std::string tmp_dir() const { return root_ + "/tmp"; }
+  // ROOT/blobs/sha256/<hex>: the file of a blob (may not exist).
+  std::string blob_path(const oci::Digest& digest) const;
+
+  // ------------------------------------------------------------ images
+
+  // Resolves an image by reference ("alpine", "alpine:3.20",
+  // "docker.io/library/alpine:3.20", "name@sha256:..."), by id (config
+  // digest, "sha256:HEX", or a unique prefix of at least 4 hex digits), or by
+  // manifest digest. nullopt when nothing matches; throws when a short id is
+  // ambiguous or the image's blobs are missing or corrupt.
+  std::optional<Image> find_image(std::string_view ref_or_id) const;
+  // find_image() or throws Error "no such image: 'X'".
+  Image image(std::string_view ref_or_id) const;
+  // The image with this manifest digest (tagged or not); throws when absent.
+  Image image_by_manifest(const oci::Digest& manifest_digest) const;
+  // Every image in the store, one per manifest, newest first.
+  std::vector<Image> images() const;
+
+  // Writes a new image: CONFIG is a full image config; its rootfs.diff_ids
+  // (bottom first) must all be stored layers (create_layer, import_layer)
+  // and its history should have one non-empty_layer entry per layer. The
+  // manifest lists each layer's stored blob. NAMES (references) are tagged
+  // to it, moving each name from whatever image had it. Returns the image.
+  Image write_image(const oci::json& config, const std::vector<std::string>& names = {});
+  // Adds an image from exact manifest and config bytes (load, pull): the
+  // config and every layer blob must already be stored (put_blob,
+  // import_layer). The manifest is stored byte for byte (its digest kept).
+  Image put_image(const std::string& manifest_json, const std::string& config_json,
+                  const std::vector<std::string>& names = {});
+
+  // Gives the image the name REF (moving it from any other image).
+  void tag(const Image& image, std::string_view ref);
+  // Removes a name; throws when no image has it.
+  void untag(std::string_view ref);
+  // `rmi`: REF_OR_ID names an image. A name is removed; the image itself is
+  // removed when it has no names left, or when given by id (all names go).
+  // Refuses (Error) when a container uses the image, unless FORCE. Returns
+  // the lines docker prints ("Untagged: x", "Deleted: sha256:...").
+  std::vector<std::string> remove_image(std::string_view ref_or_id, bool force);
+
+  // ------------------------------------------------------------ blobs and layers
+
+  // Stores the stream IN_FD as a blob; when EXPECTED is given the content
+  // must hash to it (else Error, nothing stored). Returns the digest and size.
+  std::pair<oci::Digest, std::int64_t> put_blob(int in_fd, const std::optional<oci::Digest>& expected = std::nullopt);
+  std::pair<oci::Digest, std::int64_t> put_blob(std::string_view data);
+  // Reads a stored blob (small ones: manifests, configs).
+  std::string read_blob(const oci::Digest& digest) const;
+
+  // The stored layer with this diff_id, or nullopt.
+  std::optional<Layer> find_layer(const oci::Digest& diff_id) const;
+  // find_layer() or throws.
+  Layer layer(const oci::Digest& diff_id) const;
+
+  // Turns DIR (a directory of changes, normally an overlay-style upper: char
+  // 0/0 or `.wh.` whiteouts, opaque xattrs or `.wh..wh..opq`, override_stat
+  // owners) into a stored layer: writes the deterministic uncompressed tar
+  // blob and extracts it into layers/. DIR is only read. Returns the layer
+  // (diff_id == blob digest). An empty DIR gives the empty layer.
+  Layer create_layer(const std::string& dir, const LayerOptions& options = {});
+  // Stores a layer from a tar stream (plain, gzip, zstd or xz). The blob is
+  // kept as read when it is plain, gzip or zstd (MEDIA_TYPE, or derived from
+  // the compression when empty); xz is stored decompressed. EXPECTED_BLOB
+  // and EXPECTED_DIFF_ID, when given, must match (else Error, nothing stored).
+  Layer import_layer(int in_fd, const std::string& media_type = {},
+                     const std::optional<oci::Digest>& expected_blob = std::nullopt,
+                     const std::optional<oci::Digest>& expected_diff_id = std::nullopt);
+
+  // ------------------------------------------------------------ containers
+
+  // Creates a container from an image: a fresh empty upper and work dir.
+  // NAME must be unique ([a-zA-Z0-9][a-zA-Z0-9_.-]*); empty: a generated one.
+  Container create_container(std::string_view image_ref, std::string_view name = {});
+  // By name, full id or unique id prefix; nullopt when nothing matches.
+  std::optional<Container> find_container(std::string_view name_or_id) const;
+  // find_container() or throws Error "no such container: 'X'".
+  Container container(std::string_view name_or_id) const;
+  std::vector<Container> containers() const;  // oldest first
+  // Removes the container and its upper. Refuses when it is mounted (see
+  // mounted_at) unless FORCE, which unmounts first.
+  void remove_container(std::string_view name_or_id, bool force = false);
+
+  // Records that the container's union is mounted at MOUNTPOINT (by `strata
+  // mount`, `strata run`, ...) so that commit and rm can refuse while it is
+  // in use; forget_mount undoes it. Stale records (no longer a mount point)
+  // are ignored.
+  void record_mount(const Container& container, const std::string& mountpoint);
+  void forget_mount(const Container& container, const std::string& mountpoint);
+  // Mount points where the container is mounted right now.
+  std::vector<std::string> mounted_at(const Container& container) const;
+
+  // `strata commit`: the container's upper becomes a new layer on top of its
+  // image, with a history entry and CHANGES applied to the config; NAME
+  // (optional) is tagged. The container then goes on from the new image with
+  // an empty upper. Refused while the container is mounted (consistent
+  // snapshots need a quiet upper).
+  Image commit(std::string_view container, const CommitOptions& options, std::string_view name = {});
+
+  // `strata diff`: what the container changed, sorted by path.
+  std::vector<Change> diff(std::string_view container) const;
+
+  // ------------------------------------------------------------ in and out
+
+  // `strata import`: a rootfs tarball (plain, gzip, xz, zstd) becomes a
+  // one-layer image named REF (may be empty), with CHANGES applied as in commit.
+  Image import_rootfs(const std::string& tar_path, std::string_view ref, const CommitOptions& options = {});
+  // `strata load`: a docker-archive or OCI layout (directory or tar, plain or
+  // compressed). Every digest is checked; on any error nothing is tagged.
+  std::vector<Image> load(const std::string& path);
+  // `strata save`: IMAGES (references or ids) written to OUT (a tar file, or
+  // a directory for the OCI format when OUT ends with '/'), staged and
+  // renamed into place.
+  void save(const std::vector<std::string>& images, const std::string& out, SaveFormat format);
+
+  // Reports progress of long operations (load, import, save, commit) as
+  // one-line messages ("Loading layer 2/5 sha256:..."); none by default.
+  void set_progress(std::function<void(const std::string&)> fn) { progress_ = std::move(fn); }
+
+  // Removes what nothing references: blobs not reachable from index.json or
+  // a container's image, layer directories no stored image uses, staging
+  // leftovers of processes that are gone. Never removes anything an image or
+  // container refers to. While another strata process has the store open,
+  // unreferenced blobs and layers younger than an hour are kept (they may be
+  // about to be referenced).
+  PruneResult prune();
+
+ private:
+  explicit Store(std::string root) : root_(std::move(root)) {}
+  std::string root_;
+  // A shared flock on ROOT/gc.lock held while this Store is open (taken
+  // without waiting; writers wait for it before their first write), so that
+  // prune knows whether other processes may be between writing a blob and
+  // referring to it, and readers never wait for a prune.
+  struct GcLock;
+  std::shared_ptr<GcLock> gc_;
+  void hold_gc();
+  void report(const std::string& message) const {
+    if (progress_) progress_(message);
+  }
+  std::function<void(const std::string&)> progress_;
+};
+
+// Applies Dockerfile-style instructions to an image config (`-c`): CMD,
+// ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, STOPSIGNAL.
+// Throws UsageError naming the instruction when it is not one of these or
+// does not parse.
+void apply_config_change(oci::json& config, std::string_view instruction);
+
+}  // namespace strata::store

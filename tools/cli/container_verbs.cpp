@@ -1,0 +1,259 @@
+// Container verbs: create, ps, rm, mount, umount, diff, commit.
+#include <sys/mount.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <iostream>
+
+#include "cli.hpp"
+#include "store_common.hpp"
+#include "strata/error.hpp"
+
+namespace strata::cli {
+namespace {
+
+using oci::json;
+
+bool json_format(const po::variables_map& vm) {
+  if (vm.count("format") == 0U) return false;
+  std::string f = vm["format"].as<std::string>();
+  if (f == "json") return true;
+  if (f == "table") return false;
+  throw UsageError("unknown --format " + quote(f) + " (table or json)");
+}
+
+int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("name", po::value<std::string>(), "container name")("image", po::value<std::string>()->required(),
+                                                                          "image");
+  po::positional_options_description pos;
+  pos.add("image", 1);
+  po::variables_map vm;
+  if (!parse_args("create", "strata create [--name NAME] IMAGE", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  auto c = store.create_container(vm["image"].as<std::string>(), vm.count("name") != 0U ? vm["name"].as<std::string>() : "");
+  std::cout << c.id << "\n";
+  return 0;
+}
+
+int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("all,a", "show all containers (the default: strata keeps no running state)")(
+      "quiet,q", "only show container ids")("no-trunc", "show full ids")("format", po::value<std::string>(),
+                                                                         "table (default) or json");
+  po::positional_options_description pos;
+  po::variables_map vm;
+  if (!parse_args("ps", "strata ps [-a] [-q] [--format json]", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  bool no_trunc = vm.count("no-trunc") != 0U;
+  json out = json::array();
+  std::vector<std::vector<std::string>> rows{{"CONTAINER ID", "IMAGE", "CREATED", "STATUS", "NAMES"}};
+  for (const auto& c : store.containers()) {
+    auto mounts = store.mounted_at(c);
+    std::string status = mounts.empty() ? "Created" : "Mounted";
+    rows.push_back({no_trunc ? c.id : c.id.substr(0, 12), c.image_name, human_ago(c.created), status, c.name});
+    out.push_back({{"ID", c.id},
+                   {"Names", c.name},
+                   {"Image", c.image_name},
+                   {"ImageDigest", c.image.str()},
+                   {"Created", c.created},
+                   {"Status", status},
+                   {"Mounts", mounts}});
+  }
+  if (json_format(vm)) {
+    std::cout << out.dump(2) << "\n";
+  } else if (vm.count("quiet") != 0U) {
+    for (std::size_t i = 1; i < rows.size(); ++i) std::cout << rows[i][0] << "\n";
+  } else {
+    std::vector<std::size_t> w(5, 0);
+    for (const auto& r : rows)
+      for (std::size_t i = 0; i < 5; ++i) w[i] = std::max(w[i], r[i].size());
+    for (const auto& r : rows) {
+      std::string line;
+      for (std::size_t i = 0; i < 5; ++i) line += i == 4 ? r[i] : pad(r[i], w[i] + 2);
+      std::cout << line << "\n";
+    }
+  }
+  return 0;
+}
+
+int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("force,f", "unmount first if mounted")("containers", po::value<std::vector<std::string>>()->required(),
+                                                            "containers");
+  po::positional_options_description pos;
+  pos.add("containers", -1);
+  po::variables_map vm;
+  if (!parse_args("rm", "strata rm [-f] CONTAINER...", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  int rc = 0;
+  for (const auto& n : vm["containers"].as<std::vector<std::string>>()) {
+    try {
+      store.remove_container(n, vm.count("force") != 0U);
+      std::cout << n << "\n";
+    } catch (const Error& e) {
+      std::cerr << "strata: " << e.what() << "\n";
+      rc = static_cast<int>(e.code());
+    }
+  }
+  return rc;
+}
+
+std::string mount_program() {
+  if (const char* p = std::getenv("STRATA_MOUNT_PROGRAM"); p != nullptr && *p != '\0') return p;
+  char self[PATH_MAX];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = '\0';
+    std::string dir = self;
+    dir = dir.substr(0, dir.rfind('/'));
+    std::string p = dir + "/stratafs";
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return "stratafs";
+}
+
+// Runs ARGV, waits, returns the exit status (127 when it cannot run).
+int run_program(const std::vector<std::string>& argv) {
+  std::vector<char*> cargs;
+  for (const auto& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
+  cargs.push_back(nullptr);
+  std::cout.flush();
+  pid_t pid = ::fork();
+  if (pid < 0) throw_errno("fork");
+  if (pid == 0) {
+    ::execvp(cargs[0], cargs.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR) throw_errno("wait for " + quote(argv[0]));
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  return 128 + WTERMSIG(status);
+}
+
+std::string absolute(const std::string& p) {
+  char real[PATH_MAX];
+  if (::realpath(p.c_str(), real) == nullptr) throw_errno("mount point " + quote(p));
+  return real;
+}
+
+int mount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("read-only,r", "mount a container read-only")("target", po::value<std::string>()->required(),
+                                                                  "image or container")(
+      "mountpoint", po::value<std::string>()->required(), "directory");
+  po::positional_options_description pos;
+  pos.add("target", 1).add("mountpoint", 1);
+  po::variables_map vm;
+  if (!parse_args("mount", "strata mount [-r] IMAGE|CONTAINER MOUNTPOINT", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  std::string target = vm["target"].as<std::string>();
+  std::string mnt = absolute(vm["mountpoint"].as<std::string>());
+  std::optional<store::Container> ctr = store.find_container(target);
+  store::Image img = ctr ? store.image_by_manifest(ctr->image) : store.image(target);
+  if (img.layer_dirs.empty()) throw Error("image " + quote(target) + " has no layers to mount");
+  std::string o = "lowerdir=" + img.lowerdir();
+  bool writable = ctr && vm.count("read-only") == 0U;
+  if (writable) {
+    if (auto m = store.mounted_at(*ctr); !m.empty())
+      throw Error("container " + quote(ctr->name) + " is already mounted at " + quote(m[0]));
+    o += ",upperdir=" + ctr->upper + ",workdir=" + ctr->work;
+  } else {
+    o += ",ro";
+  }
+  std::string prog = mount_program();
+  int rc = run_program({prog, "-o", o, mnt});
+  if (rc != 0) {
+    if (rc == 127) throw Error("cannot run the mount program " + quote(prog) + " (set STRATA_MOUNT_PROGRAM)");
+    throw Error("mounting " + quote(target) + " at " + quote(mnt) + " failed (" + prog + " exited " + std::to_string(rc) + ")");
+  }
+  if (ctr) store.record_mount(*ctr, mnt);
+  return 0;
+}
+
+int umount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("mountpoint", po::value<std::string>()->required(), "directory");
+  po::positional_options_description pos;
+  pos.add("mountpoint", 1);
+  po::variables_map vm;
+  if (!parse_args("umount", "strata umount MOUNTPOINT", opts, pos, args, vm)) return 0;
+  std::string mnt = absolute(vm["mountpoint"].as<std::string>());
+  if (::geteuid() == 0) {
+    if (::umount2(mnt.c_str(), 0) != 0) throw_errno("unmount " + quote(mnt));
+  } else {
+    int rc = run_program({"fusermount3", "-u", mnt});
+    if (rc != 0) throw Error("unmount " + quote(mnt) + " failed (fusermount3 exited " + std::to_string(rc) + ")");
+  }
+  auto store = open_store(g);
+  for (const auto& c : store.containers()) {
+    try {
+      store.forget_mount(c, mnt);
+    } catch (const Error&) {
+    }
+  }
+  return 0;
+}
+
+int diff_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("format", po::value<std::string>(), "table (default) or json")(
+      "container", po::value<std::string>()->required(), "container");
+  po::positional_options_description pos;
+  pos.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("diff", "strata diff CONTAINER", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  auto changes = store.diff(vm["container"].as<std::string>());
+  if (json_format(vm)) {
+    json out = json::array();
+    for (const auto& c : changes) out.push_back({{"Kind", std::string(1, c.kind)}, {"Path", c.path}});
+    std::cout << out.dump(2) << "\n";
+  } else {
+    for (const auto& c : changes) std::cout << c.kind << " " << c.path << "\n";
+  }
+  return 0;
+}
+
+int commit_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("message,m", po::value<std::string>(), "commit message (history comment)")(
+      "author,a", po::value<std::string>(), "author")(
+      "change,c", po::value<std::vector<std::string>>(),
+      "Dockerfile instruction applied to the config: CMD ENTRYPOINT ENV EXPOSE LABEL STOPSIGNAL USER VOLUME WORKDIR")(
+      "container", po::value<std::string>()->required(), "container")("name", po::value<std::string>(), "new name");
+  po::positional_options_description pos;
+  pos.add("container", 1).add("name", 1);
+  po::variables_map vm;
+  if (!parse_args("commit", "strata commit [-m MSG] [-a AUTHOR] [-c INSTR]... CONTAINER [NAME[:TAG]]", opts, pos, args,
+                  vm))
+    return 0;
+  store::CommitOptions o;
+  if (vm.count("message") != 0U) o.message = vm["message"].as<std::string>();
+  if (vm.count("author") != 0U) o.author = vm["author"].as<std::string>();
+  if (vm.count("change") != 0U) o.changes = vm["change"].as<std::vector<std::string>>();
+  for (const auto& c : o.changes) {
+    oci::json probe = oci::empty_config();
+    store::apply_config_change(probe, c);
+  }
+  std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
+  if (!name.empty()) oci::Reference::parse(name);
+  auto store = open_store(g);
+  auto img = store.commit(vm["container"].as<std::string>(), o, name);
+  std::cout << img.config_digest.str() << "\n";
+  return 0;
+}
+
+const VerbRegistration reg_create("create", "create a container from an image", create_verb);
+const VerbRegistration reg_ps("ps", "list containers", ps_verb);
+const VerbRegistration reg_rm("rm", "remove containers", rm_verb);
+const VerbRegistration reg_mount("mount", "mount an image (read-only) or a container (writable)", mount_verb);
+const VerbRegistration reg_umount("umount", "unmount what strata mount mounted", umount_verb);
+const VerbRegistration reg_diff("diff", "list a container's changes (A/C/D)", diff_verb);
+const VerbRegistration reg_commit("commit", "make a new image from a container's changes", commit_verb);
+
+}  // namespace
+}  // namespace strata::cli

@@ -1,0 +1,23 @@
+// Shared by the store verbs: opening the store named by the global options
+// and formatting sizes and times as docker does.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "cli.hpp"
+#include "strata/store.hpp"
+
+namespace strata::cli {
+
+// The store at --root, $STRATA_ROOT or the default root.
+store::Store open_store(const GlobalOptions& global);
+
+// "7.8MB", "512B" (decimal units, as docker prints them).
+std::string human_size(std::int64_t bytes);
+// "3 hours ago" from an RFC 3339 time; "N/A" when it does not parse.
+std::string human_ago(const std::string& rfc3339);
+// Pads S with spaces to WIDTH (no truncation).
+std::string pad(const std::string& s, std::size_t width);
+
+}  // namespace strata::cli
