@@ -11,7 +11,6 @@ timeout, the daemon dies with it and the mount goes with the namespace."""
 import json
 import os
 import pwd
-import shutil
 import stat
 import struct
 import subprocess
