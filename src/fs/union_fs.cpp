@@ -785,14 +785,6 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (fuse_reply_open(req, fi) == -ENOENT) forget_dir_handle(h);
 }
 
-void UnionFs::forget_dir_handle(DirHandle* h) {
-  {
-    std::lock_guard hl(dir_handles_mu_);
-    dir_handles_.erase(h);
-  }
-  delete h;
-}
-
 // The merged listing of NODE (without "." and ".."): names from the top layer
 // down, each name decided by the topmost layer that mentions it, markers and
 // what they hide left out.
@@ -839,6 +831,14 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
     for (auto& s : decided) seen.insert(std::move(s));
   }
   return 0;
+}
+
+void UnionFs::forget_dir_handle(DirHandle* h) {
+  {
+    std::lock_guard hl(dir_handles_mu_);
+    dir_handles_.erase(h);
+  }
+  delete h;
 }
 
 void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

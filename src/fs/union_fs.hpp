@@ -158,6 +158,10 @@ class UnionFs {
 
  private:
   struct DirHandle;
+  // Directory handles the kernel has not released yet: freed with the file
+  // system when the session ends (unmount, signal) with directories open.
+  std::mutex dir_handles_mu_;
+  std::unordered_set<DirHandle*> dir_handles_;
   void forget_dir_handle(DirHandle* h);
 
  public:
@@ -256,11 +260,6 @@ class UnionFs {
   // Counts the times tree_mu_ was taken exclusively: a readdir listing made
   // at one count is still exact while the count has not moved.
   std::atomic<std::uint64_t> generation_{0};
-  // Open directory handles. The kernel sends releasedir asynchronously, so a
-  // session that ends (SIGTERM, unmount) may never release the last ones:
-  // the destructor frees what is left.
-  std::mutex dir_handles_mu_;
-  std::unordered_set<DirHandle*> dir_handles_;
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
   std::shared_mutex tree_mu_;

@@ -41,6 +41,23 @@ int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
   return (n < 0 || static_cast<size_t>(n) >= len) ? ENAMETOOLONG : 0;
 }
 
+// The override_stat xattr of PATH, if it has a valid one. FOLLOW: PATH is a
+// /proc/self/fd magic link that names the object itself.
+std::optional<OverrideStat> get_override(const char* path, bool follow) {
+  char value[128];
+  ssize_t n = follow ? ::getxattr(path, kOverrideStatXattr, value, sizeof value - 1)
+                     : ::lgetxattr(path, kOverrideStatXattr, value, sizeof value - 1);
+  if (n <= 0) return std::nullopt;
+  return parse_override_stat(std::string_view(value, static_cast<size_t>(n)));
+}
+
+int put_override(const char* path, bool follow, const OverrideStat& o) {
+  std::string v = format_override_stat(o);
+  int rc = follow ? ::setxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)
+                  : ::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0);
+  return rc == 0 ? 0 : errno;
+}
+
 bool is_overlay_private(const char* name) {
   return std::strncmp(name, "trusted.overlay.", 16) == 0 || std::strncmp(name, "user.overlay.", 13) == 0;
 }
@@ -130,7 +147,14 @@ void UnionFs::attach(Node& parent, const std::string& name, const std::shared_pt
 // number and the times of SRC_DIR/SRC_NAME onto work-dir entry TMP.
 int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino) {
   bool link = S_ISLNK(st.st_mode);
-  if (::fchownat(work_fd_.get(), tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM) return errno;
+  // An unprivileged daemon cannot give the copy someone else's ids (EPERM),
+  // nor ids its user namespace does not map (EINVAL): the owner is then kept
+  // in the override_stat xattr below.
+  bool owner_lost = false;
+  if (::fchownat(work_fd_.get(), tmp, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) != 0) {
+    if (errno != EPERM && errno != EINVAL) return errno;
+    owner_lost = true;
+  }
   if (!link && ::fchmodat(work_fd_.get(), tmp, st.st_mode & 07777, 0) != 0) return errno;
   char src[PATH_MAX], dst[PATH_MAX];
   if (proc_path(src, sizeof src, src_dir, src_name) != 0 || proc_path(dst, sizeof dst, work_fd_.get(), tmp) != 0) {
@@ -152,6 +176,17 @@ int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, c
     std::string key = cfg_.private_xattr_prefix + "strata.ino";
     std::string v = std::to_string(ino);
     if (::lsetxattr(dst, key.c_str(), v.data(), v.size(), 0) != 0 && errno != EPERM && errno != ENOTSUP) return errno;
+  }
+  // An override_stat copied from below already says who owns it. Symlinks
+  // cannot carry user.* xattrs: their owner is lost, as with cp -a.
+  if (owner_lost && !link && !get_override(dst, false)) {
+    OverrideStat o;
+    o.uid = st.st_uid;
+    o.gid = st.st_gid;
+    o.mode = st.st_mode & 07777;
+    int e = put_override(dst, false, o);
+    if (e != 0 && e != EPERM && e != ENOTSUP) return e;
+    if (e == 0) read_override_.store(true, std::memory_order_relaxed);
   }
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (::utimensat(work_fd_.get(), tmp, times, AT_SYMLINK_NOFOLLOW) != 0) return errno;
@@ -348,35 +383,44 @@ int UnionFs::merged_dir_is_empty(Node& dir) {
 // override_stat xattr, as containers/storage does.
 int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid, mode_t mode, dev_t rdev) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
-  uid_t cuid = ctx->uid;
-  gid_t cgid = parent_gid != static_cast<gid_t>(-1) ? cfg_.gid_map.to_container(parent_gid) : ctx->gid;
-  auto huid = cfg_.uid_map.to_host(cuid), hgid = cfg_.gid_map.to_host(cgid);
+  // override_stat holds on-disk ids, as a real owner would be: the id maps
+  // apply to it on the way out (present) as to any other owner.
+  auto huid = cfg_.uid_map.to_host(ctx->uid);
+  auto hgid = parent_gid != static_cast<gid_t>(-1) ? std::optional<std::uint32_t>(parent_gid)
+                                                     : cfg_.gid_map.to_host(ctx->gid);
+  // A caller the maps cannot store (as the kernel answers for an id-mapped
+  // mount that does not map the caller).
+  if (!huid || !hgid) return EOVERFLOW;
   // Only the mknod fallback (a regular file standing in for a device node)
   // stores a type the host could not.
   const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
-  if (huid && hgid && !type_stand_in) {
+  if (!type_stand_in) {
     // The entry was made with the daemon's ids (the group of a setgid
     // parent): when those are the caller's, there is nothing to change.
     gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
     if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
     if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
   }
-  bool stored = huid && hgid && type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
   struct stat st;
   if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
   if (stored && !type_lost) return 0;
-  if (!stored && huid && hgid && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
+  if (!stored && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
   OverrideStat o;
-  o.uid = cuid;
-  o.gid = cgid;
+  o.uid = *huid;
+  o.gid = *hgid;
   o.mode = mode;
   o.rdev = rdev;
   o.has_type = true;
   std::string v = format_override_stat(o);
   char path[PATH_MAX];
   if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
-  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) return stored ? 0 : EPERM;
+  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+    // Without the xattr a stand-in would read back as a plain file.
+    if (type_lost) return errno == EACCES ? EPERM : errno;
+    return stored ? 0 : EPERM;
+  }
   read_override_.store(true, std::memory_order_relaxed);
   return 0;
 }
@@ -436,8 +480,10 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
       if (errno != EPERM || !(S_ISCHR(type) || S_ISBLK(type))) return errno;
       // No privilege for device nodes: an empty file stands in, and the
-      // override_stat xattr says what it is.
-      UniqueFd f(::openat(ufd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0000));
+      // override_stat xattr says what it is. It is made writable by its
+      // owner, without which an unprivileged daemon may not set user.*
+      // xattrs on it.
+      UniqueFd f(::openat(ufd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
       if (!f) return errno;
     }
   }
@@ -718,9 +764,19 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     r = object_path(node, path, sizeof path, follow);
   }
   if (r != 0) return fail(r);
+  // An object whose owner (or type) lives in the override_stat xattr has its
+  // owner and permission bits changed there: the xattr is what the mount shows.
+  std::optional<OverrideStat> over;
+  // (Only where the mount reads that xattr at all: a root daemon without id
+  // maps shows and changes the real owner.)
+  if ((to_set & (FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) && !S_ISLNK(node.type) &&
+      read_override_.load(std::memory_order_relaxed)) {
+    over = get_override(path, follow);
+  }
   if (to_set & FUSE_SET_ATTR_MODE) {
     if (S_ISLNK(node.type)) return fail(EOPNOTSUPP);
     if (::chmod(path, attr->st_mode & 07777) != 0) return fail(errno);
+    if (over) over->mode = (over->mode & S_IFMT) | (attr->st_mode & 07777);
   }
   if (to_set & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID)) {
     uid_t uid = static_cast<uid_t>(-1);
@@ -735,8 +791,28 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
       if (!h) return fail(EINVAL);
       gid = *h;
     }
-    int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
-    if (rc != 0) return fail(errno);
+    if (!over) {
+      int rc = follow ? ::chown(path, uid, gid) : ::lchown(path, uid, gid);
+      // The host refuses ids that are not the daemon's (EPERM) or that its
+      // user namespace does not map (EINVAL): keep them in override_stat.
+      if (rc != 0 && (S_ISLNK(node.type) || (errno != EPERM && errno != EINVAL))) return fail(errno);
+      if (rc != 0) {
+        struct stat cur;
+        if ((follow ? ::stat(path, &cur) : ::lstat(path, &cur)) != 0) return fail(errno);
+        over = OverrideStat{};
+        over->uid = cur.st_uid;
+        over->gid = cur.st_gid;
+        over->mode = cur.st_mode & 07777;
+      }
+    }
+    if (over) {
+      if (uid != static_cast<uid_t>(-1)) over->uid = uid;
+      if (gid != static_cast<gid_t>(-1)) over->gid = gid;
+    }
+  }
+  if (over) {
+    if (int e = put_override(path, follow, *over); e != 0) return fail(e);
+    read_override_.store(true, std::memory_order_relaxed);
   }
   if (to_set & FUSE_SET_ATTR_SIZE) {
     if (node.is_dir()) return fail(EISDIR);
