@@ -28,6 +28,9 @@ cleanup() {
   [ -n "${STRATA_DEMO_DIR:-}" ] || rm -rf "$demo"
 }
 trap cleanup EXIT
+# A kept demo directory starts over, so the demo can run again.
+if mountpoint -q "$mnt"; then "$strata" umount "$mnt"; fi
+rm -rf "$STRATA_ROOT"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 
@@ -86,4 +89,8 @@ echo "VERSION: $(cat "$mnt/app/VERSION")   BUILD: $(cat "$mnt/app/BUILD")"
 step "Run the built image"
 "$strata" run --rm demo/app:2 sh -c 'echo "$GREETING from $(pwd): $(cat BUILD)"; /app/hello.sh'
 
-step "Done: the base image, the committed image and the built image are in $STRATA_ROOT"
+if [ -n "${STRATA_DEMO_DIR:-}" ]; then
+  step "Done: the base image, the committed image and the built image are in $STRATA_ROOT"
+else
+  step "Done (STRATA_DEMO_DIR=DIR keeps the store and its images)"
+fi
