@@ -1,5 +1,3 @@
-#include <archive.h>
-#include <archive_entry.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -12,50 +10,16 @@
 #include "strata/archive.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "tar_fixture.hpp"
 
 using namespace strata;
+
+using strata::testing::make_tar;
 
 namespace {
 
 void put(const std::string& path, const std::string& data) {
   std::ofstream(path, std::ios::binary) << data;
-}
-
-struct Entry {
-  std::string name;
-  char kind;  // f file, d dir, l symlink, h hardlink
-  std::string data;
-};
-
-// A tar made with libarchive, entries as given (no checks).
-std::string make_tar(const std::string& dir, const std::vector<Entry>& entries) {
-  std::string path = dir + "/t.tar";
-  struct archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  archive_write_open_filename(a, path.c_str());
-  for (const auto& e : entries) {
-    struct archive_entry* en = archive_entry_new();
-    archive_entry_set_pathname(en, e.name.c_str());
-    archive_entry_set_perm(en, 0644);
-    if (e.kind == 'f') {
-      archive_entry_set_filetype(en, AE_IFREG);
-      archive_entry_set_size(en, static_cast<la_int64_t>(e.data.size()));
-    } else if (e.kind == 'd') {
-      archive_entry_set_filetype(en, AE_IFDIR);
-    } else if (e.kind == 'l') {
-      archive_entry_set_filetype(en, AE_IFLNK);
-      archive_entry_set_symlink(en, e.data.c_str());
-    } else {
-      archive_entry_set_filetype(en, AE_IFREG);
-      archive_entry_set_hardlink(en, e.data.c_str());
-    }
-    archive_write_header(a, en);
-    if (e.kind == 'f') archive_write_data(a, e.data.data(), e.data.size());
-    archive_entry_free(en);
-  }
-  archive_write_close(a);
-  archive_write_free(a);
-  return path;
 }
 
 archive::LayerDigests extract(const std::string& tar, const std::string& dest) {

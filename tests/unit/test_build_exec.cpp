@@ -1,8 +1,6 @@
 // The build executor and its pure parts: --chown resolution, context source
 // expansion and digests, safe tar extraction, the cache files, and whole
 // builds against an in-memory store with a mounter that needs no FUSE.
-#include <archive.h>
-#include <archive_entry.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,10 +12,13 @@
 
 #include "strata/build_executor.hpp"
 #include "strata/fd.hpp"
+#include "tar_fixture.hpp"
 
 using namespace strata::build;
 using strata::TempDir;
 using strata::UniqueFd;
+
+using strata::testing::make_tar;
 
 namespace {
 
@@ -36,42 +37,6 @@ std::string slurp(const std::string& path) {
 bool exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;
-}
-
-struct TarEntry {
-  std::string name;
-  char type = 'f';  // f file, d dir, l symlink, h hard link
-  std::string data;  // content, or link target
-};
-
-std::string make_tar(const std::string& dir, const std::vector<TarEntry>& entries) {
-  std::string path = dir + "/x.tar";
-  archive* a = archive_write_new();
-  archive_write_set_format_pax_restricted(a);
-  REQUIRE(archive_write_open_filename(a, path.c_str()) == ARCHIVE_OK);
-  for (const auto& e : entries) {
-    archive_entry* en = archive_entry_new();
-    archive_entry_set_pathname(en, e.name.c_str());
-    archive_entry_set_perm(en, e.type == 'd' ? 0755 : 0644);
-    if (e.type == 'f') {
-      archive_entry_set_filetype(en, AE_IFREG);
-      archive_entry_set_size(en, static_cast<la_int64_t>(e.data.size()));
-    } else if (e.type == 'd') {
-      archive_entry_set_filetype(en, AE_IFDIR);
-    } else if (e.type == 'l') {
-      archive_entry_set_filetype(en, AE_IFLNK);
-      archive_entry_set_symlink(en, e.data.c_str());
-    } else {
-      archive_entry_set_filetype(en, AE_IFREG);
-      archive_entry_set_hardlink(en, e.data.c_str());
-    }
-    archive_write_header(a, en);
-    if (e.type == 'f') archive_write_data(a, e.data.data(), e.data.size());
-    archive_entry_free(en);
-  }
-  archive_write_close(a);
-  archive_write_free(a);
-  return path;
 }
 
 std::string extract_error(const std::string& tar, const std::string& dest) {
