@@ -10,13 +10,13 @@ import io
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tarfile
 
 import pytest
 
 from conftest import SOURCE_DIR, run, tool
+from fsutil import snapshot
 
 BUILDAH = shutil.which("buildah")
 pytestmark = pytest.mark.skipif(BUILDAH is None, reason="buildah is not installed (scripts/install-deps.sh test)")
@@ -32,22 +32,9 @@ def base_tar(tmp_path_factory):
 
 
 def tree(root):
-    """{path: (type, mode, uid, gid, content or link target)} without following symlinks."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            rel = os.path.relpath(p, root)
-            st = os.lstat(p)
-            if stat.S_ISREG(st.st_mode):
-                with open(p, "rb") as f:
-                    body = f.read()
-            elif stat.S_ISLNK(st.st_mode):
-                body = os.readlink(p)
-            else:
-                body = None
-            out[rel] = (stat.S_IFMT(st.st_mode), oct(stat.S_IMODE(st.st_mode)), st.st_uid, st.st_gid, body)
-    return out
+    """{path: (type, mode, uid, gid, content or link target)}: what both
+    builders must agree on (xattrs and sizes are left to the fs tests)."""
+    return {p: (kind, mode, uid, gid, body) for p, (kind, mode, uid, gid, _size, body, _x) in snapshot(root).items()}
 
 
 def buildah(workdir, *args):
