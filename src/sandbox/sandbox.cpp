@@ -381,7 +381,10 @@ void mount_union(const RunSpec& spec) {
   std::vector<std::string> layers = with_init_layer(u);
   if (layers.empty()) throw Error("no layers to mount on " + quote(spec.rootfs), ExitCode::run_failed);
   std::string opts = "lowerdir=";
-  for (std::size_t i = 0; i < layers.size(); ++i) opts += (i ? ":" : "") + escape_layer(layers[i]);
+  for (std::size_t i = 0; i < layers.size(); ++i) {
+    if (i != 0) opts += ':';
+    opts += escape_layer(layers[i]);
+  }
   if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
   opts += ",allow_other";
   std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
