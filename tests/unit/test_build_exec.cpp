@@ -193,6 +193,13 @@ class FakeStore : public BuildStore {
     REQUIRE(std::system(cmd.c_str()) == 0);
     return id;
   }
+  std::vector<std::vector<std::string>> squashed;
+  std::string squash_layers(const std::vector<std::string>& diff_ids) override {
+    squashed.push_back(diff_ids);
+    std::string id = "sha256:" + std::string(63, '0') + std::to_string(++layers);
+    REQUIRE(::mkdir((dir_ + "/layers/" + id.substr(7)).c_str(), 0755) == 0);
+    return id;
+  }
   std::string write_image(const nlohmann::json& config) override {
     std::string id = "sha256:" + std::to_string(std::hash<std::string>()(config.dump()));
     images[id] = config;
