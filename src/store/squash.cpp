@@ -131,12 +131,19 @@ void merge_dir(int from, int to, const std::string& rel, bool opaque, Modes& mod
     // An opaque directory drops what the layers below put in it.
     for (const auto& n : list_dir(to, rel)) remove_entry(to, n, path_of(n));
   }
-  if (from_opaque || opaque) {
-    struct stat st {};
-    if (!stat_at(to, kOpaque, st, path_of(kOpaque))) {
-      UniqueFd marker(::openat(to, kOpaque, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-      if (!marker) throw_errno("create " + quote(path_of(kOpaque)));
-    }
+  struct stat mst {};
+  if (from_opaque) {
+    link_entry(from, to, kOpaque, path_of(kOpaque));
+  } else if (opaque && !stat_at(to, kOpaque, mst, path_of(kOpaque))) {
+    // A marker of our own, with the directory's time (the layer's bytes
+    // depend only on the layers merged).
+    struct stat dst {};
+    if (::fstat(from, &dst) != 0) throw_errno("stat " + quote(rel));
+    UniqueFd marker(::openat(to, kOpaque, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+    if (!marker) throw_errno("create " + quote(path_of(kOpaque)));
+    if (::fchmod(marker.get(), 0644) != 0) throw_errno("set the mode of " + quote(path_of(kOpaque)));
+    struct timespec times[2] = {dst.st_mtim, dst.st_mtim};
+    if (::futimens(marker.get(), times) != 0) throw_errno("set the times of " + quote(path_of(kOpaque)));
   }
   for (const auto& name : names) {
     const std::string shown = path_of(name);

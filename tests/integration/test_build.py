@@ -11,6 +11,7 @@ import json
 import os
 import tarfile
 import threading
+import time
 
 import pytest
 
@@ -512,6 +513,7 @@ def test_squash_merges_the_new_layers_into_one(env):
     assert not os.path.lexists(os.path.join(layer, "opt/keep/a"))
     assert os.path.exists(os.path.join(layer, "home/app/.wh..wh..opq"))
 
-    # The same squashed build again is the same image.
+    # The same squashed build again, a while later, is the same image.
+    time.sleep(1.1)
     env.build(SQUASH_DOCKERFILE, "--squash", "-t", "sq:2")
     assert env.image_id("sq:2") == env.image_id("sq:1")
