@@ -48,6 +48,10 @@ class BuildStore {
   // devices, opaque directories by xattr) into a layer; returns its diff_id.
   // UPPER may be consumed.
   virtual std::string commit_layer(const std::string& upper) = 0;
+  // Merges the stored layers DIFF_IDS (bottom first) into one layer, as
+  // applying them in order on top of the layers beneath gives; returns its
+  // diff_id.
+  virtual std::string squash_layers(const std::vector<std::string>& diff_ids) = 0;
   // Writes the image with config document CONFIG (whose rootfs.diff_ids name
   // layers already in the store); returns its id ("sha256:...").
   virtual std::string write_image(const nlohmann::json& config) = 0;
@@ -108,6 +112,10 @@ struct ExecuteOptions {
   IgnoreMatcher ignore;             // .dockerignore of the context
   std::vector<std::string> tags;    // references to point at the image
   bool no_cache = false;
+  // The layers the target stage made on top of its FROM are merged into
+  // one; the history keeps every entry, only the last one that made a layer
+  // points to the merged layer. The cache keeps the separate steps.
+  bool squash = false;
   bool quiet = false;               // no step lines, no RUN output
   std::ostream* out = nullptr;      // progress (nullptr: none)
   BuildStore* store = nullptr;

@@ -192,6 +192,15 @@ class Store {
   // blob and extracts it into layers/. DIR is only read. Returns the layer
   // (diff_id == blob digest). An empty DIR gives the empty layer.
   Layer create_layer(const std::string& dir, const LayerOptions& options = {});
+  // Merges stored layers DIFF_IDS (bottom first) into one stored layer: the
+  // tree that applying them in order gives, as a change on top of whatever
+  // lies beneath the first. Later files replace earlier ones; a whiteout
+  // removes what an earlier one of them added and stays (for the layers
+  // beneath); an opaque directory drops what earlier ones put in it and
+  // stays opaque; a directory that replaces a whiteout or a non-directory is
+  // made opaque. Staged in tmp/; the given layers are not changed. One
+  // layer gives that layer.
+  Layer squash_layers(const std::vector<oci::Digest>& diff_ids);
   // Stores a layer from a tar stream (plain, gzip, zstd or xz). The blob is
   // kept as read when it is plain, gzip or zstd (MEDIA_TYPE, or derived from
   // the compression when empty); xz is stored decompressed. EXPECTED_BLOB

@@ -73,6 +73,8 @@ struct State {
   std::vector<std::string> layers;  // diff_ids, bottom first
   nlohmann::json history = nlohmann::json::array();
   std::string chain;                // cache key of the last step
+  size_t base_layers = 0;           // layers of the stage's FROM
+  size_t base_history = 0;          // history entries of the stage's FROM
   std::string created;              // of the last step
   nlohmann::json base_doc = nlohmann::json::object();
 };
@@ -111,7 +113,8 @@ class Executor {
     }
     for (const auto& stage : plan_.stages) build_stage(stage);
     const Stage& target = plan_.stages[static_cast<size_t>(plan_.target)];
-    const State& s = states_.at(target.index);
+    State& s = states_.at(target.index);
+    if (opt_.squash) squash(s);
     nlohmann::json doc = s.base_doc.is_object() ? s.base_doc : nlohmann::json::object();
     doc.erase("container");
     doc.erase("container_config");
@@ -145,6 +148,25 @@ class Executor {
  private:
   std::ostream* progress() const { return opt_.quiet ? nullptr : opt_.out; }
 
+  // --squash: the stage's own layers become one; the history keeps its
+  // entries, and only the last that made a layer still does.
+  void squash(State& s) {
+    if (s.layers.size() <= s.base_layers + 1) return;
+    std::vector<std::string> own(s.layers.begin() + static_cast<std::ptrdiff_t>(s.base_layers), s.layers.end());
+    say("Squashing " + std::to_string(own.size()) + " layers");
+    std::string merged = store_.squash_layers(own);
+    s.layers.resize(s.base_layers);
+    s.layers.push_back(merged);
+    std::optional<size_t> last;
+    for (size_t i = s.base_history; i < s.history.size(); ++i) {
+      if (!s.history[i].value("empty_layer", false)) last = i;
+    }
+    for (size_t i = s.base_history; i < s.history.size(); ++i) {
+      if (last && i != *last) s.history[i]["empty_layer"] = true;
+    }
+    say(" ---> layer " + short_id(merged));
+  }
+
   void say(const std::string& line) const {
     if (auto* o = progress()) *o << line << "\n" << std::flush;
   }
@@ -174,6 +196,8 @@ class Executor {
       s.chain = "scratch";
       say(" ---> scratch");
     }
+    s.base_layers = s.layers.size();
+    s.base_history = s.history.size();
     s.base_doc.erase("config");
     for (size_t i = 1; i < stage.steps.size(); ++i) run_step(stage, stage.steps[i], s);
     states_[stage.index] = std::move(s);

@@ -11,11 +11,12 @@ import json
 import os
 import tarfile
 import threading
+import time
 
 import pytest
 
 from conftest import SOURCE_DIR, run, tool
-from fsutil import stratafs_mount
+from fsutil import snapshot, stratafs_mount
 
 
 @pytest.fixture(scope="module")
@@ -377,6 +378,7 @@ def test_help_and_usage(env):
     r = env.strata("build", "--help")
     assert r.returncode == 0
     assert "--build-arg" in r.stdout and "--target" in r.stdout and "--no-cache" in r.stdout
+    assert "--squash" in r.stdout
     r = env.strata("build")
     assert r.returncode == 2
     r = env.strata("build", env.ctx, "--pull=always")
@@ -441,3 +443,77 @@ def test_interrupt_stops_the_build_and_cleans_up(env):
     assert os.listdir(os.path.join(env.root, "tmp")) == []
     with open("/proc/self/mounts") as f:
         assert env.root not in f.read()
+
+
+SQUASH_DOCKERFILE = (
+    "FROM base:1\n"
+    "RUN mkdir -p /opt/op /opt/keep && echo old > /opt/op/old && echo tmp > /opt/tmp.txt"
+    " && echo first > /opt/over.txt && echo kept > /opt/keep/a\n"
+    "COPY over.txt /opt/over.txt\n"
+    "COPY added.txt /opt/keep/\n"
+    "ENV STAGE=squash\n"
+    "RUN rm /etc/os-release /opt/tmp.txt && rm -rf /opt/op && mkdir /opt/op && echo new > /opt/op/new\n"
+    "RUN rm -rf /home/app\n"
+    "RUN mkdir /home/app && echo back > /home/app/back && rm /opt/keep/a\n"
+    "CMD [\"sh\"]\n"
+)
+
+
+def test_squash_merges_the_new_layers_into_one(env):
+    env.write("over.txt", "overwritten by COPY\n")
+    env.write("added.txt", "added by COPY\n")
+    env.build(SQUASH_DOCKERFILE, "-t", "plain:1")
+    r = env.build(SQUASH_DOCKERFILE, "--squash", "-t", "sq:1")
+    # The cache holds the separate steps: nothing runs again.
+    assert r.stdout.count("---> Using cache") == 6, r.stdout
+    assert "Successfully tagged sq:1" in r.stdout
+
+    def inspect(name):
+        r = env.strata("inspect", name)
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)[0]
+
+    base, plain, sq = inspect("base:1"), inspect("plain:1"), inspect("sq:1")
+    base_layers = base["RootFS"]["Layers"]
+    assert plain["RootFS"]["Layers"][:len(base_layers)] == base_layers
+    assert len(plain["RootFS"]["Layers"]) == len(base_layers) + 6
+    assert sq["RootFS"]["Layers"][:len(base_layers)] == base_layers
+    assert len(sq["RootFS"]["Layers"]) == len(base_layers) + 1
+    assert sq["RootFS"]["Layers"][-1] not in plain["RootFS"]["Layers"]
+    # Every history entry is kept; only the last step's entry has the layer.
+    assert [h.get("created_by") for h in sq["History"]] == [h.get("created_by") for h in plain["History"]]
+    new = sq["History"][len(base["History"]):]
+    assert len(new) == 8
+    plain_new = plain["History"][len(base["History"]):]
+    assert [i for i, h in enumerate(plain_new) if not h.get("empty_layer", False)] == [0, 1, 2, 4, 5, 6]
+    assert [i for i, h in enumerate(new) if not h.get("empty_layer", False)] == [6]
+    assert "mkdir /home/app" in new[6]["created_by"]
+    assert sq["Config"]["Cmd"] == ["sh"] and "STAGE=squash" in sq["Config"]["Env"]
+    # The unsquashed layers stay stored for the cache.
+    for d in plain["RootFS"]["Layers"]:
+        assert os.path.isdir(os.path.join(env.root, "layers", d.split(":", 1)[1]))
+
+    plain_tree = snapshot(env.mount("plain:1"))
+    sq_mnt = env.mount("sq:1")
+    assert snapshot(sq_mnt) == plain_tree
+    assert not os.path.lexists(os.path.join(sq_mnt, "etc/os-release"))
+    assert not os.path.lexists(os.path.join(sq_mnt, "opt/tmp.txt"))
+    assert sorted(os.listdir(os.path.join(sq_mnt, "opt/op"))) == ["new"]
+    assert sorted(os.listdir(os.path.join(sq_mnt, "opt/keep"))) == ["added.txt"]
+    assert read(os.path.join(sq_mnt, "opt/over.txt")) == "overwritten by COPY\n"
+    assert read(os.path.join(sq_mnt, "home/app/back")) == "back\n"
+
+    # The merged layer itself: the base file stays whited out, the replaced
+    # directory is opaque, and what later steps removed is not in it.
+    layer = os.path.join(env.root, "layers", sq["RootFS"]["Layers"][-1].split(":", 1)[1])
+    assert os.path.exists(os.path.join(layer, "etc/.wh.os-release"))
+    assert os.path.exists(os.path.join(layer, "opt/op/.wh..wh..opq"))
+    assert sorted(os.listdir(os.path.join(layer, "opt/op"))) == [".wh..wh..opq", "new"]
+    assert not os.path.lexists(os.path.join(layer, "opt/tmp.txt"))
+    assert not os.path.lexists(os.path.join(layer, "opt/keep/a"))
+    assert os.path.exists(os.path.join(layer, "home/app/.wh..wh..opq"))
+
+    # The same squashed build again, a while later, is the same image.
+    time.sleep(1.1)
+    env.build(SQUASH_DOCKERFILE, "--squash", "-t", "sq:2")
+    assert env.image_id("sq:2") == env.image_id("sq:1")

@@ -193,6 +193,13 @@ class FakeStore : public BuildStore {
     REQUIRE(std::system(cmd.c_str()) == 0);
     return id;
   }
+  std::vector<std::vector<std::string>> squashed;
+  std::string squash_layers(const std::vector<std::string>& diff_ids) override {
+    squashed.push_back(diff_ids);
+    std::string id = "sha256:" + std::string(63, '0') + std::to_string(++layers);
+    REQUIRE(::mkdir((dir_ + "/layers/" + id.substr(7)).c_str(), 0755) == 0);
+    return id;
+  }
   std::string write_image(const nlohmann::json& config) override {
     std::string id = "sha256:" + std::to_string(std::hash<std::string>()(config.dump()));
     images[id] = config;
@@ -217,6 +224,7 @@ struct Fixture {
   FakeMounter mounter;
   std::vector<RunRequest> runs;
   std::unique_ptr<FakeStore> owned;
+  bool squash = false;
 
   Fixture() {
     ::mkdir(ctx.c_str(), 0755);
@@ -233,6 +241,7 @@ struct Fixture {
     eo.context_dir = ctx;
     eo.tags = {"app:1"};
     eo.no_cache = no_cache;
+    eo.squash = squash;
     std::ostringstream out;
     eo.out = &out;
     eo.store = store;
@@ -317,6 +326,43 @@ TEST_CASE("the cache: a rebuild reuses every step and gives the same image; a ch
   CHECK(changed.image_id != first.image_id);
   auto none = f.build(df, true);
   CHECK(none.steps_run == 4);
+}
+
+TEST_CASE("--squash: the final stage's own layers become one; history kept; the cache keeps the steps") {
+  Fixture f;
+  write(f.ctx + "/a", "1");
+  write(f.ctx + "/b", "2");
+  const std::string df =
+      "FROM scratch AS base\nCOPY a /a\n"
+      "FROM base\nCOPY b /b\nENV X=1\nRUN one\nRUN two\nCMD [\"sh\"]\n";
+  auto plain = f.build(df);
+  auto pimg = f.image(plain);
+  REQUIRE(pimg["rootfs"]["diff_ids"].size() == 4);
+  f.squash = true;
+  auto sq = f.build(df);
+  CHECK(sq.steps_run == 0);
+  CHECK(sq.steps_cached == 4);
+  REQUIRE(f.store->squashed.size() == 1);
+  std::vector<std::string> own;
+  for (size_t i = 1; i < 4; ++i) own.push_back(pimg["rootfs"]["diff_ids"][i]);
+  CHECK(f.store->squashed[0] == own);
+  auto img = f.image(sq);
+  REQUIRE(img["rootfs"]["diff_ids"].size() == 2);
+  CHECK(img["rootfs"]["diff_ids"][0] == pimg["rootfs"]["diff_ids"][0]);
+  CHECK(img["rootfs"]["diff_ids"][1] != pimg["rootfs"]["diff_ids"][3]);
+  REQUIRE(img["history"].size() == pimg["history"].size());
+  std::vector<size_t> with_layer;
+  for (size_t i = 0; i < img["history"].size(); ++i) {
+    CHECK(img["history"][i]["created_by"] == pimg["history"][i]["created_by"]);
+    if (!img["history"][i].value("empty_layer", false)) with_layer.push_back(i);
+  }
+  // COPY a (the base stage's), then RUN two: the last of the stage's own.
+  CHECK(with_layer == std::vector<size_t>{0, 4});
+  CHECK(f.store->tags.at("app:1") == sq.image_id);
+  // A stage that adds one layer or none is left as it is.
+  auto single = f.build("FROM scratch\nCOPY a /a\n");
+  CHECK(f.store->squashed.size() == 1);
+  CHECK(f.image(single)["rootfs"]["diff_ids"].size() == 1);
 }
 
 TEST_CASE("a failing RUN names the step and its exit code, and writes no image") {

@@ -42,6 +42,11 @@ class StoreAdapter : public b::BuildStore {
   }
   std::string temp_parent() override { return s_.tmp_dir(); }
   std::string commit_layer(const std::string& upper) override { return s_.create_layer(upper).diff_id.str(); }
+  std::string squash_layers(const std::vector<std::string>& diff_ids) override {
+    std::vector<oci::Digest> ids;
+    for (const auto& d : diff_ids) ids.push_back(oci::Digest::parse(d));
+    return s_.squash_layers(ids).diff_id.str();
+  }
   std::string write_image(const nlohmann::json& config) override { return s_.write_image(config).config_digest.str(); }
   void tag(const std::string& id, const std::string& ref) override { s_.tag(s_.image(id), ref); }
   std::optional<std::string> cache_get(const std::string& key) override {
@@ -88,6 +93,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("target", po::value(&target), "build the stage of this name and stop")
       ("build-arg", po::value(&build_args), "set a build argument K=V (K alone: from the environment; repeatable)")
       ("no-cache", po::bool_switch(), "run every step, using no cached layer")
+      ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("pull", po::value(&pull), "pull policy: only 'never' (bases come from the local store)")
@@ -171,6 +177,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.ignore = ignore;
   eo.tags = tags;
   eo.no_cache = vm["no-cache"].as<bool>();
+  eo.squash = vm["squash"].as<bool>();
   eo.quiet = vm["quiet"].as<bool>();
   eo.out = &std::cout;
   eo.store = &adapter;
