@@ -11,7 +11,9 @@
 //   ROOT/layers/<hex>/      a layer extracted once (hex of its diff_id), used
 //                           as a lower directory and never written again
 //   ROOT/layers/<hex>.json  the layer's record: blob digest, media type, sizes
-//   ROOT/containers/<id>/   container.json, upper/, work/
+//   ROOT/containers/<id>/   container.json, upper/, work/, lock (held by the
+//                           process that runs the container, see
+//                           lock_container)
 //   ROOT/cache/             the build cache (owned by the build module)
 //   ROOT/tmp/               staging: everything is written here, fsynced and
 //                           renamed into place
@@ -36,6 +38,7 @@
 #include <vector>
 
 #include "strata/archive.hpp"
+#include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/oci.hpp"
 
@@ -76,6 +79,12 @@ struct Image {
 
 // A container: a writable upper (and the work dir stratafs needs) on top of
 // an image.
+// Thrown when a container that is running is asked for exclusive use.
+class ContainerRunning : public Error {
+ public:
+  using Error::Error;
+};
+
 struct Container {
   std::string id;           // 64 hex characters
   std::string name;         // unique; generated when not given
@@ -220,8 +229,28 @@ class Store {
   Container container(std::string_view name_or_id) const;
   std::vector<Container> containers() const;  // oldest first
   // Removes the container and its upper. Refuses when it is mounted (see
-  // mounted_at) unless FORCE, which unmounts first.
+  // mounted_at) unless FORCE, which unmounts first. Refuses when it is
+  // running (see lock_container), with or without FORCE.
   void remove_container(std::string_view name_or_id, bool force = false);
+
+  // Exclusive use of a container: an open file description lock (fcntl
+  // F_OFD_SETLK) on ROOT/containers/<id>/lock, held until the returned handle
+  // is destroyed, and released by the kernel when the holding process dies
+  // (the descriptor is close-on-exec, so the container's processes do not
+  // keep it). `strata run` and `strata start` hold it for the container's
+  // life; commit, remove_container and `strata mount` of a container take it
+  // for their work. Throws ContainerRunning "container 'NAME' is running;
+  // ..." (exit 1) when another holder has it.
+  class ContainerLock {
+   public:
+    explicit ContainerLock(UniqueFd fd) : fd_(std::move(fd)) {}
+
+   private:
+    UniqueFd fd_;
+  };
+  ContainerLock lock_container(const Container& container) const;
+  // Whether another process holds the container's lock (it is running).
+  bool running(const Container& container) const;
 
   // Records that the container's union is mounted at MOUNTPOINT (by `strata
   // mount`, `strata run`, ...) so that commit and rm can refuse while it is
@@ -235,8 +264,8 @@ class Store {
   // `strata commit`: the container's upper becomes a new layer on top of its
   // image, with a history entry and CHANGES applied to the config; NAME
   // (optional) is tagged. The container then goes on from the new image with
-  // an empty upper. Refused while the container is mounted (consistent
-  // snapshots need a quiet upper).
+  // an empty upper. Refused while the container is mounted or running
+  // (consistent snapshots need a quiet upper).
   Image commit(std::string_view container, const CommitOptions& options, std::string_view name = {});
 
   // `strata diff`: what the container changed, sorted by path.

@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <optional>
 
 #include "strata/error.hpp"
 #include "strata/sandbox.hpp"
@@ -108,6 +109,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.create_container(o.image, o.name);
+  std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
     try {
       store.remove_container(c.id, true);
@@ -117,18 +119,23 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   };
   int status = 0;
   try {
+    use.emplace(store.lock_container(c));
     status = run_container(store, c, o);
   } catch (...) {
+    use.reset();
     cleanup();
     throw;
   }
+  use.reset();
   if (o.remove) cleanup();
   return status;
 }
 
 int start_container(const std::string& store_root, const std::string& container, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
-  return run_container(store, store.container(container), o);
+  store::Container c = store.container(container);
+  auto use = store.lock_container(c);  // refuses a container that is running
+  return run_container(store, c, o);
 }
 
 }  // namespace strata::sandbox

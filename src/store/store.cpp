@@ -1054,9 +1054,47 @@ void unmount_path(const std::string& mnt) {
 }
 }  // namespace
 
+namespace {
+// An F_WRLCK over the whole file, as F_OFD_SETLK/F_OFD_GETLK take it.
+struct flock whole_file_lock() {
+  struct flock l {};
+  l.l_type = F_WRLCK;
+  l.l_whence = SEEK_SET;
+  l.l_start = 0;
+  l.l_len = 0;
+  l.l_pid = 0;
+  return l;
+}
+
+[[noreturn]] void throw_running(const Container& c) {
+  throw ContainerRunning("container " + quote(c.name) + " is running; stop it first");
+}
+}  // namespace
+
+Store::ContainerLock Store::lock_container(const Container& c) const {
+  std::string path = c.dir + "/lock";
+  UniqueFd fd(::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_errno("open lock " + quote(path));
+  struct flock l = whole_file_lock();
+  while (::fcntl(fd.get(), F_OFD_SETLK, &l) != 0) {
+    if (errno == EAGAIN || errno == EACCES) throw_running(c);
+    if (errno != EINTR) throw_errno("lock " + quote(path));
+  }
+  return ContainerLock(std::move(fd));
+}
+
+bool Store::running(const Container& c) const {
+  UniqueFd fd(::open((c.dir + "/lock").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return false;
+  struct flock l = whole_file_lock();
+  if (::fcntl(fd.get(), F_OFD_GETLK, &l) != 0) return false;
+  return l.l_type != F_UNLCK;
+}
+
 void Store::remove_container(std::string_view name_or_id, bool force) {
   hold_gc();
   Container c = container(name_or_id);
+  ContainerLock use = lock_container(c);
   auto mounted = mounted_at(c);
   if (!mounted.empty()) {
     if (!force)
@@ -1075,6 +1113,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
   hold_gc();
   if (!name.empty()) oci::Reference::parse(name);
   Container c = container(ctr);
+  ContainerLock use = lock_container(c);
   auto mounted = mounted_at(c);
   if (!mounted.empty())
     throw Error("container " + quote(c.name) + " is mounted at " + quote(mounted[0]) +

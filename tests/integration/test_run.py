@@ -1,5 +1,6 @@
 """strata run: real namespaces on a busybox root, as root and as unprivileged users."""
 import fcntl
+import json
 import os
 import pty
 import select
@@ -678,6 +679,75 @@ def test_image_signal_and_kill_leave_no_mount(store):
         time.sleep(0.05)
     else:
         raise AssertionError("stratafs outlived the container")
+
+
+def ps_status(store, name):
+    r = store("ps", "-a", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    return {c["Names"]: c["Status"] for c in json.loads(r.stdout)}.get(name)
+
+
+def wait_status(store, name, expected, timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        if ps_status(store, name) == expected:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"container {name} never became {expected}: {ps_status(store, name)}")
+
+
+def store_state(store):
+    return (store("images", "-q", "--no-trunc").stdout, containers(store), store("diff", "busy").stdout)
+
+
+def test_running_container_is_shown_and_refused(store, mounts, workdir):
+    busy = "strata: container 'busy' is running; stop it first"
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--name", "busy", "base:1", "sh", "-c",
+                          "echo data > /data; echo ready; exec sleep 30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_line(p, "ready")
+        wait_status(store, "busy", "Running")
+        assert "Running" in store("ps").stdout
+        before = store_state(store)
+        assert "A /data" in before[2].splitlines()
+        mnt = mounts.add(os.path.join(workdir, "mnt"))
+        os.mkdir(mnt)
+        for args in (["commit", "busy", "snap:1"], ["rm", "busy"], ["rm", "-f", "busy"], ["mount", "busy", mnt],
+                     ["start", "busy"]):
+            r = store(*args)
+            assert (r.returncode, r.stderr.strip()) == (1, busy), args
+        assert not is_mounted(mnt)
+        assert store_state(store) == before
+        assert p.poll() is None  # the container was left alone
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=20)
+        assert p.returncode == 143
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert ps_status(store, "busy") == "Created"
+    r = store("commit", "busy", "snap:1")
+    assert r.returncode == 0, r.stderr
+    assert store("run", "--rm", "snap:1", "cat", "/data").stdout == "data\n"
+
+    # Killed outright, strata cannot unlock: the kernel drops the lock with the process.
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--name", "killed", "base:1", "sleep", "30"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_status(store, "killed", "Running")
+        assert store("rm", "killed").returncode == 1
+        p.kill()
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    wait_status(store, "killed", "Created")
+    r = store("rm", "killed")
+    assert r.returncode == 0, r.stderr
+    assert ps_status(store, "killed") is None
 
 
 def test_image_tty_and_stdin(store):

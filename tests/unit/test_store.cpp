@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 
 #include "strata/error.hpp"
@@ -89,6 +90,22 @@ TEST_CASE("a store: layer from a directory, image, tag, container, commit") {
   CHECK(next.history().back().comment == "msg");
   CHECK(s.container("box").image == next.manifest_digest);
   CHECK(s.diff("box").empty());
+
+  // While the container's lock is held (as strata run holds it) it is running:
+  // commit and rm refuse it, even forced, and leave it as it was.
+  std::ofstream(c.upper + "/busy") << "b";
+  {
+    auto use = s.lock_container(c);
+    CHECK(s.running(c));
+    const char* busy = "container 'box' is running; stop it first";
+    CHECK_THROWS_WITH_AS(s.lock_container(c), busy, ContainerRunning);
+    CHECK_THROWS_WITH_AS(s.commit("box", o, "snap"), busy, ContainerRunning);
+    CHECK_THROWS_WITH_AS(s.remove_container("box", true), busy, ContainerRunning);
+    CHECK_FALSE(s.find_image("snap"));
+    CHECK(s.diff("box").size() == 1);
+  }
+  CHECK_FALSE(s.running(c));
+  std::remove((c.upper + "/busy").c_str());
 
   CHECK_THROWS_AS(s.remove_image("next", false), Error);  // the container uses it
   s.remove_container("box");

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <optional>
 #include <cstdlib>
 #include <iostream>
 
@@ -40,7 +41,7 @@ int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("all,a", "show all containers (the default: strata keeps no running state)")(
+  opts.add_options()("all,a", "show all containers (the default: every container is shown)")(
       "quiet,q", "only show container ids")("no-trunc", "show full ids")("format", po::value<std::string>(),
                                                                          "table (default) or json");
   po::positional_options_description pos;
@@ -52,7 +53,7 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows{{"CONTAINER ID", "IMAGE", "CREATED", "STATUS", "NAMES"}};
   for (const auto& c : store.containers()) {
     auto mounts = store.mounted_at(c);
-    std::string status = mounts.empty() ? "Created" : "Mounted";
+    std::string status = store.running(c) ? "Running" : mounts.empty() ? "Created" : "Mounted";
     rows.push_back({no_trunc ? c.id : c.id.substr(0, 12), c.image_name, human_ago(c.created), status, c.name});
     out.push_back({{"ID", c.id},
                    {"Names", c.name},
@@ -157,7 +158,9 @@ int mount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   if (img.layer_dirs.empty()) throw Error("image " + quote(target) + " has no layers to mount");
   std::string o = "lowerdir=" + img.lowerdir();
   bool writable = ctr && vm.count("read-only") == 0U;
+  std::optional<store::Store::ContainerLock> use;
   if (writable) {
+    use.emplace(store.lock_container(*ctr));  // refuses a container that is running
     if (auto m = store.mounted_at(*ctr); !m.empty())
       throw Error("container " + quote(ctr->name) + " is already mounted at " + quote(m[0]));
     o += ",upperdir=" + ctr->upper + ",workdir=" + ctr->work;

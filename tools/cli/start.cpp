@@ -35,6 +35,8 @@ int start_verb(const GlobalOptions& global, const std::vector<std::string>& args
 int start_main(const GlobalOptions& global, const std::vector<std::string>& args) {
   try {
     return start_verb(global, args);
+  } catch (const store::ContainerRunning&) {
+    throw;  // refused like commit, rm and mount refuse it: exit 1
   } catch (const Error& e) {
     if (e.code() == ExitCode::failure || e.code() == ExitCode::usage) throw Error(e.what(), ExitCode::run_failed);
     throw;
