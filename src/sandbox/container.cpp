@@ -135,6 +135,9 @@ int start_container(const std::string& store_root, const std::string& container,
   auto store = store::Store::open(store_root);
   store::Container c = store.container(container);
   auto use = store.lock_container(c);  // refuses a container that is running
+  // Two unions on one upper would each cache what the other changes.
+  if (auto m = store.mounted_at(c); !m.empty())
+    throw Error("container " + quote(c.name) + " is mounted at " + quote(m[0]) + " (unmount it first)", ExitCode::run_failed);
   return run_container(store, c, o);
 }
 

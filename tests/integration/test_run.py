@@ -653,6 +653,21 @@ def test_start_runs_the_container_again_on_its_changes(store):
     assert "again" in store("ps", "-a").stdout
 
 
+def test_start_refuses_a_container_mounted_writable(store, workdir, mounts):
+    assert store("create", "--name", "held", "base:1").returncode == 0
+    mnt = mounts.add(os.path.join(workdir, "held-mnt"))
+    os.makedirs(mnt)
+    assert store("mount", "held", mnt).returncode == 0
+    try:
+        r = store("start", "held")
+        assert r.returncode == 125
+        assert r.stderr.strip() == f"strata: container 'held' is mounted at '{mnt}' (unmount it first)"
+    finally:
+        store("umount", mnt)
+    r = store("start", "held")
+    assert r.returncode == 0, r.stderr
+
+
 def test_image_signal_and_kill_leave_no_mount(store):
     p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--rm", "base:1", "sh", "-c",
                           "echo ready; while :; do echo x >> /tmp/log; sleep 0.05; done"],
