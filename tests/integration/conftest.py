@@ -92,3 +92,11 @@ def run(cmd, check=True, **kw):
     if check:
         assert r.returncode == 0, f"{cmd} exited {r.returncode}: {r.stderr}"
     return r
+
+
+@pytest.fixture(scope="session")
+def base_tar(tmp_path_factory):
+    """The offline busybox base rootfs (scripts/make-base-rootfs.sh), made once per test file."""
+    out = str(tmp_path_factory.mktemp("base") / "base.tar")
+    run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
+    return out

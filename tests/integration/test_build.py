@@ -15,15 +15,8 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, run, tool
+from conftest import run, tool
 from fsutil import snapshot, stratafs_mount
-
-
-@pytest.fixture(scope="module")
-def base_tar(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("base") / "base.tar")
-    run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
-    return out
 
 
 class Env:

@@ -15,20 +15,13 @@ import tarfile
 
 import pytest
 
-from conftest import SOURCE_DIR, run, tool
+from conftest import run, tool
 from fsutil import snapshot
 
 BUILDAH = shutil.which("buildah")
 pytestmark = pytest.mark.skipif(BUILDAH is None, reason="buildah is not installed (scripts/install-deps.sh test)")
 
 CONFIG_FIELDS = ["Env", "Cmd", "Entrypoint", "WorkingDir", "User", "ExposedPorts", "Labels", "Volumes", "StopSignal"]
-
-
-@pytest.fixture(scope="module")
-def base_tar(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("oracle-base") / "base.tar")
-    run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
-    return out
 
 
 def tree(root):

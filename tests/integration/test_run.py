@@ -19,13 +19,6 @@ from conftest import SOURCE_DIR, is_mounted, run, tool
 DOCKER_DEFAULT_CAPS = 0xA80425FB
 
 
-@pytest.fixture(scope="module")
-def base_tar(tmp_path_factory):
-    out = tmp_path_factory.mktemp("base") / "base.tar"
-    run([os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), str(out)])
-    return str(out)
-
-
 @pytest.fixture
 def rootfs(workdir, base_tar):
     root = os.path.join(workdir, "root")

@@ -14,18 +14,11 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, is_mounted, run, tool
+from conftest import is_mounted, run, tool
 from fsutil import snapshot
 
 
 # ------------------------------------------------------------------ helpers
-
-@pytest.fixture(scope="module")
-def base_tar(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("rootfs") / "base.tar")
-    run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
-    return out
-
 
 class Strata:
     def __init__(self, root):
