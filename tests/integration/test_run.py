@@ -297,6 +297,17 @@ def test_stdin_only_with_i(rootfs):
     assert r.stdout == ""
 
 
+def read_ready(fd):
+    """What the pty FD has within 0.1 s: b"" when nothing came, None once it is closed."""
+    r, _, _ = select.select([fd], [], [], 0.1)
+    if not r:
+        return b""
+    try:
+        return os.read(fd, 4096)
+    except OSError:
+        return None
+
+
 def tty_session(args, steps, rows=33, cols=101, timeout=20):
     """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
     pid, fd = pty.fork()
@@ -312,24 +323,17 @@ def tty_session(args, steps, rows=33, cols=101, timeout=20):
                 time.sleep(0.5)  # let the shell start what was typed
             end = time.time() + timeout
             while expect is not None and expect.encode() not in out and time.time() < end:
-                r, _, _ = select.select([fd], [], [], 0.1)
-                if r:
-                    try:
-                        out += os.read(fd, 4096)
-                    except OSError:
-                        break
+                chunk = read_ready(fd)
+                if chunk is None:
+                    break
+                out += chunk
             assert expect is None or expect.encode() in out, out.decode(errors="replace")
         end = time.time() + timeout
         while time.time() < end:
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
                 break
-            r, _, _ = select.select([fd], [], [], 0.1)
-            if r:
-                try:
-                    out += os.read(fd, 4096)
-                except OSError:
-                    pass
+            out += read_ready(fd) or b""
         else:
             os.kill(pid, signal.SIGKILL)
             _, status = os.waitpid(pid, 0)
