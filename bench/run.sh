@@ -14,7 +14,8 @@ usage: bench/run.sh [OPTIONS]
   --quick          1 round with smaller workloads (about 3 minutes once the fixture exists)
   --rounds N       rounds of every workload on every filesystem (default: 5; quick: 1)
   --out DIR        where results go (default: bench/results/DATE)
-  --only LIST      comma-separated workloads to run (default: all; see bench/README.md)
+  --only LIST      comma-separated workloads to run, "extras" for the commit and build
+                   comparisons (default: all; see bench/README.md)
   --fs LIST        comma-separated filesystems: native,overlay,fuse-overlayfs,stratafs
   --no-extras      skip the commit and build comparisons
   -h, --help       this text
@@ -368,7 +369,17 @@ if [ "$stratafs_state" != built ]; then
   for fs in "${fss[@]}"; do [ "$fs" = stratafs ] || kept+=("$fs"); done
   fss=("${kept[@]}")
 fi
-if [ -n "$only" ]; then IFS=, read -r -a workloads <<<"$only"; else workloads=("${all_workloads[@]}"); fi
+# --only may name "extras" beside the workloads: the commit and build comparisons.
+only_extras=0
+if [ -n "$only" ]; then
+  IFS=, read -r -a requested <<<"$only"
+  workloads=()
+  for w in "${requested[@]}"; do
+    if [ "$w" = extras ]; then only_extras=1; else workloads+=("$w"); fi
+  done
+else
+  workloads=("${all_workloads[@]}")
+fi
 for w in "${workloads[@]}"; do
   [[ " ${all_workloads[*]} " == *" $w "* ]] || { echo "bench: unknown workload '$w'" >&2; exit 2; }
 done
@@ -428,7 +439,7 @@ done
 # measured when its tool can do it; a missing strata verb is noted, not faked.
 extras_tsv=$out/extras.tsv
 printf 'workload\ttool\tstatus\tvalue\tdetail\n' >"$extras_tsv"
-if [ "$extras" = 1 ] && [ -z "$only" ]; then
+if [ "$extras" = 1 ] && { [ -z "$only" ] || [ "$only_extras" = 1 ]; }; then
   . "$here/extras.sh"
   run_extras
 fi
