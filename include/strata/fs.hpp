@@ -79,6 +79,7 @@ struct MountOptions {
   bool allow_other = false;
   bool allow_root = false;
   bool read_only = false;
+  bool passthrough = true;  // let the kernel read and write layer files itself where it can
   IdMap uid_map;
   IdMap gid_map;
 };

@@ -7,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -225,6 +226,9 @@ void mount_and_serve(const MountOptions& o) {
   cfg.daemon_uid = ::geteuid();
   cfg.daemon_gid = ::getegid();
   cfg.read_override_stat = cfg.daemon_uid != 0 || in_user_namespace() || !o.uid_map.empty() || !o.gid_map.empty();
+  // Registering backing files takes CAP_SYS_ADMIN in the initial user
+  // namespace; an unprivileged daemon does not ask the kernel for it.
+  cfg.passthrough = o.passthrough && cfg.daemon_uid == 0 && !in_user_namespace();
   raise_fd_limit();
   // The kernel already applied the caller's umask to every mode it sends.
   ::umask(0);
@@ -261,6 +265,25 @@ void mount_and_serve(const MountOptions& o) {
     throw Error("cannot mount on " + quote(o.mountpoint) + " (is /dev/fuse available and fusermount3 installed?)");
   }
   guard.mounted = true;
+  // Requests and replies go through these hooks: they add passthrough to
+  // libfuse's INIT reply (see passthrough.hpp), and with no splice_receive
+  // hook each request is read with one read(2) instead of splice(2) plus
+  // read(2). Reply data is still spliced from the layer files.
+  fuse_custom_io io{};
+  io.read = [](int fd, void* buf, size_t len, void* userdata) -> ssize_t {
+    ssize_t n = ::read(fd, buf, len);
+    if (n > 0) static_cast<UnionFs*>(userdata)->passthrough().note_request(buf, static_cast<size_t>(n));
+    return n;
+  };
+  io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {
+    static_cast<UnionFs*>(userdata)->passthrough().adjust_reply(iov, count);
+    return ::writev(fd, iov, count);
+  };
+  io.splice_send = [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
+                      void*) -> ssize_t { return ::splice(fd_in, off_in, fd_out, off_out, len, flags); };
+  const int device_fd = fuse_session_fd(se);
+  if (fuse_session_custom_io(se, &io, device_fd) != 0) throw Error("cannot set up the FUSE session's I/O");
+  fs.passthrough().set_device(device_fd);
   // Detach only now: the parent returns once the mount exists, so the next
   // line of a script already sees the merged tree.
   if (!o.foreground && fuse_daemonize(0) != 0) throw Error("cannot detach from the terminal");

@@ -100,6 +100,8 @@ void apply_option(const std::string& opt, MountOptions& o) {
     o.read_only = true;
   } else if (opt == "debug") {
     o.debug = true;
+  } else if (opt == "nopassthrough") {
+    o.passthrough = false;
   } else if (is_ignored_mount_option(opt)) {
     // accepted for mount(8)/fstab compatibility
   } else {
@@ -283,6 +285,7 @@ std::string usage_text(std::string_view program) {
          "  -o allow_other       let other users access the mount (permissions are enforced)\n"
          "  -o allow_root        let root access the mount\n"
          "  -o fsname=NAME       source name shown in /proc/mounts\n"
+         "  -o nopassthrough     serve every read and write through the daemon (no FUSE passthrough)\n"
          "  -f                   stay in the foreground\n"
          "  -d, --debug          foreground, and log every request\n"
          "  -s                   serve requests on one thread\n"

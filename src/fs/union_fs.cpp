@@ -12,6 +12,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -710,25 +711,38 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   }
   std::unique_lock<std::shared_mutex> wlk(tree_mu_, std::defer_lock);
   std::shared_lock<std::shared_mutex> rlk(tree_mu_, std::defer_lock);
-  if (writes) {
+  if (!writes) {
+    rlk.lock();
+    if (backing_conflict(node, false)) {
+      rlk.unlock();
+      wlk.lock();  // to retire the node, below
+    }
+  } else {
     wlk.lock();
+  }
+  if (wlk.owns_lock()) {
     generation_.fetch_add(1, std::memory_order_relaxed);
-    if (node.layer != 0) {
+    if (backing_conflict(node, writes && node.layer != 0)) {
+      int r = retire_node(node);
+      wlk.unlock();
+      fuse_reply_err(req, r);
+      return;
+    }
+    if (writes && node.layer != 0) {
       int r = copy_up(node, !(flags & O_TRUNC));
       if (r != 0) {
         fuse_reply_err(req, r);
         return;
       }
     }
-  } else {
-    rlk.lock();
   }
   int fd = -1, err = ENOENT;
   if (!node.unlinked || node.self) {
     fd = open_node(node, flags);
     err = fd < 0 ? (errno == ENOENT ? EIO : errno) : 0;
   }
-  if (fd >= 0) node.open_count.fetch_add(1, std::memory_order_relaxed);
+  int backing = 0;
+  IoMode mode = fd >= 0 ? choose_io_mode(node, fd, backing) : IoMode::cached;
   bool lower = node.layer != 0;
   if (wlk.owns_lock()) wlk.unlock();
   if (rlk.owns_lock()) rlk.unlock();
@@ -736,12 +750,124 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, err);
     return;
   }
-  fi->fh = static_cast<std::uint64_t>(fd);
   // Lower layers never change: keep the page cache across opens.
-  fi->keep_cache = lower ? 1 : 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) {  // the caller was interrupted
+  reply_open(req, node, fd, mode, backing, lower, fi, nullptr);
+}
+
+bool UnionFs::backing_conflict(Node& node, bool copies_up) {
+  std::lock_guard lk(backing_mu_);
+  return node.backing_users > 0 && (copies_up || node.backing_layer != node.layer);
+}
+
+int UnionFs::retire_node(Node& node) {
+  if (int r = pin_node(node); r != 0) return r;
+  if (node.link_index) {
+    std::lock_guard lk(node.link_index->mu);
+    auto it = node.link_index->nodes.find(node.link_key);
+    if (it != node.link_index->nodes.end() && it->second.lock().get() == &node) {
+      node.link_index->nodes.erase(it);
+      node.link_index->size.store(node.link_index->nodes.size(), std::memory_order_relaxed);
+    }
+    node.link_index.reset();
+  }
+  detach(node);
+  return ESTALE;
+}
+
+UnionFs::IoMode UnionFs::choose_io_mode(Node& node, int fd, int& backing) {
+  std::lock_guard lk(backing_mu_);
+  if (node.backing_users > 0) {  // the same copy: backing_conflict() said so
+    ++node.backing_users;
+    backing = node.backing_id;
+    return IoMode::passthrough;
+  }
+  if (node.cached_users == 0 && passthrough_.usable()) {
+    if (int id = passthrough_.register_backing(fd); id > 0) {
+      node.backing_id = backing = id;
+      node.backing_layer = node.layer;
+      node.backing_users = 1;
+      return IoMode::passthrough;
+    }
+  }
+  ++node.cached_users;
+  return IoMode::cached;
+}
+
+void UnionFs::end_io_mode(Node& node, IoMode mode) {
+  std::lock_guard lk(backing_mu_);
+  if (mode == IoMode::passthrough && --node.backing_users == 0) {
+    // The kernel's handles hold their own references to the backing file.
+    passthrough_.release_backing(node.backing_id);
+    node.backing_id = 0;
+    node.backing_layer = -1;
+  } else if (mode == IoMode::cached) {
+    --node.cached_users;
+  }
+}
+
+namespace {
+
+// libfuse's conversion of an entry for the kernel, for the replies that
+// libfuse 3.14 cannot build itself (CREATE with a backing id).
+abi::EntryOut entry_out(const fuse_entry_param& e) {
+  auto seconds = [](double t) -> std::uint64_t { return t <= 0 ? 0 : static_cast<std::uint64_t>(t); };
+  auto nanos = [&](double t) -> std::uint32_t {
+    if (t <= 0) return 0;
+    double frac = t - static_cast<double>(seconds(t));
+    return static_cast<std::uint32_t>(std::min(frac * 1e9, 999999999.0));
+  };
+  abi::EntryOut out{};
+  out.nodeid = e.ino;
+  out.generation = e.generation;
+  out.entry_valid = seconds(e.entry_timeout);
+  out.entry_valid_nsec = nanos(e.entry_timeout);
+  out.attr_valid = seconds(e.attr_timeout);
+  out.attr_valid_nsec = nanos(e.attr_timeout);
+  const struct stat& st = e.attr;
+  out.attr.ino = st.st_ino;
+  out.attr.size = static_cast<std::uint64_t>(st.st_size);
+  out.attr.blocks = static_cast<std::uint64_t>(st.st_blocks);
+  out.attr.atime = static_cast<std::uint64_t>(st.st_atim.tv_sec);
+  out.attr.mtime = static_cast<std::uint64_t>(st.st_mtim.tv_sec);
+  out.attr.ctime = static_cast<std::uint64_t>(st.st_ctim.tv_sec);
+  out.attr.atimensec = static_cast<std::uint32_t>(st.st_atim.tv_nsec);
+  out.attr.mtimensec = static_cast<std::uint32_t>(st.st_mtim.tv_nsec);
+  out.attr.ctimensec = static_cast<std::uint32_t>(st.st_ctim.tv_nsec);
+  out.attr.mode = st.st_mode;
+  out.attr.nlink = static_cast<std::uint32_t>(st.st_nlink);
+  out.attr.uid = st.st_uid;
+  out.attr.gid = st.st_gid;
+  out.attr.rdev = static_cast<std::uint32_t>(st.st_rdev);
+  out.attr.blksize = static_cast<std::uint32_t>(st.st_blksize);
+  return out;
+}
+
+}  // namespace
+
+void UnionFs::reply_open(fuse_req_t req, Node& node, int fd, IoMode mode, int backing, bool keep_cache,
+                         fuse_file_info* fi, const fuse_entry_param* entry) {
+  fi->fh = make_handle(fd, mode);
+  node.open_count.fetch_add(1, std::memory_order_relaxed);
+  int r;
+  if (mode == IoMode::passthrough) {
+    abi::OpenOut open_out{fi->fh, abi::kOpenPassthrough, backing};
+    if (entry) {
+      char buf[sizeof(abi::EntryOut) + sizeof(abi::OpenOut)];
+      abi::EntryOut e = entry_out(*entry);
+      std::memcpy(buf, &e, sizeof e);
+      std::memcpy(buf + sizeof e, &open_out, sizeof open_out);
+      r = fuse_reply_buf(req, buf, sizeof buf);
+    } else {
+      r = fuse_reply_buf(req, reinterpret_cast<const char*>(&open_out), sizeof open_out);
+    }
+  } else {
+    fi->keep_cache = keep_cache ? 1 : 0;
+    r = entry ? fuse_reply_create(req, entry, fi) : fuse_reply_open(req, fi);
+  }
+  if (r == -ENOENT) {  // the caller was interrupted
     ::close(fd);
     node.open_count.fetch_sub(1, std::memory_order_relaxed);
+    end_io_mode(node, mode);
   }
 }
 
@@ -750,14 +876,16 @@ void UnionFs::read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file
   buf.count = 1;
   buf.buf[0].size = size;
   buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = static_cast<int>(fi->fh);
+  buf.buf[0].fd = handle_fd(fi);
   buf.buf[0].pos = off;
   fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
 }
 
 void UnionFs::release(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
-  ::close(static_cast<int>(fi->fh));
-  node_of(ino)->open_count.fetch_sub(1, std::memory_order_relaxed);
+  ::close(handle_fd(fi));
+  Node& node = *node_of(ino);
+  node.open_count.fetch_sub(1, std::memory_order_relaxed);
+  end_io_mode(node, handle_mode(fi));
   fuse_reply_err(req, 0);
 }
 

@@ -35,6 +35,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "passthrough.hpp"
 #include "strata/fd.hpp"
 #include "strata/fs.hpp"
 
@@ -85,6 +86,14 @@ struct Node : std::enable_shared_from_this<Node> {
   std::shared_ptr<LinkIndex> link_index;  // set when the node is in the index,
   ino_t link_key = 0;                      // under this upper inode number
   std::atomic<int> open_count{0};          // open file handles of the kernel
+  // FUSE passthrough (guarded by UnionFs::backing_mu_). The kernel keeps
+  // one I/O mode per inode: either every open handle uses one backing file,
+  // or none does. BACKING_USERS handles use BACKING_ID, registered for the
+  // copy in BACKING_LAYER; CACHED_USERS handles go through the page cache.
+  int backing_id = 0;
+  int backing_layer = -1;
+  unsigned backing_users = 0;
+  unsigned cached_users = 0;
 
   std::uint64_t nlookup = 0;  // guarded by the node table shard
   std::mutex children_mu;
@@ -107,6 +116,9 @@ struct Config {
   // that maps only some ids) or ids are mapped. Elsewhere that is one
   // failing lgetxattr per lookup saved.
   bool read_override_stat = false;
+  // The daemon may register backing files for FUSE passthrough (root of the
+  // initial user namespace, and the mount did not say nopassthrough).
+  bool passthrough = false;
   uid_t daemon_uid = 0;  // the owner the daemon's new files get without a chown
   gid_t daemon_gid = 0;
 };
@@ -120,6 +132,7 @@ class UnionFs {
 
   static const fuse_lowlevel_ops& ops();
   void set_session(fuse_session* se) noexcept { session_ = se; }
+  Passthrough& passthrough() noexcept { return passthrough_; }
 
   // Op implementations (public so the C callbacks can reach them).
   void init(fuse_conn_info* conn);
@@ -226,6 +239,33 @@ class UnionFs {
   int dir_gone_error(Node& dir);
   void fill_entry(fuse_entry_param& e, Node& node, const struct stat& st);
 
+  // How the kernel does I/O on an open handle; kept in the handle's top bits.
+  enum class IoMode : std::uint64_t { cached = 0, passthrough = 1 };
+  static std::uint64_t make_handle(int fd, IoMode mode) noexcept {
+    return (static_cast<std::uint64_t>(mode) << 32) | static_cast<std::uint32_t>(fd);
+  }
+  static int handle_fd(const fuse_file_info* fi) noexcept { return static_cast<int>(fi->fh & 0xffffffffu); }
+  static IoMode handle_mode(const fuse_file_info* fi) noexcept { return static_cast<IoMode>(fi->fh >> 32); }
+  // Whether a new handle on NODE cannot be opened on its kernel inode: the
+  // inode's handles pass through to another copy than the one the new handle
+  // would use (a lower copy opened before a copy-up, or COPIES_UP now), and
+  // the kernel keeps one backing file per inode (tree_mu_ held).
+  bool backing_conflict(Node& node, bool copies_up);
+  // Ends NODE's tie to its name for such a conflict (tree_mu_ held unique):
+  // NODE keeps serving the handles it has, pinned to its copy, and the
+  // name gets a new node at the kernel's next lookup. Returns ESTALE, on
+  // which the kernel looks the name up again and retries the open once.
+  int retire_node(Node& node);
+  // Picks the I/O mode of a new handle FD on NODE (tree_mu_ held, so the
+  // node's layer is stable, and no backing_conflict()); BACKING receives the
+  // backing id for passthrough.
+  IoMode choose_io_mode(Node& node, int fd, int& backing);
+  void end_io_mode(Node& node, IoMode mode);
+  // Replies to OPEN (ENTRY null) or CREATE with the handle FD in MODE;
+  // on a reply the kernel no longer waits for, closes FD again.
+  void reply_open(fuse_req_t req, Node& node, int fd, IoMode mode, int backing, bool keep_cache, fuse_file_info* fi,
+                  const fuse_entry_param* entry);
+
   // Writing helpers (tree_mu_ held unique).
   int copy_up(Node& node, bool with_data = true);
   int copy_up_dir_chain(Node& dir);
@@ -253,6 +293,8 @@ class UnionFs {
   std::vector<Layer> layers_;  // [0] = upper (fd empty when read-only)
   UniqueFd work_fd_;
   Config cfg_;
+  Passthrough passthrough_{cfg_.passthrough};
+  std::mutex backing_mu_;
   std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
   // Config::read_override_stat, switched on for good once this mount has
   // written an override_stat xattr itself.

@@ -531,13 +531,10 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     return r;
   }
   if (fi) {
-    fi->fh = static_cast<std::uint64_t>(fd);
     Node& created = *node_of(e.ino);
-    created.open_count.fetch_add(1, std::memory_order_relaxed);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-      ::close(fd);
-      created.open_count.fetch_sub(1, std::memory_order_relaxed);
-    }
+    int backing = 0;
+    IoMode io = choose_io_mode(created, fd, backing);
+    reply_open(req, created, fd, io, backing, false, fi, &e);
   } else {
     fuse_reply_entry(req, &e);
   }
@@ -555,6 +552,7 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   if (!existing && err != ENOENT) return (void)fuse_reply_err(req, err);
   if (existing) {
     // The kernel thought NAME missing; open what is there instead.
+    if (backing_conflict(*existing, existing->layer != 0)) return (void)fuse_reply_err(req, retire_node(*existing));
     int r = existing->is_dir() ? EISDIR : copy_up(*existing, !(fi->flags & O_TRUNC));
     int fd = r == 0 ? open_node(*existing, fi->flags) : -1;
     if (fd < 0) return (void)fuse_reply_err(req, r ? r : errno);
@@ -566,12 +564,9 @@ void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
     }
     ref_lookup(existing);
     fill_entry(e, *existing, st);
-    fi->fh = static_cast<std::uint64_t>(fd);
-    existing->open_count.fetch_add(1, std::memory_order_relaxed);
-    if (fuse_reply_create(req, &e, fi) == -ENOENT) {
-      ::close(fd);
-      existing->open_count.fetch_sub(1, std::memory_order_relaxed);
-    }
+    int backing = 0;
+    IoMode io = choose_io_mode(*existing, fd, backing);
+    reply_open(req, *existing, fd, io, backing, false, fi, &e);
     return;
   }
   int r = create_node(req, p, name, S_IFREG | (mode & 07777), 0, nullptr, fi, hidden_at);
@@ -819,7 +814,7 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
     int fd = -1;
     if (fi) {
       struct stat a {}, b {};
-      fd = static_cast<int>(fi->fh);
+      fd = handle_fd(fi);
       if (::fstat(fd, &a) != 0 || stat_node(node, b) != 0 || a.st_ino != b.st_ino || a.st_dev != b.st_dev) fd = -1;
     }
     int rc;
@@ -850,7 +845,7 @@ void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, 
   out.count = 1;
   out.buf[0].size = fuse_buf_size(in);
   out.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  out.buf[0].fd = static_cast<int>(fi->fh);
+  out.buf[0].fd = handle_fd(fi);
   out.buf[0].pos = off;
   ssize_t n = fuse_buf_copy(&out, in, static_cast<fuse_buf_copy_flags>(0));
   if (n < 0) {
@@ -865,7 +860,7 @@ void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, 
 // after the first one, which saves a round trip per close.
 
 void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
-  int fd = static_cast<int>(fi->fh);
+  int fd = handle_fd(fi);
   int rc = datasync ? ::fdatasync(fd) : ::fsync(fd);
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
@@ -919,12 +914,12 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
 }
 
 void UnionFs::fallocate(fuse_req_t req, fuse_ino_t, int mode, off_t off, off_t len, fuse_file_info* fi) {
-  int rc = ::fallocate(static_cast<int>(fi->fh), mode, off, len);
+  int rc = ::fallocate(handle_fd(fi), mode, off, len);
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
 
 void UnionFs::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file_info* fi) {
-  off_t r = ::lseek(static_cast<int>(fi->fh), off, whence);
+  off_t r = ::lseek(handle_fd(fi), off, whence);
   if (r < 0) {
     fuse_reply_err(req, errno);
   } else {
@@ -934,7 +929,7 @@ void UnionFs::lseek(fuse_req_t req, fuse_ino_t, off_t off, int whence, fuse_file
 
 void UnionFs::copy_file_range(fuse_req_t req, fuse_ino_t, off_t off_in, fuse_file_info* fi_in, fuse_ino_t,
                               off_t off_out, fuse_file_info* fi_out, size_t len, int flags) {
-  ssize_t n = ::copy_file_range(static_cast<int>(fi_in->fh), &off_in, static_cast<int>(fi_out->fh), &off_out, len,
+  ssize_t n = ::copy_file_range(handle_fd(fi_in), &off_in, handle_fd(fi_out), &off_out, len,
                                 static_cast<unsigned>(flags));
   if (n < 0) {
     fuse_reply_err(req, errno);
