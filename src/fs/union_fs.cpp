@@ -42,10 +42,10 @@ UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(
 
 }  // namespace
 
-struct UnionFs::DirHandle {
-  std::mutex mu;
-  std::vector<Entry> entries;
+struct Listing {
+  std::uint32_t id = 0;          // in the top half of every offset handed out from it
   std::uint64_t generation = 0;  // UnionFs::generation_ when ENTRIES were listed
+  std::vector<UnionFs::Entry> entries;
 };
 
 Node::~Node() {
@@ -86,7 +86,6 @@ UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
 }
 
 UnionFs::~UnionFs() {
-  for (DirHandle* h : dir_handles_) delete h;
   for (auto& s : shards_) s.nodes.clear();
 }
 
@@ -641,6 +640,14 @@ void UnionFs::init(fuse_conn_info* conn) {
   want(FUSE_CAP_READDIRPLUS);
   want(FUSE_CAP_READDIRPLUS_AUTO);
   want(FUSE_CAP_CACHE_SYMLINKS);
+  // Directories need no handle (listings are kept per node, see readdir):
+  // the kernel then opens directories without asking, and caches every
+  // listing until a change made through the mount invalidates it. All
+  // changes to a mounted union come through the mount.
+  if (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) {
+    conn->want |= FUSE_CAP_NO_OPENDIR_SUPPORT;
+    no_opendir_ = true;
+  }
   want(FUSE_CAP_ASYNC_READ);
   if (cfg_.writable) want(FUSE_CAP_ATOMIC_O_TRUNC);
   // The kernel clears setuid/setgid and capabilities on write, truncate and
@@ -895,22 +902,22 @@ void UnionFs::opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, ENOTDIR);
     return;
   }
-  auto* h = new DirHandle;
-  fi->fh = reinterpret_cast<std::uint64_t>(h);
-  {
-    std::lock_guard hl(dir_handles_mu_);
-    dir_handles_.insert(h);
+  // With FUSE_CAP_NO_OPENDIR_SUPPORT the kernel stops asking after this
+  // answer: directory opens cost no round trip, and every directory's
+  // listing may be cached by the kernel across opens (see readdir).
+  if (no_opendir_) {
+    fuse_reply_err(req, ENOSYS);
+    return;
   }
-  // A directory with no upper copy is made of immutable lower layers: the
-  // kernel may keep its listing across opens. Should it change later (a
-  // create, unlink or rename in it), that change comes through the kernel,
-  // which drops the cached listing itself.
+  // A kernel without it: lower-only directories are cached as above, the
+  // others listed afresh on every open.
   std::shared_lock lk(tree_mu_);
   const bool immutable = !cfg_.writable || node.dirs.empty() || node.dirs.front()->layer != 0;
   lk.unlock();
+  fi->fh = 0;
   fi->cache_readdir = immutable ? 1 : 0;
   fi->keep_cache = immutable ? 1 : 0;
-  if (fuse_reply_open(req, fi) == -ENOENT) forget_dir_handle(h);
+  fuse_reply_open(req, fi);
 }
 
 // The merged listing of NODE (without "." and ".."): names from the top layer
@@ -961,57 +968,68 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   return 0;
 }
 
-void UnionFs::forget_dir_handle(DirHandle* h) {
-  {
-    std::lock_guard hl(dir_handles_mu_);
-    dir_handles_.erase(h);
+void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_reply_err(req, 0); }
+
+// Directory offsets are (listing id << 32 | index): a pass that started at
+// offset 0 continues in the snapshot it started with, so entries made or
+// removed meanwhile do not shift the entries of a pass in progress. A node
+// keeps the snapshots of its passes in progress (a few; a pass whose
+// snapshot is gone continues by index in a new one).
+std::shared_ptr<const Listing> UnionFs::listing_for(Node& node, off_t off, int& err) {
+  const auto id = static_cast<std::uint32_t>(static_cast<std::uint64_t>(off) >> 32);
+  std::mutex& mu = listing_mu_[(reinterpret_cast<std::uintptr_t>(&node) >> 6) % kListingLocks];
+  if (off != 0) {
+    std::lock_guard ll(mu);
+    for (const auto& l : node.listings) {
+      if (l->id == id) return l;
+    }
   }
-  delete h;
+  auto fresh = std::make_shared<Listing>();
+  fresh->id = static_cast<std::uint32_t>(listing_ids_.fetch_add(1, std::memory_order_relaxed) % 0x7fffffffu) + 1;
+  fresh->generation = generation_.load(std::memory_order_relaxed);
+  fresh->entries.push_back({".", node.ino, DT_DIR, -1});
+  fresh->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR, -1});
+  if (!node.unlinked && (err = list_dir(node, fresh->entries)) != 0) return nullptr;
+  std::lock_guard ll(mu);
+  if (node.listings.size() >= kListingsPerDir) node.listings.erase(node.listings.begin());
+  node.listings.push_back(fresh);
+  return fresh;
 }
 
-void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  forget_dir_handle(reinterpret_cast<DirHandle*>(fi->fh));
-  fuse_reply_err(req, 0);
+void UnionFs::listing_done(Node& node, const Listing* listing) {
+  std::lock_guard ll(listing_mu_[(reinterpret_cast<std::uintptr_t>(&node) >> 6) % kListingLocks]);
+  std::erase_if(node.listings, [listing](const auto& l) { return l.get() == listing; });
 }
 
-void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi, bool plus) {
+void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*, bool plus) {
   Node& node = *node_of(ino);
-  auto* h = reinterpret_cast<DirHandle*>(fi->fh);
-  // Both locks are let go before the reply: once the kernel has the reply it
-  // may release the handle (and delete H) at any moment.
-  std::unique_lock hl(h->mu);
   std::shared_lock lk(tree_mu_);
-  if (off == 0) {
-    // A fresh snapshot of the merged listing at the start of each pass: later
-    // changes do not shift the offsets of a pass in progress.
-    h->entries.clear();
-    if (node.unlinked) {
-      lk.unlock();
-      hl.unlock();
-      fuse_reply_buf(req, nullptr, 0);
-      return;
-    }
-    h->generation = generation_.load(std::memory_order_relaxed);
-    h->entries.push_back({".", node.ino, DT_DIR, -1});
-    h->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR, -1});
-    int r = list_dir(node, h->entries);
-    if (r != 0) {
-      h->entries.clear();
-      lk.unlock();
-      hl.unlock();
-      fuse_reply_err(req, r);
-      return;
-    }
+  if (node.unlinked) {
+    lk.unlock();
+    fuse_reply_buf(req, nullptr, 0);
+    return;
+  }
+  int list_err = 0;
+  std::shared_ptr<const Listing> listing = listing_for(node, off, list_err);
+  if (!listing) {
+    lk.unlock();
+    fuse_reply_err(req, list_err);
+    return;
   }
   std::vector<char> buf(size);
   size_t used = 0;
   // Entries listed since the last change of the tree are still decided: their
   // nodes come from the copy the listing saw, without a new lookup.
-  const bool listing_current = h->generation == generation_.load(std::memory_order_relaxed);
-  for (size_t i = static_cast<size_t>(off); i < h->entries.size(); ++i) {
-    const Entry& en = h->entries[i];
+  const bool listing_current = listing->generation == generation_.load(std::memory_order_relaxed);
+  const std::uint64_t id_bits = static_cast<std::uint64_t>(listing->id) << 32;
+  const auto& entries = listing->entries;
+  size_t i = static_cast<size_t>(static_cast<std::uint64_t>(off) & 0xffffffffu);
+  // The kernel asks past the last entry before it takes the pass as done.
+  if (i >= entries.size()) listing_done(node, listing.get());
+  for (; i < entries.size(); ++i) {
+    const Entry& en = entries[i];
     size_t left = size - used;
-    off_t next = static_cast<off_t>(i + 1);
+    off_t next = static_cast<off_t>(id_bits | (i + 1));
     if (!plus) {
       struct stat st {};
       st.st_ino = en.ino;
@@ -1038,7 +1056,6 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
     used += fuse_add_direntry_plus(req, buf.data() + used, left, en.name.c_str(), &e, next);
   }
   lk.unlock();
-  hl.unlock();
   fuse_reply_buf(req, buf.data(), used);
 }
 

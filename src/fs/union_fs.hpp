@@ -58,6 +58,7 @@ struct DirLayer {
 };
 
 struct Node;
+struct Listing;
 
 // Upper non-directories with more than one name, by upper inode number: one
 // Node per file, whichever name the kernel looks it up by.
@@ -86,6 +87,9 @@ struct Node : std::enable_shared_from_this<Node> {
   std::shared_ptr<LinkIndex> link_index;  // set when the node is in the index,
   ino_t link_key = 0;                      // under this upper inode number
   std::atomic<int> open_count{0};          // open file handles of the kernel
+  // Directories: snapshots of the merged listing for passes in progress
+  // (see UnionFs::readdir), guarded by UnionFs::listing_mu_.
+  std::vector<std::shared_ptr<const Listing>> listings;
   // FUSE passthrough (guarded by UnionFs::backing_mu_). The kernel keeps
   // one I/O mode per inode: either every open handle uses one backing file,
   // or none does. BACKING_USERS handles use BACKING_ID, registered for the
@@ -170,12 +174,12 @@ class UnionFs {
                        off_t off_out, fuse_file_info* fi_out, size_t len, int flags);
 
  private:
-  struct DirHandle;
-  // Directory handles the kernel has not released yet: freed with the file
-  // system when the session ends (unmount, signal) with directories open.
-  std::mutex dir_handles_mu_;
-  std::unordered_set<DirHandle*> dir_handles_;
-  void forget_dir_handle(DirHandle* h);
+  // The kernel opens directories without asking (FUSE_CAP_NO_OPENDIR_SUPPORT).
+  bool no_opendir_ = false;
+  static constexpr int kListingLocks = 64;
+  static constexpr std::size_t kListingsPerDir = 4;
+  std::mutex listing_mu_[kListingLocks];
+  std::atomic<std::uint64_t> listing_ids_{0};
 
  public:
   struct Resolved {
@@ -210,6 +214,10 @@ class UnionFs {
   // Publishes NODE as PARENT's child NAME unless a live one is there already.
   std::shared_ptr<Node> publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node);
   int list_dir(Node& node, std::vector<Entry>& out);
+  // The snapshot a readdir at OFF continues in (tree_mu_ held shared): the
+  // one OFF was handed out from, or a new one; null with ERR set on failure.
+  std::shared_ptr<const Listing> listing_for(Node& node, off_t off, int& err);
+  void listing_done(Node& node, const Listing* listing);
   bool oci_whiteout_in(DirLayer& dl, const char* name);
   // Whether DIRFD hides the layers below; REDIRECT (if given) receives
   // overlayfs's redirect of a renamed directory, when it has one.

@@ -370,6 +370,35 @@ for i in range(150):
     assert names == want
 
 
+def test_listing_in_progress_while_the_directory_changes(rw):
+    """A pass over a directory that changes midway lists every entry that
+    was there when it started and was not removed exactly once, and no name
+    that never existed. Afterwards a new pass sees the change."""
+    d = f"{rw.mnt}/many"
+    os.makedirs(d)
+    first = {f"entry-{i:05d}" for i in range(4000)}
+    for name in first:
+        open(f"{d}/{name}", "w").close()
+    it = os.scandir(d)
+    seen = []
+    for entry in it:
+        seen.append(entry.name)
+        if len(seen) == 100:
+            break
+    removed = set(sorted(first - set(seen))[-200:])
+    added = {f"new-{i}" for i in range(300)}
+    for name in removed:
+        os.unlink(f"{d}/{name}")
+    for name in added:
+        open(f"{d}/{name}", "w").close()
+    seen.extend(entry.name for entry in it)
+    it.close()
+    assert len(seen) == len(set(seen)), "an entry was listed twice"
+    assert (first - removed) <= set(seen)
+    assert set(seen) <= first | added
+    assert set(os.listdir(d)) == (first - removed) | added
+
+
 def test_oci_markers_in_lowers_with_upper(workdir, mounts):
     low = os.path.join(workdir, "low")
     base = os.path.join(workdir, "base")
