@@ -291,6 +291,11 @@ void mount_and_serve(const MountOptions& o) {
   if (o.single_threaded) {
     r = fuse_session_loop(se);
   } else {
+    // A pool of threads: a slow request (a copy-up, a cold read of a layer
+    // on a slow disk) does not hold up lookups and stats of other callers,
+    // and directory operations run in parallel (FUSE_CAP_PARALLEL_DIROPS).
+    // Up to 8 idle threads stay blocked in read(2) on /dev/fuse, where the
+    // kernel wakes exactly one per request.
     fuse_loop_config* lc = fuse_loop_cfg_create();
     fuse_loop_cfg_set_clone_fd(lc, 0);
     fuse_loop_cfg_set_max_threads(lc, 16);

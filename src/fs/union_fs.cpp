@@ -631,8 +631,12 @@ void UnionFs::init(fuse_conn_info* conn) {
   auto want = [conn](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;
   };
-  // Reads go from the layer file to the kernel by splice; lower layers are
-  // immutable, so the kernel may cache and look up in parallel freely.
+  // Reads the daemon serves (no passthrough: an unprivileged daemon) go from
+  // the layer file to the kernel by splice; lower layers are immutable, so
+  // the kernel may cache and look up in parallel freely. Listings carry
+  // attributes (readdirplus), so a walk costs no lookup per entry; with
+  // READDIRPLUS_AUTO the kernel asks for plain listings when it does not
+  // look entries up afterwards.
   want(FUSE_CAP_SPLICE_READ);
   want(FUSE_CAP_SPLICE_WRITE);
   want(FUSE_CAP_SPLICE_MOVE);

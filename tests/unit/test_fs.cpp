@@ -36,6 +36,7 @@ TEST_CASE("overlayfs-style command lines") {
   CHECK(o.workdir == "/w");
   CHECK(o.mountpoint == "/mnt");
   CHECK_FALSE(o.foreground);
+  CHECK(o.passthrough);
 
   // As mount.fuse3 calls it: SOURCE MOUNTPOINT -o OPTS, with mount's own options mixed in.
   o = parse({"layers", "/mnt", "-o", "rw,nosuid,nodev,lowerdir=/a,allow_other,x-systemd.automount"});
@@ -47,6 +48,9 @@ TEST_CASE("overlayfs-style command lines") {
   CHECK(o.foreground);
   CHECK(o.debug);
   CHECK(o.read_only);
+
+  o = parse({"-o", "lowerdir=/a,nopassthrough", "/m"});
+  CHECK_FALSE(o.passthrough);
 
   parse({"--help"}, CommandLineAction::help);
   parse({"-V"}, CommandLineAction::version);
