@@ -32,9 +32,15 @@ def kernel_offers_passthrough():
     return True, ""
 
 
+def in_initial_user_namespace():
+    with open("/proc/self/uid_map") as f:
+        return f.read().split() == ["0", "0", "4294967295"]
+
+
 offered, why_not = kernel_offers_passthrough()
 pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="passthrough needs a root daemon"),
+    pytest.mark.skipif(os.geteuid() != 0 or not in_initial_user_namespace(),
+                       reason="passthrough needs a daemon that is root of the initial user namespace"),
     pytest.mark.skipif(not offered, reason=why_not),
 ]
 
