@@ -482,16 +482,23 @@ def user(request):
         u.remove()
 
 
-@pytest.fixture
-def user_rootfs(user, workdir, base_tar):
+def user_home_and_base_tar(user, workdir, base_tar):
+    """A home directory owned by USER in WORKDIR, and a copy of the base
+    image's tar that USER can read. Returns (home, tar)."""
     os.chmod(workdir, 0o755)
     home = os.path.join(workdir, "user")
     os.mkdir(home)
     os.chown(home, user.uid, user.gid)
-    root = os.path.join(home, "root")
     tar = os.path.join(workdir, "base.tar")
     shutil.copy(base_tar, tar)
     os.chmod(tar, 0o644)
+    return home, tar
+
+
+@pytest.fixture
+def user_rootfs(user, workdir, base_tar):
+    home, tar = user_home_and_base_tar(user, workdir, base_tar)
+    root = os.path.join(home, "root")
     run(["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "sh", "-c",
          f"mkdir {root} && tar -xf {tar} -C {root} --no-same-owner --preserve-permissions"])
     return root
@@ -772,13 +779,7 @@ def test_image_tty_and_stdin(store):
 
 def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
     """The store workflow as an unprivileged user: stratafs mounts inside the container's namespaces."""
-    os.chmod(workdir, 0o755)
-    home = os.path.join(workdir, "user")
-    os.mkdir(home)
-    os.chown(home, user.uid, user.gid)
-    tar = os.path.join(workdir, "base.tar")
-    shutil.copy(base_tar, tar)
-    os.chmod(tar, 0o644)
+    home, tar = user_home_and_base_tar(user, workdir, base_tar)
     root = os.path.join(home, "store")
     script = (f"S={tool('strata')}; R={root}; $S --root $R import {tar} base:1 >/dev/null && "
               "$S --root $R run --name c1 base:1 sh -c 'echo hi > /made; id -u' && "
