@@ -17,10 +17,8 @@
 #include <climits>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
@@ -432,6 +430,28 @@ struct ChainSource {
   struct archive* raw = nullptr;
   std::string error;
   int filter = ARCHIVE_FILTER_NONE;
+
+  // Once the decompressed stream is read to its end: hashes what is left of
+  // the raw input (padding after the compressed stream) and gives the digests.
+  LayerDigests digests() {
+    for (;;) {
+      ssize_t n = ::read(fd, raw_buf.data(), raw_buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("read archive");
+      if (n == 0) break;
+      raw_hash.update(raw_buf.data(), static_cast<std::size_t>(n));
+      raw_size += n;
+    }
+    LayerDigests d;
+    d.diff_id = plain_hash.finish();
+    d.size = plain_size;
+    d.blob_digest = raw_hash.finish();
+    d.blob_size = raw_size;
+    d.compression = filter == ARCHIVE_FILTER_GZIP   ? Compression::gzip
+                    : filter == ARCHIVE_FILTER_ZSTD ? Compression::zstd
+                                                    : Compression::none;
+    return d;
+  }
 };
 
 la_ssize_t chain_fd_read(struct archive*, void* data, const void** buffer) {
@@ -512,26 +532,7 @@ class ChainReader {
       src_.plain_hash.update(buf.data(), static_cast<std::size_t>(n));
       src_.plain_size += n;
     }
-    for (;;) {
-      ssize_t n = ::read(src_.fd, buf.data(), buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_errno("read archive");
-      if (n == 0) break;
-      src_.raw_hash.update(buf.data(), static_cast<std::size_t>(n));
-      src_.raw_size += n;
-    }
-    LayerDigests d;
-    d.diff_id = src_.plain_hash.finish();
-    d.size = src_.plain_size;
-    d.blob_digest = src_.raw_hash.finish();
-    d.blob_size = src_.raw_size;
-    switch (src_.filter) {
-      case ARCHIVE_FILTER_NONE: d.compression = Compression::none; break;
-      case ARCHIVE_FILTER_GZIP: d.compression = Compression::gzip; break;
-      case ARCHIVE_FILTER_ZSTD: d.compression = Compression::zstd; break;
-      default: d.compression = Compression::none; break;
-    }
-    return d;
+    return src_.digests();
   }
   int filter() const { return src_.filter; }
 
@@ -831,7 +832,7 @@ LayerDigests decompress(int in_fd, int out_fd) {
   int r = ::archive_read_next_header(src.raw, &e);
   if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
     throw Error("cannot read archive: " + (r == ARCHIVE_EOF ? std::string("empty input") : archive_message(src.raw)));
-  int filter = ::archive_filter_code(src.raw, 0);
+  src.filter = ::archive_filter_code(src.raw, 0);
   std::vector<char> buf(1 << 16);
   for (;;) {
     la_ssize_t n = ::archive_read_data(src.raw, buf.data(), buf.size());
@@ -841,23 +842,7 @@ LayerDigests decompress(int in_fd, int out_fd) {
     src.plain_size += n;
     write_all(out_fd, buf.data(), static_cast<std::size_t>(n), "decompressed data");
   }
-  for (;;) {
-    ssize_t n = ::read(in_fd, buf.data(), buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read archive");
-    if (n == 0) break;
-    src.raw_hash.update(buf.data(), static_cast<std::size_t>(n));
-    src.raw_size += n;
-  }
-  LayerDigests d;
-  d.diff_id = src.plain_hash.finish();
-  d.size = src.plain_size;
-  d.blob_digest = src.raw_hash.finish();
-  d.blob_size = src.raw_size;
-  d.compression = filter == ARCHIVE_FILTER_GZIP ? Compression::gzip
-                  : filter == ARCHIVE_FILTER_ZSTD ? Compression::zstd
-                                                  : Compression::none;
-  return d;
+  return src.digests();
 }
 
 void unpack_archive(const std::string& archive_path, const std::string& dest) {
@@ -886,14 +871,6 @@ void pack_directory(const std::string& dir, const std::string& out_path) {
 // ---------------------------------------------------------------- image archives
 
 namespace {
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + quote(path));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 oci::json parse_json(const std::string& text, const std::string& where) {
   try {
