@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <fstream>
+#include <sstream>
 #include <vector>
 
 #include "strata/error.hpp"
@@ -94,6 +96,14 @@ void remove_tree_at(int dirfd, const std::string& path) {
   } else if (::unlinkat(dirfd, path.c_str(), 0) != 0 && errno != ENOENT) {
     throw_errno("remove " + quote(path));
   }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read " + quote(path));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 }  // namespace strata

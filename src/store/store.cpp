@@ -80,14 +80,6 @@ std::string parent_of(const std::string& path) {
   return slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + quote(path));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
 json parse_json(const std::string& text, const std::string& where) {
   try {
     return json::parse(text);
@@ -445,7 +437,7 @@ Store Store::open(const std::string& root_in) {
   if (!exists(layout)) {
     atomic_write(root + "/tmp", layout, "{\"imageLayoutVersion\":\"1.0.0\"}");
   } else {
-    json j = parse_json(read_text(layout), layout);
+    json j = parse_json(read_file(layout), layout);
     if (!j.is_object() || j.value("imageLayoutVersion", "") != "1.0.0")
       throw Error(quote(root) + " is not a strata store: unsupported oci-layout version");
   }
@@ -457,7 +449,7 @@ Store Store::open(const std::string& root_in) {
       atomic_write(root + "/tmp", index, j.dump());
     }
   } else {
-    json j = parse_json(read_text(index), index);
+    json j = parse_json(read_file(index), index);
     if (!j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
       throw Error(quote(index) + " is not an OCI image index");
   }
@@ -508,7 +500,7 @@ std::pair<oci::Digest, std::int64_t> Store::put_blob(std::string_view data) {
 std::string Store::read_blob(const oci::Digest& digest) const {
   std::string path = blob_path(digest);
   if (!exists(path)) throw Error("blob " + digest.str() + " is missing from the store " + quote(root_));
-  std::string data = read_text(path);
+  std::string data = read_file(path);
   if (!(oci::sha256(data) == digest)) throw Error("blob " + digest.str() + " is corrupt in the store " + quote(root_));
   return data;
 }
@@ -519,7 +511,7 @@ std::optional<Layer> Store::find_layer(const oci::Digest& diff_id) const {
   std::string rec = root_ + "/layers/" + diff_id.hex() + ".json";
   std::string dir = root_ + "/layers/" + diff_id.hex();
   if (!exists(rec) || !exists(dir)) return std::nullopt;
-  json j = parse_json(read_text(rec), rec);
+  json j = parse_json(read_file(rec), rec);
   Layer l;
   l.diff_id = diff_id;
   l.blob_digest = oci::Digest::parse(j.value("blob", ""));
@@ -625,7 +617,7 @@ namespace {
 
 json read_index(const std::string& root) {
   std::string path = root + "/index.json";
-  json j = parse_json(read_text(path), path);
+  json j = parse_json(read_file(path), path);
   if (!j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
     throw Error(quote(path) + " is not an OCI image index");
   return j;
@@ -909,7 +901,7 @@ namespace {
 Container read_container(const std::string& root, const std::string& id) {
   std::string dir = root + "/containers/" + id;
   std::string path = dir + "/container.json";
-  json j = parse_json(read_text(path), path);
+  json j = parse_json(read_file(path), path);
   Container c;
   c.id = j.value("id", id);
   c.name = j.value("name", "");
@@ -932,7 +924,7 @@ std::vector<std::string> recorded_mounts(const Container& c) {
   std::vector<std::string> out;
   std::string path = c.dir + "/container.json";
   if (!exists(path)) return out;
-  json j = parse_json(read_text(path), path);
+  json j = parse_json(read_file(path), path);
   if (j.contains("mounts") && j["mounts"].is_array())
     for (const auto& m : j["mounts"])
       if (m.is_string()) out.push_back(m.get<std::string>());
