@@ -225,10 +225,11 @@ void mount_and_serve(const MountOptions& o) {
   cfg.writable = writable;
   cfg.daemon_uid = ::geteuid();
   cfg.daemon_gid = ::getegid();
-  cfg.read_override_stat = cfg.daemon_uid != 0 || in_user_namespace() || !o.uid_map.empty() || !o.gid_map.empty();
+  const bool in_userns = in_user_namespace();
+  cfg.read_override_stat = cfg.daemon_uid != 0 || in_userns || !o.uid_map.empty() || !o.gid_map.empty();
   // Registering backing files takes CAP_SYS_ADMIN in the initial user
   // namespace; an unprivileged daemon does not ask the kernel for it.
-  cfg.passthrough = o.passthrough && cfg.daemon_uid == 0 && !in_user_namespace();
+  cfg.passthrough = o.passthrough && cfg.daemon_uid == 0 && !in_userns;
   raise_fd_limit();
   // The kernel already applied the caller's umask to every mode it sends.
   ::umask(0);

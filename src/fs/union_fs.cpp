@@ -981,7 +981,7 @@ void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_rep
 // snapshot is gone continues by index in a new one).
 std::shared_ptr<const Listing> UnionFs::listing_for(Node& node, off_t off, int& err) {
   const auto id = static_cast<std::uint32_t>(static_cast<std::uint64_t>(off) >> 32);
-  std::mutex& mu = listing_mu_[(reinterpret_cast<std::uintptr_t>(&node) >> 6) % kListingLocks];
+  std::mutex& mu = listing_mu_of(node);
   if (off != 0) {
     std::lock_guard ll(mu);
     for (const auto& l : node.listings) {
@@ -993,7 +993,7 @@ std::shared_ptr<const Listing> UnionFs::listing_for(Node& node, off_t off, int& 
   fresh->generation = generation_.load(std::memory_order_relaxed);
   fresh->entries.push_back({".", node.ino, DT_DIR, -1});
   fresh->entries.push_back({"..", node.parent ? node.parent->ino : node.ino, DT_DIR, -1});
-  if (!node.unlinked && (err = list_dir(node, fresh->entries)) != 0) return nullptr;
+  if ((err = list_dir(node, fresh->entries)) != 0) return nullptr;
   std::lock_guard ll(mu);
   if (node.listings.size() >= kListingsPerDir) node.listings.erase(node.listings.begin());
   node.listings.push_back(fresh);
@@ -1001,7 +1001,7 @@ std::shared_ptr<const Listing> UnionFs::listing_for(Node& node, off_t off, int& 
 }
 
 void UnionFs::listing_done(Node& node, const Listing* listing) {
-  std::lock_guard ll(listing_mu_[(reinterpret_cast<std::uintptr_t>(&node) >> 6) % kListingLocks]);
+  std::lock_guard ll(listing_mu_of(node));
   std::erase_if(node.listings, [listing](const auto& l) { return l.get() == listing; });
 }
 

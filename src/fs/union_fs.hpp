@@ -179,6 +179,9 @@ class UnionFs {
   static constexpr int kListingLocks = 64;
   static constexpr std::size_t kListingsPerDir = 4;
   std::mutex listing_mu_[kListingLocks];
+  std::mutex& listing_mu_of(const Node& n) noexcept {
+    return listing_mu_[(reinterpret_cast<std::uintptr_t>(&n) >> 6) % kListingLocks];
+  }
   std::atomic<std::uint64_t> listing_ids_{0};
 
  public:
@@ -214,8 +217,9 @@ class UnionFs {
   // Publishes NODE as PARENT's child NAME unless a live one is there already.
   std::shared_ptr<Node> publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node);
   int list_dir(Node& node, std::vector<Entry>& out);
-  // The snapshot a readdir at OFF continues in (tree_mu_ held shared): the
-  // one OFF was handed out from, or a new one; null with ERR set on failure.
+  // The snapshot a readdir at OFF continues in (tree_mu_ held shared, NODE
+  // not unlinked): the one OFF was handed out from, or a new one; null with
+  // ERR set on failure.
   std::shared_ptr<const Listing> listing_for(Node& node, off_t off, int& err);
   void listing_done(Node& node, const Listing* listing);
   bool oci_whiteout_in(DirLayer& dl, const char* name);
