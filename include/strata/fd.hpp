@@ -51,9 +51,6 @@ class TempDir {
   std::string path_;
 };
 
-// The whole content of the file at PATH; throws Error("cannot read PATH").
-std::string read_file(const std::string& path);
-
 // Removes PATH (relative to DIRFD) and everything below it, never following
 // symlinks and never descending into another filesystem. Missing is not an
 // error. Throws SysError on failure.
