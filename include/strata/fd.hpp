@@ -2,7 +2,9 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <utility>
+#include <vector>
 
 namespace strata {
 
@@ -50,6 +52,14 @@ class TempDir {
  private:
   std::string path_;
 };
+
+// Writes all of DATA to FD, retrying short writes and EINTR; throws
+// SysError "write WHAT: ..." on failure.
+void write_all(int fd, std::string_view data, std::string_view what);
+
+// The names in directory DIR (without "." and ".."), sorted; empty when DIR
+// does not exist. Throws SysError when it cannot be read.
+std::vector<std::string> list_dir(const std::string& dir);
 
 // The whole content of the file at PATH; throws Error("cannot read PATH").
 std::string read_file(const std::string& path);

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -23,6 +24,36 @@ UniqueFd open_at(int dirfd, const std::string& path, int flags, unsigned mode) {
   int fd = ::openat(dirfd, path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) throw_errno("open " + quote(path));
   return UniqueFd(fd);
+}
+
+void write_all(int fd, std::string_view data, std::string_view what) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw_errno("write " + std::string(what));
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+std::vector<std::string> list_dir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    if (errno == ENOENT) return out;
+    throw_errno("read directory " + quote(dir));
+  }
+  errno = 0;
+  while (dirent* e = ::readdir(d)) {
+    std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(std::move(n));
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) throw SysError(err, "read directory " + quote(dir));
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 TempDir::TempDir(const std::string& parent, const std::string& prefix) {
