@@ -341,9 +341,15 @@ Response Connection::Impl::once(const Request& r, const std::string& method, con
   if (rc != CURLE_OK) {
     std::string detail = error_buffer[0] != '\0' ? error_buffer : curl_easy_strerror(rc);
     while (!detail.empty() && (detail.back() == '\n' || detail.back() == '\r')) detail.pop_back();
+    bool transient = transient_code(rc);
     if (rc == CURLE_PEER_FAILED_VERIFICATION)
       detail += " (the registry's certificate is not trusted: add its CA to certs.d or use --cert-dir)";
-    throw TransportError(method + " " + shown(url) + ": " + detail, transient_code(rc));
+    if (rc == CURLE_SSL_CONNECT_ERROR && detail.find("wrong version number") != std::string::npos) {
+      detail += " (the server does not speak TLS; plain http needs --tls-verify=false or insecure = true in "
+                "registries.conf)";
+      transient = false;
+    }
+    throw TransportError(method + " " + shown(url) + ": " + detail, transient);
   }
   return resp;
 }
