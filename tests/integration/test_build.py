@@ -374,8 +374,8 @@ def test_help_and_usage(env):
     assert "--squash" in r.stdout
     r = env.strata("build")
     assert r.returncode == 2
-    r = env.strata("build", env.ctx, "--pull=always")
-    assert r.returncode == 2
+    r = env.strata("build", env.ctx, "--pull=sometimes")
+    assert r.returncode == 2 and "--pull must be missing, always or never" in r.stderr
 
 
 def test_run_as_the_image_user_and_workdir_created(env):
