@@ -295,7 +295,23 @@ void Client::fetch_token(const std::string& scope) {
   tokens_[scope] = Token{token, expires};
 }
 
-void Client::authenticate(const http::Response& resp, const std::string& scope) {
+bool Client::token_valid(const std::string& scope) {
+  std::lock_guard lock(mu_);
+  auto it = tokens_.find(scope);
+  return it != tokens_.end() && std::chrono::steady_clock::now() < it->second.expires;
+}
+
+void Client::ensure_token(const std::string& scope, const std::string& refused) {
+  // One fetch at a time: concurrent transfers of the same scope share it.
+  std::lock_guard fetching(token_mu_);
+  if (token_valid(scope)) {
+    auto current = authorization(scope);
+    if (refused.empty() || (current && *current != refused)) return;
+  }
+  fetch_token(scope);
+}
+
+void Client::authenticate(const http::Response& resp, const std::string& scope, const std::string& refused) {
   std::optional<Challenge> bearer, basic;
   for (const auto& [name, value] : resp.headers) {
     if (name != "www-authenticate") continue;
@@ -308,9 +324,8 @@ void Client::authenticate(const http::Response& resp, const std::string& scope) 
     {
       std::lock_guard lock(mu_);
       bearer_ = bearer;
-      tokens_.erase(scope);
     }
-    fetch_token(scope);
+    ensure_token(scope, refused);
   } else if (basic) {
     std::lock_guard lock(mu_);
     basic_ = true;
@@ -323,19 +338,19 @@ http::Response Client::send(http::Request request, const std::string& scope, boo
   bool answered_challenge = false;
   const std::vector<std::string> headers = request.headers;
   for (;;) {
-    bool need_token = false;
+    bool bearer = false;
     {
-      // A registry known to want tokens gets one before the request, not after a 401.
       std::lock_guard lock(mu_);
-      auto it = tokens_.find(scope);
-      need_token = bearer_.has_value() && (it == tokens_.end() || std::chrono::steady_clock::now() >= it->second.expires);
+      bearer = bearer_.has_value();
     }
-    if (need_token) {
-      fetch_token(scope);
-      answered_challenge = true;
-    }
+    // A registry known to want tokens gets one before the request, not after a 401.
+    if (bearer) ensure_token(scope);
     request.headers = headers;
-    if (auto a = authorization(scope)) request.headers.push_back("Authorization: " + *a);
+    std::string sent;
+    if (auto a = authorization(scope)) {
+      sent = *a;
+      request.headers.push_back("Authorization: " + sent);
+    }
     http::Response resp;
     try {
       Lease c(*this);
@@ -345,20 +360,11 @@ http::Response Client::send(http::Request request, const std::string& scope, boo
       throw;
     }
     if (resp.status == 401 && !answered_challenge) {
-      bool had_basic = false;
-      {
-        std::lock_guard lock(mu_);
-        had_basic = basic_;
-      }
-      authenticate(resp, scope);
       answered_challenge = true;
-      bool now_basic = false;
-      {
-        std::lock_guard lock(mu_);
-        now_basic = basic_;
-      }
-      // Basic without credentials, or credentials already refused: no use asking again.
-      if (now_basic && (!credentials_ || had_basic)) return resp;
+      // The credentials themselves were refused: no use asking again.
+      if (sent.rfind("Basic ", 0) == 0) return resp;
+      authenticate(resp, scope, sent);
+      if (!authorization(scope)) return resp;  // Basic, and nothing to answer with
       continue;
     }
     if (retry && http::retryable(resp.status) && backoff.wait(&resp)) continue;

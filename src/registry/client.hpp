@@ -119,7 +119,13 @@ class Client {
   std::string base_url();
   std::string url(const std::string& repo, const std::string& rest);
   std::optional<std::string> authorization(const std::string& scope);
-  void authenticate(const http::Response& challenge, const std::string& scope);
+  // Answers a 401: takes note of its challenge and, for Bearer, gets a new
+  // token unless another thread already replaced the REFUSED one.
+  void authenticate(const http::Response& challenge, const std::string& scope, const std::string& refused);
+  bool token_valid(const std::string& scope);
+  // A valid token for SCOPE (fetched when there is none, or when the cached
+  // one is the REFUSED authorization).
+  void ensure_token(const std::string& scope, const std::string& refused = {});
   void fetch_token(const std::string& scope);
   // An Error for an unexpected answer to WHAT.
   [[noreturn]] void fail(const http::Response& resp, const std::string& what);
@@ -132,7 +138,8 @@ class Client {
   std::optional<Credentials> credentials_;
   http::Cancelled cancelled_;
 
-  std::mutex mu_;  // guards everything below
+  std::mutex token_mu_;  // held while a token is fetched
+  std::mutex mu_;        // guards everything below
   std::vector<std::unique_ptr<http::Connection>> idle_;
   std::optional<std::string> base_;       // "https://host" once decided
   std::optional<Challenge> bearer_;       // the registry's Bearer challenge, once seen
