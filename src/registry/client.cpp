@@ -464,6 +464,8 @@ std::string Client::get_blob(const std::string& repo, const oci::Descriptor& blo
 void Client::fetch_blob(const std::string& repo, const oci::Descriptor& blob, BlobTarget& target, const std::string& shown,
                         const std::function<void(const std::string&)>& on_retry) {
   const std::string what = shown + ": blob " + blob.digest.str();
+  constexpr int kMaxResumes = 100;
+  int resumes = 0;
   http::Backoff backoff(cancelled_);
   for (;;) {
     std::int64_t start = target.offset();
@@ -515,7 +517,9 @@ void Client::fetch_blob(const std::string& repo, const oci::Descriptor& blob, Bl
         why = "the registry answered " + std::to_string(resp.status);
       }
     }
-    if (target.offset() > start) backoff.reset();  // progress was made
+    // Progress earns the attempts back, but a server that sends a little
+    // and breaks off forever is given up on all the same.
+    if (target.offset() > start && ++resumes <= kMaxResumes) backoff.reset();
     bool again = resp.status != 0 && http::retryable(resp.status) ? backoff.wait(&resp) : backoff.wait();
     if (!again) {
       if (resp.status != 0 && http::retryable(resp.status)) fail(resp, what);

@@ -182,7 +182,7 @@ PullResult pull_resolved(store::Store& store, Client& client, const oci::Referen
     ingest.finish(what);
     report(id, ProgressEvent::Kind::done);
   });
-  if (options.cancelled && options.cancelled()) throw Interrupted("pull " + shown + ": interrupted");
+  if (options.cancelled && options.cancelled()) throw Interrupted("interrupted");
 
   PullResult result;
   result.reference = ref;
@@ -219,9 +219,21 @@ PullResult pull_resolved(store::Store& store, Client& client, const oci::Referen
   return result;
 }
 
+PullResult pull_candidates(store::Store& store, std::string_view text, const PullOptions& options);
+
 }  // namespace
 
 PullResult pull(store::Store& store, std::string_view text, const PullOptions& options) {
+  try {
+    return pull_candidates(store, text, options);
+  } catch (const Interrupted&) {
+    throw Interrupted("pull " + std::string(text) + ": interrupted");
+  }
+}
+
+namespace {
+
+PullResult pull_candidates(store::Store& store, std::string_view text, const PullOptions& options) {
   if (options.max_concurrent_downloads < 1 || options.max_concurrent_downloads > 32)
     throw UsageError("--max-concurrent-downloads must be between 1 and 32");
   RegistriesConf conf = RegistriesConf::load();
@@ -252,5 +264,7 @@ PullResult pull(store::Store& store, std::string_view text, const PullOptions& o
   }
   throw Error(quote(text) + " is in none of the search registries: " + misses);
 }
+
+}  // namespace
 
 }  // namespace strata::registry

@@ -58,9 +58,23 @@ class StagedBlob {
   UniqueFd fd_;
 };
 
+PushResult push_image(store::Store& store, std::string_view image_text, std::string_view destination,
+                      const PushOptions& options);
+
 }  // namespace
 
 PushResult push(store::Store& store, std::string_view image_text, std::string_view destination, const PushOptions& options) {
+  try {
+    return push_image(store, image_text, destination, options);
+  } catch (const Interrupted&) {
+    throw Interrupted("push " + std::string(destination.empty() ? image_text : destination) + ": interrupted");
+  }
+}
+
+namespace {
+
+PushResult push_image(store::Store& store, std::string_view image_text, std::string_view destination,
+                      const PushOptions& options) {
   if (options.max_concurrent_uploads < 1 || options.max_concurrent_uploads > 32)
     throw UsageError("--max-concurrent-uploads must be between 1 and 32");
   store::Image img = store.image(image_text);
@@ -188,7 +202,7 @@ PushResult push(store::Store& store, std::string_view image_text, std::string_vi
       throw Error(what + ": " + e.what());
     }
   });
-  if (options.cancelled && options.cancelled()) throw Interrupted("push " + shown + ": interrupted");
+  if (options.cancelled && options.cancelled()) throw Interrupted("interrupted");
 
   PushResult result;
   result.reference = dest;
@@ -204,5 +218,7 @@ PushResult push(store::Store& store, std::string_view image_text, std::string_vi
     throw Error(shown + ": the registry stored the manifest " + result.digest.str() + " as " + *echoed);
   return result;
 }
+
+}  // namespace
 
 }  // namespace strata::registry
