@@ -2,9 +2,7 @@
 #pragma once
 
 #include <string>
-#include <string_view>
 #include <utility>
-#include <vector>
 
 namespace strata {
 
@@ -52,17 +50,6 @@ class TempDir {
  private:
   std::string path_;
 };
-
-// Writes all of DATA to FD, retrying short writes and EINTR; throws
-// SysError "write WHAT: ..." on failure.
-void write_all(int fd, std::string_view data, std::string_view what);
-
-// The names in directory DIR (without "." and ".."), sorted; empty when DIR
-// does not exist. Throws SysError when it cannot be read.
-std::vector<std::string> list_dir(const std::string& dir);
-
-// The whole content of the file at PATH; throws Error("cannot read PATH").
-std::string read_file(const std::string& path);
 
 // Removes PATH (relative to DIRFD) and everything below it, never following
 // symlinks and never descending into another filesystem. Missing is not an

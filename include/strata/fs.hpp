@@ -16,6 +16,8 @@
 #include <string_view>
 #include <vector>
 
+#include "strata/override_stat.hpp"
+
 namespace strata::fs {
 
 // Lower layers are numbered into the top bits of every inode number (as
@@ -48,21 +50,7 @@ class IdMap {
   std::vector<IdRange> ranges_;
 };
 
-// The `user.containers.override_stat` xattr (containers/storage and
-// fuse-overlayfs convention) keeps an owner, mode and file type that the host
-// could not store: "UID:GID:MODE[:TYPE]" with MODE in octal and TYPE one of
-// file, dir, symlink, pipe, socket, block-MAJ-MIN, char-MAJ-MIN.
-inline constexpr const char* kOverrideStatXattr = "user.containers.override_stat";
-
-struct OverrideStat {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  mode_t mode = 0;  // permission bits and, when TYPE was given, the S_IFMT type
-  dev_t rdev = 0;
-  bool has_type = false;
-};
-std::optional<OverrideStat> parse_override_stat(std::string_view value);
-std::string format_override_stat(const OverrideStat& value);
+// The override_stat xattr format: strata/override_stat.hpp.
 
 // Splits an overlayfs layer list "A:B:C"; "\:" and "\\" escape.
 std::vector<std::string> split_layer_list(std::string_view list);

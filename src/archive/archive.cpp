@@ -22,83 +22,20 @@
 
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
+#include "strata/override_stat.hpp"
 
 namespace strata::archive {
 
 namespace {
 
-constexpr const char* kOverrideStat = "user.containers.override_stat";
+constexpr const char* kOverrideStat = kOverrideStatXattr;
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr const char* kOpaqueMarker = ".wh..wh..opq";
-
-void write_all(int fd, const void* data, std::size_t size, const std::string& what) {
-  const char* p = static_cast<const char*>(data);
-  while (size > 0) {
-    ssize_t n = ::write(fd, p, size);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + what);
-    }
-    p += n;
-    size -= static_cast<std::size_t>(n);
-  }
-}
 
 std::string archive_message(struct archive* a) {
   const char* s = ::archive_error_string(a);
   return s != nullptr ? s : "unknown archive error";
-}
-
-// ---------------------------------------------------------------- override_stat
-
-struct Override {
-  uid_t uid = 0;
-  gid_t gid = 0;
-  mode_t perm = 0;
-  mode_t type = 0;  // S_IFMT bits, 0 when not given
-  dev_t rdev = 0;
-};
-
-std::optional<Override> parse_override(std::string_view v) {
-  Override o;
-  unsigned long uid = 0, gid = 0, mode = 0;
-  char type[64] = {0};
-  std::string s(v);
-  int n = std::sscanf(s.c_str(), "%lu:%lu:%lo:%63s", &uid, &gid, &mode, type);
-  if (n < 3) return std::nullopt;
-  o.uid = static_cast<uid_t>(uid);
-  o.gid = static_cast<gid_t>(gid);
-  o.perm = static_cast<mode_t>(mode & 07777);
-  if ((mode & S_IFMT) != 0) o.type = static_cast<mode_t>(mode & S_IFMT);
-  if (n == 4) {
-    std::string t = type;
-    unsigned maj = 0, min = 0;
-    if (t == "file") o.type = S_IFREG;
-    else if (t == "dir") o.type = S_IFDIR;
-    else if (t == "symlink") o.type = S_IFLNK;
-    else if (t == "pipe") o.type = S_IFIFO;
-    else if (t == "socket") o.type = S_IFSOCK;
-    else if (std::sscanf(t.c_str(), "char-%u-%u", &maj, &min) == 2) o.type = S_IFCHR, o.rdev = makedev(maj, min);
-    else if (std::sscanf(t.c_str(), "block-%u-%u", &maj, &min) == 2) o.type = S_IFBLK, o.rdev = makedev(maj, min);
-  }
-  return o;
-}
-
-std::string format_override(uid_t uid, gid_t gid, mode_t mode, dev_t rdev) {
-  char buf[128];
-  std::string type;
-  switch (mode & S_IFMT) {
-    case S_IFCHR: type = "char-" + std::to_string(major(rdev)) + "-" + std::to_string(minor(rdev)); break;
-    case S_IFBLK: type = "block-" + std::to_string(major(rdev)) + "-" + std::to_string(minor(rdev)); break;
-    case S_IFDIR: type = "dir"; break;
-    case S_IFLNK: type = "symlink"; break;
-    case S_IFIFO: type = "pipe"; break;
-    case S_IFSOCK: type = "socket"; break;
-    default: type = "file"; break;
-  }
-  std::snprintf(buf, sizeof buf, "%u:%u:%04o:%s", static_cast<unsigned>(uid), static_cast<unsigned>(gid),
-                static_cast<unsigned>(mode & 07777), type.c_str());
-  return buf;
 }
 
 // xattrs of PATH (not followed), sorted by name.
@@ -196,16 +133,9 @@ struct Walker {
 
   void walk(const std::string& base, const std::string& rel) {
     std::string dirpath = rel.empty() ? base : base + "/" + rel;
-    DIR* d = ::opendir(dirpath.c_str());
-    if (d == nullptr) throw_errno("read directory " + quote(dirpath));
-    std::vector<std::string> names;
-    errno = 0;
-    while (dirent* de = ::readdir(d)) {
-      std::string n = de->d_name;
-      if (n != "." && n != "..") names.push_back(n);
-    }
-    ::closedir(d);
-    std::sort(names.begin(), names.end());
+    UniqueFd dir(::open(dirpath.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (rel.empty() ? 0 : O_NOFOLLOW)));
+    if (!dir) throw_errno("read directory " + quote(dirpath));
+    std::vector<std::string> names = read_dir_names(dir.get(), dirpath);
     // An opaque directory written by overlayfs: add the OCI marker.
     if (changeset) {
       auto xs = read_xattrs(dirpath);
@@ -241,12 +171,13 @@ struct Walker {
     mode_t perm = st.st_mode & 07777;
     dev_t rdev = st.st_rdev;
     if (auto it = xs.find(kOverrideStat); it != xs.end()) {
-      if (auto o = parse_override(it->second)) {
+      if (auto o = parse_override_stat(it->second)) {
         uid = o->uid;
         gid = o->gid;
-        perm = o->perm;
-        if (o->type != 0 && (o->type == S_IFCHR || o->type == S_IFBLK) && type == S_IFREG && st.st_size == 0) {
-          type = o->type;
+        perm = o->mode & 07777;
+        mode_t recorded = o->mode & S_IFMT;
+        if ((recorded == S_IFCHR || recorded == S_IFBLK) && type == S_IFREG && st.st_size == 0) {
+          type = recorded;
           rdev = o->rdev;
         }
       }
@@ -692,7 +623,7 @@ struct Extractor {
         // override_stat xattr says what it is.
         UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) throw_errno("create " + quote(name));
-        std::string v = format_override(uid, gid, t | perm, rdev);
+        std::string v = format_override_stat({uid, gid, t | perm, rdev, true});
         if (::fsetxattr(fd.get(), kOverrideStat, v.data(), v.size(), 0) != 0)
           throw_errno("record device " + quote(name) + " (no privilege for device nodes and no user xattrs)");
         need_override = false;
@@ -711,7 +642,7 @@ struct Extractor {
           errno != EINVAL)
         throw_errno("set owner of " + quote(name));
     } else if (need_override && type != AE_IFLNK) {
-      std::string v = format_override(uid, gid, type | perm, 0);
+      std::string v = format_override_stat({uid, gid, type | perm, 0, true});
       ::lsetxattr(proc_path(parent.get(), leaf).c_str(), kOverrideStat, v.data(), v.size(), 0);
     }
     if (type != AE_IFLNK && type != AE_IFDIR && ::fchmodat(parent.get(), leaf.c_str(), perm, 0) != 0)

@@ -5,13 +5,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
-#include <fstream>
-#include <sstream>
 #include <vector>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata {
 
@@ -24,36 +22,6 @@ UniqueFd open_at(int dirfd, const std::string& path, int flags, unsigned mode) {
   int fd = ::openat(dirfd, path.c_str(), flags | O_CLOEXEC, mode);
   if (fd < 0) throw_errno("open " + quote(path));
   return UniqueFd(fd);
-}
-
-void write_all(int fd, std::string_view data, std::string_view what) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + std::string(what));
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
-
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return out;
-    throw_errno("read directory " + quote(dir));
-  }
-  errno = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(std::move(n));
-  }
-  int err = errno;
-  ::closedir(d);
-  if (err != 0) throw SysError(err, "read directory " + quote(dir));
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 TempDir::TempDir(const std::string& parent, const std::string& prefix) {
@@ -74,22 +42,9 @@ TempDir::~TempDir() {
 
 // Removes the entries of the open directory DIRFD (which lives on device DEV).
 static void clear_dir(int dirfd, dev_t dev, const std::string& where) {
-  UniqueFd dup(::fcntl(dirfd, F_DUPFD_CLOEXEC, 0));
-  if (!dup) throw_errno("dup " + quote(where));
-  DIR* d = ::fdopendir(dup.get());
-  if (d == nullptr) throw_errno("read directory " + quote(where));
-  dup.release();
-  std::vector<std::pair<std::string, bool>> entries;
-  errno = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string name = e->d_name;
-    if (name == "." || name == "..") continue;
-    entries.emplace_back(std::move(name), e->d_type == DT_DIR || e->d_type == DT_UNKNOWN);
-  }
-  int err = errno;
-  ::closedir(d);
-  if (err != 0) throw SysError(err, "read directory " + quote(where));
-  for (const auto& [name, maybe_dir] : entries) {
+  for (const auto& entry : read_dir_entries(dirfd, where)) {
+    const std::string& name = entry.name;
+    bool maybe_dir = entry.type == DT_DIR || entry.type == DT_UNKNOWN;
     if (maybe_dir) {
       struct stat st {};
       if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
@@ -129,12 +84,5 @@ void remove_tree_at(int dirfd, const std::string& path) {
   }
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Error("cannot read " + quote(path));
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 }  // namespace strata

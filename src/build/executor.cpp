@@ -14,6 +14,7 @@
 #include "files.hpp"
 #include "strata/build_executor.hpp"
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata::build {
 
@@ -53,19 +54,7 @@ bool is_url(const std::string& s) { return s.rfind("http://", 0) == 0 || s.rfind
 
 bool dir_is_empty(const std::string& path) {
   UniqueFd fd = open_at(AT_FDCWD, path, O_RDONLY | O_DIRECTORY);
-  UniqueFd probe(::openat(fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  DIR* d = ::fdopendir(probe.release());
-  if (d == nullptr) throw_errno("read directory " + quote(path));
-  bool empty = true;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") {
-      empty = false;
-      break;
-    }
-  }
-  ::closedir(d);
-  return empty;
+  return read_dir_names(fd.get(), path).empty();
 }
 
 // What a stage has built so far.
@@ -516,15 +505,7 @@ class Executor {
         UniqueFd target = files::make_dirs(root, dest, created_owner);
         UniqueFd in = files::open_in_root(src_root, item.rel, O_RDONLY | O_DIRECTORY);
         files::CopySpec sub = spec;
-        DIR* d = ::fdopendir(::dup(in.get()));
-        if (d == nullptr) throw_errno("read directory " + quote(item.rel));
-        std::vector<std::string> names;
-        while (dirent* e = ::readdir(d)) {
-          std::string n = e->d_name;
-          if (n != "." && n != "..") names.push_back(n);
-        }
-        ::closedir(d);
-        std::sort(names.begin(), names.end());
+        std::vector<std::string> names = read_dir_names(in.get(), item.rel);
         for (const auto& n : names) {
           std::string rel = item.rel == "." ? n : item.rel + "/" + n;
           sub.ignore_prefix = rel;
@@ -622,12 +603,19 @@ void write_cache_entry(const std::string& dir, const std::string& tmp_dir, const
   int raw = ::mkstemp(tmpl.data());
   if (raw < 0) throw_errno("create a file in " + quote(tmp_dir));
   UniqueFd fd(raw);
-  bool ok = ::write(fd.get(), value.data(), value.size()) == static_cast<ssize_t>(value.size()) && ::fsync(fd.get()) == 0;
-  if (!ok || ::rename(tmpl.c_str(), (dir + "/" + key).c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmpl.c_str());
-    throw SysError(err, "write the build cache entry " + quote(dir + "/" + key));
-  }
+  // The staged file goes unless it was renamed into place.
+  struct Staged {
+    std::string path;
+    bool placed = false;
+    ~Staged() {
+      if (!placed) ::unlink(path.c_str());
+    }
+  } staged{tmpl};
+  std::string entry = dir + "/" + key;
+  write_all(fd.get(), value, "the build cache entry " + quote(entry));
+  if (::fsync(fd.get()) != 0 || ::rename(tmpl.c_str(), entry.c_str()) != 0)
+    throw_errno("write the build cache entry " + quote(entry));
+  staged.placed = true;
 }
 
 BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options) {

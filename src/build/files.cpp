@@ -19,9 +19,12 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <memory>
 #include <sstream>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
+#include "strata/idfile.hpp"
 
 namespace strata::build {
 
@@ -34,25 +37,6 @@ std::string relative(const std::string& path) {
   while (i < path.size() && path[i] == '/') ++i;
   std::string rel = path.substr(i);
   return rel.empty() ? "." : rel;
-}
-
-std::vector<std::string> list_dir(int dirfd, const std::string& where) {
-  UniqueFd dup(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dup) throw_errno("open directory " + quote(where));
-  DIR* d = ::fdopendir(dup.get());
-  if (d == nullptr) throw_errno("read directory " + quote(where));
-  dup.release();
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(std::move(n));
-  }
-  int err = errno;
-  ::closedir(d);
-  if (err != 0) throw SysError(err, "read directory " + quote(where));
-  std::sort(names.begin(), names.end());
-  return names;
 }
 
 // Reopens an O_PATH fd for reading.
@@ -72,14 +56,7 @@ void copy_data(int from, int to, const std::string& what) {
       throw_errno("read " + quote(what));
     }
     if (n == 0) return;
-    for (ssize_t off = 0; off < n;) {
-      ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw_errno("write " + quote(what));
-      }
-      off += w;
-    }
+    write_all(to, buf, static_cast<size_t>(n), quote(what));
   }
 }
 
@@ -157,7 +134,7 @@ void copy_tree(int src, const struct stat& st, int dest_dir, const std::string& 
     UniqueFd out(::openat(dest_dir, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!out) throw_errno("open " + quote(name));
     UniqueFd in = reopen(src, O_RDONLY | O_DIRECTORY, name);
-    for (const auto& child : list_dir(in.get(), name)) {
+    for (const auto& child : read_dir_names(in.get(), name)) {
       CopySpec sub = spec;
       if (spec.ignore != nullptr || spec.exclude != nullptr) {
         sub.ignore_prefix = spec.ignore_prefix == "." || spec.ignore_prefix.empty() ? child : spec.ignore_prefix + "/" + child;
@@ -200,14 +177,7 @@ void write_file(int dest_dir, const std::string& name, const std::string& conten
   clear_name(dest_dir, name, false);
   UniqueFd out(::openat(dest_dir, name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!out) throw_errno("create " + quote(name));
-  for (size_t off = 0; off < content.size();) {
-    ssize_t w = ::write(out.get(), content.data() + off, content.size() - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + quote(name));
-    }
-    off += static_cast<size_t>(w);
-  }
+  write_all(out.get(), content, quote(name));
   if (::fchown(out.get(), owner.uid, owner.gid) != 0) throw_errno("chown " + quote(name));
   if (::fchmod(out.get(), mode) != 0) throw_errno("chmod " + quote(name));
 }
@@ -244,27 +214,36 @@ std::string url_file_name(const std::string& url) {
 
 namespace {
 
+// Owners of the C handles a download uses.
+struct CurlFree {
+  void operator()(CURL* c) const noexcept { curl_easy_cleanup(c); }
+};
+struct XxhFree {
+  void operator()(XXH3_state_t* x) const noexcept { XXH3_freeState(x); }
+};
+struct EvpFree {
+  void operator()(EVP_MD_CTX* c) const noexcept { EVP_MD_CTX_free(c); }
+};
+
 struct Download {
   int fd = -1;
-  XXH3_state_t* xxh = nullptr;
-  EVP_MD_CTX* sha = nullptr;
+  std::unique_ptr<XXH3_state_t, XxhFree> xxh{XXH3_createState()};
+  std::unique_ptr<EVP_MD_CTX, EvpFree> sha{EVP_MD_CTX_new()};
   bool write_failed = false;
 };
 
+// libcurl's write callback: never throws (a C caller), reports by returning 0.
 size_t on_data(char* data, size_t size, size_t count, void* user) {
   auto* d = static_cast<Download*>(user);
   size_t n = size * count;
-  for (size_t off = 0; off < n;) {
-    ssize_t w = ::write(d->fd, data + off, n - off);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      d->write_failed = true;
-      return 0;
-    }
-    off += static_cast<size_t>(w);
+  try {
+    write_all(d->fd, data, n, "download");
+  } catch (const Error&) {
+    d->write_failed = true;
+    return 0;
   }
-  XXH3_128bits_update(d->xxh, data, n);
-  EVP_DigestUpdate(d->sha, data, n);
+  XXH3_128bits_update(d->xxh.get(), data, n);
+  EVP_DigestUpdate(d->sha.get(), data, n);
   return n;
 }
 
@@ -288,17 +267,11 @@ std::string download(const std::string& url, int dest_dir, const std::string& na
   if (!out) throw_errno("create " + quote(name));
   Download d;
   d.fd = out.get();
-  d.xxh = XXH3_createState();
-  d.sha = EVP_MD_CTX_new();
-  CURL* curl = curl_easy_init();
-  if (d.xxh == nullptr || d.sha == nullptr || curl == nullptr) {
-    XXH3_freeState(d.xxh);
-    EVP_MD_CTX_free(d.sha);
-    curl_easy_cleanup(curl);
-    throw Error("out of memory downloading " + quote(url));
-  }
-  XXH3_128bits_reset(d.xxh);
-  EVP_DigestInit_ex(d.sha, EVP_sha256(), nullptr);
+  std::unique_ptr<CURL, CurlFree> handle(curl_easy_init());
+  if (!d.xxh || !d.sha || !handle) throw Error("out of memory downloading " + quote(url));
+  CURL* curl = handle.get();
+  XXH3_128bits_reset(d.xxh.get());
+  EVP_DigestInit_ex(d.sha.get(), EVP_sha256(), nullptr);
   char errbuf[CURL_ERROR_SIZE] = {};
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
@@ -314,14 +287,11 @@ std::string download(const std::string& url, int dest_dir, const std::string& na
   CURLcode rc = curl_easy_perform(curl);
   long filetime = -1;
   curl_easy_getinfo(curl, CURLINFO_FILETIME, &filetime);
-  curl_easy_cleanup(curl);
   XXH128_canonical_t canon;
-  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(d.xxh));
+  XXH128_canonicalFromHash(&canon, XXH3_128bits_digest(d.xxh.get()));
   unsigned char sha[EVP_MAX_MD_SIZE];
   unsigned int sha_len = 0;
-  EVP_DigestFinal_ex(d.sha, sha, &sha_len);
-  XXH3_freeState(d.xxh);
-  EVP_MD_CTX_free(d.sha);
+  EVP_DigestFinal_ex(d.sha.get(), sha, &sha_len);
   if (rc != CURLE_OK) {
     ::unlinkat(dest_dir, name.c_str(), 0);
     throw Error("download " + quote(url) + ": " + (errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc)));
@@ -348,48 +318,27 @@ Owner resolve_chown(const std::string& spec, const std::string& passwd, const st
   auto colon = spec.find(':');
   std::string user = spec.substr(0, colon);
   std::string grp = colon == std::string::npos ? std::string() : spec.substr(colon + 1);
-  auto numeric = [](const std::string& s) {
-    return !s.empty() && s.size() < 11 && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
-  };
-  auto lookup = [](const std::string& db, const std::string& name, int id_field) -> std::optional<unsigned> {
-    std::stringstream lines(db);
-    std::string line;
-    while (std::getline(lines, line)) {
-      std::vector<std::string> fields;
-      std::stringstream f(line);
-      std::string field;
-      while (std::getline(f, field, ':')) fields.push_back(field);
-      if (fields.size() > static_cast<size_t>(id_field) && fields[0] == name) {
-        const std::string& v = fields[static_cast<size_t>(id_field)];
-        if (!v.empty() && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-          return static_cast<unsigned>(std::stoul(v));
-        }
-      }
-    }
-    return std::nullopt;
-  };
   if (user.empty()) throw Error("invalid --chown " + quote(spec) + ": no user");
+  auto users = idfile::parse_passwd(passwd);
   Owner o;
-  if (numeric(user)) {
-    o.uid = static_cast<unsigned>(std::stoul(user));
-  } else if (auto uid = lookup(passwd, user, 2)) {
+  auto uid = idfile::parse_id(user);
+  const idfile::PasswdEntry* entry = uid ? nullptr : idfile::find_user(users, user);
+  if (uid) {
     o.uid = *uid;
+  } else if (entry != nullptr) {
+    o.uid = entry->uid;
   } else {
     throw Error("--chown " + quote(spec) + ": no user " + quote(user) + " in the image's /etc/passwd");
   }
   // docker: a user without a group gets the same number as its group.
   o.gid = o.uid;
-  if (primary_group) {
-    o.gid = 0;
-    if (!numeric(user)) {
-      if (auto gid = lookup(passwd, user, 3)) o.gid = *gid;
-    }
-  }
+  if (primary_group) o.gid = entry != nullptr ? entry->gid : 0;
+  auto groups = idfile::parse_group(group);
   if (!grp.empty()) {
-    if (numeric(grp)) {
-      o.gid = static_cast<unsigned>(std::stoul(grp));
-    } else if (auto gid = lookup(group, grp, 2)) {
+    if (auto gid = idfile::parse_id(grp)) {
       o.gid = *gid;
+    } else if (const auto* g = idfile::find_group(groups, grp)) {
+      o.gid = g->gid;
     } else {
       throw Error("--chown " + quote(spec) + ": no group " + quote(grp) + " in the image's /etc/group");
     }
@@ -419,7 +368,7 @@ std::vector<std::string> expand_sources(int root_fd, const std::string& source, 
       }
       UniqueFd d = files::open_in_root(root_fd, dir, O_RDONLY | O_DIRECTORY);
       if (!d) continue;
-      for (const auto& name : files::list_dir(d.get(), dir)) {
+      for (const auto& name : read_dir_names(d.get(), dir)) {
         if (::fnmatch(pat.c_str(), name.c_str(), 0) != 0) continue;
         std::string path = dir == "." ? name : dir + "/" + name;
         if (ignore.excluded(path)) continue;
@@ -469,7 +418,7 @@ void hash_tree(XXH3_state_t* h, int fd, const struct stat& st, const std::string
     hash_field(h, std::string_view(target, static_cast<size_t>(n)));
   } else if (S_ISDIR(st.st_mode)) {
     UniqueFd in = files::reopen(fd, O_RDONLY | O_DIRECTORY, rel);
-    for (const auto& name : files::list_dir(in.get(), rel)) {
+    for (const auto& name : read_dir_names(in.get(), rel)) {
       std::string child = rel == "." ? name : rel + "/" + name;
       if (ignore.excluded(child)) continue;
       UniqueFd c(::openat(in.get(), name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));

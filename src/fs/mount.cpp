@@ -19,6 +19,7 @@
 #include <filesystem>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "union_fs.hpp"
 
 namespace strata::fs {
@@ -63,16 +64,10 @@ constexpr const char* kStagingDir = "strata.work";
 // Opens WORKDIR/strata.work, deleting what an earlier mount (perhaps killed)
 // left there: half-built copies are never visible, so they are simply removed.
 UniqueFd open_staging(int workdir_fd, const std::string& path) {
-  UniqueFd dup(::openat(workdir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!dup) throw SysError(errno, "workdir " + quote(path));
-  DIR* d = ::fdopendir(dup.release());
-  if (!d) throw SysError(errno, "workdir " + quote(path));
   std::string foreign;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != ".." && n != kStagingDir && n != "work" && n != "index") foreign = n;
+  for (const auto& n : read_dir_names(workdir_fd, path)) {
+    if (n != kStagingDir && n != "work" && n != "index") foreign = n;
   }
-  ::closedir(d);
   if (!foreign.empty()) {
     throw UsageError("workdir " + quote(path) + " is not empty (it holds " + quote(foreign) + ")");
   }
@@ -81,15 +76,7 @@ UniqueFd open_staging(int workdir_fd, const std::string& path) {
   }
   UniqueFd staging(::openat(workdir_fd, kStagingDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!staging) throw SysError(errno, "workdir " + quote(path + "/" + kStagingDir));
-  UniqueFd list(::openat(staging.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  DIR* sd = list ? ::fdopendir(list.release()) : nullptr;
-  if (!sd) throw SysError(errno, "workdir " + quote(path));
-  std::vector<std::string> names;
-  while (dirent* e = ::readdir(sd)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  ::closedir(sd);
+  std::vector<std::string> names = read_dir_names(staging.get(), path + "/" + kStagingDir);
   for (const auto& n : names) remove_tree_at(staging.get(), n);
   return staging;
 }

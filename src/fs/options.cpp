@@ -1,5 +1,5 @@
 // Command line and on-disk conventions of stratafs: option parsing in the
-// overlayfs / FUSE style, id maps, and the override_stat xattr format.
+// overlayfs / FUSE style and id maps.
 //
 // The command line is parsed by hand rather than with Boost.Program_options:
 // mount(8), mount.fuse3 and fstab hand FUSE drivers a comma-separated `-o`
@@ -7,37 +7,16 @@
 // first positional may be a source name; that grammar is FUSE's, not POSIX
 // getopt's.
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 
-#include <charconv>
 #include <cstring>
 
 #include "strata/error.hpp"
 #include "strata/fs.hpp"
+#include "strata/text.hpp"
 
 namespace strata::fs {
 
 namespace {
-
-std::optional<std::uint64_t> parse_number(std::string_view s, int base) {
-  if (s.empty()) return std::nullopt;
-  std::uint64_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, base);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  std::size_t start = 0;
-  for (;;) {
-    std::size_t pos = s.find(sep, start);
-    out.push_back(s.substr(start, pos == std::string_view::npos ? std::string_view::npos : pos - start));
-    if (pos == std::string_view::npos) break;
-    start = pos + 1;
-  }
-  return out;
-}
 
 // Splits the -o list on commas. uidmapping/gidmapping values use colons only,
 // so a plain comma split is what fuse-overlayfs and mount.fuse3 expect.
@@ -139,7 +118,7 @@ IdMap IdMap::parse(std::string_view spec, std::string_view what) {
   }
   std::vector<IdRange> ranges;
   for (std::size_t i = 0; i < fields.size(); i += 3) {
-    auto c = parse_number(fields[i], 10), h = parse_number(fields[i + 1], 10), n = parse_number(fields[i + 2], 10);
+    auto c = parse_unsigned(fields[i], 10), h = parse_unsigned(fields[i + 1], 10), n = parse_unsigned(fields[i + 2], 10);
     if (!c || !h || !n || *n == 0 || *c + *n > 0x100000000ULL || *h + *n > 0x100000000ULL) {
       throw UsageError(std::string(what) + " " + quote(spec) + " has a bad range at field " + std::to_string(i + 1));
     }
@@ -162,66 +141,6 @@ std::optional<std::uint32_t> IdMap::to_host(std::uint32_t container_id) const no
     if (container_id >= r.container && container_id - r.container < r.count) return r.host + (container_id - r.container);
   }
   return std::nullopt;
-}
-
-std::optional<OverrideStat> parse_override_stat(std::string_view value) {
-  // Tolerate the NUL terminator some writers store.
-  while (!value.empty() && value.back() == '\0') value.remove_suffix(1);
-  auto fields = split(value, ':');
-  if (fields.size() != 3 && fields.size() != 4) return std::nullopt;
-  auto uid = parse_number(fields[0], 10), gid = parse_number(fields[1], 10), mode = parse_number(fields[2], 8);
-  if (!uid || !gid || !mode || *uid > 0xffffffffULL || *gid > 0xffffffffULL || *mode > 07777) return std::nullopt;
-  OverrideStat o;
-  o.uid = static_cast<uid_t>(*uid);
-  o.gid = static_cast<gid_t>(*gid);
-  o.mode = static_cast<mode_t>(*mode);
-  if (fields.size() == 4) {
-    std::string_view t = fields[3];
-    o.has_type = true;
-    auto device = [&](std::string_view rest, mode_t type) -> bool {
-      auto parts = split(rest, '-');
-      if (parts.size() != 2) return false;
-      auto maj = parse_number(parts[0], 10), min = parse_number(parts[1], 10);
-      if (!maj || !min || *maj > 0xfffff || *min > 0xfffff) return false;
-      o.mode |= type;
-      o.rdev = makedev(static_cast<unsigned>(*maj), static_cast<unsigned>(*min));
-      return true;
-    };
-    if (t == "file") {
-      o.mode |= S_IFREG;
-    } else if (t == "dir") {
-      o.mode |= S_IFDIR;
-    } else if (t == "symlink") {
-      o.mode |= S_IFLNK;
-    } else if (t == "pipe") {
-      o.mode |= S_IFIFO;
-    } else if (t == "socket") {
-      o.mode |= S_IFSOCK;
-    } else if (t.starts_with("block-")) {
-      if (!device(t.substr(6), S_IFBLK)) return std::nullopt;
-    } else if (t.starts_with("char-")) {
-      if (!device(t.substr(5), S_IFCHR)) return std::nullopt;
-    } else {
-      return std::nullopt;
-    }
-  }
-  return o;
-}
-
-std::string format_override_stat(const OverrideStat& v) {
-  char mode[16];
-  std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(v.mode & 07777));
-  std::string out = std::to_string(v.uid) + ":" + std::to_string(v.gid) + ":" + mode;
-  if (!v.has_type) return out;
-  switch (v.mode & S_IFMT) {
-    case S_IFDIR: return out + ":dir";
-    case S_IFLNK: return out + ":symlink";
-    case S_IFIFO: return out + ":pipe";
-    case S_IFSOCK: return out + ":socket";
-    case S_IFBLK: return out + ":block-" + std::to_string(major(v.rdev)) + "-" + std::to_string(minor(v.rdev));
-    case S_IFCHR: return out + ":char-" + std::to_string(major(v.rdev)) + "-" + std::to_string(minor(v.rdev));
-    default: return out + ":file";
-  }
 }
 
 CommandLineAction parse_command_line(int argc, const char* const* argv, MountOptions& o) {

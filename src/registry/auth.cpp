@@ -9,6 +9,7 @@
 
 #include "util.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/registry.hpp"
 
 namespace strata::registry {

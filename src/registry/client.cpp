@@ -9,6 +9,8 @@
 #include <cstdlib>
 
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
+#include "strata/text.hpp"
 #include "util.hpp"
 
 namespace strata::registry {
@@ -46,15 +48,8 @@ void load_cert_dir(const std::string& dir, http::Tls& tls) {
 std::vector<std::string> cert_bases() {
   if (const char* e = std::getenv("STRATA_CERTS_D"); e != nullptr && *e != '\0') {
     std::vector<std::string> out;
-    std::string s = e;
-    std::size_t start = 0;
-    for (;;) {
-      auto colon = s.find(':', start);
-      std::string part = s.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
-      if (!part.empty()) out.push_back(part);
-      if (colon == std::string::npos) break;
-      start = colon + 1;
-    }
+    for (auto part : split(e, ':'))
+      if (!part.empty()) out.emplace_back(part);
     return out;
   }
   std::vector<std::string> out;

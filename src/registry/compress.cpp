@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 
 namespace strata::registry {

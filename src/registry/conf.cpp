@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/registry.hpp"
 #include "util.hpp"
 

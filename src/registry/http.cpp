@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/registry.hpp"
 #include "util.hpp"
 

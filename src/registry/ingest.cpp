@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata::registry {
 

@@ -8,6 +8,7 @@
 
 #include "util.hpp"
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 
 namespace strata::registry {

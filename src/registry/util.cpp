@@ -11,6 +11,7 @@
 #include <random>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 
 namespace strata::registry {

@@ -2,93 +2,28 @@
 // specs resolved against a container's /etc/passwd and /etc/group, and the
 // environment a command starts with.
 #include <algorithm>
-#include <charconv>
 #include <limits>
 
 #include "strata/error.hpp"
+#include "strata/idfile.hpp"
+#include "strata/text.hpp"
 #include "strata/sandbox.hpp"
 
 namespace strata::sandbox {
 
 namespace {
 
-std::vector<std::string_view> split(std::string_view s, char sep) {
-  std::vector<std::string_view> out;
-  std::size_t start = 0;
-  for (;;) {
-    auto pos = s.find(sep, start);
-    if (pos == std::string_view::npos) {
-      out.push_back(s.substr(start));
-      return out;
-    }
-    out.push_back(s.substr(start, pos - start));
-    start = pos + 1;
-  }
-}
-
-std::vector<std::string_view> lines(std::string_view content) {
-  std::vector<std::string_view> out;
-  for (auto line : split(content, '\n')) {
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    if (line.empty() || line.front() == '#') continue;
-    out.push_back(line);
-  }
-  return out;
-}
-
 std::optional<std::uint32_t> parse_u32(std::string_view s) {
-  if (s.empty()) return std::nullopt;
-  std::uint32_t v = 0;
-  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v, 10);
-  if (ec != std::errc() || p != s.data() + s.size()) return std::nullopt;
-  return v;
-}
-
-// One /etc/passwd entry.
-struct PasswdEntry {
-  std::string_view name;
-  std::uint32_t uid = 0;
-  std::uint32_t gid = 0;
-  std::string_view home;
-};
-
-std::vector<PasswdEntry> parse_passwd(std::string_view passwd) {
-  std::vector<PasswdEntry> out;
-  for (auto line : lines(passwd)) {
-    auto f = split(line, ':');
-    if (f.size() < 7) continue;
-    auto uid = parse_u32(f[2]), gid = parse_u32(f[3]);
-    if (!uid || !gid) continue;
-    out.push_back({f[0], *uid, *gid, f[5]});
-  }
-  return out;
-}
-
-struct GroupEntry {
-  std::string_view name;
-  std::uint32_t gid = 0;
-  std::vector<std::string_view> members;
-};
-
-std::vector<GroupEntry> parse_group(std::string_view group) {
-  std::vector<GroupEntry> out;
-  for (auto line : lines(group)) {
-    auto f = split(line, ':');
-    if (f.size() < 4) continue;
-    auto gid = parse_u32(f[2]);
-    if (!gid) continue;
-    GroupEntry e{f[0], *gid, {}};
-    if (!f[3].empty()) e.members = split(f[3], ',');
-    out.push_back(std::move(e));
-  }
-  return out;
+  auto v = parse_unsigned(s, 10, std::numeric_limits<std::uint32_t>::max());
+  if (!v) return std::nullopt;
+  return static_cast<std::uint32_t>(*v);
 }
 
 }  // namespace
 
 std::vector<SubIdRange> parse_subid_file(std::string_view content) {
   std::vector<SubIdRange> out;
-  for (auto line : lines(content)) {
+  for (auto line : content_lines(content)) {
     auto f = split(line, ':');
     if (f.size() != 3 || f[0].empty()) continue;
     auto start = parse_u32(f[1]), count = parse_u32(f[2]);
@@ -147,28 +82,17 @@ ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::strin
     has_group = true;
     if (group_part.empty()) throw Error("bad user " + quote(spec) + ": empty group", ExitCode::run_failed);
   }
-  auto users = parse_passwd(passwd);
-  auto groups = parse_group(group);
+  auto users = idfile::parse_passwd(passwd);
+  auto groups = idfile::parse_group(group);
 
   ExecUser out;
-  std::string_view user_name;
-  const PasswdEntry* found = nullptr;
   if (user_part.empty()) user_part = "0";
-  if (auto numeric = parse_u32(user_part)) {
+  const idfile::PasswdEntry* found = nullptr;
+  if (auto numeric = idfile::parse_id(user_part, ExitCode::run_failed)) {
     out.uid = *numeric;
-    for (const auto& u : users) {
-      if (u.uid == *numeric) {
-        found = &u;
-        break;
-      }
-    }
+    found = idfile::find_user(users, *numeric);
   } else {
-    for (const auto& u : users) {
-      if (u.name == user_part) {
-        found = &u;
-        break;
-      }
-    }
+    found = idfile::find_user(users, user_part);
     if (!found) {
       throw Error("unable to find user " + quote(user_part) + ": no matching entries in passwd file",
                   ExitCode::run_failed);
@@ -177,24 +101,23 @@ ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::strin
   if (found) {
     out.uid = found->uid;
     out.gid = found->gid;
-    user_name = found->name;
-    if (!found->home.empty()) out.home = std::string(found->home);
+    if (!found->home.empty()) out.home = found->home;
   }
   if (has_group) {
-    if (auto numeric = parse_u32(group_part)) {
+    if (auto numeric = idfile::parse_id(group_part, ExitCode::run_failed)) {
       out.gid = *numeric;
     } else {
-      auto it = std::find_if(groups.begin(), groups.end(), [&](const GroupEntry& g) { return g.name == group_part; });
-      if (it == groups.end()) {
+      const auto* g = idfile::find_group(groups, group_part);
+      if (!g) {
         throw Error("unable to find group " + quote(group_part) + ": no matching entries in group file",
                     ExitCode::run_failed);
       }
-      out.gid = it->gid;
+      out.gid = g->gid;
     }
   }
-  if (!user_name.empty()) {
+  if (found) {
     for (const auto& g : groups) {
-      if (std::find(g.members.begin(), g.members.end(), user_name) != g.members.end() &&
+      if (std::find(g.members.begin(), g.members.end(), found->name) != g.members.end() &&
           std::find(out.groups.begin(), out.groups.end(), g.gid) == out.groups.end()) {
         out.groups.push_back(g.gid);
       }

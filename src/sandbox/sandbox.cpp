@@ -38,6 +38,7 @@
 
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 
 namespace strata::sandbox {
@@ -74,17 +75,6 @@ std::string read_container_file(const char* path) {
 }
 
 std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
-
-void write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write");
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-}
 
 // Opens PATH relative to ROOT as if ROOT were "/": symlinks and ".." cannot
 // leave it. Returns -1 with errno set on failure.
@@ -797,7 +787,7 @@ bool copy_some(int from, int to) {
   if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
   if (n <= 0) return false;
   try {
-    write_all(to, std::string_view(buf, static_cast<std::size_t>(n)));
+    write_all(to, buf, static_cast<std::size_t>(n), "terminal output");
   } catch (const Error&) {
     return false;
   }
@@ -842,7 +832,7 @@ int supervise(pid_t child, const RunSpec& spec, int sigfd, UniqueFd master) {
       ssize_t n = ::read(0, buf, sizeof buf);
       if (n > 0) {
         try {
-          write_all(master.get(), std::string_view(buf, static_cast<std::size_t>(n)));
+          write_all(master.get(), buf, static_cast<std::size_t>(n), "terminal input");
         } catch (const Error&) {
           relay_stdin = false;
         }

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 #include "strata/store.hpp"
 
@@ -30,27 +31,6 @@ namespace {
 
 constexpr std::string_view kWhiteout = ".wh.";
 constexpr const char* kOpaque = ".wh..wh..opq";
-
-std::vector<std::string> list_dir(int dirfd, const std::string& shown) {
-  int dup = ::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dup < 0) throw_errno("open " + quote(shown));
-  DIR* d = ::fdopendir(dup);
-  if (d == nullptr) {
-    ::close(dup);
-    throw_errno("read directory " + quote(shown));
-  }
-  std::vector<std::string> names;
-  errno = 0;
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") names.push_back(n);
-  }
-  int err = errno;
-  ::closedir(d);
-  if (err != 0) throw SysError(err, "read directory " + quote(shown));
-  std::sort(names.begin(), names.end());
-  return names;
-}
 
 // lstat of NAME in DIRFD; false when it does not exist.
 bool stat_at(int dirfd, const std::string& name, struct stat& st, const std::string& shown) {
@@ -124,12 +104,12 @@ void link_entry(int from_dir, int to_dir, const std::string& name, const std::st
 // it in messages). OPAQUE: TO must hide whatever lies beneath the merged
 // layer (it replaced a whiteout or a non-directory).
 void merge_dir(int from, int to, const std::string& rel, bool opaque, Modes& modes) {
-  std::vector<std::string> names = list_dir(from, rel);
+  std::vector<std::string> names = read_dir_names(from, rel);
   auto path_of = [&](const std::string& n) { return rel.empty() ? n : rel + "/" + n; };
   bool from_opaque = std::find(names.begin(), names.end(), kOpaque) != names.end();
   if (from_opaque) {
     // An opaque directory drops what the layers below put in it.
-    for (const auto& n : list_dir(to, rel)) remove_entry(to, n, path_of(n));
+    for (const auto& n : read_dir_names(to, rel)) remove_entry(to, n, path_of(n));
   }
   struct stat mst {};
   if (from_opaque) {

@@ -28,6 +28,7 @@
 #include <sstream>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata::store {
 
@@ -57,17 +58,6 @@ bool exists(const std::string& path) {
 
 void mkdir_if_missing(const std::string& path, mode_t mode) {
   if (::mkdir(path.c_str(), mode) != 0 && errno != EEXIST) throw_errno("create directory " + quote(path));
-}
-
-void write_all(int fd, std::string_view data, const std::string& what) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      throw_errno("write " + quote(what));
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
 }
 
 void fsync_dir(const std::string& dir) {
@@ -100,22 +90,6 @@ class FileLock {
  private:
   UniqueFd fd_;
 };
-
-std::vector<std::string> list_dir(const std::string& dir) {
-  std::vector<std::string> out;
-  DIR* d = ::opendir(dir.c_str());
-  if (d == nullptr) {
-    if (errno == ENOENT) return out;
-    throw_errno("read directory " + quote(dir));
-  }
-  while (dirent* e = ::readdir(d)) {
-    std::string n = e->d_name;
-    if (n != "." && n != "..") out.push_back(n);
-  }
-  ::closedir(d);
-  std::sort(out.begin(), out.end());
-  return out;
-}
 
 bool is_hex(std::string_view s) {
   return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
@@ -349,7 +323,7 @@ void atomic_write(const std::string& tmp, const std::string& path, std::string_v
   UniqueFd fd(::open(stage.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644));
   if (!fd) throw_errno("create " + quote(stage));
   try {
-    write_all(fd.get(), data, stage);
+    write_all(fd.get(), data, quote(stage));
     if (::fsync(fd.get()) != 0) throw_errno("sync " + quote(stage));
     fd.reset();
     if (::rename(stage.c_str(), path.c_str()) != 0) throw_errno("rename into " + quote(path));
@@ -489,7 +463,7 @@ std::pair<oci::Digest, std::int64_t> Store::put_blob(std::string_view data) {
   std::string path = blob_path(d);
   if (!exists(path)) {
     Staged st(tmp_dir(), "blob", false);
-    write_all(st.fd(), data, st.path());
+    write_all(st.fd(), data, quote(st.path()));
     if (::fsync(st.fd()) != 0) throw_errno("sync " + quote(st.path()));
     ::fchmod(st.fd(), 0444);
     st.commit(path);

@@ -1,6 +1,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -8,7 +9,12 @@
 
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
+#include "strata/idfile.hpp"
+#include "strata/override_stat.hpp"
+#include "strata/text.hpp"
 
+using namespace strata;
 using strata::quote;
 using strata::TempDir;
 using strata::UniqueFd;
@@ -67,4 +73,87 @@ TEST_CASE("open_at reports the path it could not open") {
   } catch (const strata::SysError& e) {
     CHECK(std::string(e.what()) == "open '/nonexistent/strata-test': No such file or directory");
   }
+}
+
+TEST_CASE("override_stat values round-trip in containers/storage format") {
+  auto o = parse_override_stat("0:0:0755:dir");
+  REQUIRE(o);
+  CHECK(o->mode == (S_IFDIR | 0755));
+  o = parse_override_stat("1000:100:0644");
+  REQUIRE(o);
+  CHECK(o->uid == 1000);
+  CHECK(o->gid == 100);
+  CHECK_FALSE(o->has_type);
+  o = parse_override_stat("0:5:0620:char-4-1");
+  REQUIRE(o);
+  CHECK(S_ISCHR(o->mode));
+  CHECK(o->rdev == makedev(4, 1));
+  CHECK(format_override_stat(*o) == "0:5:0620:char-4-1");
+  OverrideStat f{12, 34, S_IFREG | 04755, 0, true};
+  CHECK(format_override_stat(f) == "12:34:4755:file");
+  CHECK_FALSE(parse_override_stat("a:b:c"));
+  CHECK_FALSE(parse_override_stat("0:0:0644:weird"));
+  // File-type bits in MODE, as some writers store them, give the type.
+  o = parse_override_stat("0:0:40755");
+  REQUIRE(o);
+  CHECK(S_ISDIR(o->mode));
+  CHECK((o->mode & 07777) == 0755);
+  CHECK_FALSE(parse_override_stat("0:0:40755:file"));  // the two types disagree
+  CHECK_FALSE(parse_override_stat("0:0:170755"));      // not a file type
+  // (uid_t)-1 would mean "unchanged" to chown: never an owner.
+  CHECK_FALSE(parse_override_stat("4294967295:0:0644"));
+  CHECK_FALSE(parse_override_stat("0:4294967295:0644"));
+  CHECK(parse_override_stat("4294967294:0:0644"));
+  CHECK(parse_override_stat(std::string("1:2:0644\0", 9)));  // a stored NUL terminator
+}
+
+TEST_CASE("split, content_lines and parse_unsigned") {
+  CHECK(split("a::b", ':') == std::vector<std::string_view>{"a", "", "b"});
+  CHECK(split("", ':') == std::vector<std::string_view>{""});
+  CHECK(content_lines("a\r\n\n# c\nb") == std::vector<std::string_view>{"a", "b"});
+  CHECK(parse_unsigned("755", 8) == 0755U);
+  CHECK_FALSE(parse_unsigned("+1"));
+  CHECK_FALSE(parse_unsigned(" 1"));
+  CHECK_FALSE(parse_unsigned("11", 10, 10));
+  CHECK_FALSE(parse_unsigned(""));
+}
+
+TEST_CASE("idfile reads passwd and group and refuses the id that means no change") {
+  auto users = idfile::parse_passwd(
+      "root:x:0:0:root:/root:/bin/sh\n# comment\nbad line\nnobody:x:4294967295:0::/:/bin/false\n"
+      "app:x:1000:100:App:/home/app:/bin/sh\n");
+  REQUIRE(users.size() == 2);  // nobody's uid is (uid_t)-1: it can name no one
+  CHECK(idfile::find_user(users, "app")->home == "/home/app");
+  CHECK(idfile::find_user(users, 1000U)->name == "app");
+  CHECK(idfile::find_user(users, "nobody") == nullptr);
+  auto groups = idfile::parse_group("wheel:x:10:root,app\nstaff:x:50:\n");
+  REQUIRE(groups.size() == 2);
+  CHECK(idfile::find_group(groups, "wheel")->members == std::vector<std::string>{"root", "app"});
+  CHECK(idfile::find_group(groups, "staff")->members.empty());
+  CHECK(idfile::parse_id("1000") == 1000U);
+  CHECK_FALSE(idfile::parse_id("app"));
+  CHECK_FALSE(idfile::parse_id("-1"));  // not digits: a name, which passwd will not have
+  CHECK(idfile::parse_id("4294967294") == 4294967294U);
+  CHECK_THROWS_AS(idfile::parse_id("4294967295"), Error);
+  CHECK_THROWS_AS(idfile::parse_id("99999999999999999999"), Error);
+}
+
+TEST_CASE("list_dir, read_dir_entries and write_all") {
+  TempDir dir("/tmp");
+  CHECK(list_dir(dir.path() + "/missing").empty());
+  for (const char* n : {"b", "a", "c"}) {
+    UniqueFd fd = open_at(AT_FDCWD, dir.path() + "/" + n, O_WRONLY | O_CREAT, 0600);
+    write_all(fd.get(), std::string_view("hello"), n);
+  }
+  ::mkdir((dir.path() + "/d").c_str(), 0700);
+  CHECK(list_dir(dir.path()) == std::vector<std::string>{"a", "b", "c", "d"});
+  UniqueFd d = open_at(AT_FDCWD, dir.path(), O_RDONLY | O_DIRECTORY);
+  auto entries = read_dir_entries(d.get(), dir.path());
+  REQUIRE(entries.size() == 4);
+  CHECK((entries[3].type == DT_DIR || entries[3].type == DT_UNKNOWN));
+  CHECK(read_file(dir.path() + "/a") == "hello");
+  UniqueFd f = open_at(AT_FDCWD, dir.path() + "/a", O_WRONLY);
+  pwrite_all(f.get(), "J", 1, 0, "a");
+  CHECK(read_file(dir.path() + "/a") == "Jello");
+  CHECK_THROWS_AS(write_all(-1, std::string_view("x"), "nothing"), SysError);
 }

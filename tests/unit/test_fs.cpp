@@ -85,22 +85,3 @@ TEST_CASE("id maps work both ways, fuse-overlayfs syntax") {
   CHECK_THROWS_AS(IdMap::parse("0:x:1", "uidmapping"), strata::UsageError);
 }
 
-TEST_CASE("override_stat values round-trip in containers/storage format") {
-  auto o = parse_override_stat("0:0:0755:dir");
-  REQUIRE(o);
-  CHECK(o->mode == (S_IFDIR | 0755));
-  o = parse_override_stat("1000:100:0644");
-  REQUIRE(o);
-  CHECK(o->uid == 1000);
-  CHECK(o->gid == 100);
-  CHECK_FALSE(o->has_type);
-  o = parse_override_stat("0:5:0620:char-4-1");
-  REQUIRE(o);
-  CHECK(S_ISCHR(o->mode));
-  CHECK(o->rdev == makedev(4, 1));
-  CHECK(format_override_stat(*o) == "0:5:0620:char-4-1");
-  OverrideStat f{12, 34, S_IFREG | 04755, 0, true};
-  CHECK(format_override_stat(f) == "12:34:4755:file");
-  CHECK_FALSE(parse_override_stat("a:b:c"));
-  CHECK_FALSE(parse_override_stat("0:0:0644:weird"));
-}

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 #include "strata/registry.hpp"
 

@@ -10,6 +10,7 @@
 #include "registry_common.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 
 namespace strata::cli {

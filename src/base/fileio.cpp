@@ -1,0 +1,91 @@
+#include "strata/fileio.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <fstream>
+#include <sstream>
+
+#include "strata/error.hpp"
+#include "strata/fd.hpp"
+
+namespace strata {
+
+void UniqueDir::reset(DIR* dir) noexcept {
+  if (dir_ != nullptr) ::closedir(dir_);
+  dir_ = dir;
+}
+
+std::vector<DirEntry> read_dir_entries(int dirfd, const std::string& where) {
+  // A new open file description: the caller's offset stays where it was.
+  UniqueFd fresh(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fresh) throw SysError(errno, "open directory " + quote(where));
+  UniqueDir dir(::fdopendir(fresh.get()));
+  if (!dir) throw SysError(errno, "read directory " + quote(where));
+  fresh.release();
+  std::vector<DirEntry> entries;
+  errno = 0;
+  while (dirent* e = ::readdir(dir.get())) {
+    std::string_view n = e->d_name;
+    if (n != "." && n != "..") entries.push_back({std::string(n), e->d_type});
+  }
+  if (errno != 0) throw SysError(errno, "read directory " + quote(where));
+  std::sort(entries.begin(), entries.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
+  return entries;
+}
+
+std::vector<std::string> read_dir_names(int dirfd, const std::string& where) {
+  std::vector<std::string> names;
+  for (auto& e : read_dir_entries(dirfd, where)) names.push_back(std::move(e.name));
+  return names;
+}
+
+std::vector<std::string> list_dir(const std::string& path) {
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ENOENT) return {};
+    throw SysError(errno, "read directory " + quote(path));
+  }
+  return read_dir_names(fd.get(), path);
+}
+
+void write_all(int fd, const void* data, std::size_t size, const std::string& what) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::write(fd, p, size);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "write " + what);
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+void write_all(int fd, std::string_view data, const std::string& what) { write_all(fd, data.data(), data.size(), what); }
+
+void pwrite_all(int fd, const void* data, std::size_t size, off_t offset, const std::string& what) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, p, size, offset);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw SysError(errno, "write " + what);
+    }
+    p += n;
+    offset += n;
+    size -= static_cast<std::size_t>(n);
+  }
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Error("cannot read " + quote(path));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+}  // namespace strata
