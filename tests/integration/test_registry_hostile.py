@@ -180,9 +180,11 @@ def test_a_stream_that_always_breaks_gives_up(strata, fake):
         return True
 
     fake.behave["blob:" + digest] = never_complete
-    r = refused(strata, fake, digest, "gave up after")
-    # What arrived is kept for the next pull to resume (prune removes it).
+    refused(strata, fake, digest, "gave up after")
+    # What arrived is kept for the next pull to resume; prune removes it.
     assert len(partials(strata)) == 1
+    strata("prune")
+    assert partials(strata) == []
 
 
 def test_429_waits_for_retry_after_then_succeeds(strata, fake):
