@@ -5,15 +5,20 @@
 set -euo pipefail
 
 build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev libxxhash-dev
-  libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev)
+  libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev
+  libtomlplusplus-dev)
 # What the integration tests drive: real FUSE, kernel overlayfs's reference
 # tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
 # unprivileged user's id mapping tools, and the offline base image's busybox.
 test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils uidmap kmod
   skopeo umoci buildah docker-registry util-linux procps psmisc)
+# The registry tests: htpasswd for Basic auth, openssl for TLS certificates,
+# PyJWT and cryptography for the Bearer token server.
+test_pkgs+=(apache2-utils openssl python3-jwt python3-cryptography)
 # strata run's opt-in Debian test (STRATA_SLOW_TESTS=1) builds its base with debootstrap.
 test_pkgs+=(debootstrap)
-bench_pkgs=(fuse-overlayfs hyperfine umoci buildah time g++ python3 util-linux linux-perf strace busybox-static)
+bench_pkgs=(fuse-overlayfs hyperfine umoci buildah time g++ python3 util-linux linux-perf strace busybox-static
+  skopeo podman docker-registry)
 
 groups=("$@")
 [ ${#groups[@]} -gt 0 ] || groups=(build test)

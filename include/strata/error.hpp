@@ -24,6 +24,7 @@ enum class ExitCode : int {
   run_failed = 125,
   cannot_invoke = 126,
   command_not_found = 127,
+  interrupted = 130,  // stopped by SIGINT or SIGTERM (128 + SIGINT), as a shell reports it
 };
 
 class Error : public std::runtime_error {

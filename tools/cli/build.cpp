@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli.hpp"
+#include "registry_common.hpp"
 #include "strata/build.hpp"
 #include "strata/build_executor.hpp"
 #include "strata/dockerfile.hpp"
@@ -86,7 +87,7 @@ std::string read_text(std::istream& in) { return {std::istreambuf_iterator<char>
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
   std::vector<std::string> tags, build_args, labels;
-  std::string file, target, progress = "plain", pull = "never", context;
+  std::string file, target, progress = "plain", context;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
       ("file,f", po::value(&file), "the Dockerfile (default: CONTEXT/Dockerfile; '-' reads standard input)")
@@ -96,9 +97,9 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
-      ("pull", po::value(&pull), "pull policy: only 'never' (bases come from the local store)")
       ("quiet,q", po::bool_switch(), "print only the image id")
       ("context", po::value(&context)->required(), "the build context directory");
+  add_pull_options(options);
   po::positional_options_description positional;
   positional.add("context", 1);
   po::variables_map vm;
@@ -106,9 +107,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   if (progress != "plain" && progress != "tty" && progress != "auto") {
     throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
   }
-  if (pull != "never" && pull != "false") {
-    throw UsageError("build: --pull=" + pull + " is not supported: bases come from the local store (--pull=never)");
-  }
+  PullPolicy pull = pull_policy(vm, "build");
 
   std::map<std::string, std::string> arg_map;
   for (const auto& a : build_args) {
@@ -157,8 +156,9 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   b::PlanOptions popt;
   popt.build_args = arg_map;
   popt.target = target;
-  popt.resolve = [&store](const std::string& ref) -> std::optional<b::BaseImage> {
-    auto img = store.find_image(ref);
+  popt.resolve = [&store, &vm, pull](const std::string& ref) -> std::optional<b::BaseImage> {
+    // A base the store lacks is pulled (FROM); its progress shares stdout with the steps.
+    auto img = store.find_image(ensure_image(store, ref, pull, vm, std::cout));
     if (!img) return std::nullopt;
     b::BaseImage base;
     base.id = img->config_digest.str();

@@ -9,6 +9,7 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "registry_common.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
 
@@ -29,12 +30,14 @@ int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("name", po::value<std::string>(), "container name")("image", po::value<std::string>()->required(),
                                                                           "image");
+  add_pull_options(opts);
   po::positional_options_description pos;
   pos.add("image", 1);
   po::variables_map vm;
-  if (!parse_args("create", "strata create [--name NAME] IMAGE", opts, pos, args, vm)) return 0;
+  if (!parse_args("create", "strata create [--name NAME] [--pull POLICY] IMAGE", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
-  auto c = store.create_container(vm["image"].as<std::string>(), vm.count("name") != 0U ? vm["name"].as<std::string>() : "");
+  std::string image = ensure_image(store, vm["image"].as<std::string>(), pull_policy(vm, "create"), vm, std::cerr);
+  auto c = store.create_container(image, vm.count("name") != 0U ? vm["name"].as<std::string>() : "");
   std::cout << c.id << "\n";
   return 0;
 }
@@ -146,14 +149,16 @@ int mount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   opts.add_options()("read-only,r", "mount a container read-only")("target", po::value<std::string>()->required(),
                                                                   "image or container")(
       "mountpoint", po::value<std::string>()->required(), "directory");
+  add_pull_options(opts);
   po::positional_options_description pos;
   pos.add("target", 1).add("mountpoint", 1);
   po::variables_map vm;
-  if (!parse_args("mount", "strata mount [-r] IMAGE|CONTAINER MOUNTPOINT", opts, pos, args, vm)) return 0;
+  if (!parse_args("mount", "strata mount [-r] [--pull POLICY] IMAGE|CONTAINER MOUNTPOINT", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
   std::string target = vm["target"].as<std::string>();
   std::string mnt = absolute(vm["mountpoint"].as<std::string>());
   std::optional<store::Container> ctr = store.find_container(target);
+  if (!ctr) target = ensure_image(store, target, pull_policy(vm, "mount"), vm, std::cerr);
   store::Image img = ctr ? store.image_by_manifest(ctr->image) : store.image(target);
   if (img.layer_dirs.empty()) throw Error("image " + quote(target) + " has no layers to mount");
   std::string o = "lowerdir=" + img.lowerdir();

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "cli.hpp"
+#include "registry_common.hpp"
 #include "strata/error.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
@@ -21,8 +22,9 @@ constexpr const char* kUsage =
 
 // Options that take a value: everything up to the first word that is neither
 // an option nor an option's value belongs to strata, the rest to the command.
-const std::set<std::string> kLongWithValue = {"--env",  "--env-file", "--workdir",  "--user",   "--volume",
-                                              "--name", "--entrypoint", "--hostname", "--network", "--rootfs"};
+const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--workdir",  "--user",     "--volume",
+                                              "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
+                                              "--pull",     "--platform", "--cert-dir", "--authfile"};
 const std::string kShortWithValue = "ewuv";
 
 std::size_t split_point(const std::vector<std::string>& args) {
@@ -112,6 +114,7 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
       ("hostname", po::value<std::string>(), "host name inside the container")
       ("network", po::value<std::string>()->default_value("host"), "host (share the host's network) or none")
       ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)");
+  add_pull_options(options);
   po::variables_map vm;
   if (!parse_args("run", kUsage, options, po::positional_options_description(), own, vm)) return 0;
 
@@ -148,7 +151,12 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (vm.count("rootfs") == 0U) {
     if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
     sandbox::ContainerRunOptions o;
-    o.image = rest[0];
+    std::string root = global.root.empty() ? store::default_root() : global.root;
+    {
+      // Pull progress goes to stderr: stdout is the command's.
+      auto store = store::Store::open(root);
+      o.image = ensure_image(store, rest[0], pull_policy(vm, "run"), vm, std::cerr);
+    }
     o.args.assign(rest.begin() + 1, rest.end());
     o.name = name;
     o.entrypoint = entrypoint;
@@ -161,7 +169,7 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     o.remove = vm["rm"].as<bool>();
     o.network = spec.network;
     o.volumes = spec.volumes;
-    return sandbox::run_image(global.root.empty() ? store::default_root() : global.root, o);
+    return sandbox::run_image(root, o);
   }
   if (!name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
   spec.rootfs = vm["rootfs"].as<std::string>();
