@@ -4,9 +4,9 @@
 # among them), then new inputs. New interesting inputs go to a work corpus
 # in the build directory, which later runs start from; a crashing input is
 # saved as BUILD/artifacts/NAME-crash-* and the command to replay it printed.
-# Usage: run-target.sh EXE NAME SEED_CORPUS_DIR BUILD_FUZZ_DIR
+# Usage: run-target.sh EXE NAME SEED_CORPUS_DIR BUILD_FUZZ_DIR [DICTIONARY]
 set -uo pipefail
-exe=$1 name=$2 seeds=$3 out=$4
+exe=$1 name=$2 seeds=$3 out=$4 dict_name=${5:-none}
 seconds=${STRATA_FUZZ_SECONDS:-20}
 work=$out/corpus/$name
 mkdir -p "$work" "$out/artifacts"
@@ -14,8 +14,12 @@ export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
 # -timeout: one input taking longer is a finding (a hang);
 # -rss_limit_mb: so is one that needs more memory than this.
-"$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
-  -artifact_prefix="$out/artifacts/$name-" "$work" "$seeds" 2>"$out/$name.log"
+options=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+  -artifact_prefix="$out/artifacts/$name-")
+# The tokens of the input's language, so that mutations make more of it.
+dict=$(dirname "$0")/$dict_name
+[ -f "$dict" ] && options+=(-dict="$dict")
+"$exe" "${options[@]}" "$work" "$seeds" 2>"$out/$name.log"
 status=$?
 if [ "$status" -ne 0 ]; then
   # The sanitizer's or libFuzzer's report, and the input that caused it.
