@@ -256,9 +256,12 @@ Descriptor Descriptor::from_json(const json& j, std::string_view where) {
   try {
     Descriptor d;
     if (!j.is_object()) throw Error("not an object");
+    if (j.contains("mediaType") && !j["mediaType"].is_string()) throw Error("mediaType is not a string");
     d.media_type = j.value("mediaType", "");
     d.digest = Digest::parse(j.at("digest").get<std::string>());
-    d.size = j.at("size").get<std::int64_t>();
+    // Not get<int64_t>() of any number: a float such as 1e300 does not fit.
+    if (!j.at("size").is_number_integer()) throw Error("size is not an integer");
+    d.size = j["size"].get<std::int64_t>();
     if (d.size < 0) throw Error("negative size");
     if (j.contains("annotations") && j["annotations"].is_object())
       for (auto& [k, v] : j["annotations"].items())
@@ -284,8 +287,10 @@ json Manifest::to_json() const {
 Manifest Manifest::from_json(const json& j, std::string_view where) {
   if (!j.is_object()) throw Error("invalid manifest in " + std::string(where) + ": not an object");
   Manifest m;
+  if (j.contains("mediaType") && !j["mediaType"].is_string())
+    throw Error("invalid manifest in " + std::string(where) + ": mediaType is not a string");
   m.media_type = j.value("mediaType", kMediaTypeManifest);
-  if (j.value("schemaVersion", 0) != 2)
+  if (!j.contains("schemaVersion") || !j["schemaVersion"].is_number_integer() || j["schemaVersion"] != 2)
     throw Error("invalid manifest in " + std::string(where) + ": schemaVersion is not 2");
   if (!j.contains("config") || !j.contains("layers") || !j["layers"].is_array())
     throw Error("invalid manifest in " + std::string(where) + ": no config or layers");

@@ -90,6 +90,32 @@ TEST_CASE("manifest JSON round trip and validation") {
   CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
 }
 
+TEST_CASE("manifest and descriptor fields of the wrong JSON type are refused with Error") {
+  Manifest m;
+  m.config.media_type = kMediaTypeConfig;
+  m.config.digest = sha256("{}");
+  m.config.size = 2;
+  const json good = m.to_json();
+  json bad = good;
+  bad["mediaType"] = 1;
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), "invalid manifest in x: mediaType is not a string", Error);
+  bad = good;
+  bad["schemaVersion"] = "2";
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), "invalid manifest in x: schemaVersion is not 2", Error);
+  bad = good;
+  bad["schemaVersion"] = 2.5;
+  CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
+  bad = good;
+  bad["config"]["mediaType"] = json::array();
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), doctest::Contains("mediaType is not a string"), Error);
+  // A size that is no int64 (UBSan: float-cast-overflow before).
+  bad = good;
+  bad["config"]["size"] = 1e300;
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), doctest::Contains("size is not an integer"), Error);
+  bad["config"]["size"] = 2.0;
+  CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
+}
+
 TEST_CASE("config helpers") {
   json c = empty_config();
   CHECK(c["os"] == "linux");
