@@ -856,6 +856,13 @@ std::vector<std::string> names_from_annotations(const std::map<std::string, std:
   return out;
 }
 
+// A platform field of an index entry; one that is not a string matches no machine.
+std::string platform_field(const oci::json& platform, const char* key, const std::string& absent) {
+  auto it = platform.find(key);
+  if (it == platform.end()) return absent;
+  return it->is_string() ? it->get<std::string>() : std::string();
+}
+
 void read_oci_index(const std::string& dir, const oci::json& index, const std::string& where,
                     const std::vector<std::string>& inherited, std::vector<ArchivedImage>& out) {
   if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
@@ -868,12 +875,16 @@ void read_oci_index(const std::string& dir, const oci::json& index, const std::s
   std::string arch = oci::host_architecture();
   for (const auto& d : descs) {
     if (any_platform && d.platform && d.platform->is_object()) {
-      if (d.platform->value("architecture", arch) != arch || d.platform->value("os", "linux") != "linux") continue;
+      if (platform_field(*d.platform, "architecture", arch) != arch || platform_field(*d.platform, "os", "linux") != "linux")
+        continue;
     }
     std::string path = inside(dir, "blobs/sha256/" + d.digest.hex(), where);
     check_digest(path, d.digest, "manifest");
     std::string text = read_file(path);
     oci::json j = parse_json(text, path);
+    if (!j.is_object()) throw Error("invalid " + quote(path) + ": not a JSON object");
+    if (j.contains("mediaType") && !j["mediaType"].is_string())
+      throw Error("invalid " + quote(path) + ": mediaType is not a string");
     std::vector<std::string> names = names_from_annotations(d.annotations);
     if (names.empty()) names = inherited;
     std::string mt = j.value("mediaType", d.media_type);
@@ -904,7 +915,8 @@ std::vector<ArchivedImage> read_image_archive(const std::string& dir) {
   std::vector<ArchivedImage> out;
   if (::access((dir + "/oci-layout").c_str(), F_OK) == 0 && ::access((dir + "/index.json").c_str(), F_OK) == 0) {
     oci::json layout = parse_json(read_file(dir + "/oci-layout"), dir + "/oci-layout");
-    if (!layout.is_object() || layout.value("imageLayoutVersion", "") != "1.0.0")
+    auto version = layout.find("imageLayoutVersion");
+    if (!layout.is_object() || version == layout.end() || *version != "1.0.0")
       throw Error("unsupported OCI layout version in " + quote(dir));
     std::string ipath = dir + "/index.json";
     read_oci_index(dir, parse_json(read_file(ipath), ipath), ipath, {}, out);
@@ -919,6 +931,8 @@ std::vector<ArchivedImage> read_image_archive(const std::string& dir) {
   for (const auto& entry : m) {
     if (!entry.is_object() || !entry.contains("Config") || !entry.contains("Layers"))
       throw Error("invalid " + quote(mpath) + ": entry without Config or Layers");
+    if (!entry["Config"].is_string() || !entry["Layers"].is_array())
+      throw Error("invalid " + quote(mpath) + ": Config is not a file name or Layers not a list");
     ArchivedImage img;
     std::string cfg_rel = entry["Config"].get<std::string>();
     std::string cpath = inside(dir, cfg_rel, mpath);
@@ -935,6 +949,7 @@ std::vector<ArchivedImage> read_image_archive(const std::string& dir) {
     img.manifest.config.digest = cdig;
     img.manifest.config.size = static_cast<std::int64_t>(img.config_json.size());
     for (const auto& l : entry["Layers"]) {
+      if (!l.is_string()) throw Error("invalid " + quote(mpath) + ": a layer is not a file name");
       std::string lp = inside(dir, l.get<std::string>(), mpath);
       UniqueFd fd = open_at(AT_FDCWD, lp, O_RDONLY);
       struct stat st {};
