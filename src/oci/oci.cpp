@@ -230,6 +230,13 @@ std::string Reference::str() const {
 std::string Reference::familiar_name() const {
   if (domain != "docker.io") return name();
   if (path.rfind("library/", 0) == 0 && path.find('/', 8) == std::string::npos) return path.substr(8);
+  // Without the domain, a first component such as "my.org" would be read
+  // back as a registry host: another image.
+  auto slash = path.find('/');
+  std::string first = path.substr(0, slash);
+  if (slash != std::string::npos &&
+      (first.find('.') != std::string::npos || first.find(':') != std::string::npos || first == "localhost"))
+    return name();
   return path;
 }
 

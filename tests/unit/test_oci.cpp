@@ -51,6 +51,15 @@ TEST_CASE("references follow docker's normalisation") {
   CHECK(r.path == "library/a__b.c-d---e");
 }
 
+TEST_CASE("a docker.io path whose first component looks like a host keeps its domain in the familiar form") {
+  auto r = Reference::parse("docker.io/my.org/app:1");
+  CHECK(r.familiar() == "docker.io/my.org/app:1");
+  CHECK(Reference::parse(r.familiar()).str() == r.str());
+  CHECK(Reference::parse("docker.io/localhost/app").familiar_name() == "docker.io/localhost/app");
+  CHECK(Reference::parse("docker.io/team/app").familiar_name() == "team/app");
+  CHECK(Reference::parse("docker.io/library/alpine").familiar_name() == "alpine");
+}
+
 TEST_CASE("invalid references are usage errors") {
   for (const char* bad : {"", "UPPER", "a:", ":tag", "a/../b", "a//b", "-a", "a-", "a@sha256:12", "a:b:c", "a b",
                           "a:-tag", "host:port/x"}) {
