@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -37,6 +38,26 @@ inline UniqueFd memory_file(std::string_view data) {
   write_all(fd.get(), data, "fuzz input");
   if (::lseek(fd.get(), 0, SEEK_SET) != 0) throw_errno("lseek fuzz input");
   return fd;
+}
+
+// Rewrites the header checksums of a plain tar in TAR so that mutated
+// headers reach the reader instead of failing its checksum test. Walks the
+// headers (ustar magic at 257, octal size at 124) and stops at the first
+// block that is not one.
+inline void fix_tar_checksums(std::string& tar) {
+  constexpr std::size_t kBlock = 512;
+  std::size_t pos = 0;
+  while (pos + kBlock <= tar.size() && tar.compare(pos + 257, 5, "ustar") == 0) {
+    char* h = tar.data() + pos;
+    unsigned sum = 0;
+    for (std::size_t i = 0; i < kBlock; ++i) sum += (i >= 148 && i < 156) ? ' ' : static_cast<unsigned char>(h[i]);
+    std::snprintf(h + 148, 8, "%06o", sum & 0777777);
+    h[155] = ' ';
+    std::uint64_t size = 0;
+    for (std::size_t i = 124; i < 136 && h[i] >= '0' && h[i] <= '7'; ++i) size = size * 8 + static_cast<unsigned>(h[i] - '0');
+    if (size > tar.size()) break;
+    pos += kBlock + (size + kBlock - 1) / kBlock * kBlock;
+  }
 }
 
 // Where the file-system targets make their per-input directories.
