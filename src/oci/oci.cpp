@@ -188,7 +188,6 @@ Reference Reference::parse(std::string_view text) {
     if (!valid_tag(r.tag)) throw bad("bad tag");
   }
   if (name.empty()) throw bad("empty name");
-  if (name.size() > 255) throw bad("name longer than 255 characters");
   auto first_slash = name.find('/');
   std::string first = name.substr(0, first_slash);
   if (first_slash != std::string::npos &&
@@ -214,6 +213,9 @@ Reference Reference::parse(std::string_view text) {
     start = end + 1;
   }
   if (r.domain == "docker.io" && r.path.find('/') == std::string::npos) r.path = "library/" + r.path;
+  // As docker, the limit is on the normalised name ("docker.io/library/..."),
+  // which is what str() prints and what must parse again.
+  if (r.name().size() > 255) throw bad("name longer than 255 characters");
   if (r.tag.empty() && !r.digest) r.tag = "latest";
   return r;
 }

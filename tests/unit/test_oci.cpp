@@ -60,6 +60,17 @@ TEST_CASE("a docker.io path whose first component looks like a host keeps its do
   CHECK(Reference::parse("docker.io/library/alpine").familiar_name() == "alpine");
 }
 
+TEST_CASE("the 255-character limit is on the normalised name, which str() prints") {
+  // Found by fuzz_reference: "x" * 250 was accepted, and its str()
+  // "docker.io/library/xxx..." was not.
+  std::string long_path(250, 'x');
+  CHECK_THROWS_WITH_AS(Reference::parse(long_path), doctest::Contains("longer than 255"), UsageError);
+  std::string fits(255 - std::string("docker.io/library/").size(), 'x');
+  auto r = Reference::parse(fits);
+  CHECK(r.name().size() == 255);
+  CHECK(Reference::parse(r.str()).str() == r.str());
+}
+
 TEST_CASE("invalid references are usage errors") {
   for (const char* bad : {"", "UPPER", "a:", ":tag", "a/../b", "a//b", "-a", "a-", "a@sha256:12", "a:b:c", "a b",
                           "a:-tag", "host:port/x"}) {
