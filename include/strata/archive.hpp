@@ -18,6 +18,8 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "strata/oci.hpp"
@@ -138,5 +140,14 @@ void write_oci_layout(const std::vector<ExportedImage>& images, const std::strin
 // caller when stored compressed).
 void write_docker_archive(const std::vector<ExportedImage>& images, const std::string& dir,
                           const std::function<std::string(const oci::Digest& diff_id)>& layer_tar);
+
+// Reads IN_FD (plain, gzip, zstd, ...: detected from the bytes), writes its
+// decompressed content compressed with TARGET (gzip without a timestamp,
+// so the same layer gives the same blob; or zstd) to OUT_FD. Returns the
+// digest and size of what was written.
+std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, Compression target);
+
+// The compression a layer media type names (none for a plain tar).
+Compression layer_compression(std::string_view media_type);
 
 }  // namespace strata::archive

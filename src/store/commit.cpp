@@ -31,7 +31,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
                 "; unmount it before commit so the snapshot is consistent");
   Image base = image_by_manifest(c.image);
   json config = base.config;
-  for (const auto& ch : options.changes) apply_config_change(config, ch);
+  if (options.edit_config) config = options.edit_config(config);
   report("Committing the changes of " + c.name);
   Layer l = create_layer(c.upper);
   std::string now = oci::now_rfc3339();

@@ -18,7 +18,7 @@ using oci::json;
 Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, const CommitOptions& options) {
   if (!ref.empty()) oci::Reference::parse(ref);
   json config = oci::empty_config();
-  for (const auto& ch : options.changes) apply_config_change(config, ch);
+  if (options.edit_config) config = options.edit_config(config);
   UniqueFd in = open_at(AT_FDCWD, tar_path, O_RDONLY);
   report("Importing " + tar_path);
   Layer l;
