@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -17,6 +18,8 @@
 #include <chrono>
 #include <cstring>
 #include <unordered_set>
+
+#include "strata/error.hpp"
 
 namespace strata::fs {
 
@@ -40,7 +43,149 @@ int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
 
 UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(req)); }
 
+// The DirLayers pinned by the requests of this thread (see DirCache::PinScope).
+thread_local std::vector<std::shared_ptr<DirLayer>> t_pins;
+
+// How many directory fds the daemon keeps open: half of what it may have,
+// the rest being for the kernel's open files, libfuse and copy-ups.
+std::size_t dir_cache_capacity() {
+  struct rlimit rl {};
+  rlim_t limit = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+  if (limit == RLIM_INFINITY || limit > (rlim_t{1} << 30)) limit = rlim_t{1} << 30;
+  return std::max<std::size_t>(16, (static_cast<std::size_t>(limit) - std::min<std::size_t>(limit, 64)) / 2);
+}
+
 }  // namespace
+
+DirLayer::~DirLayer() {
+  if (cache_) cache_->forget(*this);
+}
+
+void DirCache::set_permanent(DirLayer& dl, UniqueFd fd) {
+  std::lock_guard lk(mu_);
+  dl.fd_ = fd.release();
+  dl.permanent_ = true;
+  dl.cache_ = this;
+}
+
+void DirCache::forget(DirLayer& dl) noexcept {
+  std::lock_guard lk(mu_);
+  if (dl.fd_ < 0) return;
+  if (!dl.permanent_) lru_.erase(dl.lru_);
+  ::close(dl.fd_);
+  dl.fd_ = -1;
+}
+
+void DirCache::insert_locked(DirLayer& dl, int fd) {
+  dl.fd_ = fd;
+  dl.cache_ = this;
+  lru_.push_front(&dl);
+  dl.lru_ = lru_.begin();
+}
+
+int DirCache::pin_locked(const std::shared_ptr<DirLayer>& dl) {
+  if (!dl->permanent_) {
+    t_pins.push_back(dl);
+    ++dl->pins_;
+    lru_.splice(lru_.begin(), lru_, dl->lru_);
+  }
+  return dl->fd_;
+}
+
+void DirCache::trim_locked(std::vector<int>& to_close) {
+  for (auto it = lru_.end(); lru_.size() > capacity_ && it != lru_.begin();) {
+    --it;
+    DirLayer* dl = *it;
+    if (dl->pins_ != 0) continue;
+    to_close.push_back(dl->fd_);
+    dl->fd_ = -1;
+    it = lru_.erase(it);
+  }
+}
+
+int DirCache::adopt(const std::shared_ptr<DirLayer>& dl, UniqueFd fd) {
+  std::vector<int> to_close;
+  int pinned;
+  {
+    std::lock_guard lk(mu_);
+    if (dl->fd_ >= 0) {
+      to_close.push_back(fd.release());
+    } else {
+      insert_locked(*dl, fd.release());
+    }
+    pinned = pin_locked(dl);
+    trim_locked(to_close);
+  }
+  for (int c : to_close) ::close(c);
+  return pinned;
+}
+
+int DirCache::fd(const std::shared_ptr<DirLayer>& dl) {
+  {
+    std::lock_guard lk(mu_);
+    if (dl->fd_ >= 0) return pin_locked(dl);
+  }
+  if (!dl->parent) {  // a layer root is always open
+    errno = EBADF;
+    return -1;
+  }
+  int parent_fd = fd(dl->parent);
+  if (parent_fd < 0) return -1;
+  UniqueFd opened(open_retrying(
+      [&] { return ::openat(parent_fd, dl->name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); }));
+  if (!opened) return -1;
+  struct stat st {};
+  if (::fstat(opened.get(), &st) != 0) return -1;
+  if (st.st_dev != dl->dev || st.st_ino != dl->ino) {
+    errno = ESTALE;  // the name holds another directory now
+    return -1;
+  }
+  std::vector<int> to_close;
+  int fd;
+  {
+    std::lock_guard lk(mu_);
+    if (dl->fd_ >= 0) {
+      to_close.push_back(opened.release());  // another request opened it meanwhile
+    } else {
+      insert_locked(*dl, opened.release());
+    }
+    fd = pin_locked(dl);
+    trim_locked(to_close);
+  }
+  for (int c : to_close) ::close(c);
+  return fd;
+}
+
+bool DirCache::shed() {
+  std::vector<int> to_close;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      DirLayer* dl = *it;
+      if (dl->pins_ != 0) {
+        ++it;
+        continue;
+      }
+      to_close.push_back(dl->fd_);
+      dl->fd_ = -1;
+      it = lru_.erase(it);
+    }
+  }
+  for (int c : to_close) ::close(c);
+  return !to_close.empty();
+}
+
+DirCache::PinScope::PinScope(DirCache& cache) noexcept : cache_(cache), mark_(t_pins.size()) {}
+
+DirCache::PinScope::~PinScope() {
+  if (t_pins.size() <= mark_) return;
+  {
+    std::lock_guard lk(cache_.mu_);
+    for (std::size_t i = mark_; i < t_pins.size(); ++i) --t_pins[i]->pins_;
+  }
+  // Outside the lock: a DirLayer dropped here leaves the cache itself.
+  t_pins.resize(mark_);
+}
 
 struct Listing {
   std::uint32_t id = 0;          // in the top half of every offset handed out from it
@@ -64,25 +209,31 @@ Node::~Node() {
 }
 
 UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
-    : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)) {
+    : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)),
+      dir_cache_(dir_cache_capacity()) {
   read_override_ = cfg_.read_override_stat;
   root_ = std::make_shared<Node>();
   root_->type = S_IFDIR;
   root_->nlookup = 1;
+  struct stat top {};
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     if (!layers_[i].fd) continue;
-    auto dl = std::make_unique<DirLayer>();
-    dl->layer = static_cast<int>(i);
-    dl->fd = UniqueFd(::fcntl(layers_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    UniqueFd fd(::fcntl(layers_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0) throw SysError(errno, "layer " + quote(layers_[i].path));
+    auto dl = std::make_shared<DirLayer>(static_cast<int>(i), nullptr, std::string(), st);
     bool last = i + 1 == layers_.size();
-    int fd = dl->fd.get();
-    if (root_->dirs.empty()) root_->layer = dl->layer;
+    bool opaque = !last && dir_is_opaque(fd.get());
+    dir_cache_.set_permanent(*dl, std::move(fd));
+    if (root_->dirs.empty()) {
+      root_->layer = dl->layer;
+      top = st;
+    }
     root_->dirs.push_back(std::move(dl));
-    if (!last && dir_is_opaque(fd)) break;
+    if (opaque) break;
   }
-  struct stat st {};
-  ::fstat(root_->dir_fd(), &st);
-  root_->ino = stable_ino(root_->layer, root_->dir_fd(), nullptr, st.st_ino);
+  DirCache::PinScope pins(dir_cache_);
+  root_->ino = stable_ino(root_->layer, dir_fd(*root_), nullptr, top.st_ino);
 }
 
 UnionFs::~UnionFs() {
@@ -192,11 +343,13 @@ bool UnionFs::dir_is_opaque(int dirfd, std::string* redirect) {
   return false;
 }
 
-bool UnionFs::oci_whiteout_in(DirLayer& dl, const char* name) {
-  int state = dl.oci_markers.load(std::memory_order_relaxed);
+int UnionFs::oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* name) {
+  const int dfd = dir_cache_.fd(dl);
+  if (dfd < 0) return -1;
+  int state = dl->oci_markers.load(std::memory_order_relaxed);
   if (state < 0) {
     state = 0;
-    UniqueFd d(::openat(dl.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd d(dir_cache_.open_retrying([dfd] { return ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
     if (d) {
       alignas(8) char buf[32768];
       for (;;) {
@@ -212,21 +365,22 @@ bool UnionFs::oci_whiteout_in(DirLayer& dl, const char* name) {
     } else {
       state = 1;  // cannot scan: fall back to asking per name
     }
-    dl.oci_markers.store(state, std::memory_order_relaxed);
+    dl->oci_markers.store(state, std::memory_order_relaxed);
   }
-  if (state == 0) return false;
+  if (state == 0) return 0;
   char marker[NAME_MAX + 8];
   std::snprintf(marker, sizeof marker, ".wh.%s", name);
   struct stat st {};
-  return ::fstatat(dl.fd.get(), marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  return ::fstatat(dfd, marker, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 1 : 0;
 }
 
-std::unique_ptr<DirLayer> UnionFs::open_dir_layer(int layer, int parent_fd, const char* name) {
-  int fd = ::openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return nullptr;
-  auto dl = std::make_unique<DirLayer>();
-  dl->layer = layer;
-  dl->fd = UniqueFd(fd);
+std::shared_ptr<DirLayer> UnionFs::open_dir_layer(const std::shared_ptr<DirLayer>& parent, int parent_fd,
+                                                  const char* name, const struct stat& st, int& fd) {
+  UniqueFd opened(dir_cache_.open_retrying(
+      [&] { return ::openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); }));
+  if (!opened) return nullptr;
+  auto dl = std::make_shared<DirLayer>(parent->layer, parent, name, st);
+  fd = dir_cache_.adopt(dl, std::move(opened));
   return dl;
 }
 
@@ -240,9 +394,12 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
   std::string renamed;  // a relative redirect: the name in the layers below
   const char* cur = name;
   for (std::size_t i = first; i < n; ++i) {
-    DirLayer& dl = *parent.dirs[i];
+    const auto& dlp = parent.dirs[i];
+    const DirLayer& dl = *dlp;
+    const int dfd = dir_cache_.fd(dlp);
+    if (dfd < 0) return unreachable(errno);
     struct stat st;
-    if (::fstatat(dl.fd.get(), cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (::fstatat(dfd, cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (is_overlay_whiteout(st)) {
         if (!out.found) out.whiteout_layer = dl.layer;
         break;
@@ -257,19 +414,20 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
       } else if (!S_ISDIR(st.st_mode)) {
         break;  // a non-directory below a directory contributes nothing, nor does anything under it
       }
-      auto sub = open_dir_layer(dl.layer, dl.fd.get(), cur);
+      int subfd = -1;
+      auto sub = open_dir_layer(dlp, dfd, cur, st, subfd);
       if (!sub) {
+        if (transient(errno)) return errno;  // never a node with copies missing
         if (out.dirs.empty()) return errno == ENOENT ? EIO : errno;
         break;
       }
-      int subfd = sub->fd.get();
       out.dirs.push_back(std::move(sub));
       if (!more_below) continue;
       std::string redirect;
       if (dir_is_opaque(subfd, &redirect)) break;
       if (redirect.empty()) continue;
       if (redirect.front() == '/') {
-        follow_redirect(out, dl.layer, redirect);
+        if (int r = follow_redirect(out, dl.layer, redirect); r != 0) return r;
         break;
       }
       if (redirect.find('/') != std::string::npos || redirect.size() > NAME_MAX) break;
@@ -278,7 +436,9 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
       continue;
     }
     if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
-    if (oci_whiteout_in(dl, cur)) {
+    int marked = oci_whiteout_in(dlp, cur);
+    if (marked < 0) return unreachable(errno);
+    if (marked) {
       if (!out.found) out.whiteout_layer = dl.layer;
       break;
     }
@@ -289,8 +449,8 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
 // The lower copies of a directory with an absolute redirect: PATH is looked
 // up from the root of every layer below ABOVE, one component at a time, as
 // overlayfs does; a whiteout, a non-directory or an opaque directory on the
-// way ends the search.
-void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
+// way ends the search. Returns 0, or a transient error (nothing is known then).
+int UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
   std::vector<std::string> comps;
   auto split = [&comps](const std::string& p) {
     comps.clear();
@@ -304,9 +464,10 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
   split(path);
   for (const auto& rd : root_->dirs) {
     if (rd->layer <= above) continue;
-    if (comps.empty()) return;
-    int fd = rd->fd.get();
-    UniqueFd held;
+    if (comps.empty()) return 0;
+    std::shared_ptr<DirLayer> held = rd;
+    int fd = dir_cache_.fd(rd);
+    if (fd < 0) return unreachable(errno);
     bool found = false, stop = false;
     for (std::size_t k = 0; k < comps.size(); ++k) {
       const char* c = comps[k].c_str();
@@ -321,13 +482,13 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
         stop = true;
         break;
       }
-      UniqueFd next(::openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      auto next = open_dir_layer(held, fd, c, st, fd);
       if (!next) {
+        if (transient(errno)) return errno;
         stop = true;
         break;
       }
       held = std::move(next);
-      fd = held.get();
       if (k + 1 == comps.size()) {
         found = true;
       } else if (dir_is_opaque(fd)) {
@@ -335,32 +496,39 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
         break;
       }
     }
-    if (stop) return;
+    if (stop) return 0;
     if (!found) continue;
-    auto dl = std::make_unique<DirLayer>();
-    dl->layer = rd->layer;
-    dl->fd = std::move(held);
-    int dfd = dl->fd.get();
-    out.dirs.push_back(std::move(dl));
+    out.dirs.push_back(std::move(held));
     std::string redirect;
-    if (dir_is_opaque(dfd, &redirect)) return;
+    if (dir_is_opaque(fd, &redirect)) return 0;
     if (redirect.empty()) continue;
     if (redirect.front() == '/') {
       split(redirect);
     } else if (redirect.find('/') == std::string::npos) {
       comps.back() = redirect;
     } else {
-      return;
+      return 0;
     }
   }
+  return 0;
 }
 
-int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
-  if (!node.parent) return -1;
-  for (const auto& dl : node.parent->dirs) {
-    if (dl->layer == layer) return dl->fd.get();
+int UnionFs::parent_fd_in(const Node& node, int layer) {
+  if (node.parent) {
+    for (const auto& dl : node.parent->dirs) {
+      if (dl->layer == layer) return dir_cache_.fd(dl);
+    }
   }
+  errno = ENOENT;
   return -1;
+}
+
+int UnionFs::dir_fd(Node& node) {
+  if (node.dirs.empty()) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return dir_cache_.fd(node.dirs.front());
 }
 
 // Applies what the mount shows instead of the raw on-disk attributes: the
@@ -398,7 +566,9 @@ void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
 
 int UnionFs::stat_node(Node& node, struct stat& st) {
   if (node.is_dir()) {
-    if (::fstat(node.dir_fd(), &st) != 0) return EIO;
+    int dfd = dir_fd(node);
+    if (dfd < 0) return unreachable(errno);
+    if (::fstat(dfd, &st) != 0) return EIO;
     if (st.st_nlink == 0) return EIO;  // the layer's directory was removed under the mount
     return 0;
   }
@@ -407,33 +577,33 @@ int UnionFs::stat_node(Node& node, struct stat& st) {
     return 0;
   }
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
+  if (pfd < 0) return unreachable(errno);
   if (::fstatat(pfd, node.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? EIO : errno;
   return 0;
 }
 
-int UnionFs::open_node(const Node& node, int flags) const noexcept {
+int UnionFs::open_node(const Node& node, int flags) {
   flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
   if (node.self) {
     // Reopening through /proc is how an O_PATH fd becomes a real one; the
     // magic link is the object itself, so it must be followed.
     char path[64];
     proc_path(path, sizeof path, node.self.get(), nullptr);
-    return ::open(path, flags & ~O_NOFOLLOW);
+    return dir_cache_.open_retrying([&] { return ::open(path, flags & ~O_NOFOLLOW); });
   }
   int pfd = parent_fd_in(node, node.layer);
   if (pfd < 0) {
-    errno = EIO;
+    errno = unreachable(errno);
     return -1;
   }
-  return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW);
+  return dir_cache_.open_retrying([&] { return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW); });
 }
 
 int UnionFs::pin_node(Node& node) {
   if (node.self || node.is_dir()) return 0;
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
-  int fd = ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0) return unreachable(errno);
+  int fd = dir_cache_.open_retrying([&] { return ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); });
   if (fd < 0) return errno == ENOENT ? EIO : errno;
   node.self = UniqueFd(fd);
   return 0;
@@ -460,9 +630,11 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
   if (r != 0) return r;
   if (node.is_dir()) {
     if (node.parent) {
-      present(st, parent_fd_in(node, node.layer), node.name.c_str(), true);
+      int pfd = parent_fd_in(node, node.layer);
+      if (pfd < 0) return unreachable(errno);
+      present(st, pfd, node.name.c_str(), true);
     } else {
-      present(st, node.dir_fd(), nullptr, true);
+      present(st, dir_fd(node), nullptr, true);
     }
     // Like overlayfs: a directory merged from several layers reports one link,
     // so tools do not infer a subdirectory count from it.
@@ -470,7 +642,9 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
   } else if (node.self) {
     present(st, node.self.get(), nullptr, false);
   } else {
-    present(st, parent_fd_in(node, node.layer), node.name.c_str(), false);
+    int pfd = parent_fd_in(node, node.layer);
+    if (pfd < 0) return unreachable(errno);
+    present(st, pfd, node.name.c_str(), false);
   }
   st.st_ino = node.ino;
   return 0;
@@ -498,7 +672,9 @@ int UnionFs::dir_gone_error(Node& dir) {
   const std::int64_t last = dir.alive_checked.load(std::memory_order_relaxed);
   if (last != 0 && now - last < kRecheckNs) return ENOENT;
   struct stat st {};
-  if (::fstat(dir.dir_fd(), &st) != 0 || st.st_nlink == 0) return EIO;
+  int dfd = dir_fd(dir);
+  if (dfd < 0) return unreachable(errno);
+  if (::fstat(dfd, &st) != 0 || st.st_nlink == 0) return EIO;
   dir.alive_checked.store(now, std::memory_order_relaxed);
   return ENOENT;
 }
@@ -548,7 +724,13 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   node->layer = res.layer;
   node->dirs = std::move(res.dirs);
   node->parent = parent.shared_from_this();
-  node->ino = stable_ino(node->layer, parent_fd_in(*node, node->layer), name, res.st.st_ino);
+  int pfd = parent_fd_in(*node, node->layer);
+  if (pfd < 0) {
+    node->parent.reset();  // never registered: its destructor must not touch the map
+    err = unreachable(errno);
+    return nullptr;
+  }
+  node->ino = stable_ino(node->layer, pfd, name, res.st.st_ino);
   if (linked_upper && res.st.st_nlink > 1) {
     if ((err = pin_node(*node)) != 0) return nullptr;
     auto same = index_link(node, res.st.st_ino);
@@ -594,8 +776,11 @@ std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struc
     if ((err = node_attr(*live, st)) != 0) live.reset();
     return live;
   }
-  DirLayer& dl = *parent.dirs[static_cast<std::size_t>(en.from)];
-  if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || is_overlay_whiteout(st) ||
+  const auto& dlp = parent.dirs[static_cast<std::size_t>(en.from)];
+  const DirLayer& dl = *dlp;
+  const int dfd = dir_cache_.fd(dlp);
+  if (dfd < 0 || ::fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) ||
+      is_overlay_whiteout(st) ||
       (dl.layer == 0 && (st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0))) {
     return fallback();
   }
@@ -610,7 +795,7 @@ std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struc
     if ((err = node_attr(*published, st)) != 0) published.reset();
     return published;
   }
-  present(st, dl.fd.get(), name, false);
+  present(st, dfd, name, false);
   st.st_ino = node->ino;
   return node;
 }
@@ -702,10 +887,10 @@ void UnionFs::readlink(fuse_req_t req, fuse_ino_t ino) {
   int pfd = node.self ? node.self.get() : parent_fd_in(node, node.layer);
   char buf[PATH_MAX + 1];
   ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.self ? "" : node.name.c_str(), buf, sizeof buf - 1);
-  int err = n < 0 ? (errno == ENOENT ? EIO : errno) : 0;
+  int err = n < 0 ? (pfd < 0 ? unreachable(errno) : errno == ENOENT ? EIO : errno) : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, pfd < 0 ? EIO : err);
+    fuse_reply_err(req, err);
     return;
   }
   buf[n] = '\0';
@@ -933,9 +1118,12 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   for (const auto& dl : node.dirs) {
     ++from;
     std::vector<std::string> decided;
-    UniqueFd d(::openat(dl->fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const int dfd = dir_cache_.fd(dl);
+    if (dfd < 0) return unreachable(errno);
+    UniqueFd d(dir_cache_.open_retrying([dfd] { return ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
+    if (!d) return unreachable(errno);
     struct stat dst {};
-    if (!d || ::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
+    if (::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
     alignas(8) char buf[32768];
     bool has_markers = false;
     for (;;) {
@@ -959,11 +1147,11 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
         unsigned char type = de->d_type;
         if (type == DT_CHR || type == DT_UNKNOWN) {
           struct stat st;
-          if (::fstatat(dl->fd.get(), nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          if (::fstatat(dfd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
           if (is_overlay_whiteout(st)) continue;
           type = static_cast<unsigned char>(IFTODT(st.st_mode));
         }
-        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type, from});
+        out.push_back({nm, stable_ino(dl->layer, dfd, nm, de->d_ino), type, from});
       }
     }
     dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
@@ -1044,6 +1232,7 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
       continue;
     }
     if (fuse_add_direntry_plus(req, nullptr, 0, en.name.c_str(), nullptr, 0) > left) break;
+    DirCache::PinScope entry_pins(dir_cache_);  // a long listing pins no more than one entry's fds
     fuse_entry_param e{};
     if (i < 2) {
       e.attr.st_ino = en.ino;
@@ -1079,14 +1268,16 @@ bool UnionFs::is_private_xattr(const char* name) const noexcept {
          std::strcmp(name, kOverrideStatXattr) == 0;
 }
 
-int UnionFs::object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
+int UnionFs::object_path(Node& node, char* buf, size_t len, bool& follow) {
   if (!node.parent || node.self) {
     follow = true;
-    return proc_path(buf, len, node.self ? node.self.get() : node.dir_fd(), nullptr);
+    int fd = node.self ? node.self.get() : dir_fd(node);
+    if (fd < 0) return unreachable(errno);
+    return proc_path(buf, len, fd, nullptr);
   }
   follow = false;
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
+  if (pfd < 0) return unreachable(errno);
   return proc_path(buf, len, pfd, node.name.c_str());
 }
 
@@ -1156,8 +1347,21 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 namespace {
 
+// What every request runs in: the directory fds it takes stay open until it
+// has been answered.
+class Serving {
+ public:
+  explicit Serving(fuse_req_t req) noexcept : pins_(fs_of(req)->dir_cache()) {}
+
+ private:
+  DirCache::PinScope pins_;
+};
+
 void op_init(void* userdata, fuse_conn_info* conn) { static_cast<UnionFs*>(userdata)->init(conn); }
-void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->lookup(r, p, n); }
+void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) {
+  Serving serving(r);
+  fs_of(r)->lookup(r, p, n);
+}
 void op_forget(fuse_req_t r, fuse_ino_t i, uint64_t n) {
   fs_of(r)->forget(i, n);
   fuse_reply_none(r);
@@ -1166,48 +1370,121 @@ void op_forget_multi(fuse_req_t r, size_t count, fuse_forget_data* f) {
   for (size_t i = 0; i < count; ++i) fs_of(r)->forget(f[i].ino, f[i].nlookup);
   fuse_reply_none(r);
 }
-void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->getattr(r, i, fi); }
-void op_readlink(fuse_req_t r, fuse_ino_t i) { fs_of(r)->readlink(r, i); }
-void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->open(r, i, fi); }
-void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) { fs_of(r)->read(r, i, s, o, fi); }
-void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->release(r, i, fi); }
-void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->opendir(r, i, fi); }
+void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->getattr(r, i, fi);
+}
+void op_readlink(fuse_req_t r, fuse_ino_t i) {
+  Serving serving(r);
+  fs_of(r)->readlink(r, i);
+}
+void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->open(r, i, fi);
+}
+void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->read(r, i, s, o, fi);
+}
+void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->release(r, i, fi);
+}
+void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->opendir(r, i, fi);
+}
 void op_readdir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  Serving serving(r);
   fs_of(r)->readdir(r, i, s, o, fi, false);
 }
 void op_readdirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  Serving serving(r);
   fs_of(r)->readdir(r, i, s, o, fi, true);
 }
-void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->releasedir(r, i, fi); }
-void op_statfs(fuse_req_t r, fuse_ino_t i) { fs_of(r)->statfs(r, i); }
-void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { fs_of(r)->getxattr(r, i, n, s); }
-void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) { fs_of(r)->listxattr(r, i, s); }
-void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) { fs_of(r)->setattr(r, i, a, t, fi); }
-void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) { fs_of(r)->mknod(r, p, n, m, d); }
-void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) { fs_of(r)->mkdir(r, p, n, m); }
-void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) { fs_of(r)->symlink(r, t, p, n); }
-void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) { fs_of(r)->link(r, i, p, n); }
-void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, false); }
-void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, true); }
+void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->releasedir(r, i, fi);
+}
+void op_statfs(fuse_req_t r, fuse_ino_t i) {
+  Serving serving(r);
+  fs_of(r)->statfs(r, i);
+}
+void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
+  Serving serving(r);
+  fs_of(r)->getxattr(r, i, n, s);
+}
+void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) {
+  Serving serving(r);
+  fs_of(r)->listxattr(r, i, s);
+}
+void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->setattr(r, i, a, t, fi);
+}
+void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) {
+  Serving serving(r);
+  fs_of(r)->mknod(r, p, n, m, d);
+}
+void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) {
+  Serving serving(r);
+  fs_of(r)->mkdir(r, p, n, m);
+}
+void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) {
+  Serving serving(r);
+  fs_of(r)->symlink(r, t, p, n);
+}
+void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) {
+  Serving serving(r);
+  fs_of(r)->link(r, i, p, n);
+}
+void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) {
+  Serving serving(r);
+  fs_of(r)->unlink(r, p, n, false);
+}
+void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) {
+  Serving serving(r);
+  fs_of(r)->unlink(r, p, n, true);
+}
 void op_rename(fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn, unsigned f) {
+  Serving serving(r);
   fs_of(r)->rename(r, p, n, np, nn, f);
 }
-void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) { fs_of(r)->create(r, p, n, m, fi); }
+void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->create(r, p, n, m, fi);
+}
 void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
+  Serving serving(r);
   fs_of(r)->write_buf(r, i, b, o, fi);
 }
-void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsync(r, i, d, fi); }
-void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsyncdir(r, i, d, fi); }
+void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->fsync(r, i, d, fi);
+}
+void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->fsyncdir(r, i, d, fi);
+}
 void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
+  Serving serving(r);
   fs_of(r)->setxattr(r, i, n, v, s, f);
 }
-void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) { fs_of(r)->removexattr(r, i, n); }
+void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) {
+  Serving serving(r);
+  fs_of(r)->removexattr(r, i, n);
+}
 void op_fallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
+  Serving serving(r);
   fs_of(r)->fallocate(r, i, m, o, l, fi);
 }
-void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) { fs_of(r)->lseek(r, i, o, w, fi); }
+void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
+  Serving serving(r);
+  fs_of(r)->lseek(r, i, o, w, fi);
+}
 void op_copy_file_range(fuse_req_t r, fuse_ino_t ii, off_t oi, fuse_file_info* fi, fuse_ino_t io, off_t oo,
                         fuse_file_info* fo, size_t len, int flags) {
+  Serving serving(r);
   fs_of(r)->copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags);
 }
 

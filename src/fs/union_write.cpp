@@ -113,8 +113,12 @@ std::string UnionFs::work_name() {
   return buf;
 }
 
-int UnionFs::upper_fd(Node& dir) const noexcept {
-  return (!dir.dirs.empty() && dir.dirs.front()->layer == 0) ? dir.dirs.front()->fd.get() : -1;
+int UnionFs::upper_fd(Node& dir) {
+  if (!dir.has_upper()) {
+    errno = ENOENT;
+    return -1;
+  }
+  return dir_cache_.fd(dir.dirs.front());
 }
 
 void UnionFs::detach(Node& node) {
@@ -139,6 +143,12 @@ void UnionFs::attach(Node& parent, const std::string& name, const std::shared_pt
   node->parent = parent.shared_from_this();
   node->name = name;
   node->unlinked = false;
+  if (node->has_upper()) {
+    // The upper copy moved with it: the cache reopens it there.
+    DirLayer& upper = *node->dirs.front();
+    upper.parent = parent.dirs.front();
+    upper.name = name;
+  }
   std::lock_guard lk(parent.children_mu);
   parent.children[name] = node;
 }
@@ -196,25 +206,27 @@ int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, c
 // Gives DIR (and every directory above it) a copy in the upper layer, without
 // children: built in the work dir, then renamed into place.
 int UnionFs::copy_up_dir_chain(Node& dir) {
-  if (upper_fd(dir) >= 0) return 0;
+  if (dir.has_upper()) return 0;
   if (!dir.parent) return EROFS;
   int r = copy_up_dir_chain(*dir.parent);
   if (r != 0) return r;
   int parent_upper = upper_fd(*dir.parent);
+  int dfd = parent_upper < 0 ? -1 : dir_fd(dir);
+  int src_parent = dfd < 0 ? -1 : parent_fd_in(dir, dir.layer);
+  if (src_parent < 0) return unreachable(errno);
   struct stat st;
-  if (::fstat(dir.dir_fd(), &st) != 0) return EIO;
+  if (::fstat(dfd, &st) != 0) return EIO;
   std::string tmp = work_name();
   if (::mkdirat(work_fd_.get(), tmp.c_str(), 0700) != 0) return errno;
-  r = copy_metadata(parent_fd_in(dir, dir.layer), dir.name.c_str(), tmp.c_str(), st, dir.ino);
+  struct stat made {};
+  r = copy_metadata(src_parent, dir.name.c_str(), tmp.c_str(), st, dir.ino);
+  if (r == 0 && ::fstatat(work_fd_.get(), tmp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0) r = errno;
   if (r == 0 && ::renameat(work_fd_.get(), tmp.c_str(), parent_upper, dir.name.c_str()) != 0) r = errno;
   if (r != 0) {
     ::unlinkat(work_fd_.get(), tmp.c_str(), AT_REMOVEDIR);
     return r;
   }
-  auto dl = std::make_unique<DirLayer>();
-  dl->layer = 0;
-  dl->fd = UniqueFd(::openat(parent_upper, dir.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dl->fd) return EIO;
+  auto dl = std::make_shared<DirLayer>(0, dir.parent->dirs.front(), dir.name, made);
   dl->oci_markers = 0;
   // The upper copy goes first (top first); appended and rotated into place.
   dir.dirs.push_back(std::move(dl));
@@ -235,8 +247,8 @@ int UnionFs::copy_up(Node& node, bool with_data) {
   int r = copy_up_dir_chain(*node.parent);
   if (r != 0) return r;
   int src_dir = parent_fd_in(node, node.layer);
-  int dst_dir = upper_fd(*node.parent);
-  if (src_dir < 0 || dst_dir < 0) return EIO;
+  int dst_dir = src_dir < 0 ? -1 : upper_fd(*node.parent);
+  if (dst_dir < 0) return unreachable(errno);
   const char* name = node.name.c_str();
   struct stat st;
   if (::fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return EIO;
@@ -244,11 +256,12 @@ int UnionFs::copy_up(Node& node, bool with_data) {
   const char* t = tmp.c_str();
   errno = 0;
   if (S_ISREG(st.st_mode)) {
-    UniqueFd out(::openat(work_fd_.get(), t, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+    UniqueFd out(dir_cache_.open_retrying(
+        [&] { return ::openat(work_fd_.get(), t, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600); }));
     if (!out) return errno;
     if (with_data) {
-      UniqueFd in(::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      r = in ? copy_data(in.get(), out.get(), st.st_size) : EIO;
+      UniqueFd in(dir_cache_.open_retrying([&] { return ::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); }));
+      r = in ? copy_data(in.get(), out.get(), st.st_size) : transient(errno) ? errno : EIO;
       if (r == 0 && ::fdatasync(out.get()) != 0) r = errno;
     }
   } else if (S_ISLNK(st.st_mode)) {
@@ -281,13 +294,16 @@ int UnionFs::copy_up_tree(Node& dir) {
   r = list_dir(dir, entries);
   if (r != 0) return r;
   for (const auto& en : entries) {
+    DirCache::PinScope child_pins(dir_cache_);  // a big tree pins one path's fds, not all of them
     int err = 0;
     auto child = child_node(dir, en.name.c_str(), err);
     if (!child) return err == ENOENT ? EIO : err;
     r = child->is_dir() ? copy_up_tree(*child) : copy_up(*child);
     if (r != 0) return r;
   }
-  r = set_opaque(upper_fd(dir), nullptr);
+  int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
+  r = set_opaque(ufd, nullptr);
   if (r != 0) return r;
   dir.dirs.resize(1);
   return 0;
@@ -307,18 +323,21 @@ int UnionFs::set_opaque(int dirfd, const char* name) {
   return marker ? 0 : errno;
 }
 
-// Does NAME exist in DIR's layers below the upper (whiteouts there respected)?
+// Does NAME exist in DIR's layers below the upper (whiteouts there
+// respected)? 1 or 0, or a transient error as a negative number.
 int UnionFs::exists_below_upper(Node& dir, const char* name, bool* is_dir) {
   Resolved res;
-  std::size_t first = upper_fd(dir) >= 0 ? 1 : 0;
+  std::size_t first = dir.has_upper() ? 1 : 0;
   int r = resolve(dir, name, res, first);
   if (is_dir) *is_dir = r == 0 && S_ISDIR(res.st.st_mode);
+  if (transient(r)) return -r;
   return r == 0 ? 1 : 0;
 }
 
 // Hides NAME of DIR's lower layers. The upper must hold no NAME now.
 int UnionFs::make_whiteout(Node& dir, const char* name) {
   int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
   if (cfg_.overlay_whiteouts) {
     std::string tmp = work_name();
     if (::mknodat(work_fd_.get(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
@@ -331,7 +350,7 @@ int UnionFs::make_whiteout(Node& dir, const char* name) {
   char marker[NAME_MAX + 8];
   std::snprintf(marker, sizeof marker, ".wh.%s", name);
   if (std::strlen(name) > NAME_MAX - 4) return ENAMETOOLONG;
-  UniqueFd f(::openat(ufd, marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0000));
+  UniqueFd f(dir_cache_.open_retrying([&] { return ::openat(ufd, marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0000); }));
   if (!f) return errno;
   dir.dirs.front()->oci_markers = 1;
   return 0;
@@ -341,6 +360,7 @@ int UnionFs::make_whiteout(Node& dir, const char* name) {
 int UnionFs::clear_whiteout(Node& dir, const char* name, bool& had) {
   had = false;
   int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
   struct stat st;
   if (::fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0) {
     if (::unlinkat(ufd, name, 0) != 0) return errno;
@@ -440,6 +460,7 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   int r = copy_up_dir_chain(parent);
   if (r != 0) return r;
   int ufd = upper_fd(parent);
+  if (ufd < 0) return unreachable(errno);
   // Only a whiteout in the upper itself is in the way (and only then can
   // something below need hiding by an opaque directory).
   bool below = false;
@@ -447,7 +468,9 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     bool had_whiteout = false;
     r = clear_whiteout(parent, name, had_whiteout);
     if (r != 0) return r;
-    below = S_ISDIR(mode) && exists_below_upper(parent, name) == 1;
+    int found = S_ISDIR(mode) ? exists_below_upper(parent, name) : 0;
+    if (found < 0) return -found;
+    below = found == 1;
   }
   struct stat pst;
   ::fstat(ufd, &pst);
@@ -474,7 +497,9 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   } else if (link_target) {
     if (::symlinkat(link_target, ufd, name) != 0) return errno;
   } else if (fi) {
-    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
+    fd = dir_cache_.open_retrying([&] {
+      return ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
+    });
     if (fd < 0) return errno;
   } else {
     if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
@@ -623,7 +648,9 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   if ((r = pin_node(node)) != 0) return fail(r);
   char src[64];
   proc_path(src, sizeof src, node.self.get(), nullptr);
-  if (::linkat(AT_FDCWD, src, upper_fd(np), newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
+  int ufd = upper_fd(np);
+  if (ufd < 0) return fail(unreachable(errno));
+  if (::linkat(AT_FDCWD, src, ufd, newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
   // Reply with the linked node itself: the kernel then knows both names are
   // one inode and refreshes its link count.
   struct stat st;
@@ -656,7 +683,10 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   int r = copy_up_dir_chain(p);
   if (r != 0) return (void)fuse_reply_err(req, r);
   int ufd = upper_fd(p);
-  bool below = exists_below_upper(p, name) == 1;
+  if (ufd < 0) return (void)fuse_reply_err(req, unreachable(errno));
+  int found = exists_below_upper(p, name);
+  if (found < 0) return (void)fuse_reply_err(req, -found);
+  bool below = found == 1;
   // A file still open keeps working after its name is gone, through its own fd.
   if (child->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*child)) != 0) {
     return (void)fuse_reply_err(req, r);
@@ -710,12 +740,20 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (r == 0) r = src->is_dir() ? copy_up_tree(*src) : copy_up(*src);
   if (r == 0 && exchange) r = dst->is_dir() ? copy_up_tree(*dst) : copy_up(*dst);
   if (r != 0) return fail(r);
-  int sfd = upper_fd(p), dfd = upper_fd(np);
-  bool src_below = exists_below_upper(p, name) == 1;
-  bool dst_below = exists_below_upper(np, newname) == 1;
+  int sfd = upper_fd(p);
+  int dfd = sfd < 0 ? -1 : upper_fd(np);
+  if (dfd < 0) return fail(unreachable(errno));
+  int src_found = exists_below_upper(p, name);
+  int dst_found = src_found < 0 ? 0 : exists_below_upper(np, newname);
+  if (src_found < 0 || dst_found < 0) return fail(-std::min(src_found, dst_found));
+  bool src_below = src_found == 1, dst_below = dst_found == 1;
+  auto make_opaque = [this](Node& dir) {
+    int fd = upper_fd(dir);
+    return fd < 0 ? unreachable(errno) : set_opaque(fd, nullptr);
+  };
   if (exchange) {
-    if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
-    if (dst->is_dir() && src_below && (r = set_opaque(upper_fd(*dst), nullptr)) != 0) return fail(r);
+    if (src->is_dir() && dst_below && (r = make_opaque(*src)) != 0) return fail(r);
+    if (dst->is_dir() && src_below && (r = make_opaque(*dst)) != 0) return fail(r);
     if (::renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE) != 0) return fail(errno);
     if (named_by(*src, p, name)) detach(*src);
     if (named_by(*dst, np, newname)) detach(*dst);
@@ -723,7 +761,7 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     attach(p, name, dst);
     return (void)fuse_reply_err(req, 0);
   }
-  if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+  if (src->is_dir() && dst_below && (r = make_opaque(*src)) != 0) return fail(r);
   if (dst && dst->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*dst)) != 0) return fail(r);
   bool had = false;
   if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
@@ -754,7 +792,8 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
   bool follow = false;
   if (node.is_dir()) {
     follow = true;
-    r = proc_path(path, sizeof path, upper_fd(node), nullptr);
+    int ufd = upper_fd(node);
+    r = ufd < 0 ? unreachable(errno) : proc_path(path, sizeof path, ufd, nullptr);
   } else {
     r = object_path(node, path, sizeof path, follow);
   }
@@ -868,9 +907,10 @@ void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi
 void UnionFs::fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
+  if (!node.has_upper()) return (void)fuse_reply_err(req, 0);  // nothing of it was written
   int ufd = upper_fd(node);
-  if (ufd < 0) return (void)fuse_reply_err(req, 0);  // nothing of it was written
-  UniqueFd d(::openat(ufd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (ufd < 0) return (void)fuse_reply_err(req, unreachable(errno));
+  UniqueFd d(dir_cache_.open_retrying([ufd] { return ::openat(ufd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
   int rc = d ? ::fsync(d.get()) : -1;
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
