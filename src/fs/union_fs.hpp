@@ -399,6 +399,7 @@ class UnionFs {
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
   int set_opaque(int dirfd, const char* name);
+  int drop_whiteouts(int dirfd);
   // HIDDEN_AT: kUnchecked, or what child_node() just said about NAME
   // (Resolved::whiteout_layer), which saves looking NAME up again.
   static constexpr int kUnchecked = -2;

@@ -12,8 +12,8 @@
 //   (trusted.overlay.opaque=y as root, user.overlay.opaque=y otherwise), or a
 //   `.wh..wh..opq` file when no xattr can be set;
 // - a renamed directory that merges lower layers is copied up entirely and
-//   made opaque (no redirect xattrs), so the upper reads the same under any
-//   overlay implementation;
+//   made opaque (no redirect xattrs), and the whiteouts it held are removed,
+//   so the upper reads the same under any overlay implementation;
 // - a copied-up object keeps its inode number in the private xattr
 //   PREFIX.strata.ino, which overlayfs ignores.
 #include <fcntl.h>
@@ -30,6 +30,7 @@
 #include <cstring>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "union_fs.hpp"
 
 namespace strata::fs {
@@ -304,8 +305,34 @@ int UnionFs::copy_up_tree(Node& dir) {
   int ufd = upper_fd(dir);
   if (ufd < 0) return unreachable(errno);
   r = set_opaque(ufd, nullptr);
+  if (r == 0) r = drop_whiteouts(ufd);
   if (r != 0) return r;
   dir.dirs.resize(1);
+  dir.dirs.front()->oci_markers = 0;
+  return 0;
+}
+
+// Removes every whiteout (both formats) from the upper directory DIRFD, once
+// it is opaque: nothing below it shows any more, and overlayfs lists a
+// whiteout in a directory that merges nothing as an entry of its own.
+int UnionFs::drop_whiteouts(int dirfd) {
+  std::vector<DirEntry> entries;
+  try {
+    entries = read_dir_entries(dirfd, "upper directory");
+  } catch (const SysError& e) {
+    return e.err();
+  }
+  for (const auto& en : entries) {
+    const char* name = en.name.c_str();
+    if (std::strncmp(name, ".wh.", 4) == 0) {
+      if (en.name == ".wh..wh..opq") continue;  // the opaque marker itself, where no xattr could be set
+    } else {
+      struct stat st;
+      if (en.type != DT_CHR && en.type != DT_UNKNOWN) continue;
+      if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != 0) continue;
+    }
+    if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) return errno;
+  }
   return 0;
 }
 

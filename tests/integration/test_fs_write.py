@@ -328,6 +328,38 @@ def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
     assert snapshot(m) == ours
 
 
+def test_renamed_merged_dir_holds_no_whiteouts(rw, mounts):
+    """A merged directory with deleted children, renamed: its opaque upper
+    copy holds no whiteouts, and kernel overlayfs on the same upper shows
+    what stratafs showed."""
+    m = rw.mnt
+    os.unlink(f"{m}/dir/a")  # lower child of a merged directory
+    os.unlink(f"{m}/dir/sub/deep")  # and of a lower-only subdirectory
+    os.unlink(f"{m}/tree/x/top-only")
+    os.rename(f"{m}/dir", f"{m}/moved")
+    renameat2(f"{m}/tree", f"{m}/etc", RENAME_EXCHANGE)
+    assert listing(f"{m}/moved") == ["b", "sub"] and listing(f"{m}/moved/sub") == []
+    assert listing(f"{m}/etc/x") == ["y"]
+    ours = snapshot(m)
+    unmount_now(m)
+    for d in ("moved", "moved/sub", "etc", "etc/x", "tree"):
+        names = os.listdir(f"{rw.upper}/{d}")
+        left = [n for n in names if n.startswith(".wh.") or is_whiteout(f"{rw.upper}/{d}/{n}")]
+        assert left == [], f"the opaque upper copy {d} holds whiteouts {left}"
+    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
+    os.makedirs(kmnt)
+    os.makedirs(kwork)
+    mounts.add(kmnt)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
+    try:
+        assert snapshot(kmnt) == ours
+    finally:
+        run(["umount", kmnt])
+    rw.mount()
+    assert snapshot(m) == ours
+
+
 def test_changes_survive_remount_and_inodes_stay(rw):
     m = rw.mnt
     ino = os.stat(f"{m}/etc/motd").st_ino
