@@ -967,6 +967,7 @@ int UnionFs::retire_node(Node& node) {
     node.link_index.reset();
   }
   detach(node);
+  node.retired = true;
   return ESTALE;
 }
 
@@ -1269,6 +1270,9 @@ bool UnionFs::is_private_xattr(const char* name) const noexcept {
 }
 
 int UnionFs::object_path(Node& node, char* buf, size_t len, bool& follow) {
+  // A name removed since the kernel looked it up reaches nothing any more
+  // (or, once reused, another file).
+  if (node.unlinked && !node.self) return ENOENT;
   if (!node.parent || node.self) {
     follow = true;
     int fd = node.self ? node.self.get() : dir_fd(node);
@@ -1301,7 +1305,7 @@ void UnionFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   int err = n < 0 ? errno : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, err == ENOENT ? EIO : err);
+    fuse_reply_err(req, err);
   } else if (size == 0) {
     fuse_reply_xattr(req, static_cast<size_t>(n));
   } else {
@@ -1324,7 +1328,7 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   int err = n < 0 ? errno : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, err == ENOENT ? EIO : err);
+    fuse_reply_err(req, err);
     return;
   }
   std::vector<char> shown;

@@ -177,6 +177,7 @@ struct Node : std::enable_shared_from_this<Node> {
   mode_t type = 0;        // S_IFMT bits
   int layer = 0;          // layer of the visible copy
   bool unlinked = false;  // PARENT/NAME no longer names it; alive until forgotten
+  bool retired = false;   // unlinked by retire_node: PARENT/NAME names its successor
   // Directories: when a missing name last found this directory still present
   // in its layer (steady clock, ns). See UnionFs::dir_gone_error.
   std::atomic<std::int64_t> alive_checked{0};
@@ -380,6 +381,8 @@ class UnionFs {
   // name gets a new node at the kernel's next lookup. Returns ESTALE, on
   // which the kernel looks the name up again and retries the open once.
   int retire_node(Node& node);
+  // The node a change made through NODE (setattr, xattrs) goes to.
+  std::shared_ptr<Node> change_target(Node& node, int& err);
   // Picks the I/O mode of a new handle FD on NODE (tree_mu_ held, so the
   // node's layer is stable, and no backing_conflict()); BACKING receives the
   // backing id for passthrough.

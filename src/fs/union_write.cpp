@@ -801,12 +801,31 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   fuse_reply_err(req, 0);
 }
 
+// A node retired for a copy-up (retire_node) still stands for the file at
+// its name, as one overlayfs inode does across its copy-up: a change made
+// through a handle opened before goes to the node that name has now (the
+// same file: the same inode number). Null with ERR set when the name holds
+// no such file any more.
+std::shared_ptr<Node> UnionFs::change_target(Node& node, int& err) {
+  err = 0;
+  if (!node.retired) return node.shared_from_this();
+  std::shared_ptr<Node> now = node.parent ? child_node(*node.parent, node.name.c_str(), err) : nullptr;
+  if (!now || now->ino != node.ino) {
+    err = (now || err == ENOENT || err == 0) ? ENOENT : err;
+    return nullptr;
+  }
+  return now;
+}
+
 void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return fail(err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return fail(ENOENT);
   bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
   int r = copy_up(node, !truncating);
@@ -947,7 +966,10 @@ void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return (void)fuse_reply_err(req, err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   int r = copy_up(node);
   if (r != 0) return (void)fuse_reply_err(req, r);
@@ -963,7 +985,10 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return (void)fuse_reply_err(req, err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   char path[PATH_MAX];
   bool follow = false;

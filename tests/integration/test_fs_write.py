@@ -300,6 +300,39 @@ def test_xattrs_fallocate_sync_locks_mmap(rw):
     os.sync()
 
 
+def test_xattrs_of_a_removed_or_replaced_name(rw):
+    """getxattr and listxattr on a file whose name went away (unlinked, or
+    renamed over) answer ENOENT or the file's own value, as on the kernel:
+    never EIO, and never the xattrs of the file that has the name now."""
+    m = rw.mnt
+    os.setxattr(f"{m}/etc/motd", "user.k", b"motd")
+    write(f"{m}/other", "o")
+    os.setxattr(f"{m}/other", "user.k", b"other")
+    write(f"{m}/scratch", "s")
+    os.setxattr(f"{m}/scratch", "user.k", b"scratch")
+    lower = os.open(f"{m}/exec.bin", os.O_PATH)
+    upper = os.open(f"{m}/etc/motd", os.O_PATH)
+    gone = os.open(f"{m}/scratch", os.O_PATH)
+    try:
+        os.unlink(f"{m}/exec.bin")
+        os.rename(f"{m}/other", f"{m}/etc/motd")
+        os.unlink(f"{m}/scratch")
+        for fd, key, value in ((lower, "user.origin", b"lower"), (upper, "user.k", b"motd"),
+                               (gone, "user.k", b"scratch")):
+            path = f"/proc/self/fd/{fd}"
+            for call, want in ((lambda: os.getxattr(path, key), value), (lambda: key in os.listxattr(path), True)):
+                try:
+                    got = call()
+                except OSError as e:
+                    assert e.errno == errno.ENOENT, f"{key} of a removed name: {e}"
+                else:
+                    assert got == want
+    finally:
+        for fd in (lower, upper, gone):
+            os.close(fd)
+    assert os.getxattr(f"{m}/etc/motd", "user.k") == b"other"
+
+
 def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
     m = rw.mnt
     os.unlink(f"{m}/etc/passwd")
