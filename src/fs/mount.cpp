@@ -224,7 +224,11 @@ void mount_and_serve(const MountOptions& o) {
   UnionFs fs(std::move(layers), std::move(work_fd), cfg);
 
   std::string mount_opts = "fsname=" + o.source + ",subtype=stratafs,default_permissions";
-  if (o.allow_other) mount_opts += ",allow_other";
+  // Root's mounts let every user in, as kernel overlayfs and fuse-overlayfs
+  // run by root do (a container's non-root processes included); the kernel
+  // checks permissions against the owners and modes shown.
+  const bool root = cfg.daemon_uid == 0 && !in_userns;
+  if (o.allow_other || (root && !o.deny_other && !o.allow_root)) mount_opts += ",allow_other";
   if (o.allow_root) mount_opts += ",allow_root";
   if (!writable) mount_opts += ",ro";
   std::vector<std::string> arg_strings = {"stratafs", "-o", mount_opts};
