@@ -258,13 +258,22 @@ void mount_and_serve(const MountOptions& o) {
   }
   guard.mounted = true;
   // Requests and replies go through these hooks: they add passthrough to
-  // libfuse's INIT reply (see passthrough.hpp), and with no splice_receive
-  // hook each request is read with one read(2) instead of splice(2) plus
-  // read(2). Reply data is still spliced from the layer files.
+  // libfuse's INIT reply (see passthrough.hpp). Without FUSE_CAP_SPLICE_READ
+  // (UnionFs::init) each request is read by the read hook, with one read(2).
+  // Reply data is still spliced from the layer files.
   fuse_custom_io io{};
+  //
+  // libfuse 3.14 answers ENOSYS to the kernel's TMPFILE request (O_TMPFILE),
+  // which it does not know. That request carries what a CREATE does, with
+  // the name "/": it is handed to libfuse as a CREATE, which UnionFs::create
+  // recognises by that name; the reply of both is the same.
   io.read = [](int fd, void* buf, size_t len, void* userdata) -> ssize_t {
     ssize_t n = ::read(fd, buf, len);
     if (n > 0) static_cast<UnionFs*>(userdata)->passthrough().note_request(buf, static_cast<size_t>(n));
+    if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
+      auto* in = static_cast<abi::InHeader*>(buf);
+      if (in->opcode == abi::kOpTmpfile) in->opcode = abi::kOpCreate;
+    }
     return n;
   };
   io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {

@@ -822,7 +822,12 @@ void UnionFs::init(fuse_conn_info* conn) {
   // attributes (readdirplus), so a walk costs no lookup per entry; with
   // READDIRPLUS_AUTO the kernel asks for plain listings when it does not
   // look entries up afterwards.
-  want(FUSE_CAP_SPLICE_READ);
+  //
+  // Requests are read with read(2), not spliced (no SPLICE_READ): only
+  // then does every request pass the session's read hook, which turns the
+  // TMPFILE request libfuse 3.14 does not know into one it does (see
+  // mount.cpp). The data of a write the daemon serves is copied once more.
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_SPLICE_READ);
   want(FUSE_CAP_SPLICE_WRITE);
   want(FUSE_CAP_SPLICE_MOVE);
   want(FUSE_CAP_PARALLEL_DIROPS);

@@ -266,7 +266,10 @@ class UnionFs {
   void unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir);
   void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
               unsigned flags);
+  // Also O_TMPFILE: the kernel's TMPFILE request arrives as a CREATE of the
+  // name kTmpfileName, which no real name can be (see mount.cpp).
   void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  static constexpr const char* kTmpfileName = "/";
   void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
@@ -408,6 +411,7 @@ class UnionFs {
   static constexpr int kUnchecked = -2;
   int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
                   fuse_file_info* fi, int hidden_at = kUnchecked);
+  int tmpfile(fuse_req_t req, Node& parent, mode_t mode, fuse_file_info* fi);
   int merged_dir_is_empty(Node& dir);
   void refresh_subtree(Node& node);
   std::string work_name();

@@ -438,6 +438,7 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   // A caller the maps cannot store (as the kernel answers for an id-mapped
   // mount that does not map the caller).
   if (!huid || !hgid) return EOVERFLOW;
+  const int at = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
   // Only the mknod fallback (a regular file standing in for a device node)
   // stores a type the host could not.
   const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
@@ -446,11 +447,11 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
     // parent): when those are the caller's, there is nothing to change.
     gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
     if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
-    if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+    if (::fchownat(dirfd, name, *huid, *hgid, at) == 0) return 0;
   }
-  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, at) == 0;
   struct stat st;
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (::fstatat(dirfd, name, &st, at) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
   if (stored && !type_lost) return 0;
   if (!stored && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
@@ -462,8 +463,9 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   o.has_type = true;
   std::string v = format_override_stat(o);
   char path[PATH_MAX];
-  if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
-  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+  if (proc_path(path, sizeof path, dirfd, *name ? name : nullptr) != 0) return ENAMETOOLONG;
+  if ((*name ? ::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)
+             : ::setxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)) != 0) {
     // Without the xattr a stand-in would read back as a plain file.
     if (type_lost) return errno == EACCES ? EPERM : errno;
     return stored ? 0 : EPERM;
@@ -593,11 +595,58 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   return 0;
 }
 
+// open(2) with O_TMPFILE: the file is made with O_TMPFILE in the directory's
+// upper copy, and its node has no name, only its own fd, until linkat(2)
+// gives it one (LINK, as for any node reached by its own fd).
+int UnionFs::tmpfile(fuse_req_t req, Node& parent, mode_t mode, fuse_file_info* fi) {
+  if (parent.unlinked) return ENOENT;
+  if (!parent.is_dir()) return ENOTDIR;
+  int r = copy_up_dir_chain(parent);
+  if (r != 0) return r;
+  int ufd = upper_fd(parent);
+  if (ufd < 0) return unreachable(errno);
+  // O_EXCL is the kernel's to enforce (it never links such a file); the
+  // daemon's own fd stays linkable either way.
+  const int flags = O_TMPFILE | (fi->flags & (O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC | O_NOATIME)) | O_CLOEXEC;
+  UniqueFd fd(dir_cache_.open_retrying([&] { return ::openat(ufd, ".", flags, mode & 07777); }));
+  if (!fd) return errno;
+  struct stat pst {};
+  ::fstat(ufd, &pst);
+  gid_t inherit_gid = (pst.st_mode & S_ISGID) ? pst.st_gid : static_cast<gid_t>(-1);
+  if ((r = set_owner(fd.get(), "", req, inherit_gid, S_IFREG | (mode & 07777), 0)) != 0) return r;
+  if ((mode & 06000) && ::fchmod(fd.get(), mode & 07777) != 0) return errno;
+  char self[64];
+  proc_path(self, sizeof self, fd.get(), nullptr);
+  UniqueFd pinned(dir_cache_.open_retrying([&] { return ::open(self, O_PATH | O_CLOEXEC); }));
+  struct stat st {};
+  if (!pinned || ::fstat(fd.get(), &st) != 0) return errno;
+  auto node = std::make_shared<Node>();
+  node->type = S_IFREG;
+  node->layer = 0;
+  node->unlinked = true;
+  node->self = std::move(pinned);
+  node->ino = layer_ino(0, st.st_ino);
+  node->parent = parent.shared_from_this();
+  fuse_entry_param e{};
+  if ((r = node_attr(*node, st)) != 0) return r;
+  ref_lookup(node);
+  fill_entry(e, *node, st);
+  int backing = 0;
+  IoMode io = choose_io_mode(*node, fd.get(), backing);
+  reply_open(req, *node, fd.release(), io, backing, false, fi, &e);
+  return 0;
+}
+
 void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
+  if (std::strcmp(name, kTmpfileName) == 0) {
+    int r = tmpfile(req, p, mode, fi);
+    if (r != 0) fuse_reply_err(req, r);
+    return;
+  }
   int err = 0, hidden_at = kUnchecked;
   auto existing = child_node(p, name, err, &hidden_at);
   if (existing && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);

@@ -28,6 +28,14 @@ def renameat2(old, new, flags):
         raise OSError(e, os.strerror(e))
 
 
+def link_fd(fd, new):
+    """linkat(2) of the file open at FD to NEW, through its /proc/self/fd link."""
+    AT_SYMLINK_FOLLOW = 0x400
+    if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, new.encode(), AT_SYMLINK_FOLLOW) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 def punch_hole(fd, off, length):
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
     if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
@@ -331,6 +339,37 @@ def test_xattrs_of_a_removed_or_replaced_name(rw):
         for fd in (lower, upper, gone):
             os.close(fd)
     assert os.getxattr(f"{m}/etc/motd", "user.k") == b"other"
+
+
+def test_o_tmpfile_and_linkat(rw):
+    """open(O_TMPFILE) makes a nameless file in the upper, which linkat(2)
+    names (how programs write a file whole before it appears); with O_EXCL it
+    can never be named. Nothing of them is left behind."""
+    m = rw.mnt
+    fd = os.open(f"{m}/etc", os.O_TMPFILE | os.O_RDWR, 0o640)
+    try:
+        os.write(fd, b"written whole")
+        st = os.fstat(fd)
+        assert st.st_nlink == 0 and stat.S_IMODE(st.st_mode) == 0o640 and st.st_uid == 0
+        assert listing(f"{m}/etc") == ["group", "motd", "passwd"]
+        link_fd(fd, f"{m}/etc/linked")
+        os.pwrite(fd, b"W", 0)
+        assert os.stat(f"{m}/etc/linked").st_ino == os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    assert open(f"{m}/etc/linked", "rb").read() == b"Written whole"
+    assert stat.S_IMODE(os.stat(f"{m}/etc/linked").st_mode) == 0o640
+    fd = os.open(m, os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+    try:
+        with pytest.raises(FileNotFoundError):
+            link_fd(fd, f"{m}/never")
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(f"{m}/never")
+    unmount_now(m)
+    assert open(f"{rw.upper}/etc/linked", "rb").read() == b"Written whole"
+    assert sorted(os.listdir(rw.upper)) == ["etc"] and sorted(os.listdir(f"{rw.upper}/etc")) == ["linked"]
+    assert os.listdir(f"{rw.work}/strata.work") == []
 
 
 def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
