@@ -278,10 +278,14 @@ void mount_and_serve(const MountOptions& o) {
   };
   io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {
     static_cast<UnionFs*>(userdata)->passthrough().adjust_reply(iov, count);
+    note_reply_sent();
     return ::writev(fd, iov, count);
   };
   io.splice_send = [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
-                      void*) -> ssize_t { return ::splice(fd_in, off_in, fd_out, off_out, len, flags); };
+                      void*) -> ssize_t {
+    note_reply_sent();
+    return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
+  };
   const int device_fd = fuse_session_fd(se);
   if (fuse_session_custom_io(se, &io, device_fd) != 0) throw Error("cannot set up the FUSE session's I/O");
   fs.passthrough().set_device(device_fd);

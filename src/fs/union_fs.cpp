@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <unordered_set>
 
@@ -1356,146 +1357,153 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 namespace {
 
-// What every request runs in: the directory fds it takes stay open until it
-// has been answered.
-class Serving {
- public:
-  explicit Serving(fuse_req_t req) noexcept : pins_(fs_of(req)->dir_cache()) {}
+// Whether the request being served on this thread has been answered (see
+// note_reply_sent).
+thread_local bool t_replied = false;
 
- private:
-  DirCache::PinScope pins_;
-};
+enum class Reply { one, none };
 
-void op_init(void* userdata, fuse_conn_info* conn) { static_cast<UnionFs*>(userdata)->init(conn); }
+// Serves one request: the directory fds it takes stay open until it has
+// been answered, and an exception escaping the op is one line on stderr and,
+// unless the request was answered already, an EIO answer; the daemon goes on.
+// FORGET (Reply::none) is never answered: libfuse is told it is done.
+template <class Op>
+void serve(fuse_req_t req, const char* name, Op&& op, Reply reply = Reply::one) noexcept {
+  t_replied = false;
+  const char* what = nullptr;
+  try {
+    UnionFs& fs = *fs_of(req);
+    DirCache::PinScope pins(fs.dir_cache());
+    op(fs);
+  } catch (const std::exception& e) {
+    what = e.what();
+    std::fprintf(stderr, "stratafs: %s: %s; answered EIO\n", name, what);
+  } catch (...) {
+    what = "unknown exception";
+    std::fprintf(stderr, "stratafs: %s: %s; answered EIO\n", name, what);
+  }
+  if (reply == Reply::none) {
+    fuse_reply_none(req);
+  } else if (what && !t_replied) {
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  try {
+    static_cast<UnionFs*>(userdata)->init(conn);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stratafs: init: %s\n", e.what());
+  }
+}
 void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) {
-  Serving serving(r);
-  fs_of(r)->lookup(r, p, n);
+  serve(r, "lookup", [&](UnionFs& fs) { fs.lookup(r, p, n); });
 }
 void op_forget(fuse_req_t r, fuse_ino_t i, uint64_t n) {
-  fs_of(r)->forget(i, n);
-  fuse_reply_none(r);
+  serve(r, "forget", [&](UnionFs& fs) { fs.forget(i, n); }, Reply::none);
 }
 void op_forget_multi(fuse_req_t r, size_t count, fuse_forget_data* f) {
-  for (size_t i = 0; i < count; ++i) fs_of(r)->forget(f[i].ino, f[i].nlookup);
-  fuse_reply_none(r);
+  serve(
+      r, "forget_multi",
+      [&](UnionFs& fs) {
+        for (size_t i = 0; i < count; ++i) fs.forget(f[i].ino, f[i].nlookup);
+      },
+      Reply::none);
 }
 void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->getattr(r, i, fi);
+  serve(r, "getattr", [&](UnionFs& fs) { fs.getattr(r, i, fi); });
 }
 void op_readlink(fuse_req_t r, fuse_ino_t i) {
-  Serving serving(r);
-  fs_of(r)->readlink(r, i);
+  serve(r, "readlink", [&](UnionFs& fs) { fs.readlink(r, i); });
 }
 void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->open(r, i, fi);
+  serve(r, "open", [&](UnionFs& fs) { fs.open(r, i, fi); });
 }
 void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->read(r, i, s, o, fi);
+  serve(r, "read", [&](UnionFs& fs) { fs.read(r, i, s, o, fi); });
 }
 void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->release(r, i, fi);
+  serve(r, "release", [&](UnionFs& fs) { fs.release(r, i, fi); });
 }
 void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->opendir(r, i, fi);
+  serve(r, "opendir", [&](UnionFs& fs) { fs.opendir(r, i, fi); });
 }
 void op_readdir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->readdir(r, i, s, o, fi, false);
+  serve(r, "readdir", [&](UnionFs& fs) { fs.readdir(r, i, s, o, fi, false); });
 }
 void op_readdirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->readdir(r, i, s, o, fi, true);
+  serve(r, "readdirplus", [&](UnionFs& fs) { fs.readdir(r, i, s, o, fi, true); });
 }
 void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->releasedir(r, i, fi);
+  serve(r, "releasedir", [&](UnionFs& fs) { fs.releasedir(r, i, fi); });
 }
 void op_statfs(fuse_req_t r, fuse_ino_t i) {
-  Serving serving(r);
-  fs_of(r)->statfs(r, i);
+  serve(r, "statfs", [&](UnionFs& fs) { fs.statfs(r, i); });
 }
 void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
-  Serving serving(r);
-  fs_of(r)->getxattr(r, i, n, s);
+  serve(r, "getxattr", [&](UnionFs& fs) { fs.getxattr(r, i, n, s); });
 }
 void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) {
-  Serving serving(r);
-  fs_of(r)->listxattr(r, i, s);
+  serve(r, "listxattr", [&](UnionFs& fs) { fs.listxattr(r, i, s); });
 }
 void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->setattr(r, i, a, t, fi);
+  serve(r, "setattr", [&](UnionFs& fs) { fs.setattr(r, i, a, t, fi); });
 }
 void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) {
-  Serving serving(r);
-  fs_of(r)->mknod(r, p, n, m, d);
+  serve(r, "mknod", [&](UnionFs& fs) { fs.mknod(r, p, n, m, d); });
 }
 void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) {
-  Serving serving(r);
-  fs_of(r)->mkdir(r, p, n, m);
+  serve(r, "mkdir", [&](UnionFs& fs) { fs.mkdir(r, p, n, m); });
 }
 void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) {
-  Serving serving(r);
-  fs_of(r)->symlink(r, t, p, n);
+  serve(r, "symlink", [&](UnionFs& fs) { fs.symlink(r, t, p, n); });
 }
 void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) {
-  Serving serving(r);
-  fs_of(r)->link(r, i, p, n);
+  serve(r, "link", [&](UnionFs& fs) { fs.link(r, i, p, n); });
 }
 void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) {
-  Serving serving(r);
-  fs_of(r)->unlink(r, p, n, false);
+  serve(r, "unlink", [&](UnionFs& fs) { fs.unlink(r, p, n, false); });
 }
 void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) {
-  Serving serving(r);
-  fs_of(r)->unlink(r, p, n, true);
+  serve(r, "rmdir", [&](UnionFs& fs) { fs.unlink(r, p, n, true); });
 }
 void op_rename(fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn, unsigned f) {
-  Serving serving(r);
-  fs_of(r)->rename(r, p, n, np, nn, f);
+  serve(r, "rename", [&](UnionFs& fs) { fs.rename(r, p, n, np, nn, f); });
 }
 void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->create(r, p, n, m, fi);
+  serve(r, "create", [&](UnionFs& fs) { fs.create(r, p, n, m, fi); });
 }
 void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->write_buf(r, i, b, o, fi);
+  serve(r, "write_buf", [&](UnionFs& fs) { fs.write_buf(r, i, b, o, fi); });
 }
 void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->fsync(r, i, d, fi);
+  serve(r, "fsync", [&](UnionFs& fs) { fs.fsync(r, i, d, fi); });
 }
 void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->fsyncdir(r, i, d, fi);
+  serve(r, "fsyncdir", [&](UnionFs& fs) { fs.fsyncdir(r, i, d, fi); });
 }
 void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
-  Serving serving(r);
-  fs_of(r)->setxattr(r, i, n, v, s, f);
+  serve(r, "setxattr", [&](UnionFs& fs) { fs.setxattr(r, i, n, v, s, f); });
 }
 void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) {
-  Serving serving(r);
-  fs_of(r)->removexattr(r, i, n);
+  serve(r, "removexattr", [&](UnionFs& fs) { fs.removexattr(r, i, n); });
 }
 void op_fallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->fallocate(r, i, m, o, l, fi);
+  serve(r, "fallocate", [&](UnionFs& fs) { fs.fallocate(r, i, m, o, l, fi); });
 }
 void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
-  Serving serving(r);
-  fs_of(r)->lseek(r, i, o, w, fi);
+  serve(r, "lseek", [&](UnionFs& fs) { fs.lseek(r, i, o, w, fi); });
 }
 void op_copy_file_range(fuse_req_t r, fuse_ino_t ii, off_t oi, fuse_file_info* fi, fuse_ino_t io, off_t oo,
                         fuse_file_info* fo, size_t len, int flags) {
-  Serving serving(r);
-  fs_of(r)->copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags);
+  serve(r, "copy_file_range", [&](UnionFs& fs) { fs.copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags); });
 }
+
+}  // namespace
+
+void note_reply_sent() noexcept { t_replied = true; }
+
+namespace {
 
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops o{};

@@ -230,6 +230,11 @@ struct Config {
   gid_t daemon_gid = 0;
 };
 
+// Called by the session's I/O hooks when a reply is written: the request
+// being served on this thread has been answered (no second answer after an
+// exception, see the op callbacks).
+void note_reply_sent() noexcept;
+
 class UnionFs {
  public:
   UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config);
@@ -426,6 +431,12 @@ class UnionFs {
   UniqueFd work_fd_;
   Config cfg_;
   Passthrough passthrough_{cfg_.passthrough};
+  // Lock order: tree_mu_ first (every op that reads or changes the tree
+  // holds it, shared or exclusive); under it at most one of backing_mu_,
+  // links_->mu, a node's children_mu, a listing_mu_, a Shard::mu and
+  // DirCache's mutex, each of which is a leaf: nothing else is taken while
+  // it is held. (A Node's destructor takes its link index's mu, then its
+  // parent's children_mu, one after the other.)
   std::mutex backing_mu_;
   std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
   // Config::read_override_stat, switched on for good once this mount has
@@ -438,7 +449,7 @@ class UnionFs {
   DirCache dir_cache_;
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
-  std::shared_mutex tree_mu_;
+  std::shared_mutex tree_mu_;  // taken first: see the lock order above backing_mu_
   std::atomic<std::uint64_t> work_counter_{0};
 
   static constexpr int kShards = 64;
