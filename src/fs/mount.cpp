@@ -128,8 +128,9 @@ bool lock_workdir(int fd) {
   }
 }
 
-// One lower-layer directory fd per merged directory the kernel holds: allow
-// as many descriptors as the system lets this process have.
+// Every file the kernel has open through the mount holds an fd here, and
+// half of the limit goes to layer directories (DirCache): allow as many
+// descriptors as the system lets this process have.
 void raise_fd_limit() {
   struct rlimit rl {};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
