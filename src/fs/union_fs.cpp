@@ -110,7 +110,7 @@ int DirCache::adopt(const std::shared_ptr<DirLayer>& dl, UniqueFd fd) {
   {
     std::lock_guard lk(mu_);
     if (dl->fd_ >= 0) {
-      to_close.push_back(fd.release());
+      to_close.push_back(fd.release());  // another request opened it meanwhile
     } else {
       insert_locked(*dl, fd.release());
     }
@@ -141,20 +141,7 @@ int DirCache::fd(const std::shared_ptr<DirLayer>& dl) {
     errno = ESTALE;  // the name holds another directory now
     return -1;
   }
-  std::vector<int> to_close;
-  int fd;
-  {
-    std::lock_guard lk(mu_);
-    if (dl->fd_ >= 0) {
-      to_close.push_back(opened.release());  // another request opened it meanwhile
-    } else {
-      insert_locked(*dl, opened.release());
-    }
-    fd = pin_locked(dl);
-    trim_locked(to_close);
-  }
-  for (int c : to_close) ::close(c);
-  return fd;
+  return adopt(dl, std::move(opened));
 }
 
 bool DirCache::shed() {

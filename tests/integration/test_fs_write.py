@@ -43,6 +43,23 @@ def punch_hole(fd, off, length):
         raise OSError(e, os.strerror(e))
 
 
+def assert_kernel_overlayfs_shows(rw, mounts, ours):
+    """Kernel overlayfs on RW's layers and upper (stratafs unmounted) shows
+    the tree OURS, and stratafs, mounted again, still shows it after."""
+    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
+    os.makedirs(kmnt)
+    os.makedirs(kwork)
+    mounts.add(kmnt)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
+    try:
+        assert snapshot(kmnt) == ours
+    finally:
+        run(["umount", kmnt])
+    rw.mount()
+    assert snapshot(rw.mnt) == ours
+
+
 def is_whiteout(path):
     st = os.lstat(path)
     return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
@@ -385,19 +402,7 @@ def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
     os.setxattr(f"{m}/etc/motd", "user.k", b"v")
     ours = snapshot(m)
     unmount_now(m)
-    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
-    os.makedirs(kmnt)
-    os.makedirs(kwork)
-    mounts.add(kmnt)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
-    try:
-        assert snapshot(kmnt) == ours
-    finally:
-        run(["umount", kmnt])
-    # And stratafs shows the same again after the kernel had it.
-    rw.mount()
-    assert snapshot(m) == ours
+    assert_kernel_overlayfs_shows(rw, mounts, ours)
 
 
 def test_renamed_merged_dir_holds_no_whiteouts(rw, mounts):
@@ -418,18 +423,7 @@ def test_renamed_merged_dir_holds_no_whiteouts(rw, mounts):
         names = os.listdir(f"{rw.upper}/{d}")
         left = [n for n in names if n.startswith(".wh.") or is_whiteout(f"{rw.upper}/{d}/{n}")]
         assert left == [], f"the opaque upper copy {d} holds whiteouts {left}"
-    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
-    os.makedirs(kmnt)
-    os.makedirs(kwork)
-    mounts.add(kmnt)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
-    try:
-        assert snapshot(kmnt) == ours
-    finally:
-        run(["umount", kmnt])
-    rw.mount()
-    assert snapshot(m) == ours
+    assert_kernel_overlayfs_shows(rw, mounts, ours)
 
 
 def test_changes_survive_remount_and_inodes_stay(rw):
