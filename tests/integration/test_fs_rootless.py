@@ -356,6 +356,26 @@ print(json.dumps(tree(m)))""")
     assert s.lower_snapshot() == before
 
 
+def test_o_tmpfile_through_fusermount3(stack, mounts):
+    """A user's O_TMPFILE file, named by linkat(2), is the user's, with its
+    mode and what was written to it."""
+    s, u = stack, stack.user
+    mount_as_user(s, mounts, s.opts())
+    t = user_view(s, f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+m = {s.mnt!r}
+fd = os.open(m + "/etc", os.O_TMPFILE | os.O_RDWR, 0o640)
+os.write(fd, b"whole")
+r = libc.linkat(-100, ("/proc/self/fd/%d" % fd).encode(), -100, (m + "/etc/made").encode(), 0x400)
+os.close(fd)
+print(json.dumps([r, entry(m + "/etc/made")]))""")
+    assert t[0] == 0
+    assert t[1][:3] == ["-rw-r-----", u.uid, u.gid] and t[1][6] == "whole"
+    unmount_as_user(s)
+    assert open(f"{s.upper}/etc/made").read() == "whole"
+
+
 def test_whiteouts_and_opaque_dirs_through_fusermount3(stack, mounts):
     s = stack
     before = s.lower_snapshot()
