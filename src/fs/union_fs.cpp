@@ -548,8 +548,30 @@ void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
       }
     }
   }
+  if (name && S_ISLNK(st.st_mode) && read_override_.load(std::memory_order_relaxed)) {
+    std::string key = link_owner_key(name);
+    char dir_path[64], value[96];
+    ssize_t n = -1;
+    if (!key.empty() && proc_path(dir_path, sizeof dir_path, layer_fd, nullptr) == 0) {
+      n = ::getxattr(dir_path, key.c_str(), value, sizeof value - 1);
+    }
+    unsigned long long uid = 0, gid = 0, ino = 0;
+    if (n > 0) {
+      value[n] = '\0';
+      if (std::sscanf(value, "%llu:%llu:%llu", &uid, &gid, &ino) == 3 && ino == st.st_ino) {
+        st.st_uid = static_cast<uid_t>(uid);
+        st.st_gid = static_cast<gid_t>(gid);
+      }
+    }
+  }
   st.st_uid = cfg_.uid_map.to_container(st.st_uid);
   st.st_gid = cfg_.gid_map.to_container(st.st_gid);
+}
+
+std::string UnionFs::link_owner_key(const char* name) const {
+  if (cfg_.private_xattr_prefix.empty()) return {};
+  std::string key = cfg_.private_xattr_prefix + "strata.owner." + name;
+  return key.size() > XATTR_NAME_MAX ? std::string() : key;
 }
 
 int UnionFs::stat_node(Node& node, struct stat& st) {

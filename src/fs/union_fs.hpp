@@ -406,6 +406,14 @@ class UnionFs {
   int copy_up_dir_chain(Node& dir);
   int copy_up_tree(Node& dir);
   int copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino);
+  // Symbolic links cannot carry user.* xattrs, so not override_stat: the
+  // owner a copy-up could not give an upper symlink is kept in an xattr of
+  // its directory named after it (PREFIX.strata.owner.NAME = "UID:GID:INO"),
+  // which holds while NAME there is a symlink with inode number INO.
+  std::string link_owner_key(const char* name) const;  // "" where there can be none
+  void keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino);
+  void move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to);
+  void drop_link_owner(int dirfd, const char* name);
   int exists_below_upper(Node& dir, const char* name, bool* is_dir = nullptr);
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);

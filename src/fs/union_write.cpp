@@ -204,6 +204,32 @@ int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, c
   return 0;
 }
 
+void UnionFs::keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino) {
+  std::string key = link_owner_key(name);
+  char dir[64];
+  if (key.empty() || proc_path(dir, sizeof dir, dirfd, nullptr) != 0) return;
+  std::string v = std::to_string(uid) + ":" + std::to_string(gid) + ":" + std::to_string(ino);
+  if (::setxattr(dir, key.c_str(), v.data(), v.size(), 0) == 0) read_override_.store(true, std::memory_order_relaxed);
+}
+
+void UnionFs::move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to) {
+  std::string from_key = link_owner_key(from), to_key = link_owner_key(to);
+  char from_dir[64], to_dir[64], value[96];
+  if (from_key.empty() || proc_path(from_dir, sizeof from_dir, from_dirfd, nullptr) != 0) return;
+  ssize_t n = ::getxattr(from_dir, from_key.c_str(), value, sizeof value);
+  if (n <= 0) return;
+  ::removexattr(from_dir, from_key.c_str());
+  if (!to_key.empty() && proc_path(to_dir, sizeof to_dir, to_dirfd, nullptr) == 0) {
+    ::setxattr(to_dir, to_key.c_str(), value, static_cast<size_t>(n), 0);
+  }
+}
+
+void UnionFs::drop_link_owner(int dirfd, const char* name) {
+  std::string key = link_owner_key(name);
+  char dir[64];
+  if (!key.empty() && proc_path(dir, sizeof dir, dirfd, nullptr) == 0) ::removexattr(dir, key.c_str());
+}
+
 // Gives DIR (and every directory above it) a copy in the upper layer, without
 // children: built in the work dir, then renamed into place.
 int UnionFs::copy_up_dir_chain(Node& dir) {
@@ -275,10 +301,15 @@ int UnionFs::copy_up(Node& node, bool with_data) {
     if (::mknodat(work_fd_.get(), t, st.st_mode, st.st_rdev) != 0) return errno;
   }
   if (r == 0) r = copy_metadata(src_dir, name, t, st, node.ino);
+  struct stat made {};
+  if (r == 0 && ::fstatat(work_fd_.get(), t, &made, AT_SYMLINK_NOFOLLOW) != 0) r = errno;
   if (r == 0 && ::renameat(work_fd_.get(), t, dst_dir, name) != 0) r = errno;
   if (r != 0) {
     ::unlinkat(work_fd_.get(), t, 0);
     return r;
+  }
+  if (S_ISLNK(st.st_mode) && (made.st_uid != st.st_uid || made.st_gid != st.st_gid)) {
+    keep_link_owner(dst_dir, name, st.st_uid, st.st_gid, made.st_ino);
   }
   node.layer = 0;
   return 0;
@@ -770,6 +801,7 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   if (child->layer == 0) {
     r = dir ? remove_upper_dir(ufd, name) : (::unlinkat(ufd, name, 0) == 0 ? 0 : errno);
     if (r != 0) return (void)fuse_reply_err(req, r);
+    if (S_ISLNK(child->type)) drop_link_owner(ufd, name);
   }
   // A name that exists below needs a whiteout; one that lived only in the
   // upper leaves nothing behind.
@@ -843,6 +875,7 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
   if (dst && dst->layer == 0 && dst->is_dir() && (r = remove_upper_dir(dfd, newname)) != 0) return fail(r);
   if (::renameat2(sfd, name, dfd, newname, (flags & RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0) != 0) return fail(errno);
+  if (S_ISLNK(src->type)) move_link_owner(sfd, name, dfd, newname);
   if (src_below && (r = make_whiteout(p, name)) != 0) return fail(r);
   if (dst && named_by(*dst, np, newname)) detach(*dst);
   if (named_by(*src, p, name)) detach(*src);
