@@ -128,8 +128,9 @@ bool lock_workdir(int fd) {
   }
 }
 
-// One lower-layer directory fd per merged directory the kernel holds: allow
-// as many descriptors as the system lets this process have.
+// Every file the kernel has open through the mount holds an fd here, and
+// half of the limit goes to layer directories (DirCache): allow as many
+// descriptors as the system lets this process have.
 void raise_fd_limit() {
   struct rlimit rl {};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -224,7 +225,11 @@ void mount_and_serve(const MountOptions& o) {
   UnionFs fs(std::move(layers), std::move(work_fd), cfg);
 
   std::string mount_opts = "fsname=" + o.source + ",subtype=stratafs,default_permissions";
-  if (o.allow_other) mount_opts += ",allow_other";
+  // Root's mounts let every user in, as kernel overlayfs and fuse-overlayfs
+  // run by root do (a container's non-root processes included); the kernel
+  // checks permissions against the owners and modes shown.
+  const bool root = cfg.daemon_uid == 0 && !in_userns;
+  if (o.allow_other || (root && !o.deny_other && !o.allow_root)) mount_opts += ",allow_other";
   if (o.allow_root) mount_opts += ",allow_root";
   if (!writable) mount_opts += ",ro";
   std::vector<std::string> arg_strings = {"stratafs", "-o", mount_opts};
@@ -254,21 +259,34 @@ void mount_and_serve(const MountOptions& o) {
   }
   guard.mounted = true;
   // Requests and replies go through these hooks: they add passthrough to
-  // libfuse's INIT reply (see passthrough.hpp), and with no splice_receive
-  // hook each request is read with one read(2) instead of splice(2) plus
-  // read(2). Reply data is still spliced from the layer files.
+  // libfuse's INIT reply (see passthrough.hpp). Without FUSE_CAP_SPLICE_READ
+  // (UnionFs::init) each request is read by the read hook, with one read(2).
+  // Reply data is still spliced from the layer files.
   fuse_custom_io io{};
+  //
+  // libfuse 3.14 answers ENOSYS to the kernel's TMPFILE request (O_TMPFILE),
+  // which it does not know. That request carries what a CREATE does, with
+  // the name "/": it is handed to libfuse as a CREATE, which UnionFs::create
+  // recognises by that name; the reply of both is the same.
   io.read = [](int fd, void* buf, size_t len, void* userdata) -> ssize_t {
     ssize_t n = ::read(fd, buf, len);
     if (n > 0) static_cast<UnionFs*>(userdata)->passthrough().note_request(buf, static_cast<size_t>(n));
+    if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
+      auto* in = static_cast<abi::InHeader*>(buf);
+      if (in->opcode == abi::kOpTmpfile) in->opcode = abi::kOpCreate;
+    }
     return n;
   };
   io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {
     static_cast<UnionFs*>(userdata)->passthrough().adjust_reply(iov, count);
+    note_reply_sent();
     return ::writev(fd, iov, count);
   };
   io.splice_send = [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
-                      void*) -> ssize_t { return ::splice(fd_in, off_in, fd_out, off_out, len, flags); };
+                      void*) -> ssize_t {
+    note_reply_sent();
+    return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
+  };
   const int device_fd = fuse_session_fd(se);
   if (fuse_session_custom_io(se, &io, device_fd) != 0) throw Error("cannot set up the FUSE session's I/O");
   fs.passthrough().set_device(device_fd);
