@@ -636,7 +636,8 @@ struct Extractor {
       default:
         return;  // sockets and unknown types are skipped
     }
-    apply_xattrs(e, parent.get(), leaf, name);
+    // Owner, then mode, then xattrs, as tar implementations do: chown clears
+    // security.capability (and the set-id bits), so neither may come first.
     if (privileged) {
       if (::fchownat(parent.get(), leaf.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM &&
           errno != EINVAL)
@@ -647,6 +648,7 @@ struct Extractor {
     }
     if (type != AE_IFLNK && type != AE_IFDIR && ::fchmodat(parent.get(), leaf.c_str(), perm, 0) != 0)
       throw_errno("set mode of " + quote(name));
+    apply_xattrs(e, parent.get(), leaf, name);
     if (type != AE_IFDIR) {
       timespec ts[2];
       ts[0].tv_sec = ::archive_entry_mtime(e);

@@ -630,3 +630,45 @@ def test_load_refuses_archive_symlink_leading_outside(strata, workdir):
     assert r.returncode == 1 and "leads outside the archive" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert strata.state() == before
+
+
+# ------------------------------------------------------------------ hostile and unusual archives
+
+# security.capability for cap_net_raw=ep (VFS_CAP_REVISION_2, effective flag,
+# permitted bit 13), as `setcap cap_net_raw=ep` writes it.
+NET_RAW_CAP = bytes([0x01, 0x00, 0x00, 0x02, 0x00, 0x20, 0x00, 0x00] + [0x00] * 12)
+
+
+def layer_dir_of(strata, ref):
+    diff_id = strata.json("inspect", ref)[0]["RootFS"]["Layers"][-1]
+    return os.path.join(strata.root, "layers", diff_id.split(":")[1])
+
+
+def test_file_capabilities_survive_import_and_load(strata, workdir, mounts):
+    if os.geteuid() != 0 or shutil.which("getcap") is None:
+        pytest.skip("setting security.capability needs root and getcap")
+    # A capability on a file owned by someone else too: chown clears it
+    # unless it is applied after the owner.
+    cap = {"SCHILY.xattr.security.capability": NET_RAW_CAP.decode("latin-1")}
+    tar = make_tar(os.path.join(workdir, "caps.tar"), [
+        d("bin"), f("bin/ping", b"#!/bin/true\n", mode=0o4755, uid=0, gid=0, pax_headers=cap),
+        f("bin/mine", b"x", mode=0o755, uid=1000, gid=1000, pax_headers=dict(cap))])
+    strata("import", tar, "caps")
+    layer = layer_dir_of(strata, "caps")
+    for name, owner in (("ping", 0), ("mine", 1000)):
+        p = os.path.join(layer, "bin", name)
+        assert os.getxattr(p, "security.capability") == NET_RAW_CAP
+        assert "cap_net_raw=ep" in run(["getcap", p]).stdout
+        assert os.lstat(p).st_uid == owner
+    assert stat.S_IMODE(os.lstat(os.path.join(layer, "bin", "ping")).st_mode) == 0o4755
+    # The same through save and load into another store, and through a mount.
+    out = os.path.join(workdir, "caps-saved.tar")
+    strata("save", "-o", out, "caps")
+    s2 = Strata(os.path.join(workdir, "s2"))
+    s2("load", "-i", out)
+    assert os.getxattr(os.path.join(layer_dir_of(s2, "caps"), "bin", "mine"), "security.capability") == NET_RAW_CAP
+    mnt = mount(s2, mounts, "caps", os.path.join(workdir, "mnt"))
+    assert os.getxattr(f"{mnt}/bin/mine", "security.capability") == NET_RAW_CAP
+    assert "cap_net_raw=ep" in run(["getcap", f"{mnt}/bin/ping"]).stdout
+    umount(s2, mnt)
+
