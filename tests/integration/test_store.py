@@ -863,6 +863,72 @@ def test_layer_size_limit_follows_the_environment(strata, workdir):
     assert os.path.getsize(os.path.join(layer_dir_of(strata, "bomb"), "zeros")) == 8 << 20
 
 
+def make_deep(top, depth, component="level-%03d"):
+    """Directories DEPTH deep under TOP (made relative to each parent, as no
+    path to the bottom fits in PATH_MAX) with a file at the bottom; returns
+    the relative path of that file."""
+    names = [component % i for i in range(depth)]
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n in names:
+            os.mkdir(n, dir_fd=fd)
+            child = os.open(n, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open("leaf", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+        os.write(leaf, b"deep\n")
+        os.close(leaf)
+    finally:
+        os.close(fd)
+    return "/".join(names + ["leaf"])
+
+
+def read_deep(top, rel):
+    fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for n in rel.split("/")[:-1]:
+            child = os.open(n, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        leaf = os.open(rel.split("/")[-1], os.O_RDONLY, dir_fd=fd)
+        data = os.read(leaf, 100)
+        os.close(leaf)
+        return data
+    finally:
+        os.close(fd)
+
+
+def test_diff_and_commit_handle_paths_longer_than_path_max(strata, base_tar, workdir):
+    strata("import", base_tar, "base")
+    c = strata("create", "base").stdout.strip()
+    upper = strata.json("inspect", c)[0]["GraphDriver"]["Data"]["UpperDir"]
+    rel = make_deep(upper, 420)
+    assert len(rel) > os.pathconf("/", "PC_PATH_MAX")
+    lines = strata("diff", c).stdout.splitlines()
+    assert "A /" + rel in lines
+    assert len([l for l in lines if l.startswith("A /level-000")]) == 421
+    strata("commit", c, "deep")
+    assert read_deep(layer_dir_of(strata, "deep"), rel) == b"deep\n"
+    # and back in through save and load
+    out = os.path.join(workdir, "deep.tar")
+    strata("save", "-o", out, "deep")
+    s2 = Strata(os.path.join(workdir, "s2"))
+    s2("load", "-i", out)
+    assert read_deep(layer_dir_of(s2, "deep"), rel) == b"deep\n"
+
+
+def test_prune_reclaimed_counts_extracted_layers(strata, workdir):
+    # 4 MB of incompressible data: about 4 MB of blob and 4 MB of layer tree.
+    tar = make_tar(os.path.join(workdir, "big.tar"), [f("big", os.urandom(4 << 20))])
+    strata("import", tar, "big")
+    strata("rmi", "big")
+    out = strata("prune").stdout
+    reclaimed = out.rsplit("reclaimed ", 1)[1].strip()
+    value, unit = float(reclaimed.rstrip("kMGTB")), reclaimed.lstrip("0123456789.")
+    scale = {"B": 1, "kB": 1e3, "MB": 1e6, "GB": 1e9}[unit]
+    assert value * scale >= 8e6, out
+
+
 def test_messages_name_the_users_file_and_what_to_give(strata, workdir):
     import zipfile
     strata("images")
