@@ -59,6 +59,7 @@ PruneResult Store::prune() {
       if (!old_enough(tmp_dir() + "/" + n)) continue;
       if (!exclusive) continue;
     }
+    res.bytes += disk_usage_at(AT_FDCWD, tmp_dir() + "/" + n);
     remove_tree_at(AT_FDCWD, tmp_dir() + "/" + n);
     ++res.staging;
   }
@@ -106,7 +107,10 @@ PruneResult Store::prune() {
     // Retire the record first so the layer is never seen half removed.
     ::unlink((p + ".json").c_str());
     std::string trash = tmp_dir() + "/gc-" + std::to_string(::getpid()) + "-" + random_hex(8);
-    if (::rename(p.c_str(), trash.c_str()) == 0) remove_tree_at(AT_FDCWD, trash);
+    if (::rename(p.c_str(), trash.c_str()) == 0) {
+      res.bytes += disk_usage_at(AT_FDCWD, trash);
+      remove_tree_at(AT_FDCWD, trash);
+    }
     ++res.layers;
   }
   if (exclusive) {
