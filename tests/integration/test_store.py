@@ -515,7 +515,7 @@ def test_every_store_verb_has_help_and_usage_errors(strata):
         r = strata(verb, "--help")
         assert r.stdout.startswith("Usage: strata " + verb), verb
     r = strata("commit", "-c", "RUN rm -rf /", "nosuch", check=False)
-    assert r.returncode == 2 and "only CMD" in r.stderr
+    assert r.returncode == 2 and "RUN cannot be applied to a config" in r.stderr
     r = strata("save", "--format", "tarball", "-o", "/dev/null", "x", check=False)
     assert r.returncode == 2
 
