@@ -92,7 +92,8 @@ Image Store::read_image(const oci::Digest& manifest_digest, const json& index, L
   img.config_digest = img.manifest.config.digest;
   img.config = parse_json(read_blob(img.config_digest), blob_path(img.config_digest));
   img.diff_ids = oci::config_diff_ids(img.config);
-  img.created = img.config.value("created", "");
+  // Configs come from other tools and registries: a field of another type is ignored, not fatal.
+  if (auto c = img.config.find("created"); c != img.config.end() && c->is_string()) img.created = c->get<std::string>();
   img.names = names_of(index, manifest_digest.str());
   std::string what = "image " + (img.names.empty() ? img.config_digest.short_id() : quote(img.names[0]));
   if (img.diff_ids.size() != img.manifest.layers.size())
@@ -146,12 +147,15 @@ std::vector<Image> Store::images(std::vector<std::string>* problems) const {
     if (d.empty() || !seen.insert(d).second) continue;
     auto dig = oci::Digest::try_parse(d);
     if (!dig) continue;
-    std::string mt = e.value("mediaType", "");
+    auto media_type = e.find("mediaType");
+    std::string mt = media_type != e.end() && media_type->is_string() ? media_type->get<std::string>() : "";
     if (mt == oci::kMediaTypeIndex || mt == oci::kMediaTypeDockerManifestList) continue;
     std::vector<oci::Digest> missing;
     try {
       out.push_back(read_image(*dig, index, Layers::as_blobs, &missing));
-    } catch (const Error& err) {
+    } catch (const std::exception& err) {
+      // One unreadable image (Error, or a JSON document of the wrong shape)
+      // does not hide the others.
       if (problems != nullptr) problems->push_back(std::string("manifest ") + d + ": " + err.what());
       continue;
     }

@@ -184,3 +184,48 @@ def test_layers_strata_makes_are_stored_once_compressed(workdir, base_tar):
     # The same change committed again gives the same blob (no timestamp in the gzip header).
     m2 = commit_note(s, "d", "child2")
     assert m2["layers"][-1]["digest"] == top["digest"]
+
+
+def write_blob(root, data):
+    import hashlib
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    path = os.path.join(root, "blobs", "sha256", digest.split(":", 1)[1])
+    with open(path, "wb") as f:
+        f.write(data)
+    return digest, len(data)
+
+
+def test_a_config_field_of_the_wrong_type_does_not_break_the_listing(workdir, base_tar):
+    """Another tool writes an image whose config says "created": 5; the other images stay listed."""
+    import gzip
+    import io
+    import tarfile
+    s = Strata(os.path.join(workdir, "store"))
+    s("import", base_tar, "base")
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+        info = tarfile.TarInfo("odd.txt")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"odd"))
+    diff_id = "sha256:" + __import__("hashlib").sha256(raw.getvalue()).hexdigest()
+    layer, layer_size = write_blob(s.root, gzip.compress(raw.getvalue(), mtime=0))
+    config = json.dumps({"architecture": "amd64", "os": "linux", "created": 5,
+                         "rootfs": {"type": "layers", "diff_ids": [diff_id]}}).encode()
+    cfg, cfg_size = write_blob(s.root, config)
+    manifest = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                           "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cfg,
+                                      "size": cfg_size},
+                           "layers": [{"mediaType": OCI_GZIP, "digest": layer, "size": layer_size}]}).encode()
+    man, man_size = write_blob(s.root, manifest)
+    index_path = os.path.join(s.root, "index.json")
+    index = json.load(open(index_path))
+    index["manifests"].append({"mediaType": 1, "digest": man, "size": man_size,
+                               "annotations": {"org.opencontainers.image.ref.name": "odd:1"}})
+    with open(index_path, "w") as f:
+        json.dump(index, f)
+    names = sorted(i["Repository"] for i in s.json("images", "--format", "json"))
+    assert names == ["base", "odd"]
+    r = s("run", "--rm", "--pull=never", "odd:1", "cat", "/odd.txt", check=False)
+    # No shell in that image: what matters is that it resolved and extracted.
+    assert s.extracted(diff_id)
+    assert r.returncode in (0, 127)
