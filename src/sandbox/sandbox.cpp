@@ -580,7 +580,8 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     sigemptyset(&none);
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (slave) {
+    const bool tty = static_cast<bool>(slave);
+    if (tty) {
       if (::setsid() < 0) throw_errno("start a session");
       if (::ioctl(slave.get(), TIOCSCTTY, 0) != 0) throw_errno("set the controlling terminal");
       if (::fchown(slave.get(), user.uid, static_cast<gid_t>(-1)) != 0 && errno != EINVAL) throw_errno("chown the terminal");
@@ -592,7 +593,12 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
       } else {
         static_cast<void>(slave.release());  // it is one of 0, 1, 2 now
       }
-    } else if (!spec.interactive) {
+    } else {
+      // A process group of its own, for the signals the supervisor passes
+      // on (in the supervisor's session, which has no terminal).
+      if (::setpgid(0, 0) != 0) throw_errno("start a process group");
+    }
+    if (!tty && !spec.interactive) {
       int null = ::open("/dev/null", O_RDONLY);
       if (null < 0) throw_errno("open /dev/null");
       if (::dup2(null, 0) < 0) throw_errno("redirect stdin");
@@ -727,12 +733,16 @@ void end_children() {
           if (ended_by != 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ::_exit(128 + ended_by);
           ::_exit(status_code(status));
         }
-      } else if (takes_signal(pid1, sig)) {
-        ::kill(pid1, sig);
       } else {
-        // What the signal does to a process that is not pid 1: end it.
-        ended_by = sig;
-        ::kill(pid1, SIGKILL);
+        // To pid 1's process group, as a terminal sends its Ctrl-C: a shell
+        // waiting for a child would otherwise wait on.
+        bool taken = takes_signal(pid1, sig);
+        ::kill(-pid1, sig);
+        if (!taken) {
+          // What the signal does to a process that is not pid 1: end it.
+          ended_by = sig;
+          ::kill(pid1, SIGKILL);
+        }
       }
     }
   } catch (const Error& e) {
