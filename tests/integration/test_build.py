@@ -438,19 +438,27 @@ def test_dangling_symlink_workdir_and_copy_destinations_resolve_inside_the_image
     assert os.path.islink(f"{mnt}/wlink") and os.path.islink(f"{mnt}/dlink") and os.path.islink(f"{mnt}/flink")
 
 
+def start_long_build(env, tag):
+    """Starts a build of TAG whose RUN sleeps; returns the process once the RUN has started."""
+    import subprocess
+    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
+    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", tag, env.ctx],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = ""
+    deadline = time.time() + 30
+    while "started-2" not in line and time.time() < deadline:
+        line = p.stdout.readline()
+    if "started-2" not in line:
+        p.kill()
+        p.wait()
+        raise AssertionError(f"the RUN step never started: {p.stderr.read()}")
+    return p
+
+
 def test_interrupt_stops_the_build_and_cleans_up(env):
     import signal
-    import subprocess
-    import time
-    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
-    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", "int:1", env.ctx],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_long_build(env, "int:1")
     try:
-        line = ""
-        deadline = time.time() + 30
-        while "started-2" not in line and time.time() < deadline:
-            line = p.stdout.readline()
-        assert "started-2" in line
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=20)
     finally:
@@ -480,16 +488,8 @@ def stratafs_daemons_of(root):
 
 def test_kill_9_of_the_build_leaves_no_mount_no_daemon_and_prune_cleans(env):
     import signal
-    import subprocess
-    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
-    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", "killed:1", env.ctx],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_long_build(env, "killed:1")
     try:
-        line = ""
-        deadline = time.time() + 30
-        while "started-2" not in line and time.time() < deadline:
-            line = p.stdout.readline()
-        assert "started-2" in line
         assert stratafs_daemons_of(env.root) != []
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=20)

@@ -491,11 +491,12 @@ def test_symlinks_in_the_root_never_lead_outside(rootfs, workdir):
     assert sorted(os.listdir(outside)) == ["dev", "proc", "sys"]
     assert all(os.listdir(os.path.join(outside, d)) == [] for d in ("dev", "proc", "sys"))
     assert host_mounts_under(workdir) == []
-    # A link whose target is missing inside the root: refused, nothing outside.
+    # A link whose target is missing inside the root: the target is made
+    # inside the root, as docker does; nothing outside.
     subprocess.run(["rm", "-rf", rootfs + outside], check=True)
     r = strata("--rootfs", rootfs, "true")
-    assert r.returncode == 125
-    assert len(r.stderr.strip().splitlines()) >= 1
+    assert r.returncode == 0, r.stderr
+    assert all(os.path.isdir(rootfs + outside + "/" + d) for d in ("dev", "proc", "sys"))
     assert all(os.listdir(os.path.join(outside, d)) == [] for d in ("dev", "proc", "sys"))
     assert host_mounts_under(workdir) == []
 
@@ -618,7 +619,7 @@ def test_unprivileged_user_runs_as_container_root(user, user_rootfs):
     else:
         assert len(lines) == 3
         assert "warning: no range for" in r.stderr
-    assert lines[-1] == "2"
+    assert lines[-1] == "1"  # the command is pid 1
     assert os.stat(os.path.join(user_rootfs, "root-file")).st_uid == user.uid
 
 
