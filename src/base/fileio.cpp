@@ -104,17 +104,18 @@ std::string resolve_in_root(int root, const std::string& path) {
   };
   std::deque<std::string> todo;
   split_path(path, todo, false);
-  std::vector<std::string> done;  // existing directories, then (once one is missing) names to create
-  bool missing = false;
+  std::vector<std::string> done;  // existing directories, then (from first_missing on) names to create
+  std::size_t first_missing = std::string::npos;
   int links = 0;
   while (!todo.empty()) {
     std::string comp = std::move(todo.front());
     todo.pop_front();
     if (comp == "..") {
       if (!done.empty()) done.pop_back();  // DONE names no link: its parent is the lexical one
+      if (done.size() <= first_missing) first_missing = std::string::npos;
       continue;
     }
-    if (!missing) {
+    if (first_missing == std::string::npos) {
       std::string rel = ".";
       for (const auto& d : done) rel += "/" + d;
       rel += "/" + comp;
@@ -129,7 +130,7 @@ std::string resolve_in_root(int root, const std::string& path) {
       }
       // EINVAL: an existing entry that is no link; anything else ends what
       // exists (what follows is created, or fails, as the caller decides).
-      if (errno != EINVAL) missing = true;
+      if (errno != EINVAL) first_missing = done.size();
     }
     done.push_back(std::move(comp));
   }
