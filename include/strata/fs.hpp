@@ -72,6 +72,9 @@ struct MountOptions {
   bool allow_root = false;
   bool read_only = false;
   bool passthrough = true;  // let the kernel read and write layer files itself where it can
+  // Process whose end unmounts the file system (0: none), so that a mount
+  // never outlives the program that made it, even one killed with SIGKILL.
+  int owner_pid = 0;
   IdMap uid_map;
   IdMap gid_map;
 };

@@ -4,7 +4,11 @@
 // session (fusermount3 -u, umount).
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -17,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
@@ -139,6 +144,48 @@ void raise_fd_limit() {
   }
 }
 
+// Ends the session (as a SIGTERM does) when the owner process ends. The
+// pidfd is taken before mounting, while the owner is known to be alive: it
+// names that process, never a later one that reuses its number.
+class OwnerWatch {
+ public:
+  explicit OwnerWatch(int pid) {
+    if (pid == 0) return;
+    owner_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!owner_) throw SysError(errno, "owner process " + std::to_string(pid));
+    stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!stop_) throw SysError(errno, "eventfd");
+  }
+  OwnerWatch(const OwnerWatch&) = delete;
+  OwnerWatch& operator=(const OwnerWatch&) = delete;
+  ~OwnerWatch() {
+    if (!thread_.joinable()) return;
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+
+  // Starts watching; called once the process has detached (threads do not
+  // survive fork).
+  void start() {
+    if (!owner_) return;
+    thread_ = std::thread([this] {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, nullptr);  // the SIGTERM below goes to a serving thread
+      pollfd fds[2] = {{owner_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+      }
+      if ((fds[1].revents & POLLIN) == 0) ::kill(::getpid(), SIGTERM);
+    });
+  }
+
+ private:
+  UniqueFd owner_;
+  UniqueFd stop_;
+  std::thread thread_;
+};
+
 }  // namespace
 
 void mount_and_serve(const MountOptions& o) {
@@ -254,6 +301,8 @@ void mount_and_serve(const MountOptions& o) {
   } guard{se};
   if (fuse_set_signal_handlers(se) != 0) throw Error("cannot install signal handlers");
   guard.handlers = true;
+  // Stopped before the guard unmounts: no SIGTERM after the handlers are gone.
+  OwnerWatch owner(o.owner_pid);
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     throw Error("cannot mount on " + quote(o.mountpoint) + " (is /dev/fuse available and fusermount3 installed?)");
   }
@@ -293,6 +342,7 @@ void mount_and_serve(const MountOptions& o) {
   // Detach only now: the parent returns once the mount exists, so the next
   // line of a script already sees the merged tree.
   if (!o.foreground && fuse_daemonize(0) != 0) throw Error("cannot detach from the terminal");
+  owner.start();
   int r;
   if (o.single_threaded) {
     r = fuse_session_loop(se);

@@ -83,6 +83,11 @@ void apply_option(const std::string& opt, MountOptions& o) {
     o.read_only = true;
   } else if (opt == "debug") {
     o.debug = true;
+  } else if (key == "owner") {
+    need_value();
+    auto pid = parse_unsigned(value, 10, 0x3fffffff);
+    if (!pid || *pid == 0) throw UsageError("option 'owner' needs a process id, not " + quote(value));
+    o.owner_pid = static_cast<int>(*pid);
   } else if (opt == "nopassthrough") {
     o.passthrough = false;
   } else if (is_ignored_mount_option(opt)) {
@@ -210,6 +215,7 @@ std::string usage_text(std::string_view program) {
          "  -o noallow_other     only the mounting user may access the mount, even as root\n"
          "  -o allow_root        let root access the mount\n"
          "  -o fsname=NAME       source name shown in /proc/mounts\n"
+         "  -o owner=PID         unmount and exit when process PID ends\n"
          "  -o nopassthrough     serve every read and write through the daemon (no FUSE passthrough)\n"
          "  -f                   stay in the foreground\n"
          "  -d, --debug          foreground, and log every request\n"

@@ -28,6 +28,19 @@ void Store::hold_gc() {
   gc_->shared = true;
 }
 
+namespace {
+
+// Unmounts what a killed process left mounted in its staging directory DIR
+// (a build step mounts its union on DIR/mnt, a COPY --from source on
+// DIR/from), so that DIR can be removed.
+void unmount_leftovers(const std::string& dir) {
+  for (const auto& n : list_dir(dir)) {
+    if (is_mount_point(dir + "/" + n)) unmount_path(dir + "/" + n);
+  }
+}
+
+}  // namespace
+
 std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "/blobs/sha256/" + digest.hex(); }
 
 PruneResult Store::prune() {
@@ -59,8 +72,14 @@ PruneResult Store::prune() {
       if (!old_enough(tmp_dir() + "/" + n)) continue;
       if (!exclusive) continue;
     }
-    res.bytes += disk_usage_at(AT_FDCWD, tmp_dir() + "/" + n);
-    remove_tree_at(AT_FDCWD, tmp_dir() + "/" + n);
+    unmount_leftovers(tmp_dir() + "/" + n);
+    std::int64_t size = disk_usage_at(AT_FDCWD, tmp_dir() + "/" + n);
+    try {
+      remove_tree_at(AT_FDCWD, tmp_dir() + "/" + n);
+    } catch (const Error&) {
+      continue;  // a mount that could not be detached: the next prune tries again
+    }
+    res.bytes += size;
     ++res.staging;
   }
   // What is referenced.
