@@ -17,7 +17,7 @@ void print_help(std::ostream& out) {
          "Global options:\n"
          "  --root DIR   image store root (default: $STRATA_ROOT, else /var/lib/strata for root,\n"
          "               $XDG_DATA_HOME/strata or ~/.local/share/strata for other users)\n"
-         "  --debug      print more detail on errors\n"
+         "  --debug      log each step of the command, with its time, on standard error\n"
          "  -h, --help   show this help\n"
          "  --version    show the version\n\n"
          "Commands:\n";

@@ -18,8 +18,12 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "strata/error.hpp"
+#include "strata/fd.hpp"
 #include "strata/oci.hpp"
 
 namespace strata::archive {
@@ -62,18 +66,38 @@ struct ExtractOptions {
   // namespace). When false, owners other than the caller's and device nodes
   // are recorded in the override_stat xattr on a stand-in file.
   bool privileged = false;
-  // Largest total of uncompressed bytes accepted (0: unlimited).
-  std::int64_t max_size = 0;
+  // Largest total of decompressed bytes accepted (0: unlimited); unset:
+  // the default limit (below).
+  std::optional<std::int64_t> max_size;
 };
+
+// The environment variable that sets the default decompressed-size limit of
+// a layer or image archive: bytes, or a number with a K, M, G or T suffix
+// (powers of 1024).
+inline constexpr const char* kSizeLimitEnv = "STRATA_MAX_LAYER_SIZE";
+
+// The default limit for a stream extracted into DIR when kSizeLimitEnv is
+// not set: the space free on DIR's file system less a reserve of 5% of its
+// size, so that a decompression bomb is refused before it fills the disk.
+std::int64_t default_size_limit(const std::string& dir);
 
 // Reads a layer tar (plain, gzip, zstd or xz, detected from the bytes) from
 // IN_FD and extracts it into DEST, which must be an existing empty
 // directory. Whiteouts stay OCI `.wh.` files (stratafs reads them as
-// whiteouts). Returns the digests of what was read: blob_digest over the
-// bytes as read, diff_id over the decompressed tar. On any error throws
+// whiteouts). gzip's CRC-32 and length trailers are checked, so corrupt
+// data fails even where no digest is known. Returns the digests of what was
+// read: blob_digest over the bytes as read, diff_id over the decompressed
+// tar. On any error (a decompressed size over the limit too) throws
 // (one line naming the entry) and leaves DEST partly filled: callers extract
 // into a staging directory and remove it on failure.
 LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOptions& options = {});
+
+// What extract_layer and unpack_archive throw when the input is not a tar
+// at all (plain or compressed): callers add what the user should give.
+class NotATar : public Error {
+ public:
+  using Error::Error;
+};
 
 // Copies IN_FD to OUT_FD as it is, returning the digest and size of the
 // stream (blob_digest, blob_size; diff_id is left empty). Used to store a
@@ -109,12 +133,32 @@ struct ArchivedImage {
   std::vector<std::string> layer_paths;
 };
 
+// Limits on what an image archive (or a registry) may hand over; anything
+// beyond them is refused with an error naming the file and the limit.
+// Index nesting (an index naming an index naming ...): levels, index.json
+// being the first.
+inline constexpr std::size_t kMaxIndexDepth = 16;
+// Bytes of one manifest, index, oci-layout or docker manifest.json.
+inline constexpr std::int64_t kMaxManifestSize = std::int64_t{4} << 20;
+// Bytes of one image config.
+inline constexpr std::int64_t kMaxConfigSize = std::int64_t{8} << 20;
+// Names (tags) one image may be given.
+inline constexpr std::size_t kMaxNamesPerImage = 128;
+
+// Opens PATH, a blob of an image archive, for reading: refuses a symlink
+// and anything but a regular file (a FIFO would hang the reader). SHOWN
+// names it in errors.
+UniqueFd open_archive_blob(const std::string& path, const std::string& shown);
+
 // Reads the images of an unpacked archive directory: an OCI image layout
-// (oci-layout + index.json, nested indexes followed, the host platform
-// chosen from a multi-platform index) or a docker-archive (manifest.json).
-// Checks that every blob exists and that config and manifest digests match;
-// layer digests are checked when the layers are stored.
-std::vector<ArchivedImage> read_image_archive(const std::string& dir);
+// (oci-layout + index.json, nested indexes followed, each index and
+// manifest read once, the host platform chosen from a multi-platform index)
+// or a docker-archive (manifest.json). Checks that every blob exists and is
+// a regular file within the limits above, and that config and manifest
+// digests match; layer digests are checked when the layers are stored.
+// Errors name files as "NAME in SHOWN_AS" (default: DIR), so that a
+// staging directory stands for the user's archive file.
+std::vector<ArchivedImage> read_image_archive(const std::string& dir, const std::string& shown_as = {});
 
 // One image to write out.
 struct ExportedImage {
@@ -138,5 +182,14 @@ void write_oci_layout(const std::vector<ExportedImage>& images, const std::strin
 // caller when stored compressed).
 void write_docker_archive(const std::vector<ExportedImage>& images, const std::string& dir,
                           const std::function<std::string(const oci::Digest& diff_id)>& layer_tar);
+
+// Reads IN_FD (plain, gzip, zstd, ...: detected from the bytes), writes its
+// decompressed content compressed with TARGET (gzip without a timestamp,
+// so the same layer gives the same blob; or zstd) to OUT_FD. Returns the
+// digest and size of what was written.
+std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, Compression target);
+
+// The compression a layer media type names (none for a plain tar).
+Compression layer_compression(std::string_view media_type);
 
 }  // namespace strata::archive

@@ -62,6 +62,14 @@ struct ImageConfig {
 nlohmann::json config_to_json(const ImageConfig& config);
 ImageConfig config_from_json(const nlohmann::json& config);
 
+// `commit -c` / `import -c`: applies CHANGES (one Dockerfile instruction
+// each: CMD ENTRYPOINT ENV EXPOSE HEALTHCHECK LABEL ONBUILD SHELL STOPSIGNAL
+// USER VOLUME WORKDIR) to IMAGE_CONFIG (a whole OCI image config) with the
+// parser and planner a build uses, and returns the new image config.
+// Throws UsageError "invalid change 'X': why" for any other instruction or
+// one a Dockerfile would refuse.
+nlohmann::json apply_config_changes(const nlohmann::json& image_config, const std::vector<std::string>& changes);
+
 struct HistoryEntry {
   std::string created_by;
   std::string comment = kHistoryComment;

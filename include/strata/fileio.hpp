@@ -61,4 +61,11 @@ void pwrite_all(int fd, const void* data, std::size_t size, off_t offset, const 
 // The whole content of the file at PATH; throws Error("cannot read PATH").
 std::string read_file(const std::string& path);
 
+// PATH with every symbolic link in it resolved as if the directory ROOT were
+// "/": absolute targets and ".." never leave ROOT. Returns "/a/b": up to its
+// first missing component it names no symbolic link, so creating it creates
+// a dangling link's target, inside ROOT, as docker does for a mount, working
+// directory or copy destination. Throws SysError (ELOOP after 40 links).
+std::string resolve_in_root(int root, const std::string& path);
+
 }  // namespace strata

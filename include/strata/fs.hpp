@@ -64,10 +64,17 @@ struct MountOptions {
   bool foreground = false;
   bool debug = false;
   bool single_threaded = false;
+  // Other users may use the mount: asked for (allow_other), refused
+  // (noallow_other), or neither, which lets them in when the daemon is root
+  // of the initial user namespace, as kernel overlayfs does.
   bool allow_other = false;
+  bool deny_other = false;
   bool allow_root = false;
   bool read_only = false;
   bool passthrough = true;  // let the kernel read and write layer files itself where it can
+  // Process whose end unmounts the file system (0: none), so that a mount
+  // never outlives the program that made it, even one killed with SIGKILL.
+  int owner_pid = 0;
   IdMap uid_map;
   IdMap gid_map;
 };

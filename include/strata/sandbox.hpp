@@ -4,8 +4,10 @@
 // (and an empty network namespace with Network::none), with a root directory
 // entered by pivot_root, a fresh /proc, a minimal /dev, /sys read-only and the
 // host's /etc/resolv.conf and /etc/hosts (read-only), the docker default
-// capability set and no_new_privs. It returns when the command has ended and
-// every process it started is gone.
+// capability set and seccomp policy (RunSpec::capabilities, ::seccomp) and
+// no_new_privs. The command is pid 1 of its pid namespace, which holds no
+// process of strata's (stratafs included). It returns when the command has
+// ended and every process it started is gone.
 //
 // User namespace: root runs in an identity-mapped namespace (uid 0 inside is
 // uid 0 outside, but holds no capability over the host). Another user gets
@@ -100,6 +102,72 @@ struct ExecUser {
 // ExitCode::run_failed, naming the user), as is an unknown group name.
 ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::string_view group);
 
+// ---- capabilities and seccomp ----------------------------------------------
+
+// The capability NAME ("NET_ADMIN", "CAP_NET_ADMIN", any case; "ALL") as a
+// mask of capability bits. Throws Error (run_failed) for an unknown name.
+std::uint64_t capability_mask(std::string_view name);
+
+// docker's default set: CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD, NET_RAW,
+// SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE, SYS_CHROOT, KILL,
+// AUDIT_WRITE.
+std::uint64_t default_capabilities();
+
+// The set `--cap-add`, `--cap-drop` and `--privileged` give: every
+// capability with PRIVILEGED; else the default set less DROP, plus ADD.
+std::uint64_t capability_set(const std::vector<std::string>& add, const std::vector<std::string>& drop,
+                             bool privileged);
+
+// "CAP_CHOWN" for 0.
+std::string capability_name(int cap);
+
+enum class SeccompAction { allow, errno_return, kill_thread, kill_process, trap, log };
+enum class SeccompCompare { ne, lt, le, eq, ge, gt, masked_eq };
+
+// A comparison of syscall argument INDEX (docker's "args" entries).
+struct SeccompArg {
+  unsigned index = 0;
+  std::uint64_t value = 0;
+  std::uint64_t value_two = 0;  // masked_eq: (arg & value) == value_two
+  SeccompCompare op = SeccompCompare::eq;
+};
+
+// One entry of a profile's "syscalls": ACTION for the syscalls NAMES when
+// every comparison in ARGS holds, if the container's capabilities include
+// all of INCLUDES_CAPS and none of EXCLUDES_CAPS.
+struct SeccompRule {
+  std::vector<std::string> names;
+  SeccompAction action = SeccompAction::errno_return;
+  int errno_value = 1;  // EPERM
+  std::vector<SeccompArg> args;
+  std::uint64_t includes_caps = 0;
+  std::uint64_t excludes_caps = 0;
+};
+
+struct SeccompProfile {
+  SeccompAction default_action = SeccompAction::allow;
+  int default_errno = 1;  // EPERM
+  std::vector<SeccompRule> syscalls;
+};
+
+// docker's default policy written as a default-allow list of what it blocks
+// (keys, modules, kexec, reboot, clocks, mounts and namespaces, ptrace and
+// process_vm_*, bpf, perf_event_open, I/O ports, acct, NUMA policy,
+// userfaultfd), each allowed again with the capability docker allows it
+// with. See strata-run(1).
+SeccompProfile default_seccomp_profile();
+
+// A profile in docker's JSON format: defaultAction, defaultErrnoRet and
+// syscalls entries with names (or name), action, errnoRet, args (index,
+// value, valueTwo, op) and includes/excludes "caps"; other keys are ignored.
+// Unknown syscall names are skipped when the filter is made. Throws Error
+// (run_failed) naming WHAT when TEXT is not such a profile.
+SeccompProfile parse_seccomp_profile(std::string_view text, const std::string& what);
+
+// Installs PROFILE as the calling thread's seccomp filter (no_new_privs must
+// be set), with the rules that apply to a process holding CAPABILITIES.
+void apply_seccomp(const SeccompProfile& profile, std::uint64_t capabilities);
+
 // ---- running ---------------------------------------------------------------
 
 enum class Network { host, none };
@@ -138,6 +206,10 @@ struct RunSpec {
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
   Network network = Network::host;
   std::vector<BindMount> volumes;
+  // Bounding, permitted and effective capability sets of the command.
+  std::uint64_t capabilities = default_capabilities();
+  // The seccomp filter; nullopt: none (`--security-opt seccomp=unconfined`).
+  std::optional<SeccompProfile> seccomp = default_seccomp_profile();
 };
 
 // Runs SPEC and returns the command's exit status (128+N for signal N).
@@ -177,6 +249,8 @@ struct ContainerRunOptions {
   bool remove = false;  // `--rm`
   Network network = Network::host;
   std::vector<BindMount> volumes;
+  std::uint64_t capabilities = default_capabilities();
+  std::optional<SeccompProfile> seccomp = default_seccomp_profile();
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
 

@@ -11,6 +11,12 @@
 //   ROOT/layers/<hex>/      a layer extracted once (hex of its diff_id), used
 //                           as a lower directory and never written again
 //   ROOT/layers/<hex>.json  the layer's record: blob digest, media type, sizes
+//       Each layer is kept once in its distribution form (the blob as pulled
+//       or loaded, or gzip-compressed for layers strata makes, which push
+//       sends as they are) plus its extracted directory; no uncompressed tar
+//       beside them. A layer whose blob another tool wrote into the layout
+//       (skopeo, umoci, buildah) is extracted the first time an image that
+//       uses it is resolved with Layers::extract.
 //   ROOT/containers/<id>/   container.json, upper/, work/, lock (held by the
 //                           process that runs the container, see
 //                           lock_container)
@@ -59,6 +65,14 @@ struct Layer {
   std::string dir;           // ROOT/layers/<hex>: the extracted tree (read-only use)
 };
 
+// What resolving an image does with a layer that is stored only as a blob
+// (written into the layout by another tool, not extracted yet).
+enum class Layers {
+  extract,   // extract it now (from its blob, checked against both digests)
+  as_blobs,  // leave it: its layer_dirs entry is "" and size counts its blob size;
+             // a layer blob missing altogether is not an error either
+};
+
 // A stored image.
 struct Image {
   oci::Digest manifest_digest;
@@ -66,13 +80,14 @@ struct Image {
   oci::Manifest manifest;
   oci::json config;              // the parsed image config
   std::vector<oci::Digest> diff_ids;    // bottom first, as config.rootfs.diff_ids
-  std::vector<std::string> layer_dirs;  // TOP FIRST: ready for lowerdir=
+  std::vector<std::string> layer_dirs;  // TOP FIRST: ready for lowerdir= ("" when not extracted, see Layers)
   std::vector<std::string> names;       // short names tagged to it ("alpine:3.20"); may be empty
   std::int64_t size = 0;                // sum of the uncompressed layer sizes
   std::string created;                  // config.created
 
   std::string id() const { return config_digest.hex(); }
   // layer_dirs joined for stratafs/overlayfs `lowerdir=` (":" and "\" escaped).
+  // Throws when a layer is not extracted (resolved with Layers::as_blobs).
   std::string lowerdir() const;
   std::vector<oci::History> history() const { return oci::config_history(config); }
 };
@@ -100,8 +115,9 @@ struct Container {
 struct CommitOptions {
   std::string message;               // history comment (`-m`)
   std::string author;                // history and config author (`-a`)
-  std::vector<std::string> changes;  // Dockerfile instructions applied to the config (`-c`):
-                                     // CMD ENTRYPOINT ENV WORKDIR USER EXPOSE LABEL VOLUME STOPSIGNAL
+  // Applied to the image config before anything is written (`-c`: the
+  // Dockerfile front end's build::apply_config_changes); may throw to refuse.
+  std::function<oci::json(const oci::json&)> edit_config;
   std::string created_by;            // history created_by; empty: "strata commit"
 };
 
@@ -150,14 +166,20 @@ class Store {
   // "docker.io/library/alpine:3.20", "name@sha256:..."), by id (config
   // digest, "sha256:HEX", or a unique prefix of at least 4 hex digits), or by
   // manifest digest. nullopt when nothing matches; throws when a short id is
-  // ambiguous or the image's blobs are missing or corrupt.
-  std::optional<Image> find_image(std::string_view ref_or_id) const;
+  // ambiguous or the image's blobs are missing or corrupt (naming the image
+  // and the blob). LAYERS: see Layers.
+  std::optional<Image> find_image(std::string_view ref_or_id, Layers layers = Layers::extract) const;
   // find_image() or throws Error "no such image: 'X'".
-  Image image(std::string_view ref_or_id) const;
+  Image image(std::string_view ref_or_id, Layers layers = Layers::extract) const;
   // The image with this manifest digest (tagged or not); throws when absent.
-  Image image_by_manifest(const oci::Digest& manifest_digest) const;
-  // Every image in the store, one per manifest, newest first.
-  std::vector<Image> images() const;
+  Image image_by_manifest(const oci::Digest& manifest_digest, Layers layers = Layers::extract) const;
+  // Every image in the store, one per manifest, newest first, resolved with
+  // Layers::as_blobs (a listing extracts nothing). An image that cannot be
+  // read (its manifest or config blob missing or corrupt, a layer blob
+  // missing) does not stop the listing: it is left out when its manifest or
+  // config cannot be read, kept otherwise, and each problem is one line in
+  // PROBLEMS when given.
+  std::vector<Image> images(std::vector<std::string>* problems = nullptr) const;
 
   // Writes a new image: CONFIG is a full image config; its rootfs.diff_ids
   // (bottom first) must all be stored layers (create_layer, import_layer)
@@ -197,9 +219,10 @@ class Store {
 
   // Turns DIR (a directory of changes, normally an overlay-style upper: char
   // 0/0 or `.wh.` whiteouts, opaque xattrs or `.wh..wh..opq`, override_stat
-  // owners) into a stored layer: writes the deterministic uncompressed tar
-  // blob and extracts it into layers/. DIR is only read. Returns the layer
-  // (diff_id == blob digest). An empty DIR gives the empty layer.
+  // owners) into a stored layer: writes the deterministic tar, gzip-compressed
+  // (fast level, no timestamp: the same tree gives the same blob), as its
+  // blob and extracts it into layers/. DIR is only read. An empty DIR gives
+  // the empty layer.
   Layer create_layer(const std::string& dir, const LayerOptions& options = {});
   // Merges stored layers DIFF_IDS (bottom first) into one stored layer: the
   // tree that applying them in order gives, as a change on top of whatever
@@ -210,9 +233,21 @@ class Store {
   // made opaque. Staged in tmp/; the given layers are not changed. One
   // layer gives that layer.
   Layer squash_layers(const std::vector<oci::Digest>& diff_ids);
+  // The layer DIFF_ID whose distribution form is BLOB: the stored layer, or,
+  // when only the blob is in the store, the layer extracted from it now
+  // (both digests checked; a blob that does not match is an Error naming it,
+  // and nothing is stored). Throws when the blob is missing.
+  Layer layer_from_blob(const oci::Descriptor& blob, const oci::Digest& diff_id);
+  // Stores the layer whose blob (BLOB) has been written to PATH, a file in
+  // tmp_dir(): extracts it, checks both digests and renames the file into
+  // blobs/ (one copy of the bytes; used by pull). PATH is left in place when
+  // anything fails.
+  Layer adopt_layer_blob(const std::string& path, const oci::Descriptor& blob, const oci::Digest& diff_id);
   // Stores a layer from a tar stream (plain, gzip, zstd or xz). The blob is
-  // kept as read when it is plain, gzip or zstd (MEDIA_TYPE, or derived from
-  // the compression when empty); xz is stored decompressed. EXPECTED_BLOB
+  // kept as read when it is gzip or zstd, or plain with an expected digest
+  // (MEDIA_TYPE, or derived from the compression when empty); a plain tar
+  // without expected digests (import) is stored gzip-compressed; xz is
+  // stored decompressed. EXPECTED_BLOB
   // and EXPECTED_DIFF_ID, when given, must match (else Error, nothing stored).
   Layer import_layer(int in_fd, const std::string& media_type = {},
                      const std::optional<oci::Digest>& expected_blob = std::nullopt,
@@ -274,7 +309,7 @@ class Store {
   // ------------------------------------------------------------ in and out
 
   // `strata import`: a rootfs tarball (plain, gzip, xz, zstd) becomes a
-  // one-layer image named REF (may be empty), with CHANGES applied as in commit.
+  // one-layer image named REF (may be empty), its config edited as in commit.
   Image import_rootfs(const std::string& tar_path, std::string_view ref, const CommitOptions& options = {});
   // `strata load`: a docker-archive or OCI layout (directory or tar, plain or
   // compressed). Every digest is checked; on any error nothing is tagged.
@@ -310,12 +345,9 @@ class Store {
     if (progress_) progress_(message);
   }
   std::function<void(const std::string&)> progress_;
+  Image read_image(const oci::Digest& manifest_digest, const oci::json& index, Layers layers,
+                   std::vector<oci::Digest>* missing) const;
 };
 
-// Applies Dockerfile-style instructions to an image config (`-c`): CMD,
-// ENTRYPOINT, ENV, WORKDIR, USER, EXPOSE, LABEL, VOLUME, STOPSIGNAL.
-// Throws UsageError naming the instruction when it is not one of these or
-// does not parse.
-void apply_config_change(oci::json& config, std::string_view instruction);
 
 }  // namespace strata::store

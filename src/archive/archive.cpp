@@ -9,14 +9,20 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
-#include <climits>
+#include <cctype>
 #include <cerrno>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <set>
 
@@ -24,6 +30,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/override_stat.hpp"
+#include "strata/text.hpp"
 
 namespace strata::archive {
 
@@ -38,23 +45,37 @@ std::string archive_message(struct archive* a) {
   return s != nullptr ? s : "unknown archive error";
 }
 
-// xattrs of PATH (not followed), sorted by name.
-std::map<std::string, std::string> read_xattrs(const std::string& path) {
+// A short path for NAME in the directory open at DIRFD, however deep that
+// directory is (for the *xattr calls, which have no *at form).
+std::string proc_path(int dirfd, const std::string& name) {
+  return "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
+}
+
+// xattrs of NAME in the directory open at DIRFD (not followed), or of that
+// directory itself when NAME is empty, sorted by name.
+std::map<std::string, std::string> read_xattrs_at(int dirfd, const std::string& name) {
+  std::string path = name.empty() ? std::string() : proc_path(dirfd, name);
+  auto list = [&](char* buf, std::size_t size) {
+    return name.empty() ? ::flistxattr(dirfd, buf, size) : ::llistxattr(path.c_str(), buf, size);
+  };
+  auto get = [&](const char* key, void* buf, std::size_t size) {
+    return name.empty() ? ::fgetxattr(dirfd, key, buf, size) : ::lgetxattr(path.c_str(), key, buf, size);
+  };
   std::map<std::string, std::string> out;
-  ssize_t n = ::llistxattr(path.c_str(), nullptr, 0);
+  ssize_t n = list(nullptr, 0);
   if (n <= 0) return out;
   std::string names(static_cast<std::size_t>(n), '\0');
-  n = ::llistxattr(path.c_str(), names.data(), names.size());
+  n = list(names.data(), names.size());
   if (n <= 0) return out;
   names.resize(static_cast<std::size_t>(n));
   for (std::size_t pos = 0; pos < names.size();) {
     std::string key = names.c_str() + pos;
     pos += key.size() + 1;
     if (key.empty()) continue;
-    ssize_t len = ::lgetxattr(path.c_str(), key.c_str(), nullptr, 0);
+    ssize_t len = get(key.c_str(), nullptr, 0);
     if (len < 0) continue;
     std::string value(static_cast<std::size_t>(len), '\0');
-    len = ::lgetxattr(path.c_str(), key.c_str(), value.data(), value.size());
+    len = get(key.c_str(), value.data(), value.size());
     if (len < 0) continue;
     value.resize(static_cast<std::size_t>(len));
     out[key] = value;
@@ -131,14 +152,14 @@ struct Walker {
     ::archive_entry_free(e);
   }
 
-  void walk(const std::string& base, const std::string& rel) {
-    std::string dirpath = rel.empty() ? base : base + "/" + rel;
-    UniqueFd dir(::open(dirpath.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC | (rel.empty() ? 0 : O_NOFOLLOW)));
-    if (!dir) throw_errno("read directory " + quote(dirpath));
-    std::vector<std::string> names = read_dir_names(dir.get(), dirpath);
+  // Every walk is relative to the open parent directory, so a tree deeper
+  // than PATH_MAX is written whole. BASE/REL only names files in errors.
+  void walk(int dirfd, const std::string& base, const std::string& rel) {
+    std::string shown = rel.empty() ? base : base + "/" + rel;
+    std::vector<std::string> names = read_dir_names(dirfd, shown);
     // An opaque directory written by overlayfs: add the OCI marker.
     if (changeset) {
-      auto xs = read_xattrs(dirpath);
+      auto xs = read_xattrs_at(dirfd, "");
       bool opaque = false;
       for (const char* k : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
         auto it = xs.find(k);
@@ -156,15 +177,15 @@ struct Walker {
         add_marker(child);
         continue;
       }
-      add(base, child);
+      add(dirfd, n, base, child);
     }
   }
 
-  void add(const std::string& base, const std::string& rel) {
+  void add(int dirfd, const std::string& name, const std::string& base, const std::string& rel) {
     std::string path = base + "/" + rel;
     struct stat st {};
-    if (::lstat(path.c_str(), &st) != 0) throw_errno("stat " + quote(path));
-    auto xs = read_xattrs(path);
+    if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) throw_errno("stat " + quote(path));
+    auto xs = read_xattrs_at(dirfd, name);
     uid_t uid = st.st_uid;
     gid_t gid = st.st_gid;
     mode_t type = st.st_mode & S_IFMT;
@@ -208,11 +229,15 @@ struct Walker {
       case S_IFDIR:
         ::archive_entry_set_filetype(e, AE_IFDIR);
         write_header(e, rel);
-        walk(base, rel);
+        {
+          UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+          if (!child) throw_errno("read directory " + quote(path));
+          walk(child.get(), base, rel);
+        }
         return;
       case S_IFLNK: {
         std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
-        ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
+        ssize_t n = ::readlinkat(dirfd, name.c_str(), target.data(), target.size());
         if (n < 0) throw_errno("read link " + quote(path));
         target.resize(static_cast<std::size_t>(n));
         ::archive_entry_set_filetype(e, AE_IFLNK);
@@ -252,7 +277,7 @@ struct Walker {
     }
     ::archive_entry_set_filetype(e, AE_IFREG);
     ::archive_entry_set_size(e, st.st_size);
-    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_errno("open " + quote(path));
     write_header(e, rel);
     std::vector<char> buf(1 << 16);
@@ -320,7 +345,9 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
     w.changeset = changeset;
     w.plain_owner = plain;
     w.clamp = clamp;
-    w.walk(dir, "");
+    UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("read directory " + quote(dir));
+    w.walk(root.get(), dir, "");
     if (::archive_write_close(a) != ARCHIVE_OK) throw Error("finish layer tar: " + archive_message(a));
     if (comp != nullptr && ::archive_write_close(comp) != ARCHIVE_OK)
       throw Error("finish compressed layer: " + archive_message(comp));
@@ -348,127 +375,263 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
 
 // ---------------------------------------------------------------- reading
 
-// Two chained readers: RAW decompresses whatever filter the bytes use (and
-// hashes the bytes as read), TAR parses the decompressed stream (hashing it).
-struct ChainSource {
-  int fd = -1;
-  oci::Sha256 raw_hash;
-  oci::Sha256 plain_hash;
-  std::int64_t raw_size = 0;
-  std::int64_t plain_size = 0;
-  std::vector<char> raw_buf = std::vector<char>(1 << 16);
-  std::vector<char> plain_buf = std::vector<char>(1 << 16);
-  struct archive* raw = nullptr;
-  std::string error;
-  int filter = ARCHIVE_FILTER_NONE;
-
-  // Once the decompressed stream is read to its end: hashes what is left of
-  // the raw input (padding after the compressed stream) and gives the digests.
-  LayerDigests digests() {
-    for (;;) {
-      ssize_t n = ::read(fd, raw_buf.data(), raw_buf.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw_errno("read archive");
-      if (n == 0) break;
-      raw_hash.update(raw_buf.data(), static_cast<std::size_t>(n));
-      raw_size += n;
-    }
-    LayerDigests d;
-    d.diff_id = plain_hash.finish();
-    d.size = plain_size;
-    d.blob_digest = raw_hash.finish();
-    d.blob_size = raw_size;
-    d.compression = filter == ARCHIVE_FILTER_GZIP   ? Compression::gzip
-                    : filter == ARCHIVE_FILTER_ZSTD ? Compression::zstd
-                                                    : Compression::none;
-    return d;
-  }
+// How many decompressed bytes one stream may give, and what to tell the user
+// when it gives more.
+struct SizeLimit {
+  std::int64_t bytes = 0;  // 0: none
+  std::string why;
 };
 
-la_ssize_t chain_fd_read(struct archive*, void* data, const void** buffer) {
-  auto* s = static_cast<ChainSource*>(data);
-  for (;;) {
-    ssize_t n = ::read(s->fd, s->raw_buf.data(), s->raw_buf.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      s->error = std::strerror(errno);
+std::string human_size(std::int64_t n) {
+  static const char* const units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(n);
+  std::size_t u = 0;
+  while (v >= 1024 && u + 1 < std::size(units)) v /= 1024, ++u;
+  char buf[48];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+SizeLimit size_limit_for(const std::optional<std::int64_t>& explicit_limit, const std::string& dir) {
+  if (explicit_limit) return {*explicit_limit, "the limit given"};
+  if (const char* env = std::getenv(kSizeLimitEnv); env != nullptr && *env != '\0') {
+    std::string_view s = env;
+    std::uint64_t scale = 1;
+    if (auto p = std::string_view("KMGT").find(static_cast<char>(std::toupper(s.back()))); p != std::string_view::npos) {
+      scale = std::uint64_t{1} << (10 * (p + 1));
+      s.remove_suffix(1);
+    }
+    auto n = parse_unsigned(s, 10, static_cast<std::uint64_t>(INT64_MAX) / scale);
+    if (!n) throw Error(std::string(kSizeLimitEnv) + "=" + quote(env) + " is not a size (bytes, or a number with K, M, G or T)");
+    return {static_cast<std::int64_t>(*n * scale), std::string("the limit ") + kSizeLimitEnv + " sets"};
+  }
+  return {default_size_limit(dir), std::string("the free space on its file system, less a 5% reserve; free space or set ") +
+                                       kSizeLimitEnv};
+}
+
+// The decompressed bytes of a stream, whatever its compression (detected
+// from the bytes), with digests of the bytes as read and as decompressed.
+// gzip is decoded with zlib rather than libarchive so that each member's
+// CRC-32 and length trailer are checked: a corrupt layer fails instead of
+// extracting other bytes (where no digest is known, nothing else would
+// notice). zstd, xz and bzip2 check their own integrity in libarchive.
+// More than LIMIT decompressed bytes fail (a decompression bomb).
+class Decoder {
+ public:
+  Decoder(int fd, SizeLimit limit) : fd_(fd), limit_(std::move(limit)) {
+    std::size_t got = 0;
+    while (got < 4) {
+      ssize_t n = read_raw(raw_buf_.data() + got, raw_buf_.size() - got);
+      if (n < 0) throw Error("cannot read archive: " + error_);
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    if (got == 0) throw Error("cannot read archive: empty input");
+    if (got >= 2 && static_cast<unsigned char>(raw_buf_[0]) == 0x1f && static_cast<unsigned char>(raw_buf_[1]) == 0x8b) {
+      filter_ = ARCHIVE_FILTER_GZIP;
+      if (::inflateInit2(&zs_, 15 + 16) != Z_OK) throw Error("cannot start gzip decoder");
+      zs_open_ = true;
+      zs_.next_in = reinterpret_cast<Bytef*>(raw_buf_.data());
+      zs_.avail_in = static_cast<uInt>(got);
+      return;
+    }
+    pending_ = got;
+    la_ = ::archive_read_new();
+    ::archive_read_support_filter_all(la_);
+    ::archive_read_support_format_raw(la_);
+    if (::archive_read_open(la_, this, nullptr, la_read, nullptr) != ARCHIVE_OK)
+      throw Error("cannot read archive: " + (error_.empty() ? archive_message(la_) : error_));
+    struct archive_entry* e = nullptr;
+    int r = ::archive_read_next_header(la_, &e);
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error("cannot read archive: " + archive_message(la_));
+    filter_ = ::archive_filter_code(la_, 0);
+  }
+  ~Decoder() {
+    if (zs_open_) ::inflateEnd(&zs_);
+    if (la_ != nullptr) ::archive_read_free(la_);
+  }
+  Decoder(const Decoder&) = delete;
+  Decoder& operator=(const Decoder&) = delete;
+
+  // Up to LEN decompressed bytes into BUF; 0 at the end. On failure -1, and
+  // error() says why (no exception: this runs inside libarchive callbacks).
+  la_ssize_t read(void* buf, std::size_t len) {
+    la_ssize_t n = zs_open_ ? read_gzip(buf, len) : read_libarchive(buf, len);
+    if (n <= 0) return n;
+    plain_hash_.update(buf, static_cast<std::size_t>(n));
+    plain_size_ += n;
+    if (limit_.bytes > 0 && plain_size_ > limit_.bytes) {
+      error_ = "it inflates to more than " + human_size(limit_.bytes) + " (" + limit_.why + ")";
       return -1;
     }
-    s->raw_hash.update(s->raw_buf.data(), static_cast<std::size_t>(n));
-    s->raw_size += n;
-    *buffer = s->raw_buf.data();
     return n;
   }
-}
+  const std::string& error() const { return error_; }
 
-la_ssize_t chain_plain_read(struct archive*, void* data, const void** buffer) {
-  auto* s = static_cast<ChainSource*>(data);
-  la_ssize_t n = ::archive_read_data(s->raw, s->plain_buf.data(), s->plain_buf.size());
-  if (n < 0) {
-    s->error = archive_message(s->raw);
-    return -1;
+  // Reads what is left of both streams so the digests cover every byte;
+  // throws when the rest is corrupt.
+  LayerDigests finish() {
+    std::vector<char> buf(1 << 16);
+    for (;;) {
+      la_ssize_t n = read(buf.data(), buf.size());
+      if (n < 0) throw Error(error_);
+      if (n == 0) break;
+    }
+    for (;;) {
+      ssize_t n = read_raw(raw_buf_.data(), raw_buf_.size());
+      if (n < 0) throw Error("read archive: " + error_);
+      if (n == 0) break;
+    }
+    LayerDigests d;
+    d.diff_id = plain_hash_.finish();
+    d.size = plain_size_;
+    d.blob_digest = raw_hash_.finish();
+    d.blob_size = raw_size_;
+    d.compression = filter_ == ARCHIVE_FILTER_GZIP   ? Compression::gzip
+                    : filter_ == ARCHIVE_FILTER_ZSTD ? Compression::zstd
+                                                     : Compression::none;
+    return d;
   }
-  s->plain_hash.update(s->plain_buf.data(), static_cast<std::size_t>(n));
-  s->plain_size += n;
-  *buffer = s->plain_buf.data();
-  return n;
+
+ private:
+  // Reads from the file, hashing what it gives.
+  ssize_t read_raw(char* buf, std::size_t len) {
+    for (;;) {
+      ssize_t n = ::read(fd_, buf, len);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        error_ = std::strerror(errno);
+        return -1;
+      }
+      raw_hash_.update(buf, static_cast<std::size_t>(n));
+      raw_size_ += n;
+      return n;
+    }
+  }
+
+  static la_ssize_t la_read(struct archive*, void* data, const void** buffer) {
+    auto* self = static_cast<Decoder*>(data);
+    *buffer = self->raw_buf_.data();
+    if (self->pending_ > 0) return static_cast<la_ssize_t>(std::exchange(self->pending_, 0));
+    return self->read_raw(self->raw_buf_.data(), self->raw_buf_.size());
+  }
+
+  la_ssize_t read_libarchive(void* buf, std::size_t len) {
+    la_ssize_t n = ::archive_read_data(la_, buf, len);
+    if (n < 0) error_ = "corrupt or truncated data: " + (error_.empty() ? archive_message(la_) : error_);
+    return n;
+  }
+
+  la_ssize_t read_gzip(void* buf, std::size_t len) {
+    if (gzip_done_) return 0;
+    zs_.next_out = static_cast<Bytef*>(buf);
+    zs_.avail_out = static_cast<uInt>(std::min<std::size_t>(len, UINT_MAX));
+    const uInt room = zs_.avail_out;
+    while (zs_.avail_out == room && !gzip_done_) {
+      if (zs_.avail_in == 0) {
+        ssize_t n = read_raw(raw_buf_.data(), raw_buf_.size());
+        if (n < 0) return -1;
+        if (n == 0) {
+          error_ = "truncated gzip data: the stream ends before its trailer";
+          return -1;
+        }
+        zs_.next_in = reinterpret_cast<Bytef*>(raw_buf_.data());
+        zs_.avail_in = static_cast<uInt>(n);
+      }
+      int r = ::inflate(&zs_, Z_NO_FLUSH);
+      if (r == Z_STREAM_END) {
+        // zlib has checked this member's CRC-32 and length; another member
+        // may follow (concatenated gzip).
+        int next = next_member();
+        if (next < 0) return -1;
+        gzip_done_ = next == 0;
+        continue;
+      }
+      if (r != Z_OK && r != Z_BUF_ERROR) {
+        error_ = std::string("corrupt gzip data: ") + (zs_.msg != nullptr ? zs_.msg : "inflate failed");
+        return -1;
+      }
+    }
+    return static_cast<la_ssize_t>(room - zs_.avail_out);
+  }
+
+  // After a gzip member: 1 when another member follows (the decoder is reset
+  // for it), 0 when the data ends (what follows that is not gzip, padding,
+  // is part of the blob digest but not of the layer), -1 on a read error.
+  int next_member() {
+    while (zs_.avail_in < 2) {
+      std::size_t have = zs_.avail_in;
+      if (have == 1) raw_buf_[0] = static_cast<char>(*zs_.next_in);
+      ssize_t n = read_raw(raw_buf_.data() + have, raw_buf_.size() - have);
+      if (n < 0) return -1;
+      zs_.next_in = reinterpret_cast<Bytef*>(raw_buf_.data());
+      zs_.avail_in = static_cast<uInt>(have + static_cast<std::size_t>(n));
+      if (n == 0) return 0;
+    }
+    if (zs_.next_in[0] != 0x1f || zs_.next_in[1] != 0x8b) return 0;
+    ::inflateReset(&zs_);
+    return 1;
+  }
+
+  int fd_;
+  SizeLimit limit_;
+  oci::Sha256 raw_hash_;
+  oci::Sha256 plain_hash_;
+  std::int64_t raw_size_ = 0;
+  std::int64_t plain_size_ = 0;
+  std::vector<char> raw_buf_ = std::vector<char>(1 << 16);
+  std::size_t pending_ = 0;  // bytes at the start of raw_buf_ read but not yet given to libarchive
+  std::string error_;
+  int filter_ = ARCHIVE_FILTER_NONE;
+  z_stream zs_{};
+  bool zs_open_ = false;
+  bool gzip_done_ = false;
+  struct archive* la_ = nullptr;
+};
+
+std::string not_a_tar_message(const std::string& why) {
+  return "not a tar archive, plain or compressed with gzip, zstd, xz or bzip2 (" + why + ")";
 }
 
+// A tar reader over the decompressed bytes of a stream.
 class ChainReader {
  public:
-  explicit ChainReader(int fd) {
-    src_.fd = fd;
-    src_.raw = ::archive_read_new();
-    ::archive_read_support_filter_all(src_.raw);
-    ::archive_read_support_format_raw(src_.raw);
-    if (::archive_read_open(src_.raw, &src_, nullptr, chain_fd_read, nullptr) != ARCHIVE_OK) {
-      std::string msg = src_.error.empty() ? archive_message(src_.raw) : src_.error;
-      ::archive_read_free(src_.raw);
-      throw Error("cannot read archive: " + msg);
-    }
-    struct archive_entry* e = nullptr;
-    int r = ::archive_read_next_header(src_.raw, &e);
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
-      std::string msg = archive_message(src_.raw);
-      ::archive_read_free(src_.raw);
-      throw Error("cannot read archive: " + (r == ARCHIVE_EOF ? std::string("empty input") : msg));
-    }
-    src_.filter = ::archive_filter_code(src_.raw, 0);
+  ChainReader(int fd, SizeLimit limit) : decoder_(fd, std::move(limit)) {
     tar_ = ::archive_read_new();
     ::archive_read_support_format_tar(tar_);
-    if (::archive_read_open(tar_, &src_, nullptr, chain_plain_read, nullptr) != ARCHIVE_OK) {
-      std::string msg = src_.error.empty() ? archive_message(tar_) : src_.error;
+    if (::archive_read_open(tar_, this, nullptr, plain_read, nullptr) != ARCHIVE_OK) {
+      bool decoded = decoder_.error().empty();
+      std::string msg = decoded ? archive_message(tar_) : decoder_.error();
       ::archive_read_free(tar_);
-      ::archive_read_free(src_.raw);
-      throw Error("not a tar archive: " + msg);
+      if (!decoded) throw Error(msg);
+      throw NotATar(not_a_tar_message(msg));
     }
   }
-  ~ChainReader() {
-    ::archive_read_free(tar_);
-    ::archive_read_free(src_.raw);
-  }
+  ~ChainReader() { ::archive_read_free(tar_); }
   ChainReader(const ChainReader&) = delete;
   ChainReader& operator=(const ChainReader&) = delete;
 
   struct archive* tar() { return tar_; }
-  std::string error() const { return src_.error.empty() ? archive_message(tar_) : src_.error; }
-
-  // Reads the rest of the streams so the digests cover every byte.
-  LayerDigests finish() {
-    std::vector<char> buf(1 << 16);
-    for (;;) {
-      la_ssize_t n = ::archive_read_data(src_.raw, buf.data(), buf.size());
-      if (n < 0) throw Error("corrupt archive: " + archive_message(src_.raw));
-      if (n == 0) break;
-      src_.plain_hash.update(buf.data(), static_cast<std::size_t>(n));
-      src_.plain_size += n;
-    }
-    return src_.digests();
+  // Throws for a failed read of the tar: the decoder's reason when it has
+  // one (corrupt compression, the size limit), else WHAT and libarchive's.
+  [[noreturn]] void fail(const std::string& what) const {
+    if (!decoder_.error().empty()) throw Error(decoder_.error());
+    throw Error(what + ": " + archive_message(tar_));
   }
-  int filter() const { return src_.filter; }
+  LayerDigests finish() { return decoder_.finish(); }
+  // Whether the decompression has not failed (a failure of the tar reader
+  // is then the tar's).
+  bool decoded_fine() const { return decoder_.error().empty(); }
 
  private:
-  ChainSource src_;
+  static la_ssize_t plain_read(struct archive*, void* data, const void** buffer) {
+    auto* self = static_cast<ChainReader*>(data);
+    *buffer = self->plain_buf_.data();
+    return self->decoder_.read(self->plain_buf_.data(), self->plain_buf_.size());
+  }
+
+  Decoder decoder_;
+  std::vector<char> plain_buf_ = std::vector<char>(1 << 16);
   struct archive* tar_ = nullptr;
 };
 
@@ -493,8 +656,7 @@ struct Extractor {
   int root = -1;
   bool privileged = false;
   bool plain_only = false;
-  std::int64_t max_size = 0;
-  std::int64_t total = 0;
+  const ChainReader* reader = nullptr;
   struct Deferred {
     std::vector<std::string> comps;
     mode_t perm;
@@ -524,10 +686,6 @@ struct Extractor {
       cur.reset(fd);
     }
     return cur;
-  }
-
-  static std::string proc_path(int dirfd, const std::string& name) {
-    return "/proc/self/fd/" + std::to_string(dirfd) + "/" + name;
   }
 
   void extract_entry(struct archive* a, struct archive_entry* e) {
@@ -595,9 +753,7 @@ struct Extractor {
         for (;;) {
           int r = ::archive_read_data_block(a, &buf, &size, &offset);
           if (r == ARCHIVE_EOF) break;
-          if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error("read data of " + quote(name) + ": " + archive_message(a));
-          total += static_cast<std::int64_t>(size);
-          if (max_size > 0 && total > max_size) throw Error("archive is larger than the limit at " + quote(name));
+          if (r != ARCHIVE_OK && r != ARCHIVE_WARN) reader->fail("read data of " + quote(name));
           const char* p = static_cast<const char*>(buf);
           while (size > 0) {
             ssize_t n = ::pwrite(fd.get(), p, size, offset);
@@ -636,7 +792,8 @@ struct Extractor {
       default:
         return;  // sockets and unknown types are skipped
     }
-    apply_xattrs(e, parent.get(), leaf, name);
+    // Owner, then mode, then xattrs, as tar implementations do: chown clears
+    // security.capability (and the set-id bits), so neither may come first.
     if (privileged) {
       if (::fchownat(parent.get(), leaf.c_str(), uid, gid, AT_SYMLINK_NOFOLLOW) != 0 && errno != EPERM &&
           errno != EINVAL)
@@ -647,6 +804,7 @@ struct Extractor {
     }
     if (type != AE_IFLNK && type != AE_IFDIR && ::fchmodat(parent.get(), leaf.c_str(), perm, 0) != 0)
       throw_errno("set mode of " + quote(name));
+    apply_xattrs(e, parent.get(), leaf, name);
     if (type != AE_IFDIR) {
       timespec ts[2];
       ts[0].tv_sec = ::archive_entry_mtime(e);
@@ -698,20 +856,24 @@ struct Extractor {
   }
 };
 
-LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged, bool plain_only, std::int64_t max_size) {
+LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged, bool plain_only,
+                            const std::optional<std::int64_t>& max_size) {
   UniqueFd root = open_at(AT_FDCWD, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  ChainReader reader(in_fd);
+  ChainReader reader(in_fd, size_limit_for(max_size, dest));
   Extractor x;
   x.root = root.get();
   x.privileged = privileged;
   x.plain_only = plain_only;
-  x.max_size = max_size;
+  x.reader = &reader;
   struct archive* a = reader.tar();
-  for (;;) {
+  for (bool first = true;; first = false) {
     struct archive_entry* e = nullptr;
     int r = ::archive_read_next_header(a, &e);
     if (r == ARCHIVE_EOF) break;
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error("corrupt or truncated archive: " + reader.error());
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) {
+      if (first && reader.decoded_fine()) throw NotATar(not_a_tar_message(archive_message(a)));
+      reader.fail("corrupt or truncated archive");
+    }
     x.extract_entry(a, e);
   }
   x.finish();
@@ -719,6 +881,15 @@ LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged,
 }
 
 }  // namespace
+
+std::int64_t default_size_limit(const std::string& dir) {
+  struct statvfs vfs {};
+  if (::statvfs(dir.c_str(), &vfs) != 0) throw_errno("check free space of " + quote(dir));
+  auto unit = static_cast<std::int64_t>(vfs.f_frsize);
+  std::int64_t free_bytes = static_cast<std::int64_t>(vfs.f_bavail) * unit;
+  std::int64_t reserve = static_cast<std::int64_t>(vfs.f_blocks) * unit / 20;
+  return std::max<std::int64_t>(free_bytes - reserve, 1);
+}
 
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options) {
   return write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime);
@@ -748,38 +919,23 @@ LayerDigests copy_and_digest(int in_fd, int out_fd) {
 }
 
 LayerDigests decompress(int in_fd, int out_fd) {
-  ChainSource src;
-  src.fd = in_fd;
-  src.raw = ::archive_read_new();
-  struct Free {
-    struct archive* a;
-    ~Free() { ::archive_read_free(a); }
-  } guard{src.raw};
-  ::archive_read_support_filter_all(src.raw);
-  ::archive_read_support_format_raw(src.raw);
-  if (::archive_read_open(src.raw, &src, nullptr, chain_fd_read, nullptr) != ARCHIVE_OK)
-    throw Error("cannot read archive: " + (src.error.empty() ? archive_message(src.raw) : src.error));
-  struct archive_entry* e = nullptr;
-  int r = ::archive_read_next_header(src.raw, &e);
-  if (r != ARCHIVE_OK && r != ARCHIVE_WARN)
-    throw Error("cannot read archive: " + (r == ARCHIVE_EOF ? std::string("empty input") : archive_message(src.raw)));
-  src.filter = ::archive_filter_code(src.raw, 0);
+  Decoder decoder(in_fd, {});
   std::vector<char> buf(1 << 16);
   for (;;) {
-    la_ssize_t n = ::archive_read_data(src.raw, buf.data(), buf.size());
-    if (n < 0) throw Error("corrupt or truncated compressed data: " + archive_message(src.raw));
+    la_ssize_t n = decoder.read(buf.data(), buf.size());
+    if (n < 0) throw Error(decoder.error());
     if (n == 0) break;
-    src.plain_hash.update(buf.data(), static_cast<std::size_t>(n));
-    src.plain_size += n;
     write_all(out_fd, buf.data(), static_cast<std::size_t>(n), "decompressed data");
   }
-  return src.digests();
+  return decoder.finish();
 }
 
 void unpack_archive(const std::string& archive_path, const std::string& dest) {
   UniqueFd in = open_at(AT_FDCWD, archive_path, O_RDONLY);
   try {
-    extract_stream(in.get(), dest, false, true, 0);
+    extract_stream(in.get(), dest, false, true, std::nullopt);
+  } catch (const NotATar& e) {
+    throw NotATar(quote(archive_path) + ": " + e.what());
   } catch (const Error& e) {
     throw Error(quote(archive_path) + ": " + e.what());
   }
@@ -807,34 +963,72 @@ oci::json parse_json(const std::string& text, const std::string& where) {
   try {
     return oci::json::parse(text);
   } catch (const std::exception& e) {
-    throw Error("invalid JSON in " + quote(where) + ": " + e.what());
+    throw Error("invalid JSON in " + where + ": " + e.what());
   }
 }
 
-// A path inside DIR named by an archive document; refuses names and
-// symlinks that lead out of DIR.
-std::string inside(const std::string& dir, const std::string& rel, const std::string& where) {
-  split_name(rel, "path in " + where);
-  std::string path = dir + "/" + rel;
-  char real_dir[PATH_MAX], real_path[PATH_MAX];
-  if (::realpath(dir.c_str(), real_dir) == nullptr) throw_errno("resolve " + quote(dir));
-  if (::realpath(path.c_str(), real_path) == nullptr) throw_errno(quote(rel) + " named in " + quote(where));
-  std::string rd = real_dir, rp = real_path;
-  if (rp.size() <= rd.size() || rp.compare(0, rd.size(), rd) != 0 || rp[rd.size()] != '/')
-    throw Error("refusing " + quote(rel) + " named in " + quote(where) + ": it leads outside the archive");
-  return rp;
-}
+// An unpacked image archive and the name the user gave it: every message
+// names a file as "NAME in ARCHIVE", never the staging directory.
+struct ArchiveDir {
+  std::string dir;
+  std::string shown;
 
-void check_digest(const std::string& path, const oci::Digest& want, const std::string& what) {
-  UniqueFd fd = open_at(AT_FDCWD, path, O_RDONLY);
-  oci::Digest got = oci::sha256_fd(fd.get());
-  if (!(got == want)) throw Error(what + " " + want.str() + " does not match its content (" + got.str() + ")");
-}
+  std::string where(const std::string& rel) const { return quote(rel) + " in " + quote(shown); }
 
-const char* layer_media_type_from_magic(const std::string& path) {
-  UniqueFd fd = open_at(AT_FDCWD, path, O_RDONLY);
+  // The real path of REL inside DIR; refuses names and symlinks that lead
+  // out of DIR. WHERE names the document that named REL.
+  std::string inside(const std::string& rel, const std::string& named_in) const {
+    split_name(rel, "path in " + named_in);
+    std::string path = dir + "/" + rel;
+    char real_dir[PATH_MAX], real_path[PATH_MAX];
+    if (::realpath(dir.c_str(), real_dir) == nullptr) throw_errno("resolve " + quote(shown));
+    if (::realpath(path.c_str(), real_path) == nullptr) {
+      if (errno == ENOENT) throw Error(where(rel) + " is missing (named in " + named_in + ")");
+      throw_errno(where(rel));
+    }
+    std::string rd = real_dir, rp = real_path;
+    if (rp.size() <= rd.size() || rp.compare(0, rd.size(), rd) != 0 || rp[rd.size()] != '/')
+      throw Error("refusing " + quote(rel) + " named in " + named_in + ": it leads outside the archive");
+    return rp;
+  }
+
+  // Reads REL (a regular file of at most MAX bytes) whole.
+  std::string read(const std::string& rel, std::int64_t max, const std::string& named_in) const {
+    std::string path = inside(rel, named_in);
+    UniqueFd fd = open_archive_blob(path, where(rel));
+    struct stat st {};
+    if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + where(rel));
+    if (st.st_size > max)
+      throw Error("refusing " + where(rel) + ": " + human_size(st.st_size) + " is more than the " + human_size(max) +
+                  " allowed for it");
+    std::string text(static_cast<std::size_t>(st.st_size), '\0');
+    std::size_t got = 0;
+    while (got < text.size()) {
+      ssize_t n = ::read(fd.get(), text.data() + got, text.size() - got);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw_errno("read " + where(rel));
+      if (n == 0) break;
+      got += static_cast<std::size_t>(n);
+    }
+    text.resize(got);
+    return text;
+  }
+
+  // A blob named by digest, checked against it.
+  std::string read_blob(const oci::Digest& digest, std::int64_t max, const std::string& what,
+                        const std::string& named_in) const {
+    std::string rel = "blobs/sha256/" + digest.hex();
+    std::string text = read(rel, max, named_in);
+    oci::Digest got = oci::sha256(text);
+    if (!(got == digest))
+      throw Error(what + " " + digest.str() + " in " + quote(shown) + " does not match its content (" + got.str() + ")");
+    return text;
+  }
+};
+
+const char* layer_media_type_from_magic(int fd) {
   unsigned char m[4] = {0, 0, 0, 0};
-  ssize_t n = ::read(fd.get(), m, 4);
+  ssize_t n = ::pread(fd, m, 4, 0);
   if (n >= 2 && m[0] == 0x1f && m[1] == 0x8b) return oci::kMediaTypeLayerGzip;
   if (n == 4 && m[0] == 0x28 && m[1] == 0xb5 && m[2] == 0x2f && m[3] == 0xfd) return oci::kMediaTypeLayerZstd;
   return oci::kMediaTypeLayer;
@@ -856,6 +1050,15 @@ std::vector<std::string> names_from_annotations(const std::map<std::string, std:
   return out;
 }
 
+void add_names(ArchivedImage& img, const std::vector<std::string>& names, const std::string& shown) {
+  for (const auto& n : names)
+    if (std::find(img.names.begin(), img.names.end(), n) == img.names.end()) img.names.push_back(n);
+  if (img.names.size() > kMaxNamesPerImage)
+    throw Error("refusing " + quote(shown) + ": it gives image " + img.manifest.config.digest.short_id() + " " +
+                std::to_string(img.names.size()) + " names or more; at most " + std::to_string(kMaxNamesPerImage) +
+                " are allowed");
+}
+
 // A platform field of an index entry; one that is not a string matches no machine.
 std::string platform_field(const oci::json& platform, const char* key, const std::string& absent) {
   auto it = platform.find(key);
@@ -863,107 +1066,145 @@ std::string platform_field(const oci::json& platform, const char* key, const std
   return it->is_string() ? it->get<std::string>() : std::string();
 }
 
-void read_oci_index(const std::string& dir, const oci::json& index, const std::string& where,
-                    const std::vector<std::string>& inherited, std::vector<ArchivedImage>& out) {
-  if (!index.is_object() || !index.contains("manifests") || !index["manifests"].is_array())
-    throw Error("invalid index in " + quote(where) + ": no manifests");
-  std::vector<oci::Descriptor> descs;
-  for (const auto& m : index["manifests"]) descs.push_back(oci::Descriptor::from_json(m, where));
-  // A multi-platform index: keep the host's platform only.
-  bool any_platform = false;
-  for (const auto& d : descs) any_platform = any_platform || d.platform.has_value();
-  std::string arch = oci::host_architecture();
-  for (const auto& d : descs) {
-    if (any_platform && d.platform && d.platform->is_object()) {
-      if (platform_field(*d.platform, "architecture", arch) != arch || platform_field(*d.platform, "os", "linux") != "linux")
+// Walks an OCI layout's indexes: each index and manifest is read once
+// however many indexes name it (a DAG of shared sub-indexes stays linear),
+// and nesting deeper than kMaxIndexDepth is refused.
+struct IndexWalk {
+  const ArchiveDir& archive;
+  std::vector<ArchivedImage>& out;
+  std::set<oci::Digest> indexes_seen;
+  std::map<oci::Digest, std::size_t> manifest_at;  // position in OUT
+
+  void index(const oci::json& idx, const std::string& where, const std::vector<std::string>& inherited,
+             std::size_t depth) {
+    if (depth > kMaxIndexDepth)
+      throw Error("refusing " + quote(archive.shown) + ": its indexes nest deeper than " +
+                  std::to_string(kMaxIndexDepth) + " levels (at " + where + ")");
+    if (!idx.is_object() || !idx.contains("manifests") || !idx["manifests"].is_array())
+      throw Error("invalid index " + where + ": no manifests");
+    std::vector<oci::Descriptor> descs;
+    for (const auto& m : idx["manifests"]) descs.push_back(oci::Descriptor::from_json(m, where));
+    // A multi-platform index: keep the host's platform only.
+    bool any_platform = false;
+    for (const auto& d : descs) any_platform = any_platform || d.platform.has_value();
+    std::string arch = oci::host_architecture();
+    for (const auto& d : descs) {
+      if (any_platform && d.platform && d.platform->is_object()) {
+        if (platform_field(*d.platform, "architecture", arch) != arch ||
+            platform_field(*d.platform, "os", "linux") != "linux")
+          continue;
+      }
+      std::vector<std::string> names = names_from_annotations(d.annotations);
+      if (names.empty()) names = inherited;
+      if (auto it = manifest_at.find(d.digest); it != manifest_at.end()) {
+        add_names(out[it->second], names, archive.shown);
         continue;
+      }
+      if (indexes_seen.count(d.digest) != 0) continue;
+      std::string text = archive.read_blob(d.digest, kMaxManifestSize, "manifest", where);
+      std::string blob_where = archive.where("blobs/sha256/" + d.digest.hex());
+      oci::json j = parse_json(text, blob_where);
+      if (j.is_object() && j.contains("mediaType") && !j["mediaType"].is_string())
+        throw Error("invalid " + blob_where + ": mediaType is not a string");
+      std::string mt = j.is_object() ? j.value("mediaType", d.media_type) : d.media_type;
+      if (mt == oci::kMediaTypeIndex || mt == oci::kMediaTypeDockerManifestList ||
+          (j.is_object() && j.contains("manifests"))) {
+        indexes_seen.insert(d.digest);
+        index(j, blob_where, names, depth + 1);
+        continue;
+      }
+      ArchivedImage img;
+      img.manifest = oci::Manifest::from_json(j, blob_where);
+      img.manifest_json = text;
+      img.config_json = archive.read_blob(img.manifest.config.digest, kMaxConfigSize, "config", blob_where);
+      for (const auto& l : img.manifest.layers) {
+        std::string lp = archive.inside("blobs/sha256/" + l.digest.hex(), blob_where);
+        open_archive_blob(lp, archive.where("blobs/sha256/" + l.digest.hex()));
+        img.layer_paths.push_back(lp);
+      }
+      add_names(img, names, archive.shown);
+      manifest_at[d.digest] = out.size();
+      out.push_back(std::move(img));
     }
-    std::string path = inside(dir, "blobs/sha256/" + d.digest.hex(), where);
-    check_digest(path, d.digest, "manifest");
-    std::string text = read_file(path);
-    oci::json j = parse_json(text, path);
-    if (!j.is_object()) throw Error("invalid " + quote(path) + ": not a JSON object");
-    if (j.contains("mediaType") && !j["mediaType"].is_string())
-      throw Error("invalid " + quote(path) + ": mediaType is not a string");
-    std::vector<std::string> names = names_from_annotations(d.annotations);
-    if (names.empty()) names = inherited;
-    std::string mt = j.value("mediaType", d.media_type);
-    if (mt == oci::kMediaTypeIndex || mt == oci::kMediaTypeDockerManifestList || j.contains("manifests")) {
-      read_oci_index(dir, j, path, names, out);
-      continue;
-    }
-    ArchivedImage img;
-    img.manifest = oci::Manifest::from_json(j, path);
-    img.manifest_json = text;
-    img.names = names;
-    std::string cpath = inside(dir, "blobs/sha256/" + img.manifest.config.digest.hex(), path);
-    check_digest(cpath, img.manifest.config.digest, "config");
-    img.config_json = read_file(cpath);
-    for (const auto& l : img.manifest.layers) {
-      std::string lp = dir + "/blobs/sha256/" + l.digest.hex();
-      if (::access(lp.c_str(), R_OK) != 0) throw Error("layer blob " + l.digest.str() + " is missing from " + quote(dir));
-      lp = inside(dir, "blobs/sha256/" + l.digest.hex(), path);
-      img.layer_paths.push_back(lp);
-    }
-    out.push_back(std::move(img));
   }
-}
+};
 
 }  // namespace
 
-std::vector<ArchivedImage> read_image_archive(const std::string& dir) {
+UniqueFd open_archive_blob(const std::string& path, const std::string& shown) {
+  // O_NONBLOCK: a FIFO put where a blob belongs must not hang the reader.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd) {
+    if (errno == ELOOP) throw Error("refusing " + shown + ": it is a symlink, not a file");
+    throw_errno("open " + shown);
+  }
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + shown);
+  if (!S_ISREG(st.st_mode)) throw Error("refusing " + shown + ": it is not a regular file");
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags >= 0) ::fcntl(fd.get(), F_SETFL, flags & ~O_NONBLOCK);
+  return fd;
+}
+
+std::vector<ArchivedImage> read_image_archive(const std::string& dir, const std::string& shown_as) {
+  ArchiveDir archive{dir, shown_as.empty() ? dir : shown_as};
   std::vector<ArchivedImage> out;
   if (::access((dir + "/oci-layout").c_str(), F_OK) == 0 && ::access((dir + "/index.json").c_str(), F_OK) == 0) {
-    oci::json layout = parse_json(read_file(dir + "/oci-layout"), dir + "/oci-layout");
+    oci::json layout = parse_json(archive.read("oci-layout", kMaxManifestSize, "the OCI layout"), archive.where("oci-layout"));
     auto version = layout.find("imageLayoutVersion");
     if (!layout.is_object() || version == layout.end() || *version != "1.0.0")
-      throw Error("unsupported OCI layout version in " + quote(dir));
-    std::string ipath = dir + "/index.json";
-    read_oci_index(dir, parse_json(read_file(ipath), ipath), ipath, {}, out);
-    if (out.empty()) throw Error("no image for this platform in " + quote(dir));
+      throw Error("unsupported OCI layout version in " + archive.where("oci-layout") + " (strata reads 1.0.0)");
+    IndexWalk walk{archive, out, {}, {}};
+    walk.index(parse_json(archive.read("index.json", kMaxManifestSize, "the OCI layout"), archive.where("index.json")),
+               archive.where("index.json"), {}, 1);
+    if (out.empty()) throw Error("no image for this platform (linux/" + oci::host_architecture() + ") in " + quote(archive.shown));
     return out;
   }
-  std::string mpath = dir + "/manifest.json";
-  if (::access(mpath.c_str(), F_OK) != 0)
-    throw Error(quote(dir) + " is neither an OCI layout (oci-layout, index.json) nor a docker archive (manifest.json)");
-  oci::json m = parse_json(read_file(mpath), mpath);
-  if (!m.is_array()) throw Error("invalid " + quote(mpath) + ": not an array");
+  if (::access((dir + "/manifest.json").c_str(), F_OK) != 0)
+    throw Error(quote(archive.shown) +
+                " is not an image archive: it has neither oci-layout and index.json (an OCI layout) nor manifest.json "
+                "(a docker archive); give the output of `strata save` or `docker save`, or import a root file system "
+                "tar with `strata import`");
+  std::string mwhere = archive.where("manifest.json");
+  oci::json m = parse_json(archive.read("manifest.json", kMaxManifestSize, "the docker archive"), mwhere);
+  if (!m.is_array()) throw Error("invalid " + mwhere + ": not an array");
   for (const auto& entry : m) {
-    if (!entry.is_object() || !entry.contains("Config") || !entry.contains("Layers"))
-      throw Error("invalid " + quote(mpath) + ": entry without Config or Layers");
-    if (!entry["Config"].is_string() || !entry["Layers"].is_array())
-      throw Error("invalid " + quote(mpath) + ": Config is not a file name or Layers not a list");
+    if (!entry.is_object() || !entry.contains("Config") || !entry.contains("Layers") || !entry["Config"].is_string() ||
+        !entry["Layers"].is_array())
+      throw Error("invalid " + mwhere + ": entry without Config or Layers");
     ArchivedImage img;
     std::string cfg_rel = entry["Config"].get<std::string>();
-    std::string cpath = inside(dir, cfg_rel, mpath);
-    img.config_json = read_file(cpath);
+    img.config_json = archive.read(cfg_rel, kMaxConfigSize, mwhere);
     oci::Digest cdig = oci::sha256(img.config_json);
     std::string base = cfg_rel.substr(cfg_rel.rfind('/') == std::string::npos ? 0 : cfg_rel.rfind('/') + 1);
     if (base.size() >= 64) {
       std::string hex = base.substr(0, 64);
       if (auto want = oci::Digest::try_parse("sha256:" + hex); want && !(*want == cdig))
-        throw Error("config " + quote(cfg_rel) + " does not match its digest");
+        throw Error("config " + archive.where(cfg_rel) + " does not match its digest");
     }
     img.manifest.media_type = oci::kMediaTypeManifest;
     img.manifest.config.media_type = oci::kMediaTypeConfig;
     img.manifest.config.digest = cdig;
     img.manifest.config.size = static_cast<std::int64_t>(img.config_json.size());
     for (const auto& l : entry["Layers"]) {
-      if (!l.is_string()) throw Error("invalid " + quote(mpath) + ": a layer is not a file name");
-      std::string lp = inside(dir, l.get<std::string>(), mpath);
-      UniqueFd fd = open_at(AT_FDCWD, lp, O_RDONLY);
+      if (!l.is_string()) throw Error("invalid " + mwhere + ": a layer that is not a path");
+      std::string rel = l.get<std::string>();
+      std::string lp = archive.inside(rel, mwhere);
+      UniqueFd fd = open_archive_blob(lp, archive.where(rel));
       struct stat st {};
       ::fstat(fd.get(), &st);
       oci::Descriptor d;
-      d.media_type = layer_media_type_from_magic(lp);
+      d.media_type = layer_media_type_from_magic(fd.get());
       d.digest = oci::sha256_fd(fd.get());
       d.size = st.st_size;
       img.manifest.layers.push_back(d);
       img.layer_paths.push_back(lp);
     }
+    std::vector<std::string> names;
     if (entry.contains("RepoTags") && entry["RepoTags"].is_array())
       for (const auto& t : entry["RepoTags"])
-        if (t.is_string()) img.names.push_back(t.get<std::string>());
+        if (t.is_string()) names.push_back(t.get<std::string>());
+    add_names(img, names, archive.shown);
     img.manifest_json = img.manifest.to_json().dump();
     out.push_back(std::move(img));
   }

@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
+#include <deque>
 #include <cerrno>
 #include <fstream>
 #include <sstream>
@@ -86,6 +88,55 @@ std::string read_file(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+std::string resolve_in_root(int root, const std::string& path) {
+  auto split_path = [](std::string_view p, std::deque<std::string>& out, bool front) {
+    std::vector<std::string> parts;
+    std::size_t start = 0;
+    while (start <= p.size()) {
+      std::size_t end = std::min(p.find('/', start), p.size());
+      std::string_view part = p.substr(start, end - start);
+      if (!part.empty() && part != ".") parts.emplace_back(part);
+      start = end + 1;
+    }
+    out.insert(front ? out.begin() : out.end(), parts.begin(), parts.end());
+  };
+  std::deque<std::string> todo;
+  split_path(path, todo, false);
+  std::vector<std::string> done;  // existing directories, then (from first_missing on) names to create
+  std::size_t first_missing = std::string::npos;
+  int links = 0;
+  while (!todo.empty()) {
+    std::string comp = std::move(todo.front());
+    todo.pop_front();
+    if (comp == "..") {
+      if (!done.empty()) done.pop_back();  // DONE names no link: its parent is the lexical one
+      if (done.size() <= first_missing) first_missing = std::string::npos;
+      continue;
+    }
+    if (first_missing == std::string::npos) {
+      std::string rel = ".";
+      for (const auto& d : done) rel += "/" + d;
+      rel += "/" + comp;
+      char target[PATH_MAX];
+      ssize_t n = ::readlinkat(root, rel.c_str(), target, sizeof target);
+      if (n >= 0) {
+        if (++links > 40) throw SysError(ELOOP, "resolve " + quote(path));
+        std::string_view t(target, static_cast<std::size_t>(n));
+        if (!t.empty() && t[0] == '/') done.clear();
+        split_path(t, todo, true);
+        continue;
+      }
+      // EINVAL: an existing entry that is no link; anything else ends what
+      // exists (what follows is created, or fails, as the caller decides).
+      if (errno != EINVAL) first_missing = done.size();
+    }
+    done.push_back(std::move(comp));
+  }
+  std::string out;
+  for (const auto& d : done) out += "/" + d;
+  return out.empty() ? "/" : out;
 }
 
 }  // namespace strata

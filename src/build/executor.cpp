@@ -20,6 +20,10 @@ namespace strata::build {
 
 namespace {
 
+// Staging directories are named KIND-PID-XXXXXX, as the store names its own:
+// `strata prune` removes those whose process is gone (a killed build).
+std::string staging_prefix(const char* kind) { return std::string(kind) + "-" + std::to_string(::getpid()) + "-"; }
+
 std::string now_rfc3339() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::time_point_cast<std::chrono::seconds>(now);
@@ -291,11 +295,13 @@ class Executor {
     std::vector<std::string> local;
     for (const auto& src : step.sources) {
       if (is_url(src)) {
-        if (!downloads) downloads.emplace(store_.temp_parent(), "download.");
+        if (!downloads) downloads.emplace(store_.temp_parent(), staging_prefix("download"));
         std::string name = "f" + std::to_string(downloaded.size());
         UniqueFd dir = open_at(AT_FDCWD, downloads->path(), O_RDONLY | O_DIRECTORY);
         say(" ---> downloading " + src);
-        digest += "url:" + src + "=" + files::download(src, dir.get(), name, step.checksum) + ";";
+        std::string fetched = files::download(src, dir.get(), name, step.checksum);
+        // Appended piece by piece: one concatenated temporary trips GCC 12's -Wrestrict at -O3.
+        digest.append("url:").append(src).append("=").append(fetched).append(";");
         downloaded[src] = name;
         continue;
       }
@@ -314,7 +320,7 @@ class Executor {
   // changed nothing).
   std::string execute(const Step& step, const State& s, std::optional<TempDir>& downloads,
                       const std::map<std::string, std::string>& downloaded) {
-    TempDir work(store_.temp_parent(), "step.");
+    TempDir work(store_.temp_parent(), staging_prefix("step"));
     for (const char* d : {"upper", "work", "mnt", "empty"}) {
       if (::mkdir((work.path() + "/" + d).c_str(), 0755) != 0) throw_errno("create " + quote(work.path() + "/" + d));
     }
@@ -465,7 +471,9 @@ class Executor {
       }
       for (auto& p : kept) items.push_back({p, {}});
     }
-    std::string dest = step.dest;
+    // Symlinks in the destination lead where they lead in the container,
+    // dangling ones included (their target is created), never outside it.
+    std::string dest = resolve_in_root(root, step.dest);
     bool into_dir = step.dest_is_dir || items.size() + step.inline_sources.size() > 1;
     if (!into_dir) {
       UniqueFd d = files::open_in_root(root, dest, O_PATH | O_DIRECTORY);

@@ -95,7 +95,9 @@ UniqueFd open_in_root(int root, const std::string& path, int flags) {
 }
 
 UniqueFd make_dirs(int root, const std::string& path, const std::optional<Owner>& owner) {
-  std::string rel = relative(path);
+  // A dangling symlink on the way is followed, as the container would: its
+  // target is made, beneath the root.
+  std::string rel = relative(resolve_in_root(root, path));
   UniqueFd cur(::openat(root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!cur) throw_errno("open the container root");
   if (rel == ".") return cur;
@@ -109,8 +111,6 @@ UniqueFd make_dirs(int root, const std::string& path, const std::optional<Owner>
     if (!next) {
       if (errno == ENOTDIR) throw Error("cannot create directory " + quote(prefix) + ": a file is in the way");
       if (errno != ENOENT) throw_errno("open " + quote(prefix));
-      // The name may be a dangling symlink: the container would follow it,
-      // so the directory is made at the resolved place, beneath the root.
       if (::mkdirat(cur.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create directory " + quote(prefix));
       if (owner && ::fchownat(cur.get(), comp.c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW) != 0) {
         throw_errno("chown " + quote(prefix));

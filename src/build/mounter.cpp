@@ -78,6 +78,8 @@ void StratafsMounter::mount(const MountRequest& request) {
   }
   // RUN steps run as the image's users, not only as the mounting one.
   if (::geteuid() == 0) opts += ",allow_other";
+  // The mount ends with this process, even when it is killed.
+  opts += ",owner=" + std::to_string(::getpid());
   int rc = spawn_wait({stratafs_, "-o", opts, request.target}, false);
   if (rc != 0) throw Error("mount the build's union at " + quote(request.target) + " failed (stratafs exit " + std::to_string(rc) + ")");
 }

@@ -4,7 +4,11 @@
 // session (fusermount3 -u, umount).
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
+#include <sys/syscall.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -17,6 +21,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
@@ -128,8 +133,9 @@ bool lock_workdir(int fd) {
   }
 }
 
-// One lower-layer directory fd per merged directory the kernel holds: allow
-// as many descriptors as the system lets this process have.
+// Every file the kernel has open through the mount holds an fd here, and
+// half of the limit goes to layer directories (DirCache): allow as many
+// descriptors as the system lets this process have.
 void raise_fd_limit() {
   struct rlimit rl {};
   if (::getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -137,6 +143,48 @@ void raise_fd_limit() {
     ::setrlimit(RLIMIT_NOFILE, &rl);
   }
 }
+
+// Ends the session (as a SIGTERM does) when the owner process ends. The
+// pidfd is taken before mounting, while the owner is known to be alive: it
+// names that process, never a later one that reuses its number.
+class OwnerWatch {
+ public:
+  explicit OwnerWatch(int pid) {
+    if (pid == 0) return;
+    owner_ = UniqueFd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!owner_) throw SysError(errno, "owner process " + std::to_string(pid));
+    stop_ = UniqueFd(::eventfd(0, EFD_CLOEXEC));
+    if (!stop_) throw SysError(errno, "eventfd");
+  }
+  OwnerWatch(const OwnerWatch&) = delete;
+  OwnerWatch& operator=(const OwnerWatch&) = delete;
+  ~OwnerWatch() {
+    if (!thread_.joinable()) return;
+    std::uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = ::write(stop_.get(), &one, sizeof one);
+    thread_.join();
+  }
+
+  // Starts watching; called once the process has detached (threads do not
+  // survive fork).
+  void start() {
+    if (!owner_) return;
+    thread_ = std::thread([this] {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, nullptr);  // the SIGTERM below goes to a serving thread
+      pollfd fds[2] = {{owner_.get(), POLLIN, 0}, {stop_.get(), POLLIN, 0}};
+      while (::poll(fds, 2, -1) < 0 && errno == EINTR) {
+      }
+      if ((fds[1].revents & POLLIN) == 0) ::kill(::getpid(), SIGTERM);
+    });
+  }
+
+ private:
+  UniqueFd owner_;
+  UniqueFd stop_;
+  std::thread thread_;
+};
 
 }  // namespace
 
@@ -224,7 +272,11 @@ void mount_and_serve(const MountOptions& o) {
   UnionFs fs(std::move(layers), std::move(work_fd), cfg);
 
   std::string mount_opts = "fsname=" + o.source + ",subtype=stratafs,default_permissions";
-  if (o.allow_other) mount_opts += ",allow_other";
+  // Root's mounts let every user in, as kernel overlayfs and fuse-overlayfs
+  // run by root do (a container's non-root processes included); the kernel
+  // checks permissions against the owners and modes shown.
+  const bool root = cfg.daemon_uid == 0 && !in_userns;
+  if (o.allow_other || (root && !o.deny_other && !o.allow_root)) mount_opts += ",allow_other";
   if (o.allow_root) mount_opts += ",allow_root";
   if (!writable) mount_opts += ",ro";
   std::vector<std::string> arg_strings = {"stratafs", "-o", mount_opts};
@@ -249,32 +301,48 @@ void mount_and_serve(const MountOptions& o) {
   } guard{se};
   if (fuse_set_signal_handlers(se) != 0) throw Error("cannot install signal handlers");
   guard.handlers = true;
+  // Stopped before the guard unmounts: no SIGTERM after the handlers are gone.
+  OwnerWatch owner(o.owner_pid);
   if (fuse_session_mount(se, o.mountpoint.c_str()) != 0) {
     throw Error("cannot mount on " + quote(o.mountpoint) + " (is /dev/fuse available and fusermount3 installed?)");
   }
   guard.mounted = true;
   // Requests and replies go through these hooks: they add passthrough to
-  // libfuse's INIT reply (see passthrough.hpp), and with no splice_receive
-  // hook each request is read with one read(2) instead of splice(2) plus
-  // read(2). Reply data is still spliced from the layer files.
+  // libfuse's INIT reply (see passthrough.hpp). Without FUSE_CAP_SPLICE_READ
+  // (UnionFs::init) each request is read by the read hook, with one read(2).
+  // Reply data is still spliced from the layer files.
   fuse_custom_io io{};
+  //
+  // libfuse 3.14 answers ENOSYS to the kernel's TMPFILE request (O_TMPFILE),
+  // which it does not know. That request carries what a CREATE does, with
+  // the name "/": it is handed to libfuse as a CREATE, which UnionFs::create
+  // recognises by that name; the reply of both is the same.
   io.read = [](int fd, void* buf, size_t len, void* userdata) -> ssize_t {
     ssize_t n = ::read(fd, buf, len);
     if (n > 0) static_cast<UnionFs*>(userdata)->passthrough().note_request(buf, static_cast<size_t>(n));
+    if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
+      auto* in = static_cast<abi::InHeader*>(buf);
+      if (in->opcode == abi::kOpTmpfile) in->opcode = abi::kOpCreate;
+    }
     return n;
   };
   io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {
     static_cast<UnionFs*>(userdata)->passthrough().adjust_reply(iov, count);
+    note_reply_sent();
     return ::writev(fd, iov, count);
   };
   io.splice_send = [](int fd_in, off_t* off_in, int fd_out, off_t* off_out, size_t len, unsigned flags,
-                      void*) -> ssize_t { return ::splice(fd_in, off_in, fd_out, off_out, len, flags); };
+                      void*) -> ssize_t {
+    note_reply_sent();
+    return ::splice(fd_in, off_in, fd_out, off_out, len, flags);
+  };
   const int device_fd = fuse_session_fd(se);
   if (fuse_session_custom_io(se, &io, device_fd) != 0) throw Error("cannot set up the FUSE session's I/O");
   fs.passthrough().set_device(device_fd);
   // Detach only now: the parent returns once the mount exists, so the next
   // line of a script already sees the merged tree.
   if (!o.foreground && fuse_daemonize(0) != 0) throw Error("cannot detach from the terminal");
+  owner.start();
   int r;
   if (o.single_threaded) {
     r = fuse_session_loop(se);

@@ -73,12 +73,21 @@ void apply_option(const std::string& opt, MountOptions& o) {
     o.source = value;
   } else if (opt == "allow_other") {
     o.allow_other = true;
+    o.deny_other = false;
+  } else if (opt == "noallow_other") {
+    o.allow_other = false;
+    o.deny_other = true;
   } else if (opt == "allow_root") {
     o.allow_root = true;
   } else if (opt == "ro") {
     o.read_only = true;
   } else if (opt == "debug") {
     o.debug = true;
+  } else if (key == "owner") {
+    need_value();
+    auto pid = parse_unsigned(value, 10, 0x3fffffff);
+    if (!pid || *pid == 0) throw UsageError("option 'owner' needs a process id, not " + quote(value));
+    o.owner_pid = static_cast<int>(*pid);
   } else if (opt == "nopassthrough") {
     o.passthrough = false;
   } else if (is_ignored_mount_option(opt)) {
@@ -201,9 +210,12 @@ std::string usage_text(std::string_view program) {
          "  -o uidmapping=C:H:N[:C:H:N...]  show on-disk uid H as C (N ids per range)\n"
          "  -o gidmapping=C:H:N[:C:H:N...]  the same for group ids\n"
          "  -o ro                mount read-only even with an upperdir\n"
-         "  -o allow_other       let other users access the mount (permissions are enforced)\n"
+         "  -o allow_other       let other users access the mount (permissions are enforced;\n"
+         "                       the default when run by root)\n"
+         "  -o noallow_other     only the mounting user may access the mount, even as root\n"
          "  -o allow_root        let root access the mount\n"
          "  -o fsname=NAME       source name shown in /proc/mounts\n"
+         "  -o owner=PID         unmount and exit when process PID ends\n"
          "  -o nopassthrough     serve every read and write through the daemon (no FUSE passthrough)\n"
          "  -f                   stay in the foreground\n"
          "  -d, --debug          foreground, and log every request\n"

@@ -23,6 +23,8 @@ namespace strata::fs {
 // libfuse 3.14's headers do not have.
 namespace abi {
 constexpr std::uint32_t kOpInit = 26;
+constexpr std::uint32_t kOpCreate = 35;
+constexpr std::uint32_t kOpTmpfile = 51;  // open(2) with O_TMPFILE; its request is a CREATE's
 constexpr std::uint32_t kInitExt = 1u << 30;            // flags: flags2 is valid
 constexpr std::uint32_t kPassthroughFlags2 = 1u << 5;   // FUSE_PASSTHROUGH is bit 37 of the 64-bit flags
 constexpr std::uint32_t kOpenPassthrough = 1u << 7;     // FOPEN_PASSTHROUGH

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -15,8 +16,11 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <unordered_set>
+
+#include "strata/error.hpp"
 
 namespace strata::fs {
 
@@ -40,7 +44,136 @@ int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
 
 UnionFs* fs_of(fuse_req_t req) { return static_cast<UnionFs*>(fuse_req_userdata(req)); }
 
+// The DirLayers pinned by the requests of this thread (see DirCache::PinScope).
+thread_local std::vector<std::shared_ptr<DirLayer>> t_pins;
+
+// How many directory fds the daemon keeps open: half of what it may have,
+// the rest being for the kernel's open files, libfuse and copy-ups.
+std::size_t dir_cache_capacity() {
+  struct rlimit rl {};
+  rlim_t limit = ::getrlimit(RLIMIT_NOFILE, &rl) == 0 ? rl.rlim_cur : 1024;
+  if (limit == RLIM_INFINITY || limit > (rlim_t{1} << 30)) limit = rlim_t{1} << 30;
+  return std::max<std::size_t>(16, (static_cast<std::size_t>(limit) - std::min<std::size_t>(limit, 64)) / 2);
+}
+
 }  // namespace
+
+DirLayer::~DirLayer() {
+  if (cache_) cache_->forget(*this);
+}
+
+void DirCache::set_permanent(DirLayer& dl, UniqueFd fd) {
+  std::lock_guard lk(mu_);
+  dl.fd_ = fd.release();
+  dl.permanent_ = true;
+  dl.cache_ = this;
+}
+
+void DirCache::forget(DirLayer& dl) noexcept {
+  std::lock_guard lk(mu_);
+  if (dl.fd_ < 0) return;
+  if (!dl.permanent_) lru_.erase(dl.lru_);
+  ::close(dl.fd_);
+  dl.fd_ = -1;
+}
+
+void DirCache::insert_locked(DirLayer& dl, int fd) {
+  dl.fd_ = fd;
+  dl.cache_ = this;
+  lru_.push_front(&dl);
+  dl.lru_ = lru_.begin();
+}
+
+int DirCache::pin_locked(const std::shared_ptr<DirLayer>& dl) {
+  if (!dl->permanent_) {
+    t_pins.push_back(dl);
+    ++dl->pins_;
+    lru_.splice(lru_.begin(), lru_, dl->lru_);
+  }
+  return dl->fd_;
+}
+
+void DirCache::trim_locked(std::vector<int>& to_close) {
+  for (auto it = lru_.end(); lru_.size() > capacity_ && it != lru_.begin();) {
+    --it;
+    DirLayer* dl = *it;
+    if (dl->pins_ != 0) continue;
+    to_close.push_back(dl->fd_);
+    dl->fd_ = -1;
+    it = lru_.erase(it);
+  }
+}
+
+int DirCache::adopt(const std::shared_ptr<DirLayer>& dl, UniqueFd fd) {
+  std::vector<int> to_close;
+  int pinned;
+  {
+    std::lock_guard lk(mu_);
+    if (dl->fd_ >= 0) {
+      to_close.push_back(fd.release());  // another request opened it meanwhile
+    } else {
+      insert_locked(*dl, fd.release());
+    }
+    pinned = pin_locked(dl);
+    trim_locked(to_close);
+  }
+  for (int c : to_close) ::close(c);
+  return pinned;
+}
+
+int DirCache::fd(const std::shared_ptr<DirLayer>& dl) {
+  {
+    std::lock_guard lk(mu_);
+    if (dl->fd_ >= 0) return pin_locked(dl);
+  }
+  if (!dl->parent) {  // a layer root is always open
+    errno = EBADF;
+    return -1;
+  }
+  int parent_fd = fd(dl->parent);
+  if (parent_fd < 0) return -1;
+  UniqueFd opened(open_retrying(
+      [&] { return ::openat(parent_fd, dl->name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); }));
+  if (!opened) return -1;
+  struct stat st {};
+  if (::fstat(opened.get(), &st) != 0) return -1;
+  if (st.st_dev != dl->dev || st.st_ino != dl->ino) {
+    errno = ESTALE;  // the name holds another directory now
+    return -1;
+  }
+  return adopt(dl, std::move(opened));
+}
+
+bool DirCache::shed() {
+  std::vector<int> to_close;
+  {
+    std::lock_guard lk(mu_);
+    for (auto it = lru_.begin(); it != lru_.end();) {
+      DirLayer* dl = *it;
+      if (dl->pins_ != 0) {
+        ++it;
+        continue;
+      }
+      to_close.push_back(dl->fd_);
+      dl->fd_ = -1;
+      it = lru_.erase(it);
+    }
+  }
+  for (int c : to_close) ::close(c);
+  return !to_close.empty();
+}
+
+DirCache::PinScope::PinScope(DirCache& cache) noexcept : cache_(cache), mark_(t_pins.size()) {}
+
+DirCache::PinScope::~PinScope() {
+  if (t_pins.size() <= mark_) return;
+  {
+    std::lock_guard lk(cache_.mu_);
+    for (std::size_t i = mark_; i < t_pins.size(); ++i) --t_pins[i]->pins_;
+  }
+  // Outside the lock: a DirLayer dropped here leaves the cache itself.
+  t_pins.resize(mark_);
+}
 
 struct Listing {
   std::uint32_t id = 0;          // in the top half of every offset handed out from it
@@ -64,25 +197,31 @@ Node::~Node() {
 }
 
 UnionFs::UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config)
-    : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)) {
+    : layers_(std::move(layers)), work_fd_(std::move(workdir)), cfg_(std::move(config)),
+      dir_cache_(dir_cache_capacity()) {
   read_override_ = cfg_.read_override_stat;
   root_ = std::make_shared<Node>();
   root_->type = S_IFDIR;
   root_->nlookup = 1;
+  struct stat top {};
   for (std::size_t i = 0; i < layers_.size(); ++i) {
     if (!layers_[i].fd) continue;
-    auto dl = std::make_unique<DirLayer>();
-    dl->layer = static_cast<int>(i);
-    dl->fd = UniqueFd(::fcntl(layers_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    UniqueFd fd(::fcntl(layers_[i].fd.get(), F_DUPFD_CLOEXEC, 0));
+    struct stat st {};
+    if (!fd || ::fstat(fd.get(), &st) != 0) throw SysError(errno, "layer " + quote(layers_[i].path));
+    auto dl = std::make_shared<DirLayer>(static_cast<int>(i), nullptr, std::string(), st);
     bool last = i + 1 == layers_.size();
-    int fd = dl->fd.get();
-    if (root_->dirs.empty()) root_->layer = dl->layer;
+    bool opaque = !last && dir_is_opaque(fd.get());
+    dir_cache_.set_permanent(*dl, std::move(fd));
+    if (root_->dirs.empty()) {
+      root_->layer = dl->layer;
+      top = st;
+    }
     root_->dirs.push_back(std::move(dl));
-    if (!last && dir_is_opaque(fd)) break;
+    if (opaque) break;
   }
-  struct stat st {};
-  ::fstat(root_->dir_fd(), &st);
-  root_->ino = stable_ino(root_->layer, root_->dir_fd(), nullptr, st.st_ino);
+  DirCache::PinScope pins(dir_cache_);
+  root_->ino = stable_ino(root_->layer, dir_fd(*root_), nullptr, top.st_ino);
 }
 
 UnionFs::~UnionFs() {
@@ -192,11 +331,13 @@ bool UnionFs::dir_is_opaque(int dirfd, std::string* redirect) {
   return false;
 }
 
-bool UnionFs::oci_whiteout_in(DirLayer& dl, const char* name) {
-  int state = dl.oci_markers.load(std::memory_order_relaxed);
+int UnionFs::oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* name) {
+  const int dfd = dir_cache_.fd(dl);
+  if (dfd < 0) return -1;
+  int state = dl->oci_markers.load(std::memory_order_relaxed);
   if (state < 0) {
     state = 0;
-    UniqueFd d(::openat(dl.fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    UniqueFd d(dir_cache_.open_retrying([dfd] { return ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
     if (d) {
       alignas(8) char buf[32768];
       for (;;) {
@@ -212,21 +353,22 @@ bool UnionFs::oci_whiteout_in(DirLayer& dl, const char* name) {
     } else {
       state = 1;  // cannot scan: fall back to asking per name
     }
-    dl.oci_markers.store(state, std::memory_order_relaxed);
+    dl->oci_markers.store(state, std::memory_order_relaxed);
   }
-  if (state == 0) return false;
+  if (state == 0) return 0;
   char marker[NAME_MAX + 8];
   std::snprintf(marker, sizeof marker, ".wh.%s", name);
   struct stat st {};
-  return ::fstatat(dl.fd.get(), marker, &st, AT_SYMLINK_NOFOLLOW) == 0;
+  return ::fstatat(dfd, marker, &st, AT_SYMLINK_NOFOLLOW) == 0 ? 1 : 0;
 }
 
-std::unique_ptr<DirLayer> UnionFs::open_dir_layer(int layer, int parent_fd, const char* name) {
-  int fd = ::openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) return nullptr;
-  auto dl = std::make_unique<DirLayer>();
-  dl->layer = layer;
-  dl->fd = UniqueFd(fd);
+std::shared_ptr<DirLayer> UnionFs::open_dir_layer(const std::shared_ptr<DirLayer>& parent, int parent_fd,
+                                                  const char* name, const struct stat& st, int& fd) {
+  UniqueFd opened(dir_cache_.open_retrying(
+      [&] { return ::openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC); }));
+  if (!opened) return nullptr;
+  auto dl = std::make_shared<DirLayer>(parent->layer, parent, name, st);
+  fd = dir_cache_.adopt(dl, std::move(opened));
   return dl;
 }
 
@@ -240,9 +382,12 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
   std::string renamed;  // a relative redirect: the name in the layers below
   const char* cur = name;
   for (std::size_t i = first; i < n; ++i) {
-    DirLayer& dl = *parent.dirs[i];
+    const auto& dlp = parent.dirs[i];
+    const DirLayer& dl = *dlp;
+    const int dfd = dir_cache_.fd(dlp);
+    if (dfd < 0) return unreachable(errno);
     struct stat st;
-    if (::fstatat(dl.fd.get(), cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (::fstatat(dfd, cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (is_overlay_whiteout(st)) {
         if (!out.found) out.whiteout_layer = dl.layer;
         break;
@@ -257,19 +402,20 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
       } else if (!S_ISDIR(st.st_mode)) {
         break;  // a non-directory below a directory contributes nothing, nor does anything under it
       }
-      auto sub = open_dir_layer(dl.layer, dl.fd.get(), cur);
+      int subfd = -1;
+      auto sub = open_dir_layer(dlp, dfd, cur, st, subfd);
       if (!sub) {
+        if (transient(errno)) return errno;  // never a node with copies missing
         if (out.dirs.empty()) return errno == ENOENT ? EIO : errno;
         break;
       }
-      int subfd = sub->fd.get();
       out.dirs.push_back(std::move(sub));
       if (!more_below) continue;
       std::string redirect;
       if (dir_is_opaque(subfd, &redirect)) break;
       if (redirect.empty()) continue;
       if (redirect.front() == '/') {
-        follow_redirect(out, dl.layer, redirect);
+        if (int r = follow_redirect(out, dl.layer, redirect); r != 0) return r;
         break;
       }
       if (redirect.find('/') != std::string::npos || redirect.size() > NAME_MAX) break;
@@ -278,7 +424,9 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
       continue;
     }
     if (errno != ENOENT && errno != ENOTDIR) return errno == ENAMETOOLONG ? ENAMETOOLONG : EIO;
-    if (oci_whiteout_in(dl, cur)) {
+    int marked = oci_whiteout_in(dlp, cur);
+    if (marked < 0) return unreachable(errno);
+    if (marked) {
       if (!out.found) out.whiteout_layer = dl.layer;
       break;
     }
@@ -289,8 +437,8 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
 // The lower copies of a directory with an absolute redirect: PATH is looked
 // up from the root of every layer below ABOVE, one component at a time, as
 // overlayfs does; a whiteout, a non-directory or an opaque directory on the
-// way ends the search.
-void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
+// way ends the search. Returns 0, or a transient error (nothing is known then).
+int UnionFs::follow_redirect(Resolved& out, int above, const std::string& path) {
   std::vector<std::string> comps;
   auto split = [&comps](const std::string& p) {
     comps.clear();
@@ -304,9 +452,10 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
   split(path);
   for (const auto& rd : root_->dirs) {
     if (rd->layer <= above) continue;
-    if (comps.empty()) return;
-    int fd = rd->fd.get();
-    UniqueFd held;
+    if (comps.empty()) return 0;
+    std::shared_ptr<DirLayer> held = rd;
+    int fd = dir_cache_.fd(rd);
+    if (fd < 0) return unreachable(errno);
     bool found = false, stop = false;
     for (std::size_t k = 0; k < comps.size(); ++k) {
       const char* c = comps[k].c_str();
@@ -321,13 +470,13 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
         stop = true;
         break;
       }
-      UniqueFd next(::openat(fd, c, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      auto next = open_dir_layer(held, fd, c, st, fd);
       if (!next) {
+        if (transient(errno)) return errno;
         stop = true;
         break;
       }
       held = std::move(next);
-      fd = held.get();
       if (k + 1 == comps.size()) {
         found = true;
       } else if (dir_is_opaque(fd)) {
@@ -335,32 +484,39 @@ void UnionFs::follow_redirect(Resolved& out, int above, const std::string& path)
         break;
       }
     }
-    if (stop) return;
+    if (stop) return 0;
     if (!found) continue;
-    auto dl = std::make_unique<DirLayer>();
-    dl->layer = rd->layer;
-    dl->fd = std::move(held);
-    int dfd = dl->fd.get();
-    out.dirs.push_back(std::move(dl));
+    out.dirs.push_back(std::move(held));
     std::string redirect;
-    if (dir_is_opaque(dfd, &redirect)) return;
+    if (dir_is_opaque(fd, &redirect)) return 0;
     if (redirect.empty()) continue;
     if (redirect.front() == '/') {
       split(redirect);
     } else if (redirect.find('/') == std::string::npos) {
       comps.back() = redirect;
     } else {
-      return;
+      return 0;
     }
   }
+  return 0;
 }
 
-int UnionFs::parent_fd_in(const Node& node, int layer) const noexcept {
-  if (!node.parent) return -1;
-  for (const auto& dl : node.parent->dirs) {
-    if (dl->layer == layer) return dl->fd.get();
+int UnionFs::parent_fd_in(const Node& node, int layer) {
+  if (node.parent) {
+    for (const auto& dl : node.parent->dirs) {
+      if (dl->layer == layer) return dir_cache_.fd(dl);
+    }
   }
+  errno = ENOENT;
   return -1;
+}
+
+int UnionFs::dir_fd(Node& node) {
+  if (node.dirs.empty()) {
+    errno = ENOTDIR;
+    return -1;
+  }
+  return dir_cache_.fd(node.dirs.front());
 }
 
 // Applies what the mount shows instead of the raw on-disk attributes: the
@@ -392,13 +548,37 @@ void UnionFs::present(struct stat& st, int layer_fd, const char* name, bool) {
       }
     }
   }
+  if (name && S_ISLNK(st.st_mode) && read_override_.load(std::memory_order_relaxed)) {
+    std::string key = link_owner_key(name);
+    char dir_path[64], value[96];
+    ssize_t n = -1;
+    if (!key.empty() && proc_path(dir_path, sizeof dir_path, layer_fd, nullptr) == 0) {
+      n = ::getxattr(dir_path, key.c_str(), value, sizeof value - 1);
+    }
+    unsigned long long uid = 0, gid = 0, ino = 0;
+    if (n > 0) {
+      value[n] = '\0';
+      if (std::sscanf(value, "%llu:%llu:%llu", &uid, &gid, &ino) == 3 && ino == st.st_ino) {
+        st.st_uid = static_cast<uid_t>(uid);
+        st.st_gid = static_cast<gid_t>(gid);
+      }
+    }
+  }
   st.st_uid = cfg_.uid_map.to_container(st.st_uid);
   st.st_gid = cfg_.gid_map.to_container(st.st_gid);
 }
 
+std::string UnionFs::link_owner_key(const char* name) const {
+  if (cfg_.private_xattr_prefix.empty()) return {};
+  std::string key = cfg_.private_xattr_prefix + "strata.owner." + name;
+  return key.size() > XATTR_NAME_MAX ? std::string() : key;
+}
+
 int UnionFs::stat_node(Node& node, struct stat& st) {
   if (node.is_dir()) {
-    if (::fstat(node.dir_fd(), &st) != 0) return EIO;
+    int dfd = dir_fd(node);
+    if (dfd < 0) return unreachable(errno);
+    if (::fstat(dfd, &st) != 0) return EIO;
     if (st.st_nlink == 0) return EIO;  // the layer's directory was removed under the mount
     return 0;
   }
@@ -407,33 +587,33 @@ int UnionFs::stat_node(Node& node, struct stat& st) {
     return 0;
   }
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
+  if (pfd < 0) return unreachable(errno);
   if (::fstatat(pfd, node.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno == ENOENT ? EIO : errno;
   return 0;
 }
 
-int UnionFs::open_node(const Node& node, int flags) const noexcept {
+int UnionFs::open_node(const Node& node, int flags) {
   flags = (flags & ~(O_CREAT | O_EXCL | O_NOCTTY)) | O_CLOEXEC;
   if (node.self) {
     // Reopening through /proc is how an O_PATH fd becomes a real one; the
     // magic link is the object itself, so it must be followed.
     char path[64];
     proc_path(path, sizeof path, node.self.get(), nullptr);
-    return ::open(path, flags & ~O_NOFOLLOW);
+    return dir_cache_.open_retrying([&] { return ::open(path, flags & ~O_NOFOLLOW); });
   }
   int pfd = parent_fd_in(node, node.layer);
   if (pfd < 0) {
-    errno = EIO;
+    errno = unreachable(errno);
     return -1;
   }
-  return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW);
+  return dir_cache_.open_retrying([&] { return ::openat(pfd, node.name.c_str(), flags | O_NOFOLLOW); });
 }
 
 int UnionFs::pin_node(Node& node) {
   if (node.self || node.is_dir()) return 0;
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
-  int fd = ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+  if (pfd < 0) return unreachable(errno);
+  int fd = dir_cache_.open_retrying([&] { return ::openat(pfd, node.name.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC); });
   if (fd < 0) return errno == ENOENT ? EIO : errno;
   node.self = UniqueFd(fd);
   return 0;
@@ -460,9 +640,11 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
   if (r != 0) return r;
   if (node.is_dir()) {
     if (node.parent) {
-      present(st, parent_fd_in(node, node.layer), node.name.c_str(), true);
+      int pfd = parent_fd_in(node, node.layer);
+      if (pfd < 0) return unreachable(errno);
+      present(st, pfd, node.name.c_str(), true);
     } else {
-      present(st, node.dir_fd(), nullptr, true);
+      present(st, dir_fd(node), nullptr, true);
     }
     // Like overlayfs: a directory merged from several layers reports one link,
     // so tools do not infer a subdirectory count from it.
@@ -470,7 +652,9 @@ int UnionFs::node_attr(Node& node, struct stat& st) {
   } else if (node.self) {
     present(st, node.self.get(), nullptr, false);
   } else {
-    present(st, parent_fd_in(node, node.layer), node.name.c_str(), false);
+    int pfd = parent_fd_in(node, node.layer);
+    if (pfd < 0) return unreachable(errno);
+    present(st, pfd, node.name.c_str(), false);
   }
   st.st_ino = node.ino;
   return 0;
@@ -498,7 +682,9 @@ int UnionFs::dir_gone_error(Node& dir) {
   const std::int64_t last = dir.alive_checked.load(std::memory_order_relaxed);
   if (last != 0 && now - last < kRecheckNs) return ENOENT;
   struct stat st {};
-  if (::fstat(dir.dir_fd(), &st) != 0 || st.st_nlink == 0) return EIO;
+  int dfd = dir_fd(dir);
+  if (dfd < 0) return unreachable(errno);
+  if (::fstat(dfd, &st) != 0 || st.st_nlink == 0) return EIO;
   dir.alive_checked.store(now, std::memory_order_relaxed);
   return ENOENT;
 }
@@ -548,7 +734,13 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
   node->layer = res.layer;
   node->dirs = std::move(res.dirs);
   node->parent = parent.shared_from_this();
-  node->ino = stable_ino(node->layer, parent_fd_in(*node, node->layer), name, res.st.st_ino);
+  int pfd = parent_fd_in(*node, node->layer);
+  if (pfd < 0) {
+    node->parent.reset();  // never registered: its destructor must not touch the map
+    err = unreachable(errno);
+    return nullptr;
+  }
+  node->ino = stable_ino(node->layer, pfd, name, res.st.st_ino);
   if (linked_upper && res.st.st_nlink > 1) {
     if ((err = pin_node(*node)) != 0) return nullptr;
     auto same = index_link(node, res.st.st_ino);
@@ -594,8 +786,11 @@ std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struc
     if ((err = node_attr(*live, st)) != 0) live.reset();
     return live;
   }
-  DirLayer& dl = *parent.dirs[static_cast<std::size_t>(en.from)];
-  if (::fstatat(dl.fd.get(), name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) || is_overlay_whiteout(st) ||
+  const auto& dlp = parent.dirs[static_cast<std::size_t>(en.from)];
+  const DirLayer& dl = *dlp;
+  const int dfd = dir_cache_.fd(dlp);
+  if (dfd < 0 || ::fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || S_ISDIR(st.st_mode) ||
+      is_overlay_whiteout(st) ||
       (dl.layer == 0 && (st.st_nlink > 1 || links_->size.load(std::memory_order_relaxed) != 0))) {
     return fallback();
   }
@@ -610,7 +805,7 @@ std::shared_ptr<Node> UnionFs::listed_child(Node& parent, const Entry& en, struc
     if ((err = node_attr(*published, st)) != 0) published.reset();
     return published;
   }
-  present(st, dl.fd.get(), name, false);
+  present(st, dfd, name, false);
   st.st_ino = node->ino;
   return node;
 }
@@ -637,7 +832,12 @@ void UnionFs::init(fuse_conn_info* conn) {
   // attributes (readdirplus), so a walk costs no lookup per entry; with
   // READDIRPLUS_AUTO the kernel asks for plain listings when it does not
   // look entries up afterwards.
-  want(FUSE_CAP_SPLICE_READ);
+  //
+  // Requests are read with read(2), not spliced (no SPLICE_READ): only
+  // then does every request pass the session's read hook, which turns the
+  // TMPFILE request libfuse 3.14 does not know into one it does (see
+  // mount.cpp). The data of a write the daemon serves is copied once more.
+  conn->want &= ~static_cast<unsigned>(FUSE_CAP_SPLICE_READ);
   want(FUSE_CAP_SPLICE_WRITE);
   want(FUSE_CAP_SPLICE_MOVE);
   want(FUSE_CAP_PARALLEL_DIROPS);
@@ -702,10 +902,10 @@ void UnionFs::readlink(fuse_req_t req, fuse_ino_t ino) {
   int pfd = node.self ? node.self.get() : parent_fd_in(node, node.layer);
   char buf[PATH_MAX + 1];
   ssize_t n = pfd < 0 ? -1 : ::readlinkat(pfd, node.self ? "" : node.name.c_str(), buf, sizeof buf - 1);
-  int err = n < 0 ? (errno == ENOENT ? EIO : errno) : 0;
+  int err = n < 0 ? (pfd < 0 ? unreachable(errno) : errno == ENOENT ? EIO : errno) : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, pfd < 0 ? EIO : err);
+    fuse_reply_err(req, err);
     return;
   }
   buf[n] = '\0';
@@ -782,6 +982,7 @@ int UnionFs::retire_node(Node& node) {
     node.link_index.reset();
   }
   detach(node);
+  node.retired = true;
   return ESTALE;
 }
 
@@ -933,9 +1134,12 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
   for (const auto& dl : node.dirs) {
     ++from;
     std::vector<std::string> decided;
-    UniqueFd d(::openat(dl->fd.get(), ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    const int dfd = dir_cache_.fd(dl);
+    if (dfd < 0) return unreachable(errno);
+    UniqueFd d(dir_cache_.open_retrying([dfd] { return ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
+    if (!d) return unreachable(errno);
     struct stat dst {};
-    if (!d || ::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
+    if (::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
     alignas(8) char buf[32768];
     bool has_markers = false;
     for (;;) {
@@ -959,11 +1163,11 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
         unsigned char type = de->d_type;
         if (type == DT_CHR || type == DT_UNKNOWN) {
           struct stat st;
-          if (::fstatat(dl->fd.get(), nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          if (::fstatat(dfd, nm, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
           if (is_overlay_whiteout(st)) continue;
           type = static_cast<unsigned char>(IFTODT(st.st_mode));
         }
-        out.push_back({nm, stable_ino(dl->layer, dl->fd.get(), nm, de->d_ino), type, from});
+        out.push_back({nm, stable_ino(dl->layer, dfd, nm, de->d_ino), type, from});
       }
     }
     dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
@@ -1044,6 +1248,7 @@ void UnionFs::readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fu
       continue;
     }
     if (fuse_add_direntry_plus(req, nullptr, 0, en.name.c_str(), nullptr, 0) > left) break;
+    DirCache::PinScope entry_pins(dir_cache_);  // a long listing pins no more than one entry's fds
     fuse_entry_param e{};
     if (i < 2) {
       e.attr.st_ino = en.ino;
@@ -1079,14 +1284,19 @@ bool UnionFs::is_private_xattr(const char* name) const noexcept {
          std::strcmp(name, kOverrideStatXattr) == 0;
 }
 
-int UnionFs::object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept {
+int UnionFs::object_path(Node& node, char* buf, size_t len, bool& follow) {
+  // A name removed since the kernel looked it up reaches nothing any more
+  // (or, once reused, another file).
+  if (node.unlinked && !node.self) return ENOENT;
   if (!node.parent || node.self) {
     follow = true;
-    return proc_path(buf, len, node.self ? node.self.get() : node.dir_fd(), nullptr);
+    int fd = node.self ? node.self.get() : dir_fd(node);
+    if (fd < 0) return unreachable(errno);
+    return proc_path(buf, len, fd, nullptr);
   }
   follow = false;
   int pfd = parent_fd_in(node, node.layer);
-  if (pfd < 0) return EIO;
+  if (pfd < 0) return unreachable(errno);
   return proc_path(buf, len, pfd, node.name.c_str());
 }
 
@@ -1110,7 +1320,7 @@ void UnionFs::getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
   int err = n < 0 ? errno : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, err == ENOENT ? EIO : err);
+    fuse_reply_err(req, err);
   } else if (size == 0) {
     fuse_reply_xattr(req, static_cast<size_t>(n));
   } else {
@@ -1133,7 +1343,7 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
   int err = n < 0 ? errno : 0;
   lk.unlock();
   if (n < 0) {
-    fuse_reply_err(req, err == ENOENT ? EIO : err);
+    fuse_reply_err(req, err);
     return;
   }
   std::vector<char> shown;
@@ -1156,60 +1366,153 @@ void UnionFs::listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 
 namespace {
 
-void op_init(void* userdata, fuse_conn_info* conn) { static_cast<UnionFs*>(userdata)->init(conn); }
-void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->lookup(r, p, n); }
+// Whether the request being served on this thread has been answered (see
+// note_reply_sent).
+thread_local bool t_replied = false;
+
+enum class Reply { one, none };
+
+// Serves one request: the directory fds it takes stay open until it has
+// been answered, and an exception escaping the op is one line on stderr and,
+// unless the request was answered already, an EIO answer; the daemon goes on.
+// FORGET (Reply::none) is never answered: libfuse is told it is done.
+template <class Op>
+void serve(fuse_req_t req, const char* name, Op&& op, Reply reply = Reply::one) noexcept {
+  t_replied = false;
+  const char* what = nullptr;
+  try {
+    UnionFs& fs = *fs_of(req);
+    DirCache::PinScope pins(fs.dir_cache());
+    op(fs);
+  } catch (const std::exception& e) {
+    what = e.what();
+    std::fprintf(stderr, "stratafs: %s: %s; answered EIO\n", name, what);
+  } catch (...) {
+    what = "unknown exception";
+    std::fprintf(stderr, "stratafs: %s: %s; answered EIO\n", name, what);
+  }
+  if (reply == Reply::none) {
+    fuse_reply_none(req);
+  } else if (what && !t_replied) {
+    fuse_reply_err(req, EIO);
+  }
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  try {
+    static_cast<UnionFs*>(userdata)->init(conn);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stratafs: init: %s\n", e.what());
+  }
+}
+void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) {
+  serve(r, "lookup", [&](UnionFs& fs) { fs.lookup(r, p, n); });
+}
 void op_forget(fuse_req_t r, fuse_ino_t i, uint64_t n) {
-  fs_of(r)->forget(i, n);
-  fuse_reply_none(r);
+  serve(r, "forget", [&](UnionFs& fs) { fs.forget(i, n); }, Reply::none);
 }
 void op_forget_multi(fuse_req_t r, size_t count, fuse_forget_data* f) {
-  for (size_t i = 0; i < count; ++i) fs_of(r)->forget(f[i].ino, f[i].nlookup);
-  fuse_reply_none(r);
+  serve(
+      r, "forget_multi",
+      [&](UnionFs& fs) {
+        for (size_t i = 0; i < count; ++i) fs.forget(f[i].ino, f[i].nlookup);
+      },
+      Reply::none);
 }
-void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->getattr(r, i, fi); }
-void op_readlink(fuse_req_t r, fuse_ino_t i) { fs_of(r)->readlink(r, i); }
-void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->open(r, i, fi); }
-void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) { fs_of(r)->read(r, i, s, o, fi); }
-void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->release(r, i, fi); }
-void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->opendir(r, i, fi); }
+void op_getattr(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  serve(r, "getattr", [&](UnionFs& fs) { fs.getattr(r, i, fi); });
+}
+void op_readlink(fuse_req_t r, fuse_ino_t i) {
+  serve(r, "readlink", [&](UnionFs& fs) { fs.readlink(r, i); });
+}
+void op_open(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  serve(r, "open", [&](UnionFs& fs) { fs.open(r, i, fi); });
+}
+void op_read(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
+  serve(r, "read", [&](UnionFs& fs) { fs.read(r, i, s, o, fi); });
+}
+void op_release(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  serve(r, "release", [&](UnionFs& fs) { fs.release(r, i, fi); });
+}
+void op_opendir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  serve(r, "opendir", [&](UnionFs& fs) { fs.opendir(r, i, fi); });
+}
 void op_readdir(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
-  fs_of(r)->readdir(r, i, s, o, fi, false);
+  serve(r, "readdir", [&](UnionFs& fs) { fs.readdir(r, i, s, o, fi, false); });
 }
 void op_readdirplus(fuse_req_t r, fuse_ino_t i, size_t s, off_t o, fuse_file_info* fi) {
-  fs_of(r)->readdir(r, i, s, o, fi, true);
+  serve(r, "readdirplus", [&](UnionFs& fs) { fs.readdir(r, i, s, o, fi, true); });
 }
-void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) { fs_of(r)->releasedir(r, i, fi); }
-void op_statfs(fuse_req_t r, fuse_ino_t i) { fs_of(r)->statfs(r, i); }
-void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) { fs_of(r)->getxattr(r, i, n, s); }
-void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) { fs_of(r)->listxattr(r, i, s); }
-void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) { fs_of(r)->setattr(r, i, a, t, fi); }
-void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) { fs_of(r)->mknod(r, p, n, m, d); }
-void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) { fs_of(r)->mkdir(r, p, n, m); }
-void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) { fs_of(r)->symlink(r, t, p, n); }
-void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) { fs_of(r)->link(r, i, p, n); }
-void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, false); }
-void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) { fs_of(r)->unlink(r, p, n, true); }
+void op_releasedir(fuse_req_t r, fuse_ino_t i, fuse_file_info* fi) {
+  serve(r, "releasedir", [&](UnionFs& fs) { fs.releasedir(r, i, fi); });
+}
+void op_statfs(fuse_req_t r, fuse_ino_t i) {
+  serve(r, "statfs", [&](UnionFs& fs) { fs.statfs(r, i); });
+}
+void op_getxattr(fuse_req_t r, fuse_ino_t i, const char* n, size_t s) {
+  serve(r, "getxattr", [&](UnionFs& fs) { fs.getxattr(r, i, n, s); });
+}
+void op_listxattr(fuse_req_t r, fuse_ino_t i, size_t s) {
+  serve(r, "listxattr", [&](UnionFs& fs) { fs.listxattr(r, i, s); });
+}
+void op_setattr(fuse_req_t r, fuse_ino_t i, struct stat* a, int t, fuse_file_info* fi) {
+  serve(r, "setattr", [&](UnionFs& fs) { fs.setattr(r, i, a, t, fi); });
+}
+void op_mknod(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, dev_t d) {
+  serve(r, "mknod", [&](UnionFs& fs) { fs.mknod(r, p, n, m, d); });
+}
+void op_mkdir(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m) {
+  serve(r, "mkdir", [&](UnionFs& fs) { fs.mkdir(r, p, n, m); });
+}
+void op_symlink(fuse_req_t r, const char* t, fuse_ino_t p, const char* n) {
+  serve(r, "symlink", [&](UnionFs& fs) { fs.symlink(r, t, p, n); });
+}
+void op_link(fuse_req_t r, fuse_ino_t i, fuse_ino_t p, const char* n) {
+  serve(r, "link", [&](UnionFs& fs) { fs.link(r, i, p, n); });
+}
+void op_unlink(fuse_req_t r, fuse_ino_t p, const char* n) {
+  serve(r, "unlink", [&](UnionFs& fs) { fs.unlink(r, p, n, false); });
+}
+void op_rmdir(fuse_req_t r, fuse_ino_t p, const char* n) {
+  serve(r, "rmdir", [&](UnionFs& fs) { fs.unlink(r, p, n, true); });
+}
 void op_rename(fuse_req_t r, fuse_ino_t p, const char* n, fuse_ino_t np, const char* nn, unsigned f) {
-  fs_of(r)->rename(r, p, n, np, nn, f);
+  serve(r, "rename", [&](UnionFs& fs) { fs.rename(r, p, n, np, nn, f); });
 }
-void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) { fs_of(r)->create(r, p, n, m, fi); }
+void op_create(fuse_req_t r, fuse_ino_t p, const char* n, mode_t m, fuse_file_info* fi) {
+  serve(r, "create", [&](UnionFs& fs) { fs.create(r, p, n, m, fi); });
+}
 void op_write_buf(fuse_req_t r, fuse_ino_t i, fuse_bufvec* b, off_t o, fuse_file_info* fi) {
-  fs_of(r)->write_buf(r, i, b, o, fi);
+  serve(r, "write_buf", [&](UnionFs& fs) { fs.write_buf(r, i, b, o, fi); });
 }
-void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsync(r, i, d, fi); }
-void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) { fs_of(r)->fsyncdir(r, i, d, fi); }
+void op_fsync(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
+  serve(r, "fsync", [&](UnionFs& fs) { fs.fsync(r, i, d, fi); });
+}
+void op_fsyncdir(fuse_req_t r, fuse_ino_t i, int d, fuse_file_info* fi) {
+  serve(r, "fsyncdir", [&](UnionFs& fs) { fs.fsyncdir(r, i, d, fi); });
+}
 void op_setxattr(fuse_req_t r, fuse_ino_t i, const char* n, const char* v, size_t s, int f) {
-  fs_of(r)->setxattr(r, i, n, v, s, f);
+  serve(r, "setxattr", [&](UnionFs& fs) { fs.setxattr(r, i, n, v, s, f); });
 }
-void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) { fs_of(r)->removexattr(r, i, n); }
+void op_removexattr(fuse_req_t r, fuse_ino_t i, const char* n) {
+  serve(r, "removexattr", [&](UnionFs& fs) { fs.removexattr(r, i, n); });
+}
 void op_fallocate(fuse_req_t r, fuse_ino_t i, int m, off_t o, off_t l, fuse_file_info* fi) {
-  fs_of(r)->fallocate(r, i, m, o, l, fi);
+  serve(r, "fallocate", [&](UnionFs& fs) { fs.fallocate(r, i, m, o, l, fi); });
 }
-void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) { fs_of(r)->lseek(r, i, o, w, fi); }
+void op_lseek(fuse_req_t r, fuse_ino_t i, off_t o, int w, fuse_file_info* fi) {
+  serve(r, "lseek", [&](UnionFs& fs) { fs.lseek(r, i, o, w, fi); });
+}
 void op_copy_file_range(fuse_req_t r, fuse_ino_t ii, off_t oi, fuse_file_info* fi, fuse_ino_t io, off_t oo,
                         fuse_file_info* fo, size_t len, int flags) {
-  fs_of(r)->copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags);
+  serve(r, "copy_file_range", [&](UnionFs& fs) { fs.copy_file_range(r, ii, oi, fi, io, oo, fo, len, flags); });
 }
+
+}  // namespace
+
+void note_reply_sent() noexcept { t_replied = true; }
+
+namespace {
 
 fuse_lowlevel_ops make_ops() {
   fuse_lowlevel_ops o{};

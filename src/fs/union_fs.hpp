@@ -6,10 +6,17 @@
 //   lowers are 1..N topmost first. The index is also the high byte of every
 //   inode number, so numbers are unique across layers and stable.
 // - A Node is one merged name that the kernel has looked up: parent, name, the
-//   layer of the visible copy and, for directories, one O_PATH fd per layer
+//   layer of the visible copy and, for directories, one DirLayer per layer
 //   that contributes (top first, stopping at an opaque one). Every access is a
-//   single-component *at() call relative to such an fd, with O_NOFOLLOW or
-//   AT_SYMLINK_NOFOLLOW, so no name from the merged view can leave a layer.
+//   single-component *at() call relative to a DirLayer's O_PATH fd, with
+//   O_NOFOLLOW or AT_SYMLINK_NOFOLLOW, so no name from the merged view can
+//   leave a layer.
+// - A DirLayer holds no fd of its own: it knows its parent's copy in the same
+//   layer, its name there and its identity (device, inode), and the DirCache
+//   opens it when a request needs it, keeping a bounded number open. The
+//   kernel may hold more directories than the daemon may have fds; a
+//   request that meets EMFILE closes what no request uses and tries again,
+//   and never changes a node because of it.
 // - A Node is also the kernel's inode: names and identity are kept apart.
 //   A non-directory that has no single name it can be reached by (an upper
 //   file with several hard links, or one whose name was removed while it is
@@ -26,6 +33,7 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <list>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -41,20 +49,113 @@
 
 namespace strata::fs {
 
+// Whether E, from opening a layer directory or file, says nothing about the
+// layer: the daemon is short of fds or memory for a moment. Such an error
+// goes back to the caller as it is and changes nothing, so the next request
+// may succeed.
+inline bool transient(int e) noexcept { return e == EMFILE || e == ENFILE || e == ENOMEM; }
+
+// The answer for a layer directory that could not be opened: the transient
+// errors as they are; anything else means the layer changed under the mount.
+inline int unreachable(int e) noexcept { return transient(e) ? e : EIO; }
+
 struct Layer {
   UniqueFd fd;  // O_PATH | O_DIRECTORY
   std::string path;
   dev_t dev = 0;
 };
 
-// One layer's copy of a merged directory.
+class DirCache;
+
+// One layer's copy of a merged directory: where it is and which directory it
+// is. Its fd is opened on demand by a DirCache (see DirCache::fd).
 struct DirLayer {
-  int layer = 0;
-  UniqueFd fd;  // O_PATH | O_DIRECTORY, opened without following symlinks
+  DirLayer(int layer_index, std::shared_ptr<DirLayer> parent_copy, std::string name_in_parent, const struct stat& st)
+      : layer(layer_index), parent(std::move(parent_copy)), name(std::move(name_in_parent)), dev(st.st_dev), ino(st.st_ino) {}
+  ~DirLayer();
+  DirLayer(const DirLayer&) = delete;
+  DirLayer& operator=(const DirLayer&) = delete;
+
+  const int layer;
+  // The copy of the parent directory in the same layer, null for a layer
+  // root, and the name in it. An upper copy moves with its directory
+  // (UnionFs::attach); both are read and changed under UnionFs::tree_mu_.
+  std::shared_ptr<DirLayer> parent;
+  std::string name;
+  // The directory itself: a reopened fd that finds another is not used.
+  const dev_t dev;
+  const ino_t ino;
   // Whether this directory holds OCI `.wh.` markers: -1 not yet known, 0 no,
   // 1 yes. Learned from one scan so that a missing name costs one stat per
   // layer instead of two.
   std::atomic<int> oci_markers{-1};
+
+ private:
+  friend class DirCache;
+  // Guarded by the cache's mutex.
+  DirCache* cache_ = nullptr;  // set while FD_ is open
+  int fd_ = -1;                // O_PATH | O_DIRECTORY | O_NOFOLLOW
+  unsigned pins_ = 0;          // requests using FD_ now: it is not closed under them
+  bool permanent_ = false;     // a layer root: open for the mount's life
+  std::list<DirLayer*>::iterator lru_;
+};
+
+// The open fds of DirLayers: at most CAPACITY of them (layer roots aside),
+// the least recently used closed first, never one a request is using.
+//
+// A request takes fds with fd(); each stays open (pinned) until the PinScope
+// around the request ends, so a raw fd number is safe to use for the whole
+// request. Every FUSE op runs in a PinScope; loops over many directories
+// take one per iteration so that pins do not pile up.
+class DirCache {
+ public:
+  explicit DirCache(std::size_t capacity) : capacity_(capacity) {}
+  DirCache(const DirCache&) = delete;
+  DirCache& operator=(const DirCache&) = delete;
+
+  // A layer root, open for the mount's life (FD is taken over).
+  void set_permanent(DirLayer& dl, UniqueFd fd);
+  // Takes an fd just opened for DL (a lookup opens it to read its markers);
+  // returns DL's fd, pinned as by fd().
+  int adopt(const std::shared_ptr<DirLayer>& dl, UniqueFd fd);
+  // DL's fd, opened (through its parent's, one component at a time, without
+  // following symlinks) if it is not open: -1 with errno set when it cannot
+  // be opened (EMFILE when even closing every unused fd did not help,
+  // ESTALE when DL's name now holds another directory).
+  int fd(const std::shared_ptr<DirLayer>& dl);
+  // Runs OPEN (which returns an fd or -1 with errno); after EMFILE or ENFILE
+  // closes the fds no request uses and runs it once more.
+  template <class Open>
+  int open_retrying(Open open) {
+    int fd = open();
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && shed()) fd = open();
+    return fd;
+  }
+  // Closes every open fd no request uses; false when there was none.
+  bool shed();
+  void forget(DirLayer& dl) noexcept;
+
+  // Marks the pins of the calling thread; ~PinScope releases those taken since.
+  class PinScope {
+   public:
+    explicit PinScope(DirCache& cache) noexcept;
+    ~PinScope();
+    PinScope(const PinScope&) = delete;
+    PinScope& operator=(const PinScope&) = delete;
+
+   private:
+    DirCache& cache_;
+    std::size_t mark_;
+  };
+
+ private:
+  void insert_locked(DirLayer& dl, int fd);
+  void trim_locked(std::vector<int>& to_close);
+  int pin_locked(const std::shared_ptr<DirLayer>& dl);
+
+  std::mutex mu_;
+  std::list<DirLayer*> lru_;  // open and not permanent, most recent first
+  const std::size_t capacity_;
 };
 
 struct Node;
@@ -76,10 +177,11 @@ struct Node : std::enable_shared_from_this<Node> {
   mode_t type = 0;        // S_IFMT bits
   int layer = 0;          // layer of the visible copy
   bool unlinked = false;  // PARENT/NAME no longer names it; alive until forgotten
+  bool retired = false;   // unlinked by retire_node: PARENT/NAME names its successor
   // Directories: when a missing name last found this directory still present
   // in its layer (steady clock, ns). See UnionFs::dir_gone_error.
   std::atomic<std::int64_t> alive_checked{0};
-  std::vector<std::unique_ptr<DirLayer>> dirs;  // directories only, top first
+  std::vector<std::shared_ptr<DirLayer>> dirs;  // directories only, top first
   // Non-directories only: O_PATH | O_NOFOLLOW fd of the object itself, set
   // when PARENT/NAME cannot be relied on to reach it (see above). Set under
   // tree_mu_ held exclusively, or before the node is published.
@@ -105,7 +207,8 @@ struct Node : std::enable_shared_from_this<Node> {
 
   ~Node();
   bool is_dir() const noexcept { return S_ISDIR(type); }
-  int dir_fd() const noexcept { return dirs.empty() ? -1 : dirs.front()->fd.get(); }
+  // Whether this directory has a copy in the upper layer.
+  bool has_upper() const noexcept { return !dirs.empty() && dirs.front()->layer == 0; }
 };
 
 struct Config {
@@ -127,6 +230,11 @@ struct Config {
   gid_t daemon_gid = 0;
 };
 
+// Called by the session's I/O hooks when a reply is written: the request
+// being served on this thread has been answered (no second answer after an
+// exception, see the op callbacks).
+void note_reply_sent() noexcept;
+
 class UnionFs {
  public:
   UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config);
@@ -135,6 +243,7 @@ class UnionFs {
   UnionFs& operator=(const UnionFs&) = delete;
 
   static const fuse_lowlevel_ops& ops();
+  DirCache& dir_cache() noexcept { return dir_cache_; }
   void set_session(fuse_session* se) noexcept { session_ = se; }
   Passthrough& passthrough() noexcept { return passthrough_; }
 
@@ -162,7 +271,10 @@ class UnionFs {
   void unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool dir);
   void rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t newparent, const char* newname,
               unsigned flags);
+  // Also O_TMPFILE: the kernel's TMPFILE request arrives as a CREATE of the
+  // name kTmpfileName, which no real name can be (see mount.cpp).
   void create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi);
+  static constexpr const char* kTmpfileName = "/";
   void write_buf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* in, off_t off, fuse_file_info* fi);
   void fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
   void fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info* fi);
@@ -190,7 +302,7 @@ class UnionFs {
     int layer = 0;
     int whiteout_layer = -1;  // when not found: the layer whose whiteout hid NAME
     struct stat st {};
-    std::vector<std::unique_ptr<DirLayer>> dirs;
+    std::vector<std::shared_ptr<DirLayer>> dirs;
   };
   struct Entry {
     std::string name;
@@ -222,26 +334,35 @@ class UnionFs {
   // ERR set on failure.
   std::shared_ptr<const Listing> listing_for(Node& node, off_t off, int& err);
   void listing_done(Node& node, const Listing* listing);
-  bool oci_whiteout_in(DirLayer& dl, const char* name);
+  // 1 when DL holds an OCI whiteout for NAME, 0 when not, -1 with errno set
+  // when DL cannot be opened.
+  int oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* name);
   // Whether DIRFD hides the layers below; REDIRECT (if given) receives
   // overlayfs's redirect of a renamed directory, when it has one.
   bool dir_is_opaque(int dirfd, std::string* redirect = nullptr);
-  void follow_redirect(Resolved& out, int above, const std::string& path);
-  std::unique_ptr<DirLayer> open_dir_layer(int layer, int parent_fd, const char* name);
+  int follow_redirect(Resolved& out, int above, const std::string& path);
+  // Opens directory NAME (ST: what fstatat found there) of PARENT, whose fd
+  // is PARENT_FD, as a copy in PARENT's layer; null with errno set on failure.
+  std::shared_ptr<DirLayer> open_dir_layer(const std::shared_ptr<DirLayer>& parent, int parent_fd, const char* name,
+                                           const struct stat& st, int& fd);
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
   // The number of a file with no recorded number: the layer in the top bits.
   static std::uint64_t layer_ino(int layer, ino_t real_ino) noexcept;
-  int parent_fd_in(const Node& node, int layer) const noexcept;
+  // The fd of NODE's parent's copy in LAYER; -1 (errno set) when it has none
+  // or it cannot be opened.
+  int parent_fd_in(const Node& node, int layer);
+  // The fd of directory NODE's topmost copy; -1 with errno set on failure.
+  int dir_fd(Node& node);
   int stat_node(Node& node, struct stat& st);
   // Opens NODE's object (non-directories) with FLAGS; -1 with errno set.
-  int open_node(const Node& node, int flags) const noexcept;
+  int open_node(const Node& node, int flags);
   // Gives NODE its own O_PATH fd (before its name changes); 0 or an errno.
   int pin_node(Node& node);
   // Records NODE (an upper non-directory, pinned) as the one Node of its inode.
   std::shared_ptr<Node> index_link(const std::shared_ptr<Node>& node, ino_t upper_ino);
   // Path of NODE's object for the calls that take a path: FOLLOW says whether
   // the path's last component must be followed (a /proc/self/fd link).
-  int object_path(const Node& node, char* buf, size_t len, bool& follow) const noexcept;
+  int object_path(Node& node, char* buf, size_t len, bool& follow);
   // Whether PARENT/NAME is the name NODE is reached by.
   static bool named_by(const Node& node, const Node& parent, const char* name) noexcept;
   void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
@@ -268,6 +389,8 @@ class UnionFs {
   // name gets a new node at the kernel's next lookup. Returns ESTALE, on
   // which the kernel looks the name up again and retries the open once.
   int retire_node(Node& node);
+  // The node a change made through NODE (setattr, xattrs) goes to.
+  std::shared_ptr<Node> change_target(Node& node, int& err);
   // Picks the I/O mode of a new handle FD on NODE (tree_mu_ held, so the
   // node's layer is stable, and no backing_conflict()); BACKING receives the
   // backing id for passthrough.
@@ -283,19 +406,29 @@ class UnionFs {
   int copy_up_dir_chain(Node& dir);
   int copy_up_tree(Node& dir);
   int copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino);
+  // Symbolic links cannot carry user.* xattrs, so not override_stat: the
+  // owner a copy-up could not give an upper symlink is kept in an xattr of
+  // its directory named after it (PREFIX.strata.owner.NAME = "UID:GID:INO"),
+  // which holds while NAME there is a symlink with inode number INO.
+  std::string link_owner_key(const char* name) const;  // "" where there can be none
+  void keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino);
+  void move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to);
+  void drop_link_owner(int dirfd, const char* name);
   int exists_below_upper(Node& dir, const char* name, bool* is_dir = nullptr);
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
   int set_opaque(int dirfd, const char* name);
+  int drop_whiteouts(int dirfd);
   // HIDDEN_AT: kUnchecked, or what child_node() just said about NAME
   // (Resolved::whiteout_layer), which saves looking NAME up again.
   static constexpr int kUnchecked = -2;
   int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
                   fuse_file_info* fi, int hidden_at = kUnchecked);
+  int tmpfile(fuse_req_t req, Node& parent, mode_t mode, fuse_file_info* fi);
   int merged_dir_is_empty(Node& dir);
   void refresh_subtree(Node& node);
   std::string work_name();
-  int upper_fd(Node& dir) const noexcept;  // the dir's upper copy, or -1
+  int upper_fd(Node& dir);  // the fd of the dir's upper copy, or -1 (errno set)
   int set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid_if_setgid, mode_t mode, dev_t rdev);
   void detach(Node& node);
   void attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node);
@@ -306,6 +439,12 @@ class UnionFs {
   UniqueFd work_fd_;
   Config cfg_;
   Passthrough passthrough_{cfg_.passthrough};
+  // Lock order: tree_mu_ first (every op that reads or changes the tree
+  // holds it, shared or exclusive); under it at most one of backing_mu_,
+  // links_->mu, a node's children_mu, a listing_mu_, a Shard::mu and
+  // DirCache's mutex, each of which is a leaf: nothing else is taken while
+  // it is held. (A Node's destructor takes its link index's mu, then its
+  // parent's children_mu, one after the other.)
   std::mutex backing_mu_;
   std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
   // Config::read_override_stat, switched on for good once this mount has
@@ -314,9 +453,11 @@ class UnionFs {
   // Counts the times tree_mu_ was taken exclusively: a readdir listing made
   // at one count is still exact while the count has not moved.
   std::atomic<std::uint64_t> generation_{0};
+  // Before every Node: their DirLayers leave it when they go.
+  DirCache dir_cache_;
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
-  std::shared_mutex tree_mu_;
+  std::shared_mutex tree_mu_;  // taken first: see the lock order above backing_mu_
   std::atomic<std::uint64_t> work_counter_{0};
 
   static constexpr int kShards = 64;

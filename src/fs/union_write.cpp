@@ -12,8 +12,8 @@
 //   (trusted.overlay.opaque=y as root, user.overlay.opaque=y otherwise), or a
 //   `.wh..wh..opq` file when no xattr can be set;
 // - a renamed directory that merges lower layers is copied up entirely and
-//   made opaque (no redirect xattrs), so the upper reads the same under any
-//   overlay implementation;
+//   made opaque (no redirect xattrs), and the whiteouts it held are removed,
+//   so the upper reads the same under any overlay implementation;
 // - a copied-up object keeps its inode number in the private xattr
 //   PREFIX.strata.ino, which overlayfs ignores.
 #include <fcntl.h>
@@ -30,6 +30,7 @@
 #include <cstring>
 
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "union_fs.hpp"
 
 namespace strata::fs {
@@ -113,8 +114,12 @@ std::string UnionFs::work_name() {
   return buf;
 }
 
-int UnionFs::upper_fd(Node& dir) const noexcept {
-  return (!dir.dirs.empty() && dir.dirs.front()->layer == 0) ? dir.dirs.front()->fd.get() : -1;
+int UnionFs::upper_fd(Node& dir) {
+  if (!dir.has_upper()) {
+    errno = ENOENT;
+    return -1;
+  }
+  return dir_cache_.fd(dir.dirs.front());
 }
 
 void UnionFs::detach(Node& node) {
@@ -139,6 +144,12 @@ void UnionFs::attach(Node& parent, const std::string& name, const std::shared_pt
   node->parent = parent.shared_from_this();
   node->name = name;
   node->unlinked = false;
+  if (node->has_upper()) {
+    // The upper copy moved with it: the cache reopens it there.
+    DirLayer& upper = *node->dirs.front();
+    upper.parent = parent.dirs.front();
+    upper.name = name;
+  }
   std::lock_guard lk(parent.children_mu);
   parent.children[name] = node;
 }
@@ -193,28 +204,56 @@ int UnionFs::copy_metadata(int src_dir, const char* src_name, const char* tmp, c
   return 0;
 }
 
+void UnionFs::keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino) {
+  std::string key = link_owner_key(name);
+  char dir[64];
+  if (key.empty() || proc_path(dir, sizeof dir, dirfd, nullptr) != 0) return;
+  std::string v = std::to_string(uid) + ":" + std::to_string(gid) + ":" + std::to_string(ino);
+  if (::setxattr(dir, key.c_str(), v.data(), v.size(), 0) == 0) read_override_.store(true, std::memory_order_relaxed);
+}
+
+void UnionFs::move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to) {
+  std::string from_key = link_owner_key(from), to_key = link_owner_key(to);
+  char from_dir[64], to_dir[64], value[96];
+  if (from_key.empty() || proc_path(from_dir, sizeof from_dir, from_dirfd, nullptr) != 0) return;
+  ssize_t n = ::getxattr(from_dir, from_key.c_str(), value, sizeof value);
+  if (n <= 0) return;
+  ::removexattr(from_dir, from_key.c_str());
+  if (!to_key.empty() && proc_path(to_dir, sizeof to_dir, to_dirfd, nullptr) == 0) {
+    ::setxattr(to_dir, to_key.c_str(), value, static_cast<size_t>(n), 0);
+  }
+}
+
+void UnionFs::drop_link_owner(int dirfd, const char* name) {
+  std::string key = link_owner_key(name);
+  char dir[64];
+  if (!key.empty() && proc_path(dir, sizeof dir, dirfd, nullptr) == 0) ::removexattr(dir, key.c_str());
+}
+
 // Gives DIR (and every directory above it) a copy in the upper layer, without
 // children: built in the work dir, then renamed into place.
 int UnionFs::copy_up_dir_chain(Node& dir) {
-  if (upper_fd(dir) >= 0) return 0;
+  if (dir.has_upper()) return 0;
   if (!dir.parent) return EROFS;
   int r = copy_up_dir_chain(*dir.parent);
   if (r != 0) return r;
   int parent_upper = upper_fd(*dir.parent);
+  int dfd = parent_upper < 0 ? -1 : dir_fd(dir);
+  int src_parent = dfd < 0 ? -1 : parent_fd_in(dir, dir.layer);
+  if (src_parent < 0) return unreachable(errno);
   struct stat st;
-  if (::fstat(dir.dir_fd(), &st) != 0) return EIO;
+  if (::fstat(dfd, &st) != 0) return EIO;
   std::string tmp = work_name();
   if (::mkdirat(work_fd_.get(), tmp.c_str(), 0700) != 0) return errno;
-  r = copy_metadata(parent_fd_in(dir, dir.layer), dir.name.c_str(), tmp.c_str(), st, dir.ino);
+  struct stat made {};
+  r = copy_metadata(src_parent, dir.name.c_str(), tmp.c_str(), st, dir.ino);
+  if (r == 0 && ::fstatat(work_fd_.get(), tmp.c_str(), &made, AT_SYMLINK_NOFOLLOW) != 0) r = errno;
   if (r == 0 && ::renameat(work_fd_.get(), tmp.c_str(), parent_upper, dir.name.c_str()) != 0) r = errno;
   if (r != 0) {
     ::unlinkat(work_fd_.get(), tmp.c_str(), AT_REMOVEDIR);
     return r;
   }
-  auto dl = std::make_unique<DirLayer>();
-  dl->layer = 0;
-  dl->fd = UniqueFd(::openat(parent_upper, dir.name.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!dl->fd) return EIO;
+  auto dl = std::make_shared<DirLayer>(0, dir.parent->dirs.front(), dir.name, made);
   dl->oci_markers = 0;
   // The upper copy goes first (top first); appended and rotated into place.
   dir.dirs.push_back(std::move(dl));
@@ -235,8 +274,8 @@ int UnionFs::copy_up(Node& node, bool with_data) {
   int r = copy_up_dir_chain(*node.parent);
   if (r != 0) return r;
   int src_dir = parent_fd_in(node, node.layer);
-  int dst_dir = upper_fd(*node.parent);
-  if (src_dir < 0 || dst_dir < 0) return EIO;
+  int dst_dir = src_dir < 0 ? -1 : upper_fd(*node.parent);
+  if (dst_dir < 0) return unreachable(errno);
   const char* name = node.name.c_str();
   struct stat st;
   if (::fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return EIO;
@@ -244,11 +283,12 @@ int UnionFs::copy_up(Node& node, bool with_data) {
   const char* t = tmp.c_str();
   errno = 0;
   if (S_ISREG(st.st_mode)) {
-    UniqueFd out(::openat(work_fd_.get(), t, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600));
+    UniqueFd out(dir_cache_.open_retrying(
+        [&] { return ::openat(work_fd_.get(), t, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600); }));
     if (!out) return errno;
     if (with_data) {
-      UniqueFd in(::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-      r = in ? copy_data(in.get(), out.get(), st.st_size) : EIO;
+      UniqueFd in(dir_cache_.open_retrying([&] { return ::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); }));
+      r = in ? copy_data(in.get(), out.get(), st.st_size) : transient(errno) ? errno : EIO;
       if (r == 0 && ::fdatasync(out.get()) != 0) r = errno;
     }
   } else if (S_ISLNK(st.st_mode)) {
@@ -261,10 +301,15 @@ int UnionFs::copy_up(Node& node, bool with_data) {
     if (::mknodat(work_fd_.get(), t, st.st_mode, st.st_rdev) != 0) return errno;
   }
   if (r == 0) r = copy_metadata(src_dir, name, t, st, node.ino);
+  struct stat made {};
+  if (r == 0 && ::fstatat(work_fd_.get(), t, &made, AT_SYMLINK_NOFOLLOW) != 0) r = errno;
   if (r == 0 && ::renameat(work_fd_.get(), t, dst_dir, name) != 0) r = errno;
   if (r != 0) {
     ::unlinkat(work_fd_.get(), t, 0);
     return r;
+  }
+  if (S_ISLNK(st.st_mode) && (made.st_uid != st.st_uid || made.st_gid != st.st_gid)) {
+    keep_link_owner(dst_dir, name, st.st_uid, st.st_gid, made.st_ino);
   }
   node.layer = 0;
   return 0;
@@ -281,15 +326,44 @@ int UnionFs::copy_up_tree(Node& dir) {
   r = list_dir(dir, entries);
   if (r != 0) return r;
   for (const auto& en : entries) {
+    DirCache::PinScope child_pins(dir_cache_);  // a big tree pins one path's fds, not all of them
     int err = 0;
     auto child = child_node(dir, en.name.c_str(), err);
     if (!child) return err == ENOENT ? EIO : err;
     r = child->is_dir() ? copy_up_tree(*child) : copy_up(*child);
     if (r != 0) return r;
   }
-  r = set_opaque(upper_fd(dir), nullptr);
+  int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
+  r = set_opaque(ufd, nullptr);
+  if (r == 0) r = drop_whiteouts(ufd);
   if (r != 0) return r;
   dir.dirs.resize(1);
+  dir.dirs.front()->oci_markers = 0;
+  return 0;
+}
+
+// Removes every whiteout (both formats) from the upper directory DIRFD, once
+// it is opaque: nothing below it shows any more, and overlayfs lists a
+// whiteout in a directory that merges nothing as an entry of its own.
+int UnionFs::drop_whiteouts(int dirfd) {
+  std::vector<DirEntry> entries;
+  try {
+    entries = read_dir_entries(dirfd, "upper directory");
+  } catch (const SysError& e) {
+    return e.err();
+  }
+  for (const auto& en : entries) {
+    const char* name = en.name.c_str();
+    if (std::strncmp(name, ".wh.", 4) == 0) {
+      if (en.name == ".wh..wh..opq") continue;  // the opaque marker itself, where no xattr could be set
+    } else {
+      struct stat st;
+      if (en.type != DT_CHR && en.type != DT_UNKNOWN) continue;
+      if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISCHR(st.st_mode) || st.st_rdev != 0) continue;
+    }
+    if (::unlinkat(dirfd, name, 0) != 0 && errno != ENOENT) return errno;
+  }
   return 0;
 }
 
@@ -307,18 +381,21 @@ int UnionFs::set_opaque(int dirfd, const char* name) {
   return marker ? 0 : errno;
 }
 
-// Does NAME exist in DIR's layers below the upper (whiteouts there respected)?
+// Does NAME exist in DIR's layers below the upper (whiteouts there
+// respected)? 1 or 0, or a transient error as a negative number.
 int UnionFs::exists_below_upper(Node& dir, const char* name, bool* is_dir) {
   Resolved res;
-  std::size_t first = upper_fd(dir) >= 0 ? 1 : 0;
+  std::size_t first = dir.has_upper() ? 1 : 0;
   int r = resolve(dir, name, res, first);
   if (is_dir) *is_dir = r == 0 && S_ISDIR(res.st.st_mode);
+  if (transient(r)) return -r;
   return r == 0 ? 1 : 0;
 }
 
 // Hides NAME of DIR's lower layers. The upper must hold no NAME now.
 int UnionFs::make_whiteout(Node& dir, const char* name) {
   int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
   if (cfg_.overlay_whiteouts) {
     std::string tmp = work_name();
     if (::mknodat(work_fd_.get(), tmp.c_str(), S_IFCHR | 0, makedev(0, 0)) == 0) {
@@ -331,7 +408,7 @@ int UnionFs::make_whiteout(Node& dir, const char* name) {
   char marker[NAME_MAX + 8];
   std::snprintf(marker, sizeof marker, ".wh.%s", name);
   if (std::strlen(name) > NAME_MAX - 4) return ENAMETOOLONG;
-  UniqueFd f(::openat(ufd, marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0000));
+  UniqueFd f(dir_cache_.open_retrying([&] { return ::openat(ufd, marker, O_CREAT | O_WRONLY | O_CLOEXEC, 0000); }));
   if (!f) return errno;
   dir.dirs.front()->oci_markers = 1;
   return 0;
@@ -341,6 +418,7 @@ int UnionFs::make_whiteout(Node& dir, const char* name) {
 int UnionFs::clear_whiteout(Node& dir, const char* name, bool& had) {
   had = false;
   int ufd = upper_fd(dir);
+  if (ufd < 0) return unreachable(errno);
   struct stat st;
   if (::fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISCHR(st.st_mode) && st.st_rdev == 0) {
     if (::unlinkat(ufd, name, 0) != 0) return errno;
@@ -391,6 +469,7 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   // A caller the maps cannot store (as the kernel answers for an id-mapped
   // mount that does not map the caller).
   if (!huid || !hgid) return EOVERFLOW;
+  const int at = AT_SYMLINK_NOFOLLOW | (*name ? 0 : AT_EMPTY_PATH);
   // Only the mknod fallback (a regular file standing in for a device node)
   // stores a type the host could not.
   const bool type_stand_in = S_ISCHR(mode) || S_ISBLK(mode);
@@ -399,11 +478,11 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
     // parent): when those are the caller's, there is nothing to change.
     gid_t made_gid = parent_gid != static_cast<gid_t>(-1) ? parent_gid : cfg_.daemon_gid;
     if (*huid == cfg_.daemon_uid && *hgid == made_gid) return 0;
-    if (::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0) return 0;
+    if (::fchownat(dirfd, name, *huid, *hgid, at) == 0) return 0;
   }
-  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, AT_SYMLINK_NOFOLLOW) == 0;
+  bool stored = type_stand_in && ::fchownat(dirfd, name, *huid, *hgid, at) == 0;
   struct stat st;
-  if (::fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) return errno;
+  if (::fstatat(dirfd, name, &st, at) != 0) return errno;
   bool type_lost = (mode & S_IFMT) != (st.st_mode & S_IFMT);
   if (stored && !type_lost) return 0;
   if (!stored && st.st_uid == *huid && st.st_gid == *hgid && !type_lost) return 0;
@@ -415,8 +494,9 @@ int UnionFs::set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent
   o.has_type = true;
   std::string v = format_override_stat(o);
   char path[PATH_MAX];
-  if (proc_path(path, sizeof path, dirfd, name) != 0) return ENAMETOOLONG;
-  if (::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0) != 0) {
+  if (proc_path(path, sizeof path, dirfd, *name ? name : nullptr) != 0) return ENAMETOOLONG;
+  if ((*name ? ::lsetxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)
+             : ::setxattr(path, kOverrideStatXattr, v.data(), v.size(), 0)) != 0) {
     // Without the xattr a stand-in would read back as a plain file.
     if (type_lost) return errno == EACCES ? EPERM : errno;
     return stored ? 0 : EPERM;
@@ -440,6 +520,7 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   int r = copy_up_dir_chain(parent);
   if (r != 0) return r;
   int ufd = upper_fd(parent);
+  if (ufd < 0) return unreachable(errno);
   // Only a whiteout in the upper itself is in the way (and only then can
   // something below need hiding by an opaque directory).
   bool below = false;
@@ -447,7 +528,9 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
     bool had_whiteout = false;
     r = clear_whiteout(parent, name, had_whiteout);
     if (r != 0) return r;
-    below = S_ISDIR(mode) && exists_below_upper(parent, name) == 1;
+    int found = S_ISDIR(mode) ? exists_below_upper(parent, name) : 0;
+    if (found < 0) return -found;
+    below = found == 1;
   }
   struct stat pst;
   ::fstat(ufd, &pst);
@@ -474,7 +557,9 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   } else if (link_target) {
     if (::symlinkat(link_target, ufd, name) != 0) return errno;
   } else if (fi) {
-    fd = ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
+    fd = dir_cache_.open_retrying([&] {
+      return ::openat(ufd, name, (fi->flags | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC) & ~O_NOCTTY, mode & 01777);
+    });
     if (fd < 0) return errno;
   } else {
     if (::mknodat(ufd, name, mode & ~static_cast<mode_t>(06000), rdev) != 0) {
@@ -541,11 +626,58 @@ int UnionFs::create_node(fuse_req_t req, Node& parent, const char* name, mode_t 
   return 0;
 }
 
+// open(2) with O_TMPFILE: the file is made with O_TMPFILE in the directory's
+// upper copy, and its node has no name, only its own fd, until linkat(2)
+// gives it one (LINK, as for any node reached by its own fd).
+int UnionFs::tmpfile(fuse_req_t req, Node& parent, mode_t mode, fuse_file_info* fi) {
+  if (parent.unlinked) return ENOENT;
+  if (!parent.is_dir()) return ENOTDIR;
+  int r = copy_up_dir_chain(parent);
+  if (r != 0) return r;
+  int ufd = upper_fd(parent);
+  if (ufd < 0) return unreachable(errno);
+  // O_EXCL is the kernel's to enforce (it never links such a file); the
+  // daemon's own fd stays linkable either way.
+  const int flags = O_TMPFILE | (fi->flags & (O_ACCMODE | O_APPEND | O_SYNC | O_DSYNC | O_NOATIME)) | O_CLOEXEC;
+  UniqueFd fd(dir_cache_.open_retrying([&] { return ::openat(ufd, ".", flags, mode & 07777); }));
+  if (!fd) return errno;
+  struct stat pst {};
+  ::fstat(ufd, &pst);
+  gid_t inherit_gid = (pst.st_mode & S_ISGID) ? pst.st_gid : static_cast<gid_t>(-1);
+  if ((r = set_owner(fd.get(), "", req, inherit_gid, S_IFREG | (mode & 07777), 0)) != 0) return r;
+  if ((mode & 06000) && ::fchmod(fd.get(), mode & 07777) != 0) return errno;
+  char self[64];
+  proc_path(self, sizeof self, fd.get(), nullptr);
+  UniqueFd pinned(dir_cache_.open_retrying([&] { return ::open(self, O_PATH | O_CLOEXEC); }));
+  struct stat st {};
+  if (!pinned || ::fstat(fd.get(), &st) != 0) return errno;
+  auto node = std::make_shared<Node>();
+  node->type = S_IFREG;
+  node->layer = 0;
+  node->unlinked = true;
+  node->self = std::move(pinned);
+  node->ino = layer_ino(0, st.st_ino);
+  node->parent = parent.shared_from_this();
+  fuse_entry_param e{};
+  if ((r = node_attr(*node, st)) != 0) return r;
+  ref_lookup(node);
+  fill_entry(e, *node, st);
+  int backing = 0;
+  IoMode io = choose_io_mode(*node, fd.get(), backing);
+  reply_open(req, *node, fd.release(), io, backing, false, fi, &e);
+  return 0;
+}
+
 void UnionFs::create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
   Node& p = *node_of(parent);
+  if (std::strcmp(name, kTmpfileName) == 0) {
+    int r = tmpfile(req, p, mode, fi);
+    if (r != 0) fuse_reply_err(req, r);
+    return;
+  }
   int err = 0, hidden_at = kUnchecked;
   auto existing = child_node(p, name, err, &hidden_at);
   if (existing && (fi->flags & O_EXCL)) return (void)fuse_reply_err(req, EEXIST);
@@ -623,7 +755,9 @@ void UnionFs::link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const c
   if ((r = pin_node(node)) != 0) return fail(r);
   char src[64];
   proc_path(src, sizeof src, node.self.get(), nullptr);
-  if (::linkat(AT_FDCWD, src, upper_fd(np), newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
+  int ufd = upper_fd(np);
+  if (ufd < 0) return fail(unreachable(errno));
+  if (::linkat(AT_FDCWD, src, ufd, newname, AT_SYMLINK_FOLLOW) != 0) return fail(errno);
   // Reply with the linked node itself: the kernel then knows both names are
   // one inode and refreshes its link count.
   struct stat st;
@@ -656,7 +790,10 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   int r = copy_up_dir_chain(p);
   if (r != 0) return (void)fuse_reply_err(req, r);
   int ufd = upper_fd(p);
-  bool below = exists_below_upper(p, name) == 1;
+  if (ufd < 0) return (void)fuse_reply_err(req, unreachable(errno));
+  int found = exists_below_upper(p, name);
+  if (found < 0) return (void)fuse_reply_err(req, -found);
+  bool below = found == 1;
   // A file still open keeps working after its name is gone, through its own fd.
   if (child->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*child)) != 0) {
     return (void)fuse_reply_err(req, r);
@@ -664,6 +801,7 @@ void UnionFs::unlink(fuse_req_t req, fuse_ino_t parent, const char* name, bool d
   if (child->layer == 0) {
     r = dir ? remove_upper_dir(ufd, name) : (::unlinkat(ufd, name, 0) == 0 ? 0 : errno);
     if (r != 0) return (void)fuse_reply_err(req, r);
+    if (S_ISLNK(child->type)) drop_link_owner(ufd, name);
   }
   // A name that exists below needs a whiteout; one that lived only in the
   // upper leaves nothing behind.
@@ -710,12 +848,20 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   if (r == 0) r = src->is_dir() ? copy_up_tree(*src) : copy_up(*src);
   if (r == 0 && exchange) r = dst->is_dir() ? copy_up_tree(*dst) : copy_up(*dst);
   if (r != 0) return fail(r);
-  int sfd = upper_fd(p), dfd = upper_fd(np);
-  bool src_below = exists_below_upper(p, name) == 1;
-  bool dst_below = exists_below_upper(np, newname) == 1;
+  int sfd = upper_fd(p);
+  int dfd = sfd < 0 ? -1 : upper_fd(np);
+  if (dfd < 0) return fail(unreachable(errno));
+  int src_found = exists_below_upper(p, name);
+  int dst_found = src_found < 0 ? 0 : exists_below_upper(np, newname);
+  if (src_found < 0 || dst_found < 0) return fail(-std::min(src_found, dst_found));
+  bool src_below = src_found == 1, dst_below = dst_found == 1;
+  auto make_opaque = [this](Node& dir) {
+    int fd = upper_fd(dir);
+    return fd < 0 ? unreachable(errno) : set_opaque(fd, nullptr);
+  };
   if (exchange) {
-    if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
-    if (dst->is_dir() && src_below && (r = set_opaque(upper_fd(*dst), nullptr)) != 0) return fail(r);
+    if (src->is_dir() && dst_below && (r = make_opaque(*src)) != 0) return fail(r);
+    if (dst->is_dir() && src_below && (r = make_opaque(*dst)) != 0) return fail(r);
     if (::renameat2(sfd, name, dfd, newname, RENAME_EXCHANGE) != 0) return fail(errno);
     if (named_by(*src, p, name)) detach(*src);
     if (named_by(*dst, np, newname)) detach(*dst);
@@ -723,12 +869,13 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
     attach(p, name, dst);
     return (void)fuse_reply_err(req, 0);
   }
-  if (src->is_dir() && dst_below && (r = set_opaque(upper_fd(*src), nullptr)) != 0) return fail(r);
+  if (src->is_dir() && dst_below && (r = make_opaque(*src)) != 0) return fail(r);
   if (dst && dst->open_count.load(std::memory_order_relaxed) > 0 && (r = pin_node(*dst)) != 0) return fail(r);
   bool had = false;
   if ((r = clear_whiteout(np, newname, had)) != 0) return fail(r);
   if (dst && dst->layer == 0 && dst->is_dir() && (r = remove_upper_dir(dfd, newname)) != 0) return fail(r);
   if (::renameat2(sfd, name, dfd, newname, (flags & RENAME_NOREPLACE) ? RENAME_NOREPLACE : 0) != 0) return fail(errno);
+  if (S_ISLNK(src->type)) move_link_owner(sfd, name, dfd, newname);
   if (src_below && (r = make_whiteout(p, name)) != 0) return fail(r);
   if (dst && named_by(*dst, np, newname)) detach(*dst);
   if (named_by(*src, p, name)) detach(*src);
@@ -736,12 +883,31 @@ void UnionFs::rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_i
   fuse_reply_err(req, 0);
 }
 
+// A node retired for a copy-up (retire_node) still stands for the file at
+// its name, as one overlayfs inode does across its copy-up: a change made
+// through a handle opened before goes to the node that name has now (the
+// same file: the same inode number). Null with ERR set when the name holds
+// no such file any more.
+std::shared_ptr<Node> UnionFs::change_target(Node& node, int& err) {
+  err = 0;
+  if (!node.retired) return node.shared_from_this();
+  std::shared_ptr<Node> now = node.parent ? child_node(*node.parent, node.name.c_str(), err) : nullptr;
+  if (!now || now->ino != node.ino) {
+    err = (now || err == ENOENT || err == 0) ? ENOENT : err;
+    return nullptr;
+  }
+  return now;
+}
+
 void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   if (!cfg_.writable) return (void)fuse_reply_err(req, EROFS);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
   auto fail = [&](int e) { fuse_reply_err(req, e); };
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return fail(err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return fail(ENOENT);
   bool truncating = (to_set & FUSE_SET_ATTR_SIZE) && attr->st_size == 0;
   int r = copy_up(node, !truncating);
@@ -754,7 +920,8 @@ void UnionFs::setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_
   bool follow = false;
   if (node.is_dir()) {
     follow = true;
-    r = proc_path(path, sizeof path, upper_fd(node), nullptr);
+    int ufd = upper_fd(node);
+    r = ufd < 0 ? unreachable(errno) : proc_path(path, sizeof path, ufd, nullptr);
   } else {
     r = object_path(node, path, sizeof path, follow);
   }
@@ -868,9 +1035,10 @@ void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi
 void UnionFs::fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
+  if (!node.has_upper()) return (void)fuse_reply_err(req, 0);  // nothing of it was written
   int ufd = upper_fd(node);
-  if (ufd < 0) return (void)fuse_reply_err(req, 0);  // nothing of it was written
-  UniqueFd d(::openat(ufd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (ufd < 0) return (void)fuse_reply_err(req, unreachable(errno));
+  UniqueFd d(dir_cache_.open_retrying([ufd] { return ::openat(ufd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
   int rc = d ? ::fsync(d.get()) : -1;
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
@@ -880,7 +1048,10 @@ void UnionFs::setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const c
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, EPERM);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return (void)fuse_reply_err(req, err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   int r = copy_up(node);
   if (r != 0) return (void)fuse_reply_err(req, r);
@@ -896,7 +1067,10 @@ void UnionFs::removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   if (is_private_xattr(name)) return (void)fuse_reply_err(req, ENODATA);
   std::unique_lock lk(tree_mu_);
   generation_.fetch_add(1, std::memory_order_relaxed);
-  Node& node = *node_of(ino);
+  int err = 0;
+  auto target = change_target(*node_of(ino), err);
+  if (!target) return (void)fuse_reply_err(req, err);
+  Node& node = *target;
   if (node.unlinked && !node.self) return (void)fuse_reply_err(req, ENOENT);
   char path[PATH_MAX];
   bool follow = false;

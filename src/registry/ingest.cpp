@@ -1,6 +1,7 @@
-// src/registry/ingest: resumable layer downloads into the store. Until the
-// store streams layers in directly, a download is kept whole in ROOT/tmp
-// and handed to Store::import_layer once its digest is checked.
+// src/registry/ingest: resumable layer downloads into the store. A download
+// is written to ROOT/tmp (so that a dropped connection or a killed pull
+// resumes from what arrived) and, once its digest is checked, extracted and
+// renamed into blobs/ by Store::adopt_layer_blob: the bytes are written once.
 #include "ingest.hpp"
 
 #include <dirent.h>
@@ -85,17 +86,12 @@ store::Layer LayerIngest::finish(const std::string& what) {
                 " its descriptor says");
   oci::Digest got = hash_->finish();
   if (!(got == blob_.digest)) throw Error(what + " does not match its digest (got " + got.str() + ")");
-  if (::lseek(fd_.get(), 0, SEEK_SET) != 0) throw_errno("rewind " + quote(path_));
+  if (::fsync(fd_.get()) != 0) throw_errno("sync " + quote(path_));
   try {
-    return store_.import_layer(fd_.get(), blob_.media_type, blob_.digest, diff_id_);
+    return store_.adopt_layer_blob(path_, blob_, diff_id_);
   } catch (const Error& e) {
     throw Error(what + ": " + e.what());
   }
-}
-
-store::Layer import_local_blob(store::Store& store, const oci::Descriptor& blob, const oci::Digest& diff_id) {
-  UniqueFd fd = open_at(AT_FDCWD, store.blob_path(blob.digest), O_RDONLY);
-  return store.import_layer(fd.get(), blob.media_type, blob.digest, diff_id);
 }
 
 }  // namespace strata::registry

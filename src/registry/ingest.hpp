@@ -44,8 +44,4 @@ class LayerIngest : public BlobTarget {
   bool done_ = false;
 };
 
-// Stores the layer BLOB from a file already on disk (a blob another tool
-// put into the store's layout, without its extracted layer).
-store::Layer import_local_blob(store::Store& store, const oci::Descriptor& blob, const oci::Digest& diff_id);
-
 }  // namespace strata::registry

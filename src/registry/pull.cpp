@@ -156,7 +156,7 @@ PullResult pull_resolved(store::Store& store, Client& client, const oci::Referen
     if (t.local) {
       report(id, ProgressEvent::Kind::verifying);
       try {
-        import_local_blob(store, t.blob, t.diff_id);
+        store.layer_from_blob(t.blob, t.diff_id);
       } catch (const Error& e) {
         throw Error(what + ": " + e.what());
       }

@@ -7,7 +7,7 @@
 #include <optional>
 
 #include "client.hpp"
-#include "compress.hpp"
+#include "strata/archive.hpp"
 #include "sources.hpp"
 #include "strata/fd.hpp"
 #include "strata/registry.hpp"
@@ -114,7 +114,7 @@ PushResult push_image(store::Store& store, std::string_view image_text, std::str
   }
   for (std::size_t i = 0; i < img.manifest.layers.size(); ++i) {
     oci::Descriptor layer = img.manifest.layers[i];
-    archive::Compression have = layer_compression(layer.media_type);
+    archive::Compression have = archive::layer_compression(layer.media_type);
     archive::Compression want = have;
     if (options.compression == PushCompression::gzip && have != archive::Compression::gzip) want = archive::Compression::gzip;
     if (options.compression == PushCompression::zstd) want = archive::Compression::zstd;
@@ -126,7 +126,7 @@ PushResult push_image(store::Store& store, std::string_view image_text, std::str
       say("Compressing layer " + layer.digest.short_id() + (want == archive::Compression::zstd ? " with zstd" : " with gzip"));
       auto out = std::make_unique<StagedBlob>(store.tmp_dir());
       UniqueFd in = open_at(AT_FDCWD, b.path, O_RDONLY);
-      auto [digest, size] = recompress(in.get(), out->fd(), want);
+      auto [digest, size] = archive::recompress(in.get(), out->fd(), want);
       b.desc.digest = digest;
       b.desc.size = size;
       b.path = out->path();

@@ -91,6 +91,8 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.interactive = o.interactive;
   spec.network = o.network;
   spec.volumes = o.volumes;
+  spec.capabilities = o.capabilities;
+  spec.seccomp = o.seccomp;
 
   spec.rootfs = c.dir + "/rootfs";
   make_dir(spec.rootfs);

@@ -1,15 +1,21 @@
 // The container runtime: namespaces, id maps, the root file system, the
-// container's init (pid 1: forwards signals, reaps, reports the exit status),
-// the command's credentials and exec, and the terminal relay.
+// supervisor (forwards signals, reports the exit status), the command's
+// credentials and exec, and the terminal relay.
 //
-// Processes: the caller (on the host) clones "init" into new user, mount,
-// pid, uts and ipc namespaces, writes its id maps, then relays signals and,
-// with a tty, the terminal. Init builds the root (every path inside it is
-// resolved with openat2(RESOLVE_IN_ROOT), so symlinks in the image cannot
-// point a mount or a new file outside the root), pivots into it and forks the
-// command. Init exits with the command's status; the kernel then kills what
-// is left in the pid namespace, stratafs included, and the mount namespace
-// and every mount in it disappear with the last process.
+// Processes: the caller (on the host) clones the supervisor into new user,
+// mount, uts and ipc namespaces, writes its id maps, then relays signals and,
+// with a tty, the terminal. The supervisor mounts the union (stratafs runs
+// beside it, outside the container), then forks the container's first
+// process into new pid and mount namespaces: it builds the root (every path
+// inside it is resolved with openat2(RESOLVE_IN_ROOT), so symlinks in the
+// image cannot point a mount or a new file outside the root), pivots into it
+// and execs the command, which is pid 1 of the container as in docker. The
+// container sees only its own processes; strata's (the caller, the
+// supervisor, stratafs, with their host paths) are in the parent pid
+// namespace. When pid 1 ends the kernel kills what is left in its namespace;
+// the supervisor ends stratafs, waits for it and exits with pid 1's status.
+// A killed strata takes the supervisor (PR_SET_PDEATHSIG), and with it pid 1;
+// stratafs watches the supervisor (-o owner=) and unmounts and exits then.
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
@@ -31,6 +37,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -101,8 +108,9 @@ std::vector<std::string> components(const std::string& path) {
 }
 
 // The directory PATH inside ROOT as an O_PATH fd, created (mode 0755) with its
-// parents when missing.
-UniqueFd ensure_dir(int root, const std::string& path) {
+// parents when missing; a dangling symlink's target is created inside ROOT.
+UniqueFd ensure_dir(int root, const std::string& given) {
+  std::string path = resolve_in_root(root, given);
   std::string cur = ".";
   UniqueFd fd(open_in_root(root, cur, O_PATH | O_DIRECTORY));
   if (!fd) throw_errno("open the container root");
@@ -120,8 +128,10 @@ UniqueFd ensure_dir(int root, const std::string& path) {
   return fd;
 }
 
-// The file PATH inside ROOT as an O_PATH fd, created empty when missing.
-UniqueFd ensure_file(int root, const std::string& path) {
+// The file PATH inside ROOT as an O_PATH fd, created empty when missing
+// (through a dangling symlink: its target, inside ROOT).
+UniqueFd ensure_file(int root, const std::string& given) {
+  std::string path = resolve_in_root(root, given);
   auto comps = components(path);
   if (comps.empty()) throw Error("bad path " + quote(path) + " in the container");
   std::string parent;
@@ -169,31 +179,27 @@ void bind_into(int root, const std::string& source, const std::string& path, boo
 
 // ---- capabilities ----------------------------------------------------------
 
-// docker's default capability set.
-constexpr int kDefaultCaps[] = {
-    CAP_CHOWN,  CAP_DAC_OVERRIDE, CAP_FOWNER, CAP_FSETID,     CAP_KILL,       CAP_SETGID,   CAP_SETUID,
-    CAP_SETPCAP, CAP_NET_BIND_SERVICE, CAP_NET_RAW, CAP_SYS_CHROOT, CAP_MKNOD, CAP_AUDIT_WRITE, CAP_SETFCAP,
-};
-
-void limit_capabilities() {
+// Limits the bounding set to MASK (while the process still holds
+// CAP_SETPCAP) and clears the ambient set.
+void limit_bounding_set(std::uint64_t mask) {
   for (int cap = 0; cap <= 63; ++cap) {
-    bool keep = false;
-    for (int k : kDefaultCaps) keep = keep || k == cap;
-    if (keep) continue;
+    if (((mask >> cap) & 1U) != 0) continue;
     if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
       if (errno == EINVAL) break;  // past the last capability this kernel knows
-      throw_errno("drop capability " + std::to_string(cap));
+      throw_errno("drop " + capability_name(cap));
     }
   }
   ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-  // Keep the permitted/effective sets to the default set as well, and clear
-  // the inheritable set.
+}
+
+// Limits the permitted and effective sets to MASK and clears the inheritable
+// set; after the credentials change, which needs CAP_SETUID and CAP_SETGID
+// even when MASK lacks them.
+void limit_capabilities(std::uint64_t mask) {
   __user_cap_header_struct header{};
   header.version = _LINUX_CAPABILITY_VERSION_3;
   __user_cap_data_struct data[2]{};
   if (::syscall(SYS_capget, &header, data) != 0) throw_errno("read capabilities");
-  std::uint64_t mask = 0;
-  for (int k : kDefaultCaps) mask |= 1ULL << k;
   for (int i = 0; i < 2; ++i) {
     auto m = static_cast<std::uint32_t>(mask >> (32 * i));
     data[i].permitted &= m;
@@ -279,6 +285,7 @@ struct ChildContext {
   bool gid5_mapped;
   int sync_sock;
   int err_fd;
+  const GoMessage* go = nullptr;  // set once the host side has written the id maps
 };
 
 void bring_up_loopback() {
@@ -376,7 +383,9 @@ void mount_union(const RunSpec& spec) {
     opts += escape_layer(layers[i]);
   }
   if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
-  opts += ",allow_other";
+  // The daemon ends with the supervisor, which the kernel kills when strata
+  // dies (PR_SET_PDEATHSIG): no daemon or mount outlives a killed strata.
+  opts += ",allow_other,owner=" + std::to_string(::getpid());
   std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
   // stratafs's own message becomes part of strata's one-line error.
   int ep[2];
@@ -428,15 +437,6 @@ void mount_union(const RunSpec& spec) {
 // the slave side of the pty (or an empty fd without a tty) opened inside.
 UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   const RunSpec& spec = *ctx.spec;
-  if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make the mounts private");
-  if (spec.union_root) {
-    mount_union(spec);
-    // stratafs stays in this mount namespace with the host's root; the
-    // container continues in a copy of it, so that pivot_root (which moves
-    // every process of its namespace whose root is the old one) leaves the
-    // daemon alone: its own path lookups must never go through its mount.
-    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
-  }
   do_mount(spec.rootfs.c_str(), spec.rootfs, nullptr, MS_BIND | MS_REC, nullptr, "the root " + quote(spec.rootfs));
   UniqueFd root = open_at(AT_FDCWD, spec.rootfs, O_RDONLY | O_DIRECTORY);
   int r = root.get();
@@ -556,31 +556,49 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
                   "exec " + quote(file) + ": executable file not found in $PATH");
 }
 
-void mkdir_p(const std::string& path) {
-  std::string cur;
-  for (const auto& comp : components(path)) {
-    cur += "/" + comp;
-    if (::mkdir(cur.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create the working directory " + quote(path));
-  }
-}
-
-// The command's process (pid 2 inside): credentials, stdio, exec.
-[[noreturn]] void command_main(const ChildContext& ctx, const ExecUser& user, int slave) {
+// The container's pid 1 until it execs the command: the root, the
+// credentials, stdio, and exec. Nothing of strata stays in the container.
+[[noreturn]] void container_main(const ChildContext& ctx) {
   const RunSpec& spec = *ctx.spec;
   try {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    // A mount namespace of its own: pivot_root moves the root of every
+    // process that shares it, and the supervisor must keep the host's.
+    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
+    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
+    if (spec.network == Network::none) bring_up_loopback();
+    int master = -1;
+    UniqueFd slave = build_root(ctx, master);
+    UniqueFd master_fd(master);
+    if (master_fd && ctx.go->has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &ctx.go->size);
+    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
+    send_fd(ctx.sync_sock, master_fd.get());
+    master_fd.reset();
+    ::close(ctx.sync_sock);
+
     sigset_t none;
     sigemptyset(&none);
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
     ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    if (slave >= 0) {
+    const bool tty = static_cast<bool>(slave);
+    if (tty) {
       if (::setsid() < 0) throw_errno("start a session");
-      if (::ioctl(slave, TIOCSCTTY, 0) != 0) throw_errno("set the controlling terminal");
-      if (::fchown(slave, user.uid, static_cast<gid_t>(-1)) != 0 && errno != EINVAL) throw_errno("chown the terminal");
+      if (::ioctl(slave.get(), TIOCSCTTY, 0) != 0) throw_errno("set the controlling terminal");
+      if (::fchown(slave.get(), user.uid, static_cast<gid_t>(-1)) != 0 && errno != EINVAL) throw_errno("chown the terminal");
       for (int fd = 0; fd < 3; ++fd) {
-        if (::dup2(slave, fd) < 0) throw_errno("attach the terminal");
+        if (::dup2(slave.get(), fd) < 0) throw_errno("attach the terminal");
       }
-      if (slave > 2) ::close(slave);
-    } else if (!spec.interactive) {
+      if (slave.get() > 2) {
+        slave.reset();
+      } else {
+        static_cast<void>(slave.release());  // it is one of 0, 1, 2 now
+      }
+    } else {
+      // A process group of its own, for the signals the supervisor passes
+      // on (in the supervisor's session, which has no terminal).
+      if (::setpgid(0, 0) != 0) throw_errno("start a process group");
+    }
+    if (!tty && !spec.interactive) {
       int null = ::open("/dev/null", O_RDONLY);
       if (null < 0) throw_errno("open /dev/null");
       if (::dup2(null, 0) < 0) throw_errno("redirect stdin");
@@ -588,9 +606,9 @@ void mkdir_p(const std::string& path) {
     }
     std::string workdir = spec.workdir.empty() ? "/" : spec.workdir;
     if (workdir[0] != '/') throw Error("the working directory " + quote(workdir) + " is not absolute", ExitCode::run_failed);
-    mkdir_p(workdir);
+    ensure_dir(open_at(AT_FDCWD, "/", O_PATH | O_DIRECTORY).get(), workdir);
     if (::chdir(workdir.c_str()) != 0) throw_errno("enter the working directory " + quote(workdir));
-    limit_capabilities();
+    limit_bounding_set(spec.capabilities);
     if (ctx.map_kind != IdMapPlan::Kind::single) {
       if (::setgroups(user.groups.size(), user.groups.data()) != 0) throw_errno("set the supplementary groups");
     }
@@ -608,11 +626,14 @@ void mkdir_p(const std::string& path) {
       if (errno == EINVAL) unmapped("uid " + std::to_string(user.uid));
       throw_errno("set uid " + std::to_string(user.uid));
     }
+    limit_capabilities(spec.capabilities);
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("set no_new_privs");
     std::vector<std::string> env = *ctx.env;
     bool has_home = false;
     for (const auto& e : env) has_home = has_home || e.rfind("HOME=", 0) == 0;
     if (!has_home) env.push_back("HOME=" + user.home);
+    // Last: from here on the filter applies to what strata does too.
+    if (spec.seccomp) apply_seccomp(*spec.seccomp, spec.capabilities);
     exec_command(spec.argv, env, ctx.err_fd);
   } catch (const Error& e) {
     report_and_exit(ctx.err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
@@ -627,8 +648,36 @@ int status_code(int status) {
   return 255;
 }
 
-// Init: pid 1 of the container.
-[[noreturn]] void init_main(const ChildContext& ctx) {
+// Whether process PID has a handler for SIG, or ignores it: as pid 1 of its
+// namespace it would otherwise never see the signal (the kernel drops signals
+// that init leaves at their default action).
+bool takes_signal(pid_t pid, int sig) {
+  std::string status = read_file_or_empty("/proc/" + std::to_string(pid) + "/status");
+  for (const char* field : {"SigCgt:\t", "SigIgn:\t"}) {
+    auto at = status.find(field);
+    if (at == std::string::npos) continue;
+    std::uint64_t mask = std::strtoull(status.c_str() + at + std::strlen(field), nullptr, 16);
+    if ((mask >> (sig - 1)) & 1U) return true;
+  }
+  return false;
+}
+
+// Ends the calling process's remaining children (stratafs, which unmounts
+// on SIGTERM) and waits for them: when strata returns, the container's
+// union is gone and its upper is no longer written.
+void end_children() {
+  std::string self = std::to_string(::getpid());
+  std::istringstream children(read_file_or_empty("/proc/" + self + "/task/" + self + "/children"));
+  for (pid_t pid; children >> pid;) ::kill(pid, SIGTERM);
+  while (::waitpid(-1, nullptr, 0) > 0 || errno == EINTR) {
+  }
+}
+
+// The supervisor: in the container's user namespace but outside its pid
+// namespace, so that nothing inside can see or signal it (or stratafs,
+// which it starts). Mounts the union, starts the container's pid 1, passes
+// it the signals strata forwards, and exits with its status.
+[[noreturn]] void supervisor_main(ChildContext ctx) {
   try {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     // A session of its own: the host's terminal signals reach the container
@@ -640,19 +689,22 @@ int status_code(int status) {
       n = ::read(ctx.sync_sock, &go, sizeof go);
     } while (n < 0 && errno == EINTR);
     if (n != static_cast<ssize_t>(sizeof go)) ::_exit(static_cast<int>(ExitCode::run_failed));
+    ctx.go = &go;
     if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");
     if (ctx.map_kind != IdMapPlan::Kind::single && ::setgroups(0, nullptr) != 0) throw_errno("clear the groups");
-    const RunSpec& spec = *ctx.spec;
-    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
-    if (spec.network == Network::none) bring_up_loopback();
-    int master = -1;
-    UniqueFd slave = build_root(ctx, master);
-    UniqueFd master_fd(master);
-    if (master_fd && go.has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &go.size);
-    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
+    // stratafs detaches from its starter: as a subreaper this process gets
+    // it back as a child, to end it and wait for it when the container ends.
+    ::prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0) throw_errno("make the mounts private");
+    // stratafs stays in this mount namespace with the host's root; the
+    // container gets a copy of it, so that pivot_root (which moves every
+    // process of its namespace whose root is the old one) leaves the daemon
+    // alone: its own path lookups must never go through its mount.
+    if (ctx.spec->union_root) mount_union(*ctx.spec);
+    if (::unshare(CLONE_NEWPID) != 0) throw_errno("create the container's pid namespace");
 
-    // Every signal stays blocked in init and is taken with sigwaitinfo; the
-    // forwarded ones get a handler so that the kernel delivers them to pid 1.
+    // Every signal stays blocked here and is taken with sigwaitinfo; the
+    // forwarded ones get a handler so that they are not lost to SIG_IGN.
     struct sigaction sa {};
     sa.sa_handler = noop_handler;
     sigemptyset(&sa.sa_mask);
@@ -662,15 +714,12 @@ int status_code(int status) {
     sigfillset(&all);
     ::sigprocmask(SIG_SETMASK, &all, nullptr);
 
-    send_fd(ctx.sync_sock, master_fd.get());
-    master_fd.reset();
+    pid_t pid1 = ::fork();
+    if (pid1 < 0) throw_errno("start the container's first process");
+    if (pid1 == 0) container_main(ctx);
     ::close(ctx.sync_sock);
-
-    pid_t cmd = ::fork();
-    if (cmd < 0) throw_errno("start the command");
-    if (cmd == 0) command_main(ctx, user, slave.get());
-    slave.reset();
     ::close(ctx.err_fd);
+    int ended_by = 0;  // a signal the command left at its default action
     for (;;) {
       siginfo_t info{};
       int sig = ::sigwaitinfo(&all, &info);
@@ -679,10 +728,21 @@ int status_code(int status) {
         int status = 0;
         pid_t p;
         while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
-          if (p == cmd) ::_exit(status_code(status));
+          if (p != pid1) continue;
+          end_children();
+          if (ended_by != 0 && WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) ::_exit(128 + ended_by);
+          ::_exit(status_code(status));
         }
       } else {
-        ::kill(cmd, sig);
+        // To pid 1's process group, as a terminal sends its Ctrl-C: a shell
+        // waiting for a child would otherwise wait on.
+        bool taken = takes_signal(pid1, sig);
+        ::kill(-pid1, sig);
+        if (!taken) {
+          // What the signal does to a process that is not pid 1: end it.
+          ended_by = sig;
+          ::kill(pid1, SIGKILL);
+        }
       }
     }
   } catch (const Error& e) {
@@ -902,7 +962,9 @@ int run(const RunSpec& spec) {
   if (!sigfd) throw_errno("signalfd");
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
-  unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
+  // The pid namespace comes later, with the container's first process (see
+  // supervisor_main).
+  unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
   if (spec.network == Network::none) flags |= CLONE_NEWNET;
   std::cout.flush();
   std::cerr.flush();
@@ -912,7 +974,7 @@ int run(const RunSpec& spec) {
     sync_parent.reset();
     err_read.reset();
     sigfd.reset();
-    init_main(ctx);
+    supervisor_main(ctx);
   }
   auto child = static_cast<pid_t>(pid);
   sync_child.reset();

@@ -31,7 +31,7 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
                 "; unmount it before commit so the snapshot is consistent");
   Image base = image_by_manifest(c.image);
   json config = base.config;
-  for (const auto& ch : options.changes) apply_config_change(config, ch);
+  if (options.edit_config) config = options.edit_config(config);
   report("Committing the changes of " + c.name);
   Layer l = create_layer(c.upper);
   std::string now = oci::now_rfc3339();
@@ -72,75 +72,115 @@ Image Store::commit(std::string_view ctr, const CommitOptions& options, std::str
   return img;
 }
 
+namespace {
+
+// One lower layer's directory at the place a diff walk has reached.
+struct LowerDir {
+  UniqueFd fd;           // open when the layer has a directory here
+  bool blocked = false;  // the layer has something else here: nothing below it shows through
+};
+
+bool exists_at(int dirfd, const std::string& name) {
+  struct stat st {};
+  return ::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+bool is_opaque_dir(int fd) {
+  if (exists_at(fd, ".wh..wh..opq")) return true;
+  for (const char* k : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
+    char v[2];
+    if (::fgetxattr(fd, k, v, sizeof v) == 1 && v[0] == 'y') return true;
+  }
+  return false;
+}
+
+// LOWERS (top layer first), one level down into NAME.
+std::vector<LowerDir> descend(const std::vector<LowerDir>& lowers, const std::string& name) {
+  std::vector<LowerDir> out(lowers.size());
+  for (std::size_t i = 0; i < lowers.size(); ++i) {
+    if (!lowers[i].fd) continue;
+    struct stat st {};
+    if (::fstatat(lowers[i].fd.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (!S_ISDIR(st.st_mode)) {
+      out[i].blocked = true;
+      continue;
+    }
+    out[i].fd.reset(::openat(lowers[i].fd.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  }
+  return out;
+}
+
+// Whether NAME, in the directory LOWERS stand for, is visible in the image.
+bool in_lower(const std::vector<LowerDir>& lowers, const std::string& name) {
+  for (const auto& l : lowers) {
+    if (!l.fd) continue;
+    if (exists_at(l.fd.get(), ".wh." + name)) return false;
+    if (exists_at(l.fd.get(), name)) return true;
+  }
+  return false;
+}
+
+// Names visible in the image in the directory LOWERS stand for.
+std::set<std::string> lower_names(const std::vector<LowerDir>& lowers, const std::string& shown) {
+  std::set<std::string> names, hidden;
+  for (const auto& l : lowers) {
+    if (l.blocked) break;
+    if (!l.fd) continue;
+    for (const auto& n : read_dir_names(l.fd.get(), shown)) {
+      if (n.rfind(".wh.", 0) == 0) {
+        if (n != ".wh..wh..opq") hidden.insert(n.substr(4));
+        continue;
+      }
+      if (hidden.count(n) == 0) names.insert(n);
+    }
+    if (is_opaque_dir(l.fd.get())) break;
+  }
+  return names;
+}
+
+}  // namespace
+
 std::vector<Change> Store::diff(std::string_view ctr) const {
   Container c = container(ctr);
   Image img = image_by_manifest(c.image);
   std::vector<Change> out;
-  auto in_lower = [&](const std::string& rel) {
-    for (const auto& dir : img.layer_dirs) {
-      auto slash = rel.rfind('/');
-      std::string wh = slash == std::string::npos ? ".wh." + rel : rel.substr(0, slash + 1) + ".wh." + rel.substr(slash + 1);
-      if (exists(dir + "/" + wh)) return false;
-      if (exists(dir + "/" + rel)) return true;
-    }
-    return false;
-  };
-  auto is_opaque = [](const std::string& path) {
-    if (exists(path + "/.wh..wh..opq")) return true;
-    for (const char* k : {"trusted.overlay.opaque", "user.overlay.opaque"}) {
-      char v[2];
-      if (::lgetxattr(path.c_str(), k, v, sizeof v) == 1 && v[0] == 'y') return true;
-    }
-    return false;
-  };
-  // Names visible below the upper in directory REL, merged over the layers.
-  auto lower_names = [&](const std::string& rel) {
-    std::set<std::string> names, hidden;
-    for (const auto& dir : img.layer_dirs) {
-      std::string p = dir + "/" + rel;
-      struct stat st {};
-      if (::lstat(p.c_str(), &st) != 0) continue;
-      if (!S_ISDIR(st.st_mode)) break;
-      for (const auto& n : list_dir(p)) {
-        if (n.rfind(".wh.", 0) == 0) {
-          if (n != ".wh..wh..opq") hidden.insert(n.substr(4));
-          continue;
+  // The walk is relative to open directories (upper and each layer side by
+  // side), so paths longer than PATH_MAX are reported like any other.
+  std::function<void(int, const std::string&, const std::vector<LowerDir>&)> walk =
+      [&](int upper_fd, const std::string& rel, const std::vector<LowerDir>& lowers) {
+        for (const auto& n : read_dir_names(upper_fd, "/" + rel)) {
+          std::string child = rel.empty() ? n : rel + "/" + n;
+          struct stat st {};
+          if (::fstatat(upper_fd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+          if (n == ".wh..wh..opq") continue;
+          if (n.rfind(".wh.", 0) == 0) {
+            out.push_back({'D', "/" + (rel.empty() ? "" : rel + "/") + n.substr(4)});
+            continue;
+          }
+          if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
+            out.push_back({'D', "/" + child});
+            continue;
+          }
+          out.push_back({in_lower(lowers, n) ? 'C' : 'A', "/" + child});
+          if (!S_ISDIR(st.st_mode)) continue;
+          UniqueFd dir(::openat(upper_fd, n.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+          if (!dir) throw_errno("read directory " + quote("/" + child) + " of container " + quote(c.name));
+          std::vector<LowerDir> below = descend(lowers, n);
+          if (is_opaque_dir(dir.get())) {
+            // What the lower layers had here is gone unless the upper has it again.
+            auto upper_names = read_dir_names(dir.get(), "/" + child);
+            std::set<std::string> kept(upper_names.begin(), upper_names.end());
+            for (const auto& lower : lower_names(below, "/" + child))
+              if (kept.count(lower) == 0) out.push_back({'D', "/" + child + "/" + lower});
+          }
+          walk(dir.get(), child, below);
         }
-        if (hidden.count(n) == 0) names.insert(n);
-      }
-      if (is_opaque(p)) break;
-    }
-    return names;
-  };
-  std::function<void(const std::string&)> walk = [&](const std::string& rel) {
-    std::string dir = rel.empty() ? c.upper : c.upper + "/" + rel;
-    for (const auto& n : list_dir(dir)) {
-      std::string child = rel.empty() ? n : rel + "/" + n;
-      struct stat st {};
-      if (::lstat((c.upper + "/" + child).c_str(), &st) != 0) continue;
-      if (n == ".wh..wh..opq") continue;
-      if (n.rfind(".wh.", 0) == 0) {
-        out.push_back({'D', "/" + (rel.empty() ? "" : rel + "/") + n.substr(4)});
-        continue;
-      }
-      if (S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0)) {
-        out.push_back({'D', "/" + child});
-        continue;
-      }
-      out.push_back({in_lower(child) ? 'C' : 'A', "/" + child});
-      if (S_ISDIR(st.st_mode)) {
-        if (is_opaque(c.upper + "/" + child)) {
-          // What the lower layers had here is gone unless the upper has it again.
-          auto upper_names = list_dir(c.upper + "/" + child);
-          std::set<std::string> kept(upper_names.begin(), upper_names.end());
-          for (const auto& lower : lower_names(child))
-            if (kept.count(lower) == 0) out.push_back({'D', "/" + child + "/" + lower});
-        }
-        walk(child);
-      }
-    }
-  };
-  walk("");
+      };
+  UniqueFd upper = open_at(AT_FDCWD, c.upper, O_RDONLY | O_DIRECTORY);
+  std::vector<LowerDir> layers(img.layer_dirs.size());
+  for (std::size_t i = 0; i < layers.size(); ++i)
+    layers[i].fd.reset(::open(img.layer_dirs[i].c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  walk(upper.get(), "", layers);
   std::sort(out.begin(), out.end(), [](const Change& a, const Change& b) { return a.path < b.path; });
   return out;
 }

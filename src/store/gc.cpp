@@ -28,6 +28,19 @@ void Store::hold_gc() {
   gc_->shared = true;
 }
 
+namespace {
+
+// Unmounts what a killed process left mounted in its staging directory DIR
+// (a build step mounts its union on DIR/mnt, a COPY --from source on
+// DIR/from), so that DIR can be removed.
+void unmount_leftovers(const std::string& dir) {
+  for (const auto& n : list_dir(dir)) {
+    if (is_mount_point(dir + "/" + n)) unmount_path(dir + "/" + n);
+  }
+}
+
+}  // namespace
+
 std::string Store::blob_path(const oci::Digest& digest) const { return root_ + "/blobs/sha256/" + digest.hex(); }
 
 PruneResult Store::prune() {
@@ -59,7 +72,14 @@ PruneResult Store::prune() {
       if (!old_enough(tmp_dir() + "/" + n)) continue;
       if (!exclusive) continue;
     }
-    remove_tree_at(AT_FDCWD, tmp_dir() + "/" + n);
+    unmount_leftovers(tmp_dir() + "/" + n);
+    std::int64_t size = disk_usage_at(AT_FDCWD, tmp_dir() + "/" + n);
+    try {
+      remove_tree_at(AT_FDCWD, tmp_dir() + "/" + n);
+    } catch (const Error&) {
+      continue;  // a mount that could not be detached: the next prune tries again
+    }
+    res.bytes += size;
     ++res.staging;
   }
   // What is referenced.
@@ -106,7 +126,10 @@ PruneResult Store::prune() {
     // Retire the record first so the layer is never seen half removed.
     ::unlink((p + ".json").c_str());
     std::string trash = tmp_dir() + "/gc-" + std::to_string(::getpid()) + "-" + random_hex(8);
-    if (::rename(p.c_str(), trash.c_str()) == 0) remove_tree_at(AT_FDCWD, trash);
+    if (::rename(p.c_str(), trash.c_str()) == 0) {
+      res.bytes += disk_usage_at(AT_FDCWD, trash);
+      remove_tree_at(AT_FDCWD, trash);
+    }
     ++res.layers;
   }
   if (exclusive) {

@@ -63,7 +63,27 @@ void index_add(json& index, const json& desc, const std::vector<std::string>& na
 
 }  // namespace
 
-Image Store::image_by_manifest(const oci::Digest& manifest_digest) const {
+namespace {
+
+// The short names index.json gives to manifest DIGEST.
+std::vector<std::string> names_of(const json& index, const std::string& digest) {
+  std::vector<std::string> names;
+  for (const auto& e : index["manifests"]) {
+    if (entry_digest(e) != digest) continue;
+    std::string n = entry_name(e);
+    if (!n.empty()) names.push_back(oci::Reference::parse(n).familiar());
+  }
+  return names;
+}
+
+}  // namespace
+
+// Reads the image of MANIFEST_DIGEST with the names INDEX gives it. Layers
+// stored only as blobs are extracted (Layers::extract) or left as "" dirs.
+// A layer blob in neither form throws with Layers::extract; with
+// Layers::as_blobs it is collected in MISSING (when given).
+Image Store::read_image(const oci::Digest& manifest_digest, const json& index, Layers layers,
+                        std::vector<oci::Digest>* missing) const {
   Image img;
   img.manifest_digest = manifest_digest;
   std::string mtext = read_blob(manifest_digest);
@@ -72,54 +92,97 @@ Image Store::image_by_manifest(const oci::Digest& manifest_digest) const {
   img.config_digest = img.manifest.config.digest;
   img.config = parse_json(read_blob(img.config_digest), blob_path(img.config_digest));
   img.diff_ids = oci::config_diff_ids(img.config);
-  img.created = img.config.value("created", "");
-  for (auto it = img.diff_ids.rbegin(); it != img.diff_ids.rend(); ++it) {
-    auto l = find_layer(*it);
-    if (!l) throw Error("layer " + it->str() + " of image " + img.config_digest.short_id() + " is missing from the store");
-    img.layer_dirs.push_back(l->dir);
-    img.size += l->size;
-  }
-  json index = read_index(root_);
-  for (const auto& e : index["manifests"]) {
-    if (entry_digest(e) != manifest_digest.str()) continue;
-    std::string n = entry_name(e);
-    if (!n.empty()) img.names.push_back(oci::Reference::parse(n).familiar());
+  // Configs come from other tools and registries: a field of another type is ignored, not fatal.
+  if (auto c = img.config.find("created"); c != img.config.end() && c->is_string()) img.created = c->get<std::string>();
+  img.names = names_of(index, manifest_digest.str());
+  std::string what = "image " + (img.names.empty() ? img.config_digest.short_id() : quote(img.names[0]));
+  if (img.diff_ids.size() != img.manifest.layers.size())
+    throw Error(what + ": its config lists " + std::to_string(img.diff_ids.size()) + " layers but its manifest " +
+                std::to_string(img.manifest.layers.size()));
+  for (std::size_t i = img.diff_ids.size(); i-- > 0;) {
+    const oci::Digest& diff_id = img.diff_ids[i];
+    const oci::Descriptor& blob = img.manifest.layers[i];
+    if (auto l = find_layer(diff_id)) {
+      img.layer_dirs.push_back(l->dir);
+      img.size += l->size;
+      continue;
+    }
+    if (!exists(blob_path(blob.digest))) {
+      std::string msg = what + ": layer blob " + blob.digest.str() +
+                        " is missing from the store (pull or load the image again, or remove it with rmi)";
+      if (layers == Layers::extract) throw Error(msg);
+      if (missing != nullptr) missing->push_back(blob.digest);
+      img.layer_dirs.emplace_back();
+      continue;
+    }
+    if (layers == Layers::as_blobs) {
+      img.layer_dirs.emplace_back();
+      img.size += blob.size;
+      continue;
+    }
+    // First use of a layer another tool wrote as a blob: extract it now. The
+    // Store handle is a view of the root; a copy extracts through it.
+    Store writer = *this;
+    try {
+      Layer l = writer.layer_from_blob(blob, diff_id);
+      img.layer_dirs.push_back(l.dir);
+      img.size += l.size;
+    } catch (const Error& e) {
+      throw Error(what + ": " + e.what(), e.code());
+    }
   }
   return img;
 }
 
-std::vector<Image> Store::images() const {
+Image Store::image_by_manifest(const oci::Digest& manifest_digest, Layers layers) const {
+  return read_image(manifest_digest, read_index(root_), layers, nullptr);
+}
+
+std::vector<Image> Store::images(std::vector<std::string>* problems) const {
   json index = read_index(root_);
-  std::vector<std::string> seen;
+  std::set<std::string> seen;
   std::vector<Image> out;
   for (const auto& e : index["manifests"]) {
     std::string d = entry_digest(e);
-    if (d.empty() || std::find(seen.begin(), seen.end(), d) != seen.end()) continue;
-    seen.push_back(d);
+    if (d.empty() || !seen.insert(d).second) continue;
     auto dig = oci::Digest::try_parse(d);
     if (!dig) continue;
-    std::string mt = e.value("mediaType", "");
+    auto media_type = e.find("mediaType");
+    std::string mt = media_type != e.end() && media_type->is_string() ? media_type->get<std::string>() : "";
     if (mt == oci::kMediaTypeIndex || mt == oci::kMediaTypeDockerManifestList) continue;
-    out.push_back(image_by_manifest(*dig));
+    std::vector<oci::Digest> missing;
+    try {
+      out.push_back(read_image(*dig, index, Layers::as_blobs, &missing));
+    } catch (const std::exception& err) {
+      // One unreadable image (Error, or a JSON document of the wrong shape)
+      // does not hide the others.
+      if (problems != nullptr) problems->push_back(std::string("manifest ") + d + ": " + err.what());
+      continue;
+    }
+    if (problems != nullptr)
+      for (const auto& m : missing)
+        problems->push_back("image " + out.back().config_digest.short_id() + ": layer blob " + m.str() +
+                            " is missing from the store (pull or load the image again, or remove it with rmi)");
   }
   std::stable_sort(out.begin(), out.end(), [](const Image& a, const Image& b) { return a.created > b.created; });
   return out;
 }
 
-std::optional<Image> Store::find_image(std::string_view ref_or_id) const {
+std::optional<Image> Store::find_image(std::string_view ref_or_id, Layers layers) const {
   std::string s(ref_or_id);
   if (s.empty()) return std::nullopt;
   json index = read_index(root_);
+  auto by_manifest = [&](const oci::Digest& d) { return read_image(d, index, layers, nullptr); };
   // A full digest: manifest digest or image id.
   if (auto d = oci::Digest::try_parse(s)) {
     for (const auto& e : index["manifests"])
-      if (entry_digest(e) == d->str()) return image_by_manifest(*d);
+      if (entry_digest(e) == d->str()) return by_manifest(*d);
     for (const auto& img : images())
-      if (img.config_digest == *d) return img;
+      if (img.config_digest == *d) return by_manifest(img.manifest_digest);
     if (exists(blob_path(*d))) {
       // An untagged image a container still uses.
       try {
-        return image_by_manifest(*d);
+        return by_manifest(*d);
       } catch (const Error&) {
       }
     }
@@ -130,27 +193,29 @@ std::optional<Image> Store::find_image(std::string_view ref_or_id) const {
     if (r->digest) {
       bool known = false;
       for (const auto& e : index["manifests"]) known = known || entry_digest(e) == r->digest->str();
-      if (known) return image_by_manifest(*r->digest);
+      if (known) return by_manifest(*r->digest);
     } else {
       std::string want = r->str();
       for (const auto& e : index["manifests"])
-        if (entry_name(e) == want) return image_by_manifest(oci::Digest::parse(entry_digest(e)));
+        if (entry_name(e) == want) return by_manifest(oci::Digest::parse(entry_digest(e)));
     }
   }
   // A short image id.
   if (s.size() >= 4 && s.size() <= 64 && is_hex(s)) {
-    std::vector<Image> matches;
-    for (auto& img : images())
-      if (img.config_digest.hex().rfind(s, 0) == 0) matches.push_back(img);
-    if (matches.size() > 1) throw Error("image id " + quote(s) + " is ambiguous");
-    if (matches.size() == 1) return matches[0];
+    std::optional<oci::Digest> match;
+    for (const auto& img : images()) {
+      if (img.config_digest.hex().rfind(s, 0) != 0) continue;
+      if (match && !(*match == img.manifest_digest)) throw Error("image id " + quote(s) + " is ambiguous");
+      match = img.manifest_digest;
+    }
+    if (match) return by_manifest(*match);
   }
   if (!oci::Reference::try_parse(s) && !is_hex(s)) oci::Reference::parse(s);  // throws the reference error
   return std::nullopt;
 }
 
-Image Store::image(std::string_view ref_or_id) const {
-  if (auto img = find_image(ref_or_id)) return *img;
+Image Store::image(std::string_view ref_or_id, Layers layers) const {
+  if (auto img = find_image(ref_or_id, layers)) return *img;
   throw Error("no such image: " + quote(ref_or_id));
 }
 
@@ -241,7 +306,9 @@ void Store::untag(std::string_view ref) {
 }
 
 std::vector<std::string> Store::remove_image(std::string_view ref_or_id, bool force) {
-  Image img = image(ref_or_id);
+  // Names and removal need the manifest, not the layers: an image whose
+  // layer blobs are missing can still be untagged and removed.
+  Image img = image(ref_or_id, Layers::as_blobs);
   std::vector<std::string> lines;
   std::string s(ref_or_id);
   auto r = oci::Reference::try_parse(s);

@@ -35,6 +35,8 @@ std::string default_root() {
 std::string Image::lowerdir() const {
   std::string out;
   for (const auto& d : layer_dirs) {
+    if (d.empty())
+      throw Error("image " + config_digest.short_id() + " has a layer that is not extracted; resolve it with Layers::extract");
     if (!out.empty()) out += ':';
     for (char c : d) {
       if (c == ':' || c == '\\') out += '\\';

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "strata/error.hpp"
@@ -63,6 +64,25 @@ FileLock::FileLock(const std::string& path) : fd_(::open(path.c_str(), O_RDWR | 
 
 bool is_hex(std::string_view s) {
   return !s.empty() && s.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+namespace {
+std::int64_t usage_below(int dirfd, const std::string& name, std::set<std::pair<dev_t, ino_t>>& seen) {
+  struct stat st {};
+  if (::fstatat(dirfd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return 0;
+  if (!seen.emplace(st.st_dev, st.st_ino).second) return 0;
+  std::int64_t total = static_cast<std::int64_t>(st.st_blocks) * 512;
+  if (!S_ISDIR(st.st_mode)) return total;
+  UniqueFd dir(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir) return total;
+  for (const auto& child : read_dir_names(dir.get(), name)) total += usage_below(dir.get(), child, seen);
+  return total;
+}
+}  // namespace
+
+std::int64_t disk_usage_at(int dirfd, const std::string& name) {
+  std::set<std::pair<dev_t, ino_t>> seen;
+  return usage_below(dirfd, name, seen);
 }
 
 bool is_mount_point(const std::string& path) {

@@ -38,6 +38,10 @@ std::string parent_of(const std::string& path);
 // Parses TEXT; throws Error naming WHERE when it is not JSON.
 oci::json parse_json(const std::string& text, const std::string& where);
 bool is_hex(std::string_view s);
+// Space that NAME (in the directory open at DIRFD) and everything below it
+// take on disk, each inode counted once; 0 when it is missing. The walk is
+// relative to each open parent, so any depth is measured.
+std::int64_t disk_usage_at(int dirfd, const std::string& name);
 // Whether PATH (resolved) is a mount point in /proc/self/mountinfo.
 bool is_mount_point(const std::string& path);
 // Unmounts MNT however it was mounted (fusermount3 -u -z, then a lazy umount).

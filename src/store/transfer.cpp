@@ -18,12 +18,16 @@ using oci::json;
 Image Store::import_rootfs(const std::string& tar_path, std::string_view ref, const CommitOptions& options) {
   if (!ref.empty()) oci::Reference::parse(ref);
   json config = oci::empty_config();
-  for (const auto& ch : options.changes) apply_config_change(config, ch);
+  if (options.edit_config) config = options.edit_config(config);
   UniqueFd in = open_at(AT_FDCWD, tar_path, O_RDONLY);
   report("Importing " + tar_path);
   Layer l;
   try {
     l = import_layer(in.get());
+  } catch (const archive::NotATar& e) {
+    throw Error("import " + quote(tar_path) + ": " + e.what() +
+                "; strata import takes a tar of a root file system (to add an image saved with `strata save` "
+                "or `docker save`, use strata load)");
   } catch (const Error& e) {
     throw Error("import " + quote(tar_path) + ": " + e.what());
   }
@@ -51,10 +55,16 @@ std::vector<Image> Store::load(const std::string& path) {
   std::string dir = path;
   if (!S_ISDIR(st.st_mode)) {
     unpacked.emplace(tmp_dir(), "load", true);
-    archive::unpack_archive(path, unpacked->path());
+    try {
+      archive::unpack_archive(path, unpacked->path());
+    } catch (const archive::NotATar& e) {
+      throw Error(std::string("load ") + e.what() +
+                  "; strata load takes what `strata save` or `docker save` writes (a tar, or an OCI layout "
+                  "directory); a root file system tar is added with strata import");
+    }
     dir = unpacked->path();
   }
-  auto archived = archive::read_image_archive(dir);
+  auto archived = archive::read_image_archive(dir, path);
   std::vector<std::pair<oci::Digest, std::vector<std::string>>> loaded;
   for (const auto& a : archived) {
     json config = parse_json(a.config_json, "config " + a.manifest.config.digest.str());
@@ -66,7 +76,8 @@ std::vector<Image> Store::load(const std::string& path) {
     for (std::size_t i = 0; i < diff_ids.size(); ++i) {
       report("Loading layer " + std::to_string(i + 1) + "/" + std::to_string(diff_ids.size()) + " " +
              a.manifest.layers[i].digest.short_id());
-      UniqueFd fd = open_at(AT_FDCWD, a.layer_paths[i], O_RDONLY);
+      UniqueFd fd = archive::open_archive_blob(a.layer_paths[i], "layer " + a.manifest.layers[i].digest.str() +
+                                                                   " in " + quote(path));
       try {
         import_layer(fd.get(), a.manifest.layers[i].media_type, a.manifest.layers[i].digest, diff_ids[i]);
       } catch (const Error& e) {

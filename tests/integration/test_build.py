@@ -396,6 +396,17 @@ def test_run_as_the_image_user_and_workdir_created(env):
     assert '"WorkingDir": "/home/app/work"' in r.stdout or '"WorkingDir":"/home/app/work"' in r.stdout
 
 
+@pytest.mark.parametrize("user", ["4294967295", "app:4294967295", "huge"])
+def test_user_4294967295_is_refused(env, user):
+    prefix = "RUN echo 'huge:x:4294967295:0::/:/bin/sh' >> /etc/passwd\n" if user == "huge" else ""
+    r = env.build(f"FROM base:1\n{prefix}USER {user}\nRUN echo ran-as-$(id -u)\n", ok=False)
+    assert r.returncode == 1
+    assert "\nran-as-" not in r.stdout
+    assert "4294967295" in r.stderr
+    r = env.build("FROM base:1\nCOPY --chown=4294967295 Dockerfile /f\n", ok=False)
+    assert r.returncode == 1 and "4294967295" in r.stderr
+
+
 def test_copy_resolves_symlinks_as_the_container_sees_them_and_cleans_up(env):
     env.write("a.txt", "through the link\n")
     env.build("FROM base:1\n"
@@ -412,19 +423,42 @@ def test_copy_resolves_symlinks_as_the_container_sees_them_and_cleans_up(env):
         assert env.root not in f.read()
 
 
+def test_dangling_symlink_workdir_and_copy_destinations_resolve_inside_the_image(env):
+    env.write("a.txt", "copied\n")
+    env.build("FROM base:1\n"
+              "RUN ln -s /srv/app /wlink && ln -s ../opt/dir /dlink && ln -s /etc/app/conf /flink\n"
+              "WORKDIR /wlink/sub\n"
+              "RUN pwd -P > /where\n"
+              "COPY a.txt /dlink/\n"
+              "COPY a.txt /flink\n", "-t", "dangle:1")
+    mnt = env.mount("dangle:1")
+    assert read(f"{mnt}/where") == "/srv/app/sub\n"
+    assert read(f"{mnt}/opt/dir/a.txt") == "copied\n"
+    assert read(f"{mnt}/etc/app/conf") == "copied\n"
+    assert os.path.islink(f"{mnt}/wlink") and os.path.islink(f"{mnt}/dlink") and os.path.islink(f"{mnt}/flink")
+
+
+def start_long_build(env, tag):
+    """Starts a build of TAG whose RUN sleeps; returns the process once the RUN has started."""
+    import subprocess
+    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
+    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", tag, env.ctx],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = ""
+    deadline = time.time() + 30
+    while "started-2" not in line and time.time() < deadline:
+        line = p.stdout.readline()
+    if "started-2" not in line:
+        p.kill()
+        p.wait()
+        raise AssertionError(f"the RUN step never started: {p.stderr.read()}")
+    return p
+
+
 def test_interrupt_stops_the_build_and_cleans_up(env):
     import signal
-    import subprocess
-    import time
-    env.write("Dockerfile", "FROM base:1\nRUN echo started-$((1+1)) && sleep 30\n")
-    p = subprocess.Popen([tool("strata"), "--root", env.root, "build", "-t", "int:1", env.ctx],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = start_long_build(env, "int:1")
     try:
-        line = ""
-        deadline = time.time() + 30
-        while "started-2" not in line and time.time() < deadline:
-            line = p.stdout.readline()
-        assert "started-2" in line
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=20)
     finally:
@@ -437,6 +471,43 @@ def test_interrupt_stops_the_build_and_cleans_up(env):
     assert os.listdir(os.path.join(env.root, "tmp")) == []
     with open("/proc/self/mounts") as f:
         assert env.root not in f.read()
+
+
+def stratafs_daemons_of(root):
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, NotADirectoryError, PermissionError):
+            continue
+        if "stratafs" in cmdline and root in cmdline:
+            pids.append(pid)
+    return pids
+
+
+def test_kill_9_of_the_build_leaves_no_mount_no_daemon_and_prune_cleans(env):
+    import signal
+    p = start_long_build(env, "killed:1")
+    try:
+        assert stratafs_daemons_of(env.root) != []
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    # The daemon watches the build and unmounts when it dies.
+    deadline = time.time() + 20
+    while time.time() < deadline and (stratafs_daemons_of(env.root) or env.root in read("/proc/self/mounts")):
+        time.sleep(0.05)
+    assert stratafs_daemons_of(env.root) == []
+    assert env.root not in read("/proc/self/mounts")
+    tmp = os.path.join(env.root, "tmp")
+    assert any(n.startswith("step-") for n in os.listdir(tmp))
+    r = env.strata("prune")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(tmp) == []
 
 
 SQUASH_DOCKERFILE = (

@@ -1,5 +1,6 @@
-"""Faults of a writable union: a full upper filesystem during copy-up, and the
-daemon killed with SIGKILL in the middle of writes.
+"""Faults of a writable union: a full upper filesystem during copy-up, a daemon
+with fewer file descriptors than the tree has directories, and the daemon
+killed with SIGKILL in the middle of writes.
 
 The ENOSPC case also runs on kernel overlayfs, which checks the test itself.
 """
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from conftest import is_mounted
-from fsdiff import HangGuard, chosen_seed, daemon_pid, fs_label, mount_fuse, mount_kernel, umount_now
+from fsdiff import HangGuard, _layer_opts, chosen_seed, daemon_pid, fs_label, fs_under_test, mount_fuse, mount_kernel, umount_now
 
 MiB = 1 << 20
 
@@ -94,6 +95,56 @@ def test_enospc_during_copy_up(workdir, mounts, impl):
             f.write(b"new file")
         with open(os.path.join(mnt, "small"), "rb") as f:
             assert f.read() == b"small lower file, appended"
+
+
+# Descriptors the daemon may hold in test_more_directories_than_descriptors:
+# far fewer than the merged directories it serves times their layers.
+FD_LIMIT = 256
+
+
+def test_more_directories_than_descriptors(workdir, mounts):
+    """A walk over 3 x 441 layer directories by a daemon limited to 256 file
+    descriptors (soft and hard, so it cannot raise them): every entry is
+    listed, and afterwards the mount still lists, reads, writes and renames
+    everywhere, with no EMFILE and no EIO."""
+    lowers = [os.path.join(workdir, f"layer{i}") for i in range(3)]
+    dirs = [f"d{a:02}" for a in range(21)] + [f"d{a:02}/e{b:02}" for a in range(21) for b in range(20)]
+    for i, layer in enumerate(lowers):
+        for d in dirs:
+            os.makedirs(os.path.join(layer, d), exist_ok=True)
+            with open(os.path.join(layer, d, f"from{i}"), "w") as f:
+                f.write(f"{d} in layer {i}\n")
+    upper, work, mnt = (os.path.join(workdir, n) for n in ("upper", "work", "mnt"))
+    for d in (upper, work, mnt):
+        os.makedirs(d)
+    mounts.add(mnt)
+    r = subprocess.run(["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", fs_under_test(), "-o",
+                        _layer_opts(lowers, upper, work), mnt], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, f"{fs_label()} mount exited {r.returncode}: {r.stderr}"
+
+    expected = {mnt} | {os.path.join(mnt, d) for d in dirs} | \
+        {os.path.join(mnt, d, f"from{i}") for d in dirs for i in range(3)}
+    with HangGuard([mnt], 120):
+        walk = subprocess.run(["find", mnt], capture_output=True, text=True, timeout=300)
+        assert walk.returncode == 0 and walk.stderr == "", f"find failed: {walk.stderr[:2000]}"
+        assert set(walk.stdout.split("\n")) - {""} == expected
+        # Every directory the kernel now holds still answers.
+        for d in dirs:
+            names = sorted(n for n in os.listdir(os.path.join(mnt, d)) if n.startswith("from"))
+            assert names == ["from0", "from1", "from2"], f"{d} lists {names}"
+            for i in range(3):
+                with open(os.path.join(mnt, d, f"from{i}")) as f:
+                    assert f.read() == f"{d} in layer {i}\n"
+        for d in dirs[-30:]:
+            with open(os.path.join(mnt, d, "new"), "w") as f:
+                f.write("new")
+            append_and_sync(os.path.join(mnt, d, "from2"), b"more\n")
+        os.rename(os.path.join(mnt, "d20"), os.path.join(mnt, "moved"))
+        assert sorted(os.listdir(os.path.join(mnt, "moved", "e19"))) == ["from0", "from1", "from2", "new"]
+        with open(os.path.join(mnt, "moved", "e19", "from2")) as f:
+            assert f.read() == "d20/e19 in layer 2\nmore\n"
+        walk = subprocess.run(["find", mnt], capture_output=True, text=True, timeout=300)
+        assert walk.returncode == 0 and walk.stderr == "", f"find failed: {walk.stderr[:2000]}"
 
 
 # The writer runs in its own process so that it can be left blocked or failing

@@ -9,6 +9,7 @@ import mmap
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 
@@ -164,6 +165,27 @@ def test_copy_up_under_an_open_reader(daemon):
     assert open(f"{d.mnt}/f", "rb").read() == b"AB23456789!"
     assert os.stat(f"{d.mnt}/f").st_size == 11
     assert open(f"{d.bot}/f", "rb").read() == b"0123456789"
+
+
+def test_changes_through_a_reader_opened_before_copy_up(daemon):
+    """fchmod and fsetxattr through a reader that still reads the lower copy
+    apply to the file, as kernel overlayfs applies them to its one inode:
+    the name shows them, and the upper copy carries them."""
+    d = daemon()
+    write(f"{d.bot}/f", b"0123456789")
+    os.chmod(f"{d.bot}/f", 0o644)
+    d.start()
+    with open(f"{d.mnt}/f", "rb") as reader:
+        with open(f"{d.mnt}/f", "r+b") as w:
+            w.write(b"AB")
+        os.fchmod(reader.fileno(), 0o600)
+        os.setxattr(reader.fileno(), "user.through", b"reader")
+        assert stat.S_IMODE(os.stat(f"{d.mnt}/f").st_mode) == 0o600
+        assert os.getxattr(f"{d.mnt}/f", "user.through") == b"reader"
+        assert reader.read() == b"0123456789"
+    assert stat.S_IMODE(os.stat(f"{d.upper}/f").st_mode) == 0o600
+    assert open(f"{d.upper}/f", "rb").read() == b"AB23456789"
+    assert stat.S_IMODE(os.stat(f"{d.bot}/f").st_mode) == 0o644
 
 
 def test_truncate_by_name_under_an_open_reader(daemon):

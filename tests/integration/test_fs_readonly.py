@@ -283,6 +283,37 @@ def test_allow_other_enforces_permissions(workdir, mounts):
     assert r.returncode != 0 and "Permission denied" in r.stderr
 
 
+def test_root_mounts_let_other_users_in_by_default(workdir, mounts):
+    """Mounted by root without options, other users may enter the mount (as
+    with kernel overlayfs), the kernel checking permissions, and what they
+    create is theirs; -o noallow_other keeps them out."""
+    low = os.path.join(workdir, "low")
+    write(f"{low}/secret", "no", mode=0o600)
+    write(f"{low}/public", "yes", mode=0o644)
+    os.makedirs(f"{low}/tmp")
+    os.chmod(f"{low}/tmp", 0o1777)
+    for d in (workdir, low):
+        os.chmod(d, 0o755)
+    upper, work, mnt = (os.path.join(workdir, n) for n in ("upper", "work", "mnt"))
+    os.makedirs(upper)
+    os.makedirs(work)
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    stratafs_mount(mounts, mnt, [low], upper, work)
+    assert run(nobody + ["cat", f"{mnt}/public"]).stdout == "yes"
+    r = run(nobody + ["cat", f"{mnt}/secret"], check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    r = run(nobody + ["touch", f"{mnt}/mine"], check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    run(nobody + ["touch", f"{mnt}/tmp/mine"])
+    st = os.stat(f"{mnt}/tmp/mine")
+    assert (st.st_uid, st.st_gid) == (65534, 65534)
+    unmount_now(mnt)
+    stratafs_mount(mounts, mnt, [low], upper, work, extra=["-o", "noallow_other"])
+    r = run(nobody + ["ls", mnt], check=False)
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    assert listing(f"{mnt}/tmp") == ["mine"]
+
+
 def test_many_layers_and_the_limit(workdir, mounts):
     layers = []
     for i in range(200):

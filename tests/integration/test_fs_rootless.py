@@ -356,6 +356,58 @@ print(json.dumps(tree(m)))""")
     assert s.lower_snapshot() == before
 
 
+def test_symlink_copied_up_through_fusermount3_keeps_its_owner(stack, mounts):
+    """A lower symlink of another owner, renamed (so copied up) by a user who
+    cannot give the copy that owner: the mount goes on showing it, also
+    after a remount and a second rename, and not once it is replaced."""
+    s, u = stack, stack.user
+    os.symlink("owned", f"{s.l2}/etc/lnk")
+    os.lchown(f"{s.l2}/etc/lnk", 1234, 5678)
+    mount_as_user(s, mounts, s.opts())
+    code = f"""
+m = {s.mnt!r}
+os.rename(m + "/etc/lnk", m + "/etc/moved")
+print(json.dumps([entry(m + "/etc/moved"), os.readlink(m + "/etc/moved")]))"""
+    t = user_view(s, code)
+    assert t[0][:3] == ["lrwxrwxrwx", 1234, 5678] and t[1] == "owned"
+    unmount_as_user(s)
+    mount_as_user(s, mounts, s.opts())
+    t = user_view(s, f"""
+m = {s.mnt!r}
+before = entry(m + "/etc/moved")
+os.mkdir(m + "/elsewhere")
+os.rename(m + "/etc/moved", m + "/elsewhere/again")
+after = entry(m + "/elsewhere/again")
+os.unlink(m + "/elsewhere/again")
+os.symlink("mine", m + "/elsewhere/again")
+print(json.dumps([before, after, entry(m + "/elsewhere/again")]))""")
+    assert t[0][:3] == ["lrwxrwxrwx", 1234, 5678]
+    assert t[1][:3] == ["lrwxrwxrwx", 1234, 5678]
+    assert t[2][:3] == ["lrwxrwxrwx", u.uid, u.gid]
+    unmount_as_user(s)
+    assert os.lstat(f"{s.l2}/etc/lnk").st_uid == 1234
+
+
+def test_o_tmpfile_through_fusermount3(stack, mounts):
+    """A user's O_TMPFILE file, named by linkat(2), is the user's, with its
+    mode and what was written to it."""
+    s, u = stack, stack.user
+    mount_as_user(s, mounts, s.opts())
+    t = user_view(s, f"""
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+m = {s.mnt!r}
+fd = os.open(m + "/etc", os.O_TMPFILE | os.O_RDWR, 0o640)
+os.write(fd, b"whole")
+r = libc.linkat(-100, ("/proc/self/fd/%d" % fd).encode(), -100, (m + "/etc/made").encode(), 0x400)
+os.close(fd)
+print(json.dumps([r, entry(m + "/etc/made")]))""")
+    assert t[0] == 0
+    assert t[1][:3] == ["-rw-r-----", u.uid, u.gid] and t[1][6] == "whole"
+    unmount_as_user(s)
+    assert open(f"{s.upper}/etc/made").read() == "whole"
+
+
 def test_whiteouts_and_opaque_dirs_through_fusermount3(stack, mounts):
     s = stack
     before = s.lower_snapshot()

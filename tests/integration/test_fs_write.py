@@ -28,11 +28,36 @@ def renameat2(old, new, flags):
         raise OSError(e, os.strerror(e))
 
 
+def link_fd(fd, new):
+    """linkat(2) of the file open at FD to NEW, through its /proc/self/fd link."""
+    AT_SYMLINK_FOLLOW = 0x400
+    if libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, new.encode(), AT_SYMLINK_FOLLOW) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+
+
 def punch_hole(fd, off, length):
     libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
     if libc.fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, length) != 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
+
+
+def assert_kernel_overlayfs_shows(rw, mounts, ours):
+    """Kernel overlayfs on RW's layers and upper (stratafs unmounted) shows
+    the tree OURS, and stratafs, mounted again, still shows it after."""
+    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
+    os.makedirs(kmnt)
+    os.makedirs(kwork)
+    mounts.add(kmnt)
+    run(["mount", "-t", "overlay", "overlay", "-o",
+         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
+    try:
+        assert snapshot(kmnt) == ours
+    finally:
+        run(["umount", kmnt])
+    rw.mount()
+    assert snapshot(rw.mnt) == ours
 
 
 def is_whiteout(path):
@@ -300,6 +325,70 @@ def test_xattrs_fallocate_sync_locks_mmap(rw):
     os.sync()
 
 
+def test_xattrs_of_a_removed_or_replaced_name(rw):
+    """getxattr and listxattr on a file whose name went away (unlinked, or
+    renamed over) answer ENOENT or the file's own value, as on the kernel:
+    never EIO, and never the xattrs of the file that has the name now."""
+    m = rw.mnt
+    os.setxattr(f"{m}/etc/motd", "user.k", b"motd")
+    write(f"{m}/other", "o")
+    os.setxattr(f"{m}/other", "user.k", b"other")
+    write(f"{m}/scratch", "s")
+    os.setxattr(f"{m}/scratch", "user.k", b"scratch")
+    lower = os.open(f"{m}/exec.bin", os.O_PATH)
+    upper = os.open(f"{m}/etc/motd", os.O_PATH)
+    gone = os.open(f"{m}/scratch", os.O_PATH)
+    try:
+        os.unlink(f"{m}/exec.bin")
+        os.rename(f"{m}/other", f"{m}/etc/motd")
+        os.unlink(f"{m}/scratch")
+        for fd, key, value in ((lower, "user.origin", b"lower"), (upper, "user.k", b"motd"),
+                               (gone, "user.k", b"scratch")):
+            path = f"/proc/self/fd/{fd}"
+            for call, want in ((lambda: os.getxattr(path, key), value), (lambda: key in os.listxattr(path), True)):
+                try:
+                    got = call()
+                except OSError as e:
+                    assert e.errno == errno.ENOENT, f"{key} of a removed name: {e}"
+                else:
+                    assert got == want
+    finally:
+        for fd in (lower, upper, gone):
+            os.close(fd)
+    assert os.getxattr(f"{m}/etc/motd", "user.k") == b"other"
+
+
+def test_o_tmpfile_and_linkat(rw):
+    """open(O_TMPFILE) makes a nameless file in the upper, which linkat(2)
+    names (how programs write a file whole before it appears); with O_EXCL it
+    can never be named. Nothing of them is left behind."""
+    m = rw.mnt
+    fd = os.open(f"{m}/etc", os.O_TMPFILE | os.O_RDWR, 0o640)
+    try:
+        os.write(fd, b"written whole")
+        st = os.fstat(fd)
+        assert st.st_nlink == 0 and stat.S_IMODE(st.st_mode) == 0o640 and st.st_uid == 0
+        assert listing(f"{m}/etc") == ["group", "motd", "passwd"]
+        link_fd(fd, f"{m}/etc/linked")
+        os.pwrite(fd, b"W", 0)
+        assert os.stat(f"{m}/etc/linked").st_ino == os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+    assert open(f"{m}/etc/linked", "rb").read() == b"Written whole"
+    assert stat.S_IMODE(os.stat(f"{m}/etc/linked").st_mode) == 0o640
+    fd = os.open(m, os.O_TMPFILE | os.O_WRONLY | os.O_EXCL, 0o600)
+    try:
+        with pytest.raises(FileNotFoundError):
+            link_fd(fd, f"{m}/never")
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(f"{m}/never")
+    unmount_now(m)
+    assert open(f"{rw.upper}/etc/linked", "rb").read() == b"Written whole"
+    assert sorted(os.listdir(rw.upper)) == ["etc"] and sorted(os.listdir(f"{rw.upper}/etc")) == ["linked"]
+    assert os.listdir(f"{rw.work}/strata.work") == []
+
+
 def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
     m = rw.mnt
     os.unlink(f"{m}/etc/passwd")
@@ -313,19 +402,28 @@ def test_kernel_overlayfs_reads_the_upper_the_same(rw, mounts):
     os.setxattr(f"{m}/etc/motd", "user.k", b"v")
     ours = snapshot(m)
     unmount_now(m)
-    kmnt, kwork = os.path.join(rw.wd, "kmnt"), os.path.join(rw.wd, "kwork")
-    os.makedirs(kmnt)
-    os.makedirs(kwork)
-    mounts.add(kmnt)
-    run(["mount", "-t", "overlay", "overlay", "-o",
-         f"lowerdir={rw.top}:{rw.bot},upperdir={rw.upper},workdir={kwork}", kmnt])
-    try:
-        assert snapshot(kmnt) == ours
-    finally:
-        run(["umount", kmnt])
-    # And stratafs shows the same again after the kernel had it.
-    rw.mount()
-    assert snapshot(m) == ours
+    assert_kernel_overlayfs_shows(rw, mounts, ours)
+
+
+def test_renamed_merged_dir_holds_no_whiteouts(rw, mounts):
+    """A merged directory with deleted children, renamed: its opaque upper
+    copy holds no whiteouts, and kernel overlayfs on the same upper shows
+    what stratafs showed."""
+    m = rw.mnt
+    os.unlink(f"{m}/dir/a")  # lower child of a merged directory
+    os.unlink(f"{m}/dir/sub/deep")  # and of a lower-only subdirectory
+    os.unlink(f"{m}/tree/x/top-only")
+    os.rename(f"{m}/dir", f"{m}/moved")
+    renameat2(f"{m}/tree", f"{m}/etc", RENAME_EXCHANGE)
+    assert listing(f"{m}/moved") == ["b", "sub"] and listing(f"{m}/moved/sub") == []
+    assert listing(f"{m}/etc/x") == ["y"]
+    ours = snapshot(m)
+    unmount_now(m)
+    for d in ("moved", "moved/sub", "etc", "etc/x", "tree"):
+        names = os.listdir(f"{rw.upper}/{d}")
+        left = [n for n in names if n.startswith(".wh.") or is_whiteout(f"{rw.upper}/{d}/{n}")]
+        assert left == [], f"the opaque upper copy {d} holds whiteouts {left}"
+    assert_kernel_overlayfs_shows(rw, mounts, ours)
 
 
 def test_changes_survive_remount_and_inodes_stay(rw):

@@ -157,3 +157,23 @@ TEST_CASE("list_dir, read_dir_entries and write_all") {
   CHECK(read_file(dir.path() + "/a") == "Jello");
   CHECK_THROWS_AS(write_all(-1, std::string_view("x"), "nothing"), SysError);
 }
+
+TEST_CASE("resolve_in_root follows links as if the directory were /, dangling ones included") {
+  TempDir t("/tmp");
+  const std::string r = t.path();
+  REQUIRE(::mkdir((r + "/srv").c_str(), 0755) == 0);
+  REQUIRE(::symlink("/srv/app", (r + "/abs").c_str()) == 0);                 // dangling, absolute
+  REQUIRE(::symlink("../../../../srv/../srv/x", (r + "/srv/rel").c_str()) == 0);  // dangling, escaping
+  REQUIRE(::symlink("/", (r + "/root").c_str()) == 0);
+  REQUIRE(::symlink("loop2", (r + "/loop1").c_str()) == 0);
+  REQUIRE(::symlink("loop1", (r + "/loop2").c_str()) == 0);
+  strata::UniqueFd root(::open(r.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  REQUIRE(root);
+  CHECK(strata::resolve_in_root(root.get(), "/abs/sub") == "/srv/app/sub");
+  CHECK(strata::resolve_in_root(root.get(), "srv/rel") == "/srv/x");
+  CHECK(strata::resolve_in_root(root.get(), "/root/../../srv/./") == "/srv");
+  CHECK(strata::resolve_in_root(root.get(), "/") == "/");
+  CHECK(strata::resolve_in_root(root.get(), "/missing/../abs") == "/srv/app");
+  CHECK(strata::resolve_in_root(root.get(), "/missing/abs") == "/missing/abs");  // below a missing name: created
+  CHECK_THROWS_AS(strata::resolve_in_root(root.get(), "/loop1/x"), strata::SysError);
+}

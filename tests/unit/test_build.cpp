@@ -5,6 +5,7 @@
 #include <string>
 
 #include "strata/build.hpp"
+#include "strata/error.hpp"
 
 using namespace strata::build;
 
@@ -351,4 +352,42 @@ TEST_CASE("the normalised instruction is the expanded one") {
 TEST_CASE("go_quote_list formats like Go's %q") {
   CHECK(go_quote_list({"/bin/sh", "-c", "echo \"hi\"\n"}) == "[\"/bin/sh\" \"-c\" \"echo \\\"hi\\\"\\n\"]");
   CHECK(go_quote_list({}) == "[]");
+}
+
+TEST_CASE("commit -c changes mean what the same Dockerfile lines mean") {
+  using nlohmann::json;
+  json base = {{"architecture", "amd64"},
+               {"os", "linux"},
+               {"config", {{"Env", {"PATH=/usr/bin:/bin", "HOME=/root"}}}},
+               {"rootfs", {{"type", "layers"}, {"diff_ids", json::array()}}}};
+  json c = apply_config_changes(
+      base, {"CMD [\"node\", \"app.js\"]", "ENTRYPOINT /bin/run --x", "ENV A=1 B=\"two words\"", "ENV A 3",
+             "ENV PATH=$PATH:/opt/bin", "label x=y", "EXPOSE 80 53/udp", "VOLUME /data", "WORKDIR /app",
+             "WORKDIR sub", "USER 1000:1000", "STOPSIGNAL SIGTERM"});
+  const json& k = c["config"];
+  CHECK(k["Cmd"] == json::array({"node", "app.js"}));
+  CHECK(k["Entrypoint"] == json::array({"/bin/sh", "-c", "/bin/run --x"}));
+  CHECK(k["Env"] == json::array({"PATH=/usr/bin:/bin:/opt/bin", "HOME=/root", "A=3", "B=two words"}));
+  CHECK(k["Labels"]["x"] == "y");
+  CHECK(k["ExposedPorts"].contains("80/tcp"));
+  CHECK(k["ExposedPorts"].contains("53/udp"));
+  CHECK(k["Volumes"].contains("/data"));
+  CHECK(k["WorkingDir"] == "/app/sub");
+  CHECK(k["User"] == "1000:1000");
+  CHECK(k["StopSignal"] == "SIGTERM");
+  // Everything outside "config" is kept.
+  CHECK(c["rootfs"] == base["rootfs"]);
+  CHECK(apply_config_changes(base, {}) == base);
+  CHECK_THROWS_AS(apply_config_changes(base, {"RUN true"}), strata::UsageError);
+  CHECK_THROWS_AS(apply_config_changes(base, {"COPY a /b"}), strata::UsageError);
+  CHECK_THROWS_AS(apply_config_changes(base, {"FROM x"}), strata::UsageError);
+  CHECK_THROWS_AS(apply_config_changes(base, {"ENV"}), strata::UsageError);
+  CHECK_THROWS_AS(apply_config_changes(base, {"EXPOSE http"}), strata::UsageError);
+  CHECK_THROWS_AS(apply_config_changes(base, {"CMD a\nRUN b"}), strata::UsageError);
+  try {
+    apply_config_changes(base, {"ENV A=1", "EXPOSE http"});
+    FAIL("no error");
+  } catch (const strata::UsageError& e) {
+    CHECK(std::string(e.what()).find("'EXPOSE http'") != std::string::npos);
+  }
 }

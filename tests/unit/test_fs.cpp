@@ -52,6 +52,17 @@ TEST_CASE("overlayfs-style command lines") {
   o = parse({"-o", "lowerdir=/a,nopassthrough", "/m"});
   CHECK_FALSE(o.passthrough);
 
+  // Other users: asked for, refused, or left to the default (on as root); the last word wins.
+  o = parse({"-o", "lowerdir=/a", "/m"});
+  CHECK_FALSE(o.allow_other);
+  CHECK_FALSE(o.deny_other);
+  o = parse({"-o", "lowerdir=/a,allow_other,noallow_other", "/m"});
+  CHECK_FALSE(o.allow_other);
+  CHECK(o.deny_other);
+  o = parse({"-o", "lowerdir=/a,noallow_other", "-o", "allow_other", "/m"});
+  CHECK(o.allow_other);
+  CHECK_FALSE(o.deny_other);
+
   parse({"--help"}, CommandLineAction::help);
   parse({"-V"}, CommandLineAction::version);
 }

@@ -163,3 +163,62 @@ TEST_CASE("combine_command follows docker: entrypoint + args, else entrypoint + 
   CHECK(combine_command(ep, cmd, std::string(), {"true"}) == V{"true"});
   CHECK(combine_command({}, {}, std::nullopt, {}).empty());
 }
+
+TEST_CASE("resolve_user: 4294967295, (uid_t)-1, is refused however it is named") {
+  const std::string passwd = std::string(kPasswd) + "huge:x:4294967295:0::/:/bin/sh\nhugegid:x:5:4294967295::/:/bin/sh\n";
+  const std::string group = std::string(kGroup) + "hugegrp:x:4294967295:app\n";
+  for (const char* spec : {"4294967295", "0:4294967295", "4294967295:0", "4294967296", "huge", "hugegid",
+                           "app:hugegrp", "root:4294967295"}) {
+    CAPTURE(spec);
+    try {
+      resolve_user(spec, passwd, group);
+      FAIL("accepted");
+    } catch (const Error& e) {
+      CHECK(e.code() == ExitCode::run_failed);
+      CHECK(std::string(e.what()).find("429496729") != std::string::npos);
+    }
+  }
+  // A group line with the id does not add it to the user's groups.
+  CHECK(resolve_user("app", passwd, group).groups == std::vector<gid_t>{10, 29});
+  CHECK(resolve_user("4294967294", passwd, group).uid == 4294967294U);
+}
+
+TEST_CASE("capability sets: docker's default, --cap-drop before --cap-add, ALL, --privileged") {
+  CHECK(default_capabilities() == 0xA80425FBULL);
+  CHECK(capability_set({}, {"chown"}, false) == (0xA80425FBULL & ~1ULL));
+  CHECK(capability_set({"CAP_KILL"}, {"ALL"}, false) == (1ULL << 5));
+  CHECK(capability_set({"SYS_ADMIN"}, {}, false) == (0xA80425FBULL | (1ULL << 21)));
+  CHECK(capability_set({}, {"ALL"}, true) == capability_mask("all"));
+  CHECK(capability_name(21) == "CAP_SYS_ADMIN");
+  CHECK_THROWS_AS(capability_set({"NO_SUCH"}, {}, false), Error);
+}
+
+TEST_CASE("seccomp: docker's JSON profile format") {
+  auto p = parse_seccomp_profile(R"({"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 38,
+      "architectures": ["SCMP_ARCH_X86_64"],
+      "syscalls": [{"names": ["read", "write"], "action": "SCMP_ACT_ALLOW"},
+                   {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+                    "args": [{"index": 0, "value": 2114060288, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"}],
+                    "excludes": {"caps": ["CAP_SYS_ADMIN"]}}]})",
+                                  "profile");
+  CHECK(p.default_action == SeccompAction::errno_return);
+  CHECK(p.default_errno == 38);
+  REQUIRE(p.syscalls.size() == 2);
+  CHECK(p.syscalls[0].names == std::vector<std::string>{"read", "write"});
+  CHECK(p.syscalls[0].action == SeccompAction::allow);
+  REQUIRE(p.syscalls[1].args.size() == 1);
+  CHECK(p.syscalls[1].args[0].value == 2114060288U);
+  CHECK(p.syscalls[1].args[0].op == SeccompCompare::masked_eq);
+  CHECK(p.syscalls[1].excludes_caps == (1ULL << 21));
+  CHECK_THROWS_AS(parse_seccomp_profile("{", "p"), Error);
+  CHECK_THROWS_AS(parse_seccomp_profile(R"({"defaultAction": "SCMP_ACT_NOPE"})", "p"), Error);
+  CHECK_THROWS_AS(parse_seccomp_profile(R"({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["x"],
+      "action": "SCMP_ACT_ERRNO", "args": [{"index": 9, "value": 0, "op": "SCMP_CMP_EQ"}]}]})", "p"), Error);
+  auto d = default_seccomp_profile();
+  CHECK(d.default_action == SeccompAction::allow);
+  bool blocks_keyctl = false;
+  for (const auto& r : d.syscalls) {
+    for (const auto& n : r.names) blocks_keyctl = blocks_keyctl || (n == "keyctl" && r.excludes_caps == 0);
+  }
+  CHECK(blocks_keyctl);
+}

@@ -239,14 +239,7 @@ int commit_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   if (!parse_args("commit", "strata commit [-m MSG] [-a AUTHOR] [-c INSTR]... CONTAINER [NAME[:TAG]]", opts, pos, args,
                   vm))
     return 0;
-  store::CommitOptions o;
-  if (vm.count("message") != 0U) o.message = vm["message"].as<std::string>();
-  if (vm.count("author") != 0U) o.author = vm["author"].as<std::string>();
-  if (vm.count("change") != 0U) o.changes = vm["change"].as<std::vector<std::string>>();
-  for (const auto& c : o.changes) {
-    oci::json probe = oci::empty_config();
-    store::apply_config_change(probe, c);
-  }
+  store::CommitOptions o = commit_options(vm);
   std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   if (!name.empty()) oci::Reference::parse(name);
   auto store = open_store(g);

@@ -61,7 +61,11 @@ int images_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows{{"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"}};
   json out = json::array();
   std::vector<std::string> ids;
-  for (const auto& img : store.images()) {
+  std::vector<std::string> problems;
+  auto images = store.images(&problems);
+  // A broken image is reported and the others listed (exit 0: the listing is complete for what can be read).
+  for (const auto& p : problems) std::cerr << "strata: warning: " << p << "\n";
+  for (const auto& img : images) {
     std::vector<std::pair<std::string, std::string>> names;
     for (const auto& n : img.names) names.push_back(split_name(n));
     if (names.empty()) names.emplace_back("<none>", "<none>");
@@ -98,7 +102,7 @@ int tag_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   if (!parse_args("tag", "strata tag SOURCE_IMAGE TARGET_IMAGE[:TAG]", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
   oci::Reference::parse(vm["target"].as<std::string>());
-  store.tag(store.image(vm["source"].as<std::string>()), vm["target"].as<std::string>());
+  store.tag(store.image(vm["source"].as<std::string>(), store::Layers::as_blobs), vm["target"].as<std::string>());
   return 0;
 }
 
@@ -241,14 +245,6 @@ int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return rc;
 }
 
-store::CommitOptions commit_options(const po::variables_map& vm) {
-  store::CommitOptions o;
-  if (vm.count("message") != 0U) o.message = vm["message"].as<std::string>();
-  if (vm.count("author") != 0U) o.author = vm["author"].as<std::string>();
-  if (vm.count("change") != 0U) o.changes = vm["change"].as<std::vector<std::string>>();
-  return o;
-}
-
 int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("message,m", po::value<std::string>(), "history comment")(
@@ -263,10 +259,6 @@ int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   if (!name.empty()) oci::Reference::parse(name);
   auto o = commit_options(vm);
-  for (const auto& c : o.changes) {
-    oci::json probe = oci::empty_config();
-    store::apply_config_change(probe, c);
-  }
   auto store = open_store(g);
   auto img = store.import_rootfs(vm["file"].as<std::string>(), name, o);
   std::cout << img.config_digest.str() << "\n";

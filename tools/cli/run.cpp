@@ -7,6 +7,7 @@
 #include "cli.hpp"
 #include "registry_common.hpp"
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -24,7 +25,8 @@ constexpr const char* kUsage =
 // an option nor an option's value belongs to strata, the rest to the command.
 const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--workdir",  "--user",     "--volume",
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
-                                              "--pull",     "--platform", "--cert-dir", "--authfile"};
+                                              "--pull",     "--platform", "--cert-dir", "--authfile",
+                                              "--cap-add",  "--cap-drop", "--security-opt"};
 const std::string kShortWithValue = "ewuv";
 
 std::size_t split_point(const std::vector<std::string>& args) {
@@ -93,6 +95,30 @@ sandbox::BindMount parse_volume(const std::string& spec) {
   return m;
 }
 
+// `--security-opt`: seccomp=unconfined, seccomp=FILE (docker's JSON format),
+// and no-new-privileges, which strata always sets.
+void apply_security_opt(sandbox::RunSpec& spec, const std::string& opt) {
+  auto eq = opt.find_first_of("=:");
+  std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+  if (key == "no-new-privileges" && (value.empty() || value == "true")) return;
+  if (key == "seccomp" && !value.empty()) {
+    if (value == "unconfined") {
+      spec.seccomp.reset();
+    } else {
+      std::string text;
+      try {
+        text = read_file(value);
+      } catch (const Error& e) {
+        throw UsageError(std::string("run: seccomp profile: ") + e.what());
+      }
+      spec.seccomp = sandbox::parse_seccomp_profile(text, "seccomp profile " + quote(value));
+    }
+    return;
+  }
+  throw UsageError("run: unsupported security option " + quote(opt) +
+                   " (seccomp=unconfined, seccomp=FILE or no-new-privileges)");
+}
+
 int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   std::size_t split = split_point(args);
   std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
@@ -113,7 +139,11 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
       ("network", po::value<std::string>()->default_value("host"), "host (share the host's network) or none")
-      ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)");
+      ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)")
+      ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
+      ("cap-drop", po::value<std::vector<std::string>>()->composing(), "drop a capability from docker's default set (NAME or ALL)")
+      ("privileged", po::bool_switch(), "every capability and no seccomp filter")
+      ("security-opt", po::value<std::vector<std::string>>()->composing(), "seccomp=unconfined, seccomp=PROFILE.json (docker's format) or no-new-privileges");
   add_pull_options(options);
   po::variables_map vm;
   if (!parse_args("run", kUsage, options, po::positional_options_description(), own, vm)) return 0;
@@ -131,6 +161,17 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     for (const auto& v : vm["volume"].as<std::vector<std::string>>()) spec.volumes.push_back(parse_volume(v));
   }
   if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
+  auto strings = [&](const char* key) {
+    return vm.count(key) != 0U ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
+  };
+  bool privileged = vm["privileged"].as<bool>();
+  try {
+    spec.capabilities = sandbox::capability_set(strings("cap-add"), strings("cap-drop"), privileged);
+  } catch (const Error& e) {
+    throw UsageError(std::string("run: ") + e.what());
+  }
+  if (privileged) spec.seccomp.reset();
+  for (const auto& opt : strings("security-opt")) apply_security_opt(spec, opt);
   std::string network = vm["network"].as<std::string>();
   if (network == "host") {
     spec.network = sandbox::Network::host;
@@ -169,6 +210,8 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     o.remove = vm["rm"].as<bool>();
     o.network = spec.network;
     o.volumes = spec.volumes;
+    o.capabilities = spec.capabilities;
+    o.seccomp = spec.seccomp;
     return sandbox::run_image(root, o);
   }
   if (!name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");

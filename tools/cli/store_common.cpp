@@ -1,5 +1,6 @@
 #include "store_common.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
@@ -7,13 +8,38 @@
 
 #include <unistd.h>
 
+#include "strata/build.hpp"
+
 namespace strata::cli {
 
 store::Store open_store(const GlobalOptions& global) {
   auto s = store::Store::open(global.root.empty() ? store::default_root() : global.root);
-  // Progress only for a person watching a terminal.
-  if (::isatty(2) != 0) s.set_progress([](const std::string& m) { std::cerr << m << "\n"; });
+  if (global.debug) {
+    // Every step, timed from the start, whoever reads it.
+    auto start = std::chrono::steady_clock::now();
+    s.set_progress([start](const std::string& m) {
+      std::chrono::duration<double> t = std::chrono::steady_clock::now() - start;
+      char stamp[32];
+      std::snprintf(stamp, sizeof stamp, "%+.3fs", t.count());
+      std::cerr << "strata: debug: " << stamp << " " << m << "\n";
+    });
+  } else if (::isatty(2) != 0) {
+    // Progress only for a person watching a terminal.
+    s.set_progress([](const std::string& m) { std::cerr << m << "\n"; });
+  }
   return s;
+}
+
+store::CommitOptions commit_options(const boost::program_options::variables_map& vm) {
+  store::CommitOptions o;
+  if (vm.count("message") != 0U) o.message = vm["message"].as<std::string>();
+  if (vm.count("author") != 0U) o.author = vm["author"].as<std::string>();
+  if (vm.count("change") != 0U) {
+    std::vector<std::string> changes = vm["change"].as<std::vector<std::string>>();
+    build::apply_config_changes(oci::empty_config(), changes);  // refuses a bad change before any work
+    o.edit_config = [changes](const oci::json& config) { return build::apply_config_changes(config, changes); };
+  }
+  return o;
 }
 
 std::string human_size(std::int64_t bytes) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <boost/program_options.hpp>
 #include <string>
 
 #include "cli.hpp"
@@ -12,6 +13,11 @@ namespace strata::cli {
 
 // The store at --root, $STRATA_ROOT or the default root.
 store::Store open_store(const GlobalOptions& global);
+
+// -m, -a and -c of commit and import. The -c changes are checked here
+// (UsageError before anything is written) and applied by the Dockerfile
+// front end when the store writes the config.
+store::CommitOptions commit_options(const boost::program_options::variables_map& vm);
 
 // "7.8MB", "512B" (decimal units, as docker prints them).
 std::string human_size(std::int64_t bytes);

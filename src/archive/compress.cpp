@@ -1,6 +1,7 @@
-// src/registry/compress: layer blobs recompressed with libarchive's raw
-// format (one stream through a read filter and a write filter).
-#include "compress.hpp"
+// Layer blobs recompressed with libarchive's raw format (one stream through
+// a read filter and a write filter): push --compression, and plain tars
+// that import stores gzip-compressed.
+#include "strata/archive.hpp"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -13,7 +14,7 @@
 #include "strata/fileio.hpp"
 #include "strata/fd.hpp"
 
-namespace strata::registry {
+namespace strata::archive {
 
 namespace {
 
@@ -52,13 +53,13 @@ struct Out {
 
 }  // namespace
 
-archive::Compression layer_compression(std::string_view t) {
-  if (t == oci::kMediaTypeLayerGzip || t == oci::kMediaTypeDockerLayerGzip) return archive::Compression::gzip;
-  if (t == oci::kMediaTypeLayerZstd) return archive::Compression::zstd;
-  return archive::Compression::none;
+Compression layer_compression(std::string_view t) {
+  if (t == oci::kMediaTypeLayerGzip || t == oci::kMediaTypeDockerLayerGzip) return Compression::gzip;
+  if (t == oci::kMediaTypeLayerZstd) return Compression::zstd;
+  return Compression::none;
 }
 
-std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, archive::Compression target) {
+std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, Compression target) {
   std::unique_ptr<::archive, ReadDeleter> in(archive_read_new());
   std::unique_ptr<::archive, WriteDeleter> out(archive_write_new());
   if (!in || !out) throw Error("out of memory");
@@ -68,11 +69,11 @@ std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, archive::
   archive_entry* src = nullptr;
   if (archive_read_next_header(in.get(), &src) != ARCHIVE_OK) fail(in.get(), "read");
 
-  int rc = target == archive::Compression::zstd ? archive_write_add_filter_zstd(out.get())
-           : target == archive::Compression::gzip ? archive_write_add_filter_gzip(out.get())
+  int rc = target == Compression::zstd ? archive_write_add_filter_zstd(out.get())
+           : target == Compression::gzip ? archive_write_add_filter_gzip(out.get())
                                                    : archive_write_add_filter_none(out.get());
   if (rc != ARCHIVE_OK) fail(out.get(), "choose the compression");
-  if (target == archive::Compression::gzip) archive_write_set_filter_option(out.get(), "gzip", "timestamp", nullptr);
+  if (target == Compression::gzip) archive_write_set_filter_option(out.get(), "gzip", "timestamp", nullptr);
   if (archive_write_set_format_raw(out.get()) != ARCHIVE_OK) fail(out.get(), "raw format");
   archive_write_set_bytes_in_last_block(out.get(), 1);  // no padding after the stream
   Out sink{out_fd, {}, 0};
@@ -94,4 +95,4 @@ std::pair<oci::Digest, std::int64_t> recompress(int in_fd, int out_fd, archive::
   return {sink.hash.finish(), sink.size};
 }
 
-}  // namespace strata::registry
+}  // namespace strata::archive
