@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages strata needs to build, test and benchmark.
 # Idempotent: installs only what is missing; runs apt-get update only then.
-# Usage: scripts/install-deps.sh [build|test|bench]...   (default: build test)
+# Usage: scripts/install-deps.sh [build|test|bench|fuzz]...   (default: build test)
 set -euo pipefail
 
 build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev libxxhash-dev
@@ -17,6 +17,10 @@ test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-uti
 test_pkgs+=(apache2-utils openssl python3-jwt python3-cryptography)
 # strata run's opt-in Debian test (STRATA_SLOW_TESTS=1) builds its base with debootstrap.
 test_pkgs+=(debootstrap)
+# The fuzz targets (scripts/fuzz.sh), on top of the build's: clang and its
+# runtime libraries (libFuzzer and the sanitizers; only a recommendation of
+# clang, so named here).
+fuzz_pkgs=("${build_pkgs[@]}" clang libclang-rt-14-dev)
 bench_pkgs=(fuse-overlayfs hyperfine umoci buildah time g++ python3 util-linux linux-perf strace busybox-static
   skopeo podman docker-registry)
 
@@ -28,7 +32,8 @@ for g in "${groups[@]}"; do
     build) wanted+=("${build_pkgs[@]}") ;;
     test) wanted+=("${test_pkgs[@]}") ;;
     bench) wanted+=("${bench_pkgs[@]}") ;;
-    *) echo "install-deps: unknown group '$g' (build, test, bench)" >&2; exit 2 ;;
+    fuzz) wanted+=("${fuzz_pkgs[@]}") ;;
+    *) echo "install-deps: unknown group '$g' (build, test, bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 

@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Reads meson's testlog.json and prints one line "N passed, N failed".
+"""Reads meson's testlog.json files and prints one line "N passed, N failed".
+
+Usage: test-summary.py TESTLOG.json... (the unit and integration tests' and,
+when they ran, the fuzz targets'; a file missing counts as one failure).
 
 A doctest executable or a pytest file is one meson test but many cases; the
 count is of cases, read from each runner's own closing line. A test whose
@@ -38,15 +41,25 @@ def count(entry):
     return (1, 0, 0) if ok else (0, 1, 0)
 
 
+def read_log(path):
+    """The entries of one testlog.json; empty when it cannot be read."""
+    try:
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+    except OSError as e:
+        print(f"test-summary: cannot read {path}: {e.strerror}", file=sys.stderr)
+        return []
+
+
 def main():
     passed = failed = skipped = 0
-    try:
-        with open(sys.argv[1]) as f:
-            entries = [json.loads(line) for line in f if line.strip()]
-    except OSError as e:
-        print(f"test-summary: cannot read {sys.argv[1]}: {e.strerror}", file=sys.stderr)
-        entries = []
-    if not entries:
+    entries = []
+    for path in sys.argv[1:]:
+        found = read_log(path)
+        if not found:
+            failed += 1  # the run that should have written it did not get that far
+        entries += found
+    if not sys.argv[1:]:
         failed = 1
     for e in entries:
         p, fl, s = count(e)

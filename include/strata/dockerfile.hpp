@@ -135,6 +135,8 @@ Instruction parse_instruction(std::string_view line, const std::string& origin);
 
 // Recognises a here-document marker word (`<<EOF`, `<<-EOF`, `<<"EOF"`,
 // `2<<EOF`); nullopt when WORD is not one. The content is left empty.
+// Throws ExpansionError when the delimiter's quoting or a substitution in it
+// is malformed (`<<"EOF`, `<<${A:x}`).
 std::optional<Heredoc> parse_heredoc_marker(std::string_view word);
 
 // Parses a Go duration ("1m30s", "500ms", "1.5h") into nanoseconds, as

@@ -34,7 +34,13 @@ class IgnorePattern {
     std::string set;           // klass: members as pairs lo,hi
     bool negated = false;      // klass
   };
-  bool match_from(size_t token, std::string_view s) const;
+  // The (token, offset in the path) pairs known not to match.
+  struct Failures {
+    size_t path_size;
+    std::vector<bool> seen;
+  };
+  bool match_from(size_t token, std::string_view s, Failures& failed) const;
+  bool match_here(size_t token, std::string_view s, Failures& failed) const;
 
   std::string text_;
   bool exclusion_;

@@ -1059,6 +1059,13 @@ void add_names(ArchivedImage& img, const std::vector<std::string>& names, const 
                 " are allowed");
 }
 
+// A platform field of an index entry; one that is not a string matches no machine.
+std::string platform_field(const oci::json& platform, const char* key, const std::string& absent) {
+  auto it = platform.find(key);
+  if (it == platform.end()) return absent;
+  return it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // Walks an OCI layout's indexes: each index and manifest is read once
 // however many indexes name it (a DAG of shared sub-indexes stays linear),
 // and nesting deeper than kMaxIndexDepth is refused.
@@ -1083,7 +1090,9 @@ struct IndexWalk {
     std::string arch = oci::host_architecture();
     for (const auto& d : descs) {
       if (any_platform && d.platform && d.platform->is_object()) {
-        if (d.platform->value("architecture", arch) != arch || d.platform->value("os", "linux") != "linux") continue;
+        if (platform_field(*d.platform, "architecture", arch) != arch ||
+            platform_field(*d.platform, "os", "linux") != "linux")
+          continue;
       }
       std::vector<std::string> names = names_from_annotations(d.annotations);
       if (names.empty()) names = inherited;
@@ -1095,6 +1104,8 @@ struct IndexWalk {
       std::string text = archive.read_blob(d.digest, kMaxManifestSize, "manifest", where);
       std::string blob_where = archive.where("blobs/sha256/" + d.digest.hex());
       oci::json j = parse_json(text, blob_where);
+      if (j.is_object() && j.contains("mediaType") && !j["mediaType"].is_string())
+        throw Error("invalid " + blob_where + ": mediaType is not a string");
       std::string mt = j.is_object() ? j.value("mediaType", d.media_type) : d.media_type;
       if (mt == oci::kMediaTypeIndex || mt == oci::kMediaTypeDockerManifestList ||
           (j.is_object() && j.contains("manifests"))) {
@@ -1140,7 +1151,8 @@ std::vector<ArchivedImage> read_image_archive(const std::string& dir, const std:
   std::vector<ArchivedImage> out;
   if (::access((dir + "/oci-layout").c_str(), F_OK) == 0 && ::access((dir + "/index.json").c_str(), F_OK) == 0) {
     oci::json layout = parse_json(archive.read("oci-layout", kMaxManifestSize, "the OCI layout"), archive.where("oci-layout"));
-    if (!layout.is_object() || layout.value("imageLayoutVersion", "") != "1.0.0")
+    auto version = layout.find("imageLayoutVersion");
+    if (!layout.is_object() || version == layout.end() || *version != "1.0.0")
       throw Error("unsupported OCI layout version in " + archive.where("oci-layout") + " (strata reads 1.0.0)");
     IndexWalk walk{archive, out, {}, {}};
     walk.index(parse_json(archive.read("index.json", kMaxManifestSize, "the OCI layout"), archive.where("index.json")),

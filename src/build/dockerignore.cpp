@@ -105,7 +105,17 @@ IgnorePattern::IgnorePattern(std::string pattern, bool exclusion) : text_(std::m
   }
 }
 
-bool IgnorePattern::match_from(size_t k, std::string_view s) const {
+bool IgnorePattern::match_from(size_t k, std::string_view s, Failures& failed) const {
+  // Each (token, position) pair is tried once: without this, patterns with
+  // many `*` or `**` take time exponential in their length.
+  size_t state = k * (failed.path_size + 1) + (failed.path_size - s.size());
+  if (failed.seen[state]) return false;
+  bool matched = match_here(k, s, failed);
+  if (!matched) failed.seen[state] = true;
+  return matched;
+}
+
+bool IgnorePattern::match_here(size_t k, std::string_view s, Failures& failed) const {
   while (k < tokens_.size()) {
     const Token& t = tokens_[k];
     switch (t.op) {
@@ -130,16 +140,16 @@ bool IgnorePattern::match_from(size_t k, std::string_view s) const {
       case Op::star:
         // Any run of characters other than '/'.
         for (size_t n = 0;; ++n) {
-          if (match_from(k + 1, s.substr(n))) return true;
+          if (match_from(k + 1, s.substr(n), failed)) return true;
           if (n >= s.size() || s[n] == '/') return false;
         }
       case Op::any:
         return true;
       case Op::any_dirs:
         // Nothing, or anything ending with '/'.
-        if (match_from(k + 1, s)) return true;
+        if (match_from(k + 1, s, failed)) return true;
         for (size_t n = 0; n < s.size(); ++n) {
-          if (s[n] == '/' && match_from(k + 1, s.substr(n + 1))) return true;
+          if (s[n] == '/' && match_from(k + 1, s.substr(n + 1), failed)) return true;
         }
         return false;
     }
@@ -157,7 +167,8 @@ bool IgnorePattern::matches(std::string_view path) const {
     if (path.size() >= suffix.size() && path.substr(path.size() - suffix.size()) == suffix) return true;
     return suffix[0] == '/' && path == suffix.substr(1);
   }
-  return match_from(0, path);
+  Failures failed{path.size(), std::vector<bool>((tokens_.size() + 1) * (path.size() + 1))};
+  return match_from(0, path, failed);
 }
 
 void IgnoreMatcher::add(std::string_view line, const std::string& where) {

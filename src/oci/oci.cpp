@@ -188,7 +188,6 @@ Reference Reference::parse(std::string_view text) {
     if (!valid_tag(r.tag)) throw bad("bad tag");
   }
   if (name.empty()) throw bad("empty name");
-  if (name.size() > 255) throw bad("name longer than 255 characters");
   auto first_slash = name.find('/');
   std::string first = name.substr(0, first_slash);
   if (first_slash != std::string::npos &&
@@ -214,6 +213,9 @@ Reference Reference::parse(std::string_view text) {
     start = end + 1;
   }
   if (r.domain == "docker.io" && r.path.find('/') == std::string::npos) r.path = "library/" + r.path;
+  // As docker, the limit is on the normalised name ("docker.io/library/..."),
+  // which is what str() prints and what must parse again.
+  if (r.name().size() > 255) throw bad("name longer than 255 characters");
   if (r.tag.empty() && !r.digest) r.tag = "latest";
   return r;
 }
@@ -230,6 +232,13 @@ std::string Reference::str() const {
 std::string Reference::familiar_name() const {
   if (domain != "docker.io") return name();
   if (path.rfind("library/", 0) == 0 && path.find('/', 8) == std::string::npos) return path.substr(8);
+  // Without the domain, a first component such as "my.org" would be read
+  // back as a registry host: another image.
+  auto slash = path.find('/');
+  std::string first = path.substr(0, slash);
+  if (slash != std::string::npos &&
+      (first.find('.') != std::string::npos || first.find(':') != std::string::npos || first == "localhost"))
+    return name();
   return path;
 }
 
@@ -256,9 +265,12 @@ Descriptor Descriptor::from_json(const json& j, std::string_view where) {
   try {
     Descriptor d;
     if (!j.is_object()) throw Error("not an object");
+    if (j.contains("mediaType") && !j["mediaType"].is_string()) throw Error("mediaType is not a string");
     d.media_type = j.value("mediaType", "");
     d.digest = Digest::parse(j.at("digest").get<std::string>());
-    d.size = j.at("size").get<std::int64_t>();
+    // Not get<int64_t>() of any number: a float such as 1e300 does not fit.
+    if (!j.at("size").is_number_integer()) throw Error("size is not an integer");
+    d.size = j["size"].get<std::int64_t>();
     if (d.size < 0) throw Error("negative size");
     if (j.contains("annotations") && j["annotations"].is_object())
       for (auto& [k, v] : j["annotations"].items())
@@ -284,8 +296,10 @@ json Manifest::to_json() const {
 Manifest Manifest::from_json(const json& j, std::string_view where) {
   if (!j.is_object()) throw Error("invalid manifest in " + std::string(where) + ": not an object");
   Manifest m;
+  if (j.contains("mediaType") && !j["mediaType"].is_string())
+    throw Error("invalid manifest in " + std::string(where) + ": mediaType is not a string");
   m.media_type = j.value("mediaType", kMediaTypeManifest);
-  if (j.value("schemaVersion", 0) != 2)
+  if (!j.contains("schemaVersion") || !j["schemaVersion"].is_number_integer() || j["schemaVersion"] != 2)
     throw Error("invalid manifest in " + std::string(where) + ": schemaVersion is not 2");
   if (!j.contains("config") || !j.contains("layers") || !j["layers"].is_array())
     throw Error("invalid manifest in " + std::string(where) + ": no config or layers");

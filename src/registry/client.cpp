@@ -98,7 +98,7 @@ std::string registry_message(const std::string& body) {
   if (!j.is_discarded() && j.is_object() && j.contains("errors") && j["errors"].is_array()) {
     for (const auto& e : j["errors"]) {
       if (!e.is_object()) continue;
-      std::string part = e.value("code", "");
+      std::string part = e.contains("code") && e["code"].is_string() ? e["code"].get<std::string>() : "";
       std::string m = e.contains("message") && e["message"].is_string() ? e["message"].get<std::string>() : "";
       if (!m.empty()) part += part.empty() ? m : ": " + m;
       if (part.empty()) continue;

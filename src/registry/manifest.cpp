@@ -74,7 +74,15 @@ std::optional<oci::Descriptor> select_platform(const json& index, const Platform
     oci::Descriptor d = oci::Descriptor::from_json(entry, "image index");
     if (!is_image_type(d.media_type) || !d.platform || !d.platform->is_object()) continue;
     const json& p = *d.platform;
-    std::string os = p.value("os", ""), arch = p.value("architecture", ""), variant = p.value("variant", "");
+    // A field that is not a string names no platform: the entry runs nowhere.
+    auto field = [&](const char* key) -> std::optional<std::string> {
+      if (!p.contains(key)) return std::string();
+      if (!p[key].is_string()) return std::nullopt;
+      return p[key].get<std::string>();
+    };
+    auto os_field = field("os"), arch_field = field("architecture"), variant_field = field("variant");
+    if (!os_field || !arch_field || !variant_field) continue;
+    const std::string &os = *os_field, &arch = *arch_field, &variant = *variant_field;
     if (os != want.os || arch != want.architecture) continue;
     if (variant == want.variant) return d;
     if (!loose && normal_variant(arch, variant) == normal_variant(want.architecture, want.variant)) loose = d;

@@ -51,7 +51,11 @@ std::string platforms_of(const json& index) {
   for (const auto& e : index["manifests"]) {
     if (!e.is_object() || !e.contains("platform") || !e["platform"].is_object()) continue;
     const json& p = e["platform"];
-    std::string s = p.value("os", "?") + "/" + p.value("architecture", "?");
+    // The registry's JSON: a field that is not a string is shown as "?".
+    auto field = [&](const char* key) {
+      return p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : std::string("?");
+    };
+    std::string s = field("os") + "/" + field("architecture");
     if (p.contains("variant") && p["variant"].is_string()) s += "/" + p["variant"].get<std::string>();
     if (s == "unknown/unknown") continue;
     out += (out.empty() ? "" : ", ") + s;

@@ -122,6 +122,24 @@ def test_schema_1_manifest(strata, fake):
     refused(strata, fake, "schema 1")
 
 
+def test_index_whose_platform_fields_are_not_strings(strata, fake):
+    """The entries run nowhere; the message lists what the index has, as far as it says."""
+    index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": sha(fake.manifest),
+         "size": len(fake.manifest), "platform": {"os": 1, "architecture": ["amd64"]}}]}).encode()
+    fake.behave["manifest"] = lambda h, body: send(
+        h, 200, index, "application/vnd.oci.image.index.v1+json", body) or True
+    r = refused(strata, fake, sha(index), "has no image for linux/")
+    assert "it has ?/?" in r.stderr, r.stderr
+
+
+def test_error_body_whose_code_is_not_a_string(strata, fake):
+    """The registry's message is still shown; the code that is no string is left out."""
+    err = json.dumps({"errors": [{"code": 404, "message": "no such manifest"}]}).encode()
+    fake.behave["manifest"] = lambda h, body: send(h, 400, err, "application/json", body) or True
+    refused(strata, fake, "no such manifest")
+
+
 def test_a_blob_larger_than_its_descriptor(strata, fake):
     digest = layer_digest(fake)
     fake.behave["blob:" + digest] = lambda h, body: send_range_of(h, fake.blobs[digest] + b"extra", body)

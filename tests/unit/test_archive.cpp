@@ -236,3 +236,37 @@ TEST_CASE("a file capability survives the owner being set") {
   lstat((dest + "/ping").c_str(), &st);
   CHECK(st.st_uid == 1000);
 }
+
+TEST_CASE("image archives whose JSON fields have the wrong type are refused with Error naming the file") {
+  TempDir t("/tmp");
+  const std::string& dir = t.path();
+  // docker-archive: Config and Layers must be a file name and a list of them.
+  put(dir + "/manifest.json", R"([{"Config":1,"Layers":[]}])");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("manifest.json"), Error);
+  put(dir + "/c.json", "{}");
+  put(dir + "/manifest.json", R"([{"Config":"c.json","Layers":[7]}])");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("a layer that is not a path"), Error);
+  put(dir + "/manifest.json", R"([{"Config":"c.json","Layers":"c.json"}])");
+  CHECK_THROWS_AS(archive::read_image_archive(dir), Error);
+  unlink((dir + "/manifest.json").c_str());
+
+  // OCI layout: the version, a manifest's mediaType and an entry's platform.
+  mkdir((dir + "/blobs").c_str(), 0755);
+  mkdir((dir + "/blobs/sha256").c_str(), 0755);
+  put(dir + "/oci-layout", R"({"imageLayoutVersion":1})");
+  put(dir + "/index.json", R"({"manifests":[]})");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("unsupported OCI layout version"), Error);
+  put(dir + "/oci-layout", R"({"imageLayoutVersion":"1.0.0"})");
+  auto blob = [&](const std::string& text) {
+    oci::Digest d = oci::sha256(text);
+    put(dir + "/blobs/sha256/" + d.hex(), text);
+    return R"({"mediaType":"application/vnd.oci.image.manifest.v1+json","size":1,"digest":")" + d.str() + "\"";
+  };
+  put(dir + "/index.json", R"({"manifests":[)" + blob(R"({"mediaType":7})") + "}]}");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("mediaType is not a string"), Error);
+  put(dir + "/index.json", R"({"manifests":[)" + blob("[]") + "}]}");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("not an object"), Error);
+  // An entry whose platform fields are not strings is for no machine: skipped.
+  put(dir + "/index.json", R"({"manifests":[)" + blob("{}") + R"(,"platform":{"architecture":64,"os":"linux"}}]})");
+  CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("no image for this platform"), Error);
+}

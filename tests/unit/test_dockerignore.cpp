@@ -74,6 +74,21 @@ TEST_CASE("* and ? do not cross directories; ** does") {
   CHECK(ignore("**\n").excluded("anything/at/all"));
 }
 
+TEST_CASE("patterns with many * and ** are matched in polynomial time") {
+  // Found by fuzz_dockerignore: backtracking over every way to split the
+  // path between the stars took time exponential in their number (this
+  // case ran for hours).
+  std::string stars, path(60, 'a');
+  for (int i = 0; i < 16; ++i) stars += "*a";
+  CHECK_FALSE(ignore(stars + "*b\n").excluded(path));
+  CHECK(ignore(stars + "*\n").excluded(path));
+  std::string deep, dirs;
+  for (int i = 0; i < 16; ++i) deep += "**/a";
+  for (int i = 0; i < 40; ++i) dirs += "a/";
+  CHECK_FALSE(ignore(deep + "/**/b\n").excluded(dirs + "c"));
+  CHECK(ignore(deep + "\n").excluded(dirs + "a"));
+}
+
 TEST_CASE("a directory pattern excludes everything below it") {
   auto m = ignore("node_modules\n/.git/\n");
   CHECK(m.excluded("node_modules"));

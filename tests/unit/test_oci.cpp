@@ -51,6 +51,26 @@ TEST_CASE("references follow docker's normalisation") {
   CHECK(r.path == "library/a__b.c-d---e");
 }
 
+TEST_CASE("a docker.io path whose first component looks like a host keeps its domain in the familiar form") {
+  auto r = Reference::parse("docker.io/my.org/app:1");
+  CHECK(r.familiar() == "docker.io/my.org/app:1");
+  CHECK(Reference::parse(r.familiar()).str() == r.str());
+  CHECK(Reference::parse("docker.io/localhost/app").familiar_name() == "docker.io/localhost/app");
+  CHECK(Reference::parse("docker.io/team/app").familiar_name() == "team/app");
+  CHECK(Reference::parse("docker.io/library/alpine").familiar_name() == "alpine");
+}
+
+TEST_CASE("the 255-character limit is on the normalised name, which str() prints") {
+  // Found by fuzz_reference: "x" * 250 was accepted, and its str()
+  // "docker.io/library/xxx..." was not.
+  std::string long_path(250, 'x');
+  CHECK_THROWS_WITH_AS(Reference::parse(long_path), doctest::Contains("longer than 255"), UsageError);
+  std::string fits(255 - std::string("docker.io/library/").size(), 'x');
+  auto r = Reference::parse(fits);
+  CHECK(r.name().size() == 255);
+  CHECK(Reference::parse(r.str()).str() == r.str());
+}
+
 TEST_CASE("invalid references are usage errors") {
   for (const char* bad : {"", "UPPER", "a:", ":tag", "a/../b", "a//b", "-a", "a-", "a@sha256:12", "a:b:c", "a b",
                           "a:-tag", "host:port/x"}) {
@@ -87,6 +107,32 @@ TEST_CASE("manifest JSON round trip and validation") {
   CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), doctest::Contains("invalid descriptor in x"), Error);
   bad = m.to_json();
   bad["schemaVersion"] = 1;
+  CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
+}
+
+TEST_CASE("manifest and descriptor fields of the wrong JSON type are refused with Error") {
+  Manifest m;
+  m.config.media_type = kMediaTypeConfig;
+  m.config.digest = sha256("{}");
+  m.config.size = 2;
+  const json good = m.to_json();
+  json bad = good;
+  bad["mediaType"] = 1;
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), "invalid manifest in x: mediaType is not a string", Error);
+  bad = good;
+  bad["schemaVersion"] = "2";
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), "invalid manifest in x: schemaVersion is not 2", Error);
+  bad = good;
+  bad["schemaVersion"] = 2.5;
+  CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
+  bad = good;
+  bad["config"]["mediaType"] = json::array();
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), doctest::Contains("mediaType is not a string"), Error);
+  // A size that is no int64 (UBSan: float-cast-overflow before).
+  bad = good;
+  bad["config"]["size"] = 1e300;
+  CHECK_THROWS_WITH_AS(Manifest::from_json(bad, "x"), doctest::Contains("size is not an integer"), Error);
+  bad["config"]["size"] = 2.0;
   CHECK_THROWS_AS(Manifest::from_json(bad, "x"), Error);
 }
 

@@ -249,6 +249,16 @@ TEST_CASE("platforms: parse, host, and the entry of an index that runs here") {
   CHECK_FALSE(select_platform(idx, Platform::parse("linux/amd64")));
 }
 
+TEST_CASE("platforms: an index entry whose platform fields are not strings is skipped") {
+  json idx = index_of({{{"os", "linux"}, {"architecture", 64}},
+                       {{"os", json::array()}, {"architecture", "amd64"}},
+                       {{"os", "linux"}, {"architecture", "amd64"}, {"variant", nullptr}},
+                       {{"os", "linux"}, {"architecture", "amd64"}}});
+  auto chosen = select_platform(idx, Platform::parse("linux/amd64"));
+  REQUIRE(chosen);
+  CHECK(chosen->digest.hex() == std::string(64, 'd'));
+}
+
 namespace {
 json image_manifest(const char* type = oci::kMediaTypeManifest) {
   std::string d = "sha256:" + std::string(64, 'f');
