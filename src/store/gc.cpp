@@ -33,7 +33,11 @@ namespace {
 // Unmounts what a killed process left mounted in its staging directory DIR
 // (a build step mounts its union on DIR/mnt, a COPY --from source on
 // DIR/from), so that DIR can be removed.
+// Unmounts what a dead owner left mounted in its staging directory DIR (a
+// build step's union); staging files (a pull's partial download) hold none.
 void unmount_leftovers(const std::string& dir) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
   for (const auto& n : list_dir(dir)) {
     if (is_mount_point(dir + "/" + n)) unmount_path(dir + "/" + n);
   }
