@@ -6,7 +6,7 @@ set -euo pipefail
 
 build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev libxxhash-dev
   libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev
-  libtomlplusplus-dev libseccomp-dev)
+  libtomlplusplus-dev libseccomp-dev zlib1g-dev)
 # What the integration tests drive: real FUSE, kernel overlayfs's reference
 # tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
 # unprivileged user's id mapping tools, and the offline base image's busybox.
