@@ -75,6 +75,9 @@ struct MountOptions {
   // Process whose end unmounts the file system (0: none), so that a mount
   // never outlives the program that made it, even one killed with SIGKILL.
   int owner_pid = 0;
+  // Where `-o stats=FILE` writes per-opcode request counts and latencies
+  // (absolute; empty: no statistics are kept).
+  std::string stats_file;
   IdMap uid_map;
   IdMap gid_map;
 };

@@ -186,6 +186,60 @@ class OwnerWatch {
   std::thread thread_;
 };
 
+// Keeps request statistics for `-o stats=FILE` and writes them to FILE on
+// SIGUSR1 and when the session ends. Constructed once the process has
+// detached (threads do not survive fork) and before the serving threads
+// start, which inherit the blocked SIGUSR1: only this thread takes it.
+class StatsReport {
+ public:
+  StatsReport(UnionFs& fs, std::string path) : fs_(fs), path_(std::move(path)) {
+    if (path_.empty()) return;
+    fs_.set_request_stats(&stats_);
+    sigset_t usr1;
+    sigemptyset(&usr1);
+    sigaddset(&usr1, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &usr1, nullptr);
+    thread_ = std::thread([this, usr1] {
+      for (;;) {
+        int sig = 0;
+        if (sigwait(&usr1, &sig) != 0 || stop_.load()) return;
+        write_report();
+      }
+    });
+  }
+  StatsReport(const StatsReport&) = delete;
+  StatsReport& operator=(const StatsReport&) = delete;
+  ~StatsReport() {
+    if (!thread_.joinable()) return;
+    stop_.store(true);
+    pthread_kill(thread_.native_handle(), SIGUSR1);
+    thread_.join();
+    write_report();
+    fs_.set_request_stats(nullptr);
+  }
+
+ private:
+  // Replaced whole (write, then rename): a reader never sees half a table.
+  void write_report() noexcept {
+    const std::string tmp = path_ + ".tmp";
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
+    if (!fd) return;
+    try {
+      write_all(fd.get(), stats_.report(), tmp);
+    } catch (const std::exception&) {
+      return;
+    }
+    fd.reset();
+    ::rename(tmp.c_str(), path_.c_str());
+  }
+
+  UnionFs& fs_;
+  std::string path_;
+  RequestStats stats_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
 }  // namespace
 
 void mount_and_serve(const MountOptions& o) {
@@ -319,7 +373,11 @@ void mount_and_serve(const MountOptions& o) {
   // recognises by that name; the reply of both is the same.
   io.read = [](int fd, void* buf, size_t len, void* userdata) -> ssize_t {
     ssize_t n = ::read(fd, buf, len);
-    if (n > 0) static_cast<UnionFs*>(userdata)->passthrough().note_request(buf, static_cast<size_t>(n));
+    auto* ufs = static_cast<UnionFs*>(userdata);
+    if (n > 0) {
+      ufs->passthrough().note_request(buf, static_cast<size_t>(n));
+      if (RequestStats* stats = ufs->request_stats()) stats->note_request(buf, static_cast<size_t>(n));
+    }
     if (n >= static_cast<ssize_t>(sizeof(abi::InHeader))) {
       auto* in = static_cast<abi::InHeader*>(buf);
       if (in->opcode == abi::kOpTmpfile) in->opcode = abi::kOpCreate;
@@ -327,7 +385,9 @@ void mount_and_serve(const MountOptions& o) {
     return n;
   };
   io.writev = [](int fd, struct iovec* iov, int count, void* userdata) -> ssize_t {
-    static_cast<UnionFs*>(userdata)->passthrough().adjust_reply(iov, count);
+    auto* ufs = static_cast<UnionFs*>(userdata);
+    ufs->passthrough().adjust_reply(iov, count);
+    if (RequestStats* stats = ufs->request_stats()) stats->note_reply(iov, count);
     note_reply_sent();
     return ::writev(fd, iov, count);
   };
@@ -343,6 +403,7 @@ void mount_and_serve(const MountOptions& o) {
   // line of a script already sees the merged tree.
   if (!o.foreground && fuse_daemonize(0) != 0) throw Error("cannot detach from the terminal");
   owner.start();
+  StatsReport stats_report(fs, o.stats_file);
   int r;
   if (o.single_threaded) {
     r = fuse_session_loop(se);

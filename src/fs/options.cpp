@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <cstring>
+#include <filesystem>
 
 #include "strata/error.hpp"
 #include "strata/fs.hpp"
@@ -90,6 +91,10 @@ void apply_option(const std::string& opt, MountOptions& o) {
     o.owner_pid = static_cast<int>(*pid);
   } else if (opt == "nopassthrough") {
     o.passthrough = false;
+  } else if (key == "stats") {
+    need_value();
+    // Absolute now: the daemon changes to / when it detaches.
+    o.stats_file = std::filesystem::absolute(value).lexically_normal().string();
   } else if (is_ignored_mount_option(opt)) {
     // accepted for mount(8)/fstab compatibility
   } else {
@@ -217,6 +222,8 @@ std::string usage_text(std::string_view program) {
          "  -o fsname=NAME       source name shown in /proc/mounts\n"
          "  -o owner=PID         unmount and exit when process PID ends\n"
          "  -o nopassthrough     serve every read and write through the daemon (no FUSE passthrough)\n"
+         "  -o stats=FILE        count requests per opcode with their latency; write the table\n"
+         "                       to FILE on SIGUSR1 and at unmount\n"
          "  -f                   stay in the foreground\n"
          "  -d, --debug          foreground, and log every request\n"
          "  -s                   serve requests on one thread\n"

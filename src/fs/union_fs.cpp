@@ -20,6 +20,8 @@
 #include <cstring>
 #include <unordered_set>
 
+#include <xxhash.h>
+
 #include "strata/error.hpp"
 
 namespace strata::fs {
@@ -60,6 +62,34 @@ std::size_t dir_cache_capacity() {
 
 DirLayer::~DirLayer() {
   if (cache_) cache_->forget(*this);
+  delete names.load(std::memory_order_acquire);
+}
+
+void DirLayer::set_names(std::vector<std::uint64_t> hashes) {
+  if (layer == 0 || hashes.size() > NameFilter::kMaxNames) return;
+  auto* filter = new NameFilter(std::move(hashes));
+  const NameFilter* none = nullptr;
+  // Two scans may race; both saw the same immutable directory.
+  if (!names.compare_exchange_strong(none, filter, std::memory_order_acq_rel)) delete filter;
+}
+
+NameFilter::NameFilter(std::vector<std::uint64_t> hashes) noexcept : hashes_(std::move(hashes)) {
+  std::sort(hashes_.begin(), hashes_.end());
+}
+
+std::uint64_t NameFilter::hash(std::string_view name) noexcept { return XXH3_64bits(name.data(), name.size()); }
+
+bool NameFilter::may_contain(std::string_view name) const noexcept {
+  return std::binary_search(hashes_.begin(), hashes_.end(), hash(name));
+}
+
+bool NameFilter::may_mention(std::string_view name) const noexcept {
+  if (may_contain(name)) return true;
+  char marker[NAME_MAX + 8];
+  if (name.size() > NAME_MAX) return false;
+  std::memcpy(marker, kOciWhiteoutPrefix.data(), kOciWhiteoutPrefix.size());
+  std::memcpy(marker + kOciWhiteoutPrefix.size(), name.data(), name.size());
+  return may_contain(std::string_view(marker, kOciWhiteoutPrefix.size() + name.size()));
 }
 
 void DirCache::set_permanent(DirLayer& dl, UniqueFd fd) {
@@ -336,24 +366,34 @@ int UnionFs::oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* na
   if (dfd < 0) return -1;
   int state = dl->oci_markers.load(std::memory_order_relaxed);
   if (state < 0) {
+    // One scan: an upper copy stops at the first marker; a lower copy is read
+    // whole, and its names become the copy's NameFilter (see resolve).
+    const bool lower = dl->layer != 0;
+    std::vector<std::uint64_t> hashes;
+    bool complete = false;
     state = 0;
     UniqueFd d(dir_cache_.open_retrying([dfd] { return ::openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC); }));
     if (d) {
       alignas(8) char buf[32768];
       for (;;) {
         long n = ::syscall(SYS_getdents64, d.get(), buf, sizeof buf);
-        if (n <= 0) break;
+        if (n <= 0) {
+          complete = n == 0;
+          break;
+        }
         for (long off = 0; off < n;) {
           auto* e = reinterpret_cast<struct dirent64*>(buf + off);
           if (is_marker_name(e->d_name) && std::strcmp(e->d_name, kOciOpaqueMarker) != 0) state = 1;
+          if (lower) hashes.push_back(NameFilter::hash(e->d_name));
           off += e->d_reclen;
         }
-        if (state == 1) break;
+        if (state == 1 && !lower) break;
       }
     } else {
       state = 1;  // cannot scan: fall back to asking per name
     }
     dl->oci_markers.store(state, std::memory_order_relaxed);
+    if (lower && complete) dl->set_names(std::move(hashes));
   }
   if (state == 0) return 0;
   char marker[NAME_MAX + 8];
@@ -386,6 +426,10 @@ int UnionFs::resolve(Node& parent, const char* name, Resolved& out, std::size_t 
     const DirLayer& dl = *dlp;
     const int dfd = dir_cache_.fd(dlp);
     if (dfd < 0) return unreachable(errno);
+    // Neither the name nor its marker in this lower copy: nothing to ask.
+    if (const NameFilter* names = dl.names.load(std::memory_order_acquire); names && !names->may_mention(cur)) {
+      continue;
+    }
     struct stat st;
     if (::fstatat(dfd, cur, &st, AT_SYMLINK_NOFOLLOW) == 0) {
       if (is_overlay_whiteout(st)) {
@@ -1142,6 +1186,8 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
     if (::fstat(d.get(), &dst) != 0 || dst.st_nlink == 0) return EIO;
     alignas(8) char buf[32768];
     bool has_markers = false;
+    const bool lower = dl->layer != 0;
+    std::vector<std::uint64_t> hashes;
     for (;;) {
       long n = ::syscall(SYS_getdents64, d.get(), buf, sizeof buf);
       if (n < 0) return EIO;
@@ -1150,6 +1196,7 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
         auto* de = reinterpret_cast<struct dirent64*>(buf + p);
         p += de->d_reclen;
         const char* nm = de->d_name;
+        if (lower) hashes.push_back(NameFilter::hash(nm));
         if (nm[0] == '.' && (nm[1] == '\0' || (nm[1] == '.' && nm[2] == '\0'))) continue;
         if (is_marker_name(nm)) {
           if (std::strcmp(nm, kOciOpaqueMarker) != 0) {
@@ -1171,6 +1218,7 @@ int UnionFs::list_dir(Node& node, std::vector<Entry>& out) {
       }
     }
     dl->oci_markers.store(has_markers ? 1 : 0, std::memory_order_relaxed);
+    if (lower && dl->names.load(std::memory_order_relaxed) == nullptr) dl->set_names(std::move(hashes));
     for (auto& s : decided) seen.insert(std::move(s));
   }
   return 0;

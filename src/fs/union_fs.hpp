@@ -39,11 +39,13 @@
 #include <mutex>
 #include <shared_mutex>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 #include "passthrough.hpp"
+#include "request_stats.hpp"
 #include "strata/fd.hpp"
 #include "strata/fs.hpp"
 
@@ -67,6 +69,26 @@ struct Layer {
 
 class DirCache;
 
+// The names in one lower layer's copy of a directory, kept as sorted 64-bit
+// hashes: a name whose hash is absent is not in that copy, so looking it up
+// there costs no system call, and a miss costs the same in a 100-layer image
+// as in a 2-layer one (kernel overlayfs looks in every layer). A present hash
+// is confirmed by the usual fstatat. Lower layers do not change under a mount
+// (stratafs(1)), so a filter built once stays true; upper copies get none.
+class NameFilter {
+ public:
+  // Directories with more names than this get no filter (8 bytes a name).
+  static constexpr std::size_t kMaxNames = std::size_t{1} << 20;
+  explicit NameFilter(std::vector<std::uint64_t> hashes) noexcept;
+  static std::uint64_t hash(std::string_view name) noexcept;
+  bool may_contain(std::string_view name) const noexcept;
+  // Whether NAME or its OCI whiteout marker `.wh.NAME` may be here.
+  bool may_mention(std::string_view name) const noexcept;
+
+ private:
+  std::vector<std::uint64_t> hashes_;
+};
+
 // One layer's copy of a merged directory: where it is and which directory it
 // is. Its fd is opened on demand by a DirCache (see DirCache::fd).
 struct DirLayer {
@@ -89,6 +111,9 @@ struct DirLayer {
   // 1 yes. Learned from one scan so that a missing name costs one stat per
   // layer instead of two.
   std::atomic<int> oci_markers{-1};
+  // A lower copy's NameFilter once a full scan has read it (owned; set once).
+  std::atomic<const NameFilter*> names{nullptr};
+  void set_names(std::vector<std::uint64_t> hashes);
 
  private:
   friend class DirCache;
@@ -246,6 +271,9 @@ class UnionFs {
   DirCache& dir_cache() noexcept { return dir_cache_; }
   void set_session(fuse_session* se) noexcept { session_ = se; }
   Passthrough& passthrough() noexcept { return passthrough_; }
+  // Request statistics of the session's I/O hooks (null: not kept).
+  void set_request_stats(RequestStats* stats) noexcept { request_stats_ = stats; }
+  RequestStats* request_stats() const noexcept { return request_stats_; }
 
   // Op implementations (public so the C callbacks can reach them).
   void init(fuse_conn_info* conn);
@@ -439,6 +467,7 @@ class UnionFs {
   UniqueFd work_fd_;
   Config cfg_;
   Passthrough passthrough_{cfg_.passthrough};
+  RequestStats* request_stats_ = nullptr;
   // Lock order: tree_mu_ first (every op that reads or changes the tree
   // holds it, shared or exclusive); under it at most one of backing_mu_,
   // links_->mu, a node's children_mu, a listing_mu_, a Shard::mu and

@@ -339,6 +339,86 @@ def test_many_layers_and_the_limit(workdir, mounts):
     assert not is_mounted(mnt)
 
 
+def _probe(mnt, rel):
+    """What a user sees of MNT/REL: an errno name, or its type, size and content."""
+    path = os.path.join(mnt, rel)
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        return errno.errorcode[e.errno]
+    if stat.S_ISREG(st.st_mode):
+        return ("file", st.st_size, open(path, "rb").read())
+    return (stat.S_IFMT(st.st_mode), sorted(os.listdir(path)) if stat.S_ISDIR(st.st_mode) else None)
+
+
+PROBES = ["etc/hosts", "etc/passwd", "etc/motd", "etc/gone_ovl", "etc/gone_oci", "etc/nothing",
+          "opq_ovl/old", "opq_ovl/new", "opq_oci/old", "opq_oci/new", "opq_user/old", "opq_user/new",
+          "file_then_dir/now_a_dir", "dir_then_file", "dir_then_file/inner", "deepdir/sub/leaf",
+          "nothing_below", "missing", ".wh.nothing_below", "etc/.wh.gone_oci", "opq_oci/.wh..wh..opq"]
+
+
+def test_lookups_answered_from_name_filters_match_fresh_lookups(stack, mounts):
+    """A lower directory's names are remembered after its first miss or
+    listing, and later lookups skip the layers that lack a name: what a user
+    sees must not change, whiteouts (both formats) and opaque directories
+    included."""
+    wd, layers = stack
+    mnt = os.path.join(wd, "mnt")
+    stratafs_mount(mounts, mnt, layers)
+    fresh = {rel: _probe(mnt, rel) for rel in PROBES}
+    unmount_now(mnt)
+    assert fresh["etc/hosts"] == ("file", 10, b"top hosts\n")
+    assert fresh["etc/gone_oci"] == "ENOENT" and fresh["deepdir/sub/leaf"] == "ENOENT"
+    # Misses in every directory first, so each lower copy is scanned and
+    # filtered before the real names are looked up; then listings.
+    stratafs_mount(mounts, mnt, layers)
+    for d in ("", "etc", "opq_ovl", "opq_oci", "opq_user", "file_then_dir", "deepdir", "deepdir/sub"):
+        for i in range(3):
+            assert not os.path.lexists(os.path.join(mnt, d, f"absent-{i}"))
+    assert {rel: _probe(mnt, rel) for rel in PROBES} == fresh
+    unmount_now(mnt)
+    stratafs_mount(mounts, mnt, layers)
+    for root, dirs, files in os.walk(mnt):
+        pass
+    assert {rel: _probe(mnt, rel) for rel in PROBES} == fresh
+
+
+def test_a_miss_in_many_layers_is_answered_and_counted(workdir, mounts):
+    """100 layers that all hold the same directory: a missing name is missing,
+    a name in the bottom layer is found, and `-o stats=FILE` counts the
+    lookups per opcode on SIGUSR1 and at unmount."""
+    layers = []
+    for i in range(100):
+        d = os.path.join(workdir, f"l{i:03d}")
+        write(f"{d}/usr/lib/f{i:03d}", str(i))
+        layers.append(d)
+    mnt = os.path.join(workdir, "mnt")
+    stats = os.path.join(workdir, "stats.txt")
+    stratafs_mount(mounts, mnt, layers, extra=["-o", "stats=" + os.path.relpath(stats)])
+    for i in range(500):
+        assert not os.path.lexists(f"{mnt}/usr/lib/missing{i}")
+    assert open(f"{mnt}/usr/lib/f099").read() == "99"
+    assert open(f"{mnt}/usr/lib/f000").read() == "0"
+    daemon = int(run(["pgrep", "-f", "-n", f"stratafs.*{mnt}"]).stdout.split()[0])
+    os.kill(daemon, signal.SIGUSR1)
+    for _ in range(250):
+        if os.path.exists(stats):
+            break
+        time.sleep(0.02)
+    table = {line.split()[0]: line.split()[1:] for line in open(stats).read().splitlines()[1:]}
+    assert int(table["LOOKUP"][0]) >= 502
+    assert is_mounted(mnt), "SIGUSR1 must not end the daemon"
+    unmount_now(mnt)
+    for _ in range(250):
+        if not os.path.exists(f"/proc/{daemon}"):
+            break
+        time.sleep(0.02)
+    final = open(stats).read()
+    assert final.splitlines()[0].split() == ["opcode", "count", "errors", "mean_us", "p50_us", "p99_us",
+                                              "max_us", "total_ms"]
+    assert int(final.split("\nLOOKUP")[1].split()[0]) >= 502
+
+
 @pytest.mark.parametrize("case", ["missing_lower", "file_lower", "no_mountpoint", "no_lowerdir", "duplicate", "unknown"])
 def test_bad_input_is_one_line_and_mounts_nothing(workdir, mounts, case):
     low = os.path.join(workdir, "low")
