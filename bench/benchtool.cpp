@@ -284,6 +284,36 @@ int cmd_fixture(const std::vector<std::string>& args) {
   return 0;
 }
 
+// LAYERS layers DIR/000 (bottom) .. that all hold the same kDeepPackages
+// package directories, each adding kDeepFiles files to every one of them: a
+// name missing from a package directory is looked for in every layer, and a
+// file of the bottom layer is found below all the others.
+constexpr const char* kDeepRecipe = "strata-bench-deep-1";
+constexpr int kDeepPackages = 40;
+constexpr int kDeepFiles = 5;
+
+int cmd_deep(const std::vector<std::string>& args) {
+  if (args.size() != 2) throw Failure("usage: benchtool deep DIR LAYERS");
+  const std::string& root = args[0];
+  const int layers = std::stoi(args[1]);
+  if (::mkdir(root.c_str(), 0755) != 0) fail_errno("mkdir " + root);
+  uint64_t total = 0;
+  for (int l = 0; l < layers; ++l) {
+    std::string dir = root + num("/%03d", l);
+    if (::mkdir(dir.c_str(), 0755) != 0) fail_errno("mkdir " + dir);
+    Builder b(dir, 100 + static_cast<uint64_t>(l));
+    b.dir("usr");
+    b.dir("usr/lib");
+    for (int p = 0; p < kDeepPackages; ++p) {
+      b.dir(pkg(p));
+      for (int f = 0; f < kDeepFiles; ++f) b.small_file(pkg(p) + num("/l%03d", l) + num("-%d", f));
+    }
+    total += b.entries();
+  }
+  std::printf("%" PRIu64 " entries in %d layers\n", total, layers);
+  return 0;
+}
+
 // A tree of FILES small files in DIRS directories, AVG bytes on average: the
 // payload of the untar workload.
 int cmd_tree(const std::vector<std::string>& args) {
@@ -522,13 +552,14 @@ int cmd_append(const std::vector<std::string>& args) {
 // COUNT lstat()s of distinct names that exist in no layer, spread over the
 // package directories (PATH-search and import-search style lookups).
 int cmd_missing(const std::vector<std::string>& args) {
-  if (args.size() != 2) throw Failure("usage: benchtool missing ROOT COUNT");
+  if (args.size() != 2 && args.size() != 3) throw Failure("usage: benchtool missing ROOT COUNT [PACKAGES]");
   long count = std::stol(args[1]);
+  const int packages = args.size() == 3 ? std::stoi(args[2]) : kPackages;
   Fd root = open_or_fail(AT_FDCWD, args[0], O_RDONLY | O_DIRECTORY);
   std::vector<std::string> names;
   names.reserve(static_cast<size_t>(count));
   for (long i = 0; i < count; ++i)
-    names.push_back(pkg(static_cast<int>(i % kPackages)) + num("/missing-%07d", static_cast<int>(i)));
+    names.push_back(pkg(static_cast<int>(i % packages)) + num("/missing-%07d", static_cast<int>(i)));
   struct stat sb;
   double t0 = now_seconds();
   for (const std::string& name : names) {
@@ -567,6 +598,8 @@ int usage() {
       "usage: benchtool COMMAND ARGS...\n"
       "  recipe                         print the fixture recipe version\n"
       "  fixture DIR                    build the three layers DIR/l1 (bottom) DIR/l2 DIR/l3 (top)\n"
+      "  deep-recipe                    print the many-layer fixture's recipe version\n"
+      "  deep DIR LAYERS                build LAYERS layers DIR/000 (bottom)... sharing 40 directories\n"
       "  tree DIR FILES DIRS AVG_BYTES  build the untar payload tree\n"
       "  walk DIR                       lstat every entry of the tree\n"
       "  readdir DIR                    list every directory of the tree (d_type, no stat)\n"
@@ -576,7 +609,7 @@ int usage() {
       "  parread-small ROOT PACKAGES    two processes reading the small files of the packages\n"
       "  create DIR COUNT               COUNT new 1 KiB files in 20 new directories\n"
       "  append FILE                    append one byte (copy-up on a union)\n"
-      "  missing ROOT COUNT             COUNT lstats of names that do not exist\n"
+      "  missing ROOT COUNT [PACKAGES]  COUNT lstats of names that do not exist (in PACKAGES dirs)\n"
       "  run COMMAND [ARG]...           time a command\n"
       "Each workload prints: SECONDS [key=value]...\n",
       stderr);
@@ -594,6 +627,11 @@ int main(int argc, char** argv) {
       std::puts(kFixtureRecipe);
       return 0;
     }
+    if (cmd == "deep-recipe") {
+      std::puts(kDeepRecipe);
+      return 0;
+    }
+    if (cmd == "deep") return cmd_deep(args);
     if (cmd == "fixture") return cmd_fixture(args);
     if (cmd == "tree") return cmd_tree(args);
     if (cmd == "walk") return cmd_walk(args, true);

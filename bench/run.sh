@@ -23,8 +23,8 @@ usage: bench/run.sh [OPTIONS]
   -h, --help       this text
 Environment: STRATA_BENCH_DIR (fixture and scratch, default /var/tmp/strata-bench),
 STRATAFS (a stratafs binary to use instead of building one),
-STRATAFS_OPTS / FUSE_OVERLAYFS_OPTS (extra -o options), STRATA_BENCH_PROFILE=perf|strace
-(profile every stratafs daemon into the run directory).
+STRATAFS_OPTS / FUSE_OVERLAYFS_OPTS (extra -o options), STRATA_BENCH_PROFILE=perf|strace|stats
+(profile every stratafs daemon, or count its requests with -o stats, into the run directory).
 EOF
 }
 
@@ -56,10 +56,10 @@ done
 
 if [ "$mode" = quick ]; then
   : "${rounds:=1}"
-  n_create=5000 n_missing=50000 n_random=5000 n_packages=100 untar_tar=untar-50m.tar
+  n_create=5000 n_missing=50000 n_missing_deep=10000 n_random=5000 n_packages=100 untar_tar=untar-50m.tar
 else
   : "${rounds:=5}"
-  n_create=20000 n_missing=200000 n_random=20000 n_packages=400 untar_tar=untar-200m.tar
+  n_create=20000 n_missing=200000 n_missing_deep=40000 n_random=20000 n_packages=400 untar_tar=untar-200m.tar
 fi
 
 bench_dir=${STRATA_BENCH_DIR:-/var/tmp/strata-bench}
@@ -200,6 +200,34 @@ else
   log "reusing the fixture in $fixture ($recipe)"
 fi
 
+# The many-layer fixture (missing-100, walk-cold-100): 100 layers that all
+# hold the same 40 directories, and their merged view copied out of a kernel
+# overlay mount. Built on first use, beside the main fixture.
+deep=$fsroot/deep
+deep_layers=100
+deep_recipe=$("$benchtool" deep-recipe)
+deep_lowerdir=$(for ((i = deep_layers - 1; i >= 0; i--)); do printf '%s/%03d' "$deep" "$i"; [ "$i" = 0 ] || printf ':'; done)
+build_deep_fixture() {
+  local tmp lowers
+  log "building the $deep_layers-layer fixture ($deep_recipe) in $deep (once)"
+  rm -rf "$deep" "$fsroot"/deep.new.*
+  tmp=$(mktemp -d "$fsroot/deep.new.XXXXXX")
+  scratch+=("$tmp")
+  "$benchtool" deep "$tmp/layers" "$deep_layers" >"$tmp/entries.txt"
+  lowers=$(for ((i = deep_layers - 1; i >= 0; i--)); do printf '%s/layers/%03d' "$tmp" "$i"; [ "$i" = 0 ] || printf ':'; done)
+  mkdir "$tmp/merge-mnt" "$tmp/native"
+  mount -t overlay overlay -o "ro,lowerdir=$lowers" "$tmp/merge-mnt"
+  mounted+=("$tmp/merge-mnt")
+  cp -a "$tmp/merge-mnt/." "$tmp/native/"
+  umount "$tmp/merge-mnt"
+  rmdir "$tmp/merge-mnt"
+  mv "$tmp/layers"/* "$tmp/"
+  rmdir "$tmp/layers"
+  sync
+  echo "$deep_recipe" >"$tmp/recipe"
+  mv "$tmp" "$deep"
+}
+
 # ---------------------------------------------------------------- machine
 {
   printf 'cpu\t%s\n' "$(LC_ALL=C lscpu | sed -n 's/^Model name: *//p' | head -1)"
@@ -235,23 +263,26 @@ wait_fuse_mounted() {  # MNT PID LOG
   return 1
 }
 
-# mount_fs FS RUNDIR: sets view (the merged tree) and daemon_pid.
+# mount_fs FS RUNDIR: sets view (the merged tree) and daemon_pid. The layers
+# are $lowers (the main fixture's, or the many-layer one's) and the native
+# view is $native.
 mount_fs() {
   local fs=$1 run=$2 bin opts
   daemon_pid=
   case "$fs" in
-    native) view=$fixture/native; return 0 ;;
+    native) view=$native; return 0 ;;
   esac
   mkdir "$run/upper" "$run/work" "$run/mnt"
   view=$run/mnt
   case "$fs" in
     overlay)
-      mount -t overlay overlay -o "lowerdir=$lowerdir,upperdir=$run/upper,workdir=$run/work" "$view"
+      mount -t overlay overlay -o "lowerdir=$lowers,upperdir=$run/upper,workdir=$run/work" "$view"
       mounted+=("$view") ;;
     fuse-overlayfs|stratafs)
       if [ "$fs" = stratafs ]; then bin=$stratafs opts=${STRATAFS_OPTS:-}; else bin=fuse-overlayfs opts=${FUSE_OVERLAYFS_OPTS:-}; fi
       # -f: the harness keeps the daemon's pid for its peak RSS and CPU time.
-      "$bin" -f -o "lowerdir=$lowerdir,upperdir=$run/upper,workdir=$run/work${opts:+,$opts}" "$view" \
+      if [ "${STRATA_BENCH_PROFILE:-}:$fs" = stats:stratafs ]; then opts+=${opts:+,}stats=$run/stats.txt; fi
+      "$bin" -f -o "lowerdir=$lowers,upperdir=$run/upper,workdir=$run/work${opts:+,$opts}" "$view" \
         >"$run/daemon.log" 2>&1 &
       daemon_pid=$!
       daemons+=("$daemon_pid")
@@ -296,7 +327,7 @@ unmount_fs() {
 # Each workload: "prepare FS" (untimed, before mounting: host cache state),
 # then "run FS" on the fresh mount, printing benchtool's "SECONDS details" line.
 all_workloads=(walk-cold walk-warm readdir seqread-cold seqread-cached randread parread-large parread-small
-  create copyup untar rmrf missing)
+  create copyup untar rmrf missing missing-100 walk-cold-100)
 
 warm_tree() {  # host page/dentry cache of what FS reads from
   if [ "$1" = native ]; then
@@ -310,7 +341,10 @@ warm_big() { cat "$(big_dir "$1")/file-1g.bin" "$(big_dir "$1")/file-500m.bin" >
 
 prepare() {  # WORKLOAD FS
   case "$1" in
-    walk-cold|seqread-cold) ;;  # caches are dropped after mounting
+    walk-cold|seqread-cold|walk-cold-100) ;;  # caches are dropped after mounting
+    missing-100)
+      if [ "$2" = native ]; then "$benchtool" walk "$deep/native" >/dev/null
+      else for ((i = 0; i < deep_layers; i++)); do "$benchtool" walk "$deep/$(printf %03d "$i")" >/dev/null; done; fi ;;
     walk-warm|readdir|missing|create|rmrf) warm_tree "$2" ;;
     seqread-cached|randread|parread-large) warm_big "$2" ;;
     parread-small) "$benchtool" parread-small "$(if [ "$2" = native ]; then echo "$fixture/native"; else echo "$l1"; fi)" "$n_packages" >/dev/null
@@ -357,6 +391,8 @@ run_workload() {  # WORKLOAD FS RUNDIR
         "$benchtool" run rm -rf "$view/rmtarget"
       fi ;;
     missing) "$benchtool" missing "$view" "$n_missing" ;;
+    missing-100) "$benchtool" missing "$view" "$n_missing_deep" 40 ;;
+    walk-cold-100) drop_caches; "$benchtool" walk "$view" ;;
     *) echo "unknown workload $w" >&2; return 1 ;;
   esac
 }
@@ -388,10 +424,17 @@ fi
 for w in "${workloads[@]}"; do
   [[ " ${all_workloads[*]} " == *" $w "* ]] || { echo "bench: unknown workload '$w'" >&2; exit 2; }
 done
+if [[ " ${workloads[*]} " == *"-100 "* ]] && [ "$(cat "$deep/recipe" 2>/dev/null)" != "$deep_recipe" ]; then
+  build_deep_fixture
+fi
 
 # One run: fresh scratch dir, fresh upper, fresh mount; nothing survives it.
 run_one() {  # ROUND WORKLOAD FS
   local r=$1 w=$2 fs=$3 run line status=ok cpu0 cpu1 rss
+  case "$w" in
+    *-100) lowers=$deep_lowerdir native=$deep/native ;;
+    *) lowers=$lowerdir native=$fixture/native ;;
+  esac
   prepare "$w" "$fs"
   run=$(mktemp -d "$runs/$w.$fs.XXXXXX")
   scratch+=("$run")
@@ -420,7 +463,7 @@ run_one() {  # ROUND WORKLOAD FS
   unmount_fs "$fs"
   if [ "${STRATA_BENCH_PROFILE:-}" ] && [ "$fs" = stratafs ]; then
     mkdir -p "$out/profiles"
-    for f in perf.data strace.txt daemon.log; do [ -f "$run/$f" ] && mv "$run/$f" "$out/profiles/$w.r$r.$f"; done
+    for f in perf.data strace.txt stats.txt daemon.log; do [ -f "$run/$f" ] && mv "$run/$f" "$out/profiles/$w.r$r.$f"; done
   fi
   rm -rf "$run"
   log "round $r $w $fs: $status ${line:-}"
