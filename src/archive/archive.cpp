@@ -31,6 +31,7 @@
 #include "strata/fileio.hpp"
 #include "strata/override_stat.hpp"
 #include "strata/text.hpp"
+#include "gzip_writer.hpp"
 
 namespace strata::archive {
 
@@ -98,18 +99,23 @@ struct HashSink {
   oci::Sha256 plain;     // the uncompressed tar
   std::int64_t raw_size = 0;
   std::int64_t plain_size = 0;
-  struct archive* compressor = nullptr;
+  struct archive* compressor = nullptr;  // zstd
+  GzipWriter* gzip = nullptr;
+
+  // Bytes as they reach FD; throws when they cannot be written.
+  void emit(const void* buf, size_t len) {
+    write_all(fd, buf, len, "layer");
+    raw.update(buf, len);
+    raw_size += static_cast<std::int64_t>(len);
+  }
 };
 
 la_ssize_t sink_raw_write(struct archive*, void* data, const void* buf, size_t len) {
-  auto* s = static_cast<HashSink*>(data);
   try {
-    write_all(s->fd, buf, len, "layer");
+    static_cast<HashSink*>(data)->emit(buf, len);
   } catch (const Error&) {
     return -1;
   }
-  s->raw.update(buf, len);
-  s->raw_size += static_cast<std::int64_t>(len);
   return static_cast<la_ssize_t>(len);
 }
 
@@ -117,6 +123,14 @@ la_ssize_t sink_tar_write(struct archive* a, void* data, const void* buf, size_t
   auto* s = static_cast<HashSink*>(data);
   s->plain.update(buf, len);
   s->plain_size += static_cast<std::int64_t>(len);
+  if (s->gzip != nullptr) {
+    try {
+      s->gzip->write(buf, len);
+    } catch (const Error&) {
+      return -1;
+    }
+    return static_cast<la_ssize_t>(len);
+  }
   if (s->compressor == nullptr) return sink_raw_write(a, data, buf, len);
   la_ssize_t n = ::archive_write_data(s->compressor, buf, len);
   return n < 0 ? -1 : static_cast<la_ssize_t>(len);
@@ -307,15 +321,14 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
   HashSink sink;
   sink.fd = out_fd;
   struct archive* comp = nullptr;
-  if (compression != Compression::none) {
+  std::optional<GzipWriter> gzip;
+  if (compression == Compression::gzip) {
+    gzip.emplace([&sink](const void* data, std::size_t len) { sink.emit(data, len); });
+    sink.gzip = &*gzip;
+  } else if (compression == Compression::zstd) {
     comp = ::archive_write_new();
     ::archive_write_set_format_raw(comp);
-    if (compression == Compression::gzip) {
-      ::archive_write_add_filter_gzip(comp);
-      ::archive_write_set_filter_option(comp, "gzip", "timestamp", nullptr);
-    } else {
-      ::archive_write_add_filter_zstd(comp);
-    }
+    ::archive_write_add_filter_zstd(comp);
     ::archive_write_set_bytes_per_block(comp, 0);
     if (::archive_write_open2(comp, &sink, nullptr, sink_raw_write, sink_close, nullptr) != ARCHIVE_OK) {
       std::string msg = archive_message(comp);
@@ -349,6 +362,7 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
     if (!root) throw_errno("read directory " + quote(dir));
     w.walk(root.get(), dir, "");
     if (::archive_write_close(a) != ARCHIVE_OK) throw Error("finish layer tar: " + archive_message(a));
+    if (gzip) gzip->finish();
     if (comp != nullptr && ::archive_write_close(comp) != ARCHIVE_OK)
       throw Error("finish compressed layer: " + archive_message(comp));
   } catch (...) {

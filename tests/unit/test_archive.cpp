@@ -5,7 +5,10 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include "strata/archive.hpp"
@@ -269,4 +272,82 @@ TEST_CASE("image archives whose JSON fields have the wrong type are refused with
   // An entry whose platform fields are not strings is for no machine: skipped.
   put(dir + "/index.json", R"({"manifests":[)" + blob("{}") + R"(,"platform":{"architecture":64,"os":"linux"}}]})");
   CHECK_THROWS_WITH_AS(archive::read_image_archive(dir), doctest::Contains("no image for this platform"), Error);
+}
+
+namespace {
+
+// N bytes that do not compress (splitmix64), the same for the same SEED.
+std::string random_bytes(std::size_t n, std::uint64_t seed) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    std::uint64_t z = (seed += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    std::memcpy(s.data() + i, &z, std::min<std::size_t>(8, n - i));
+  }
+  return s;
+}
+
+std::string text_bytes(std::size_t n) {
+  std::string s;
+  for (int i = 0; s.size() < n; ++i) s += "line " + std::to_string(i) + ": the quick brown fox jumps over the lazy dog\n";
+  s.resize(n);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("gzip layers store what does not compress and still compress what follows it") {
+  TempDir t("/tmp");
+  std::string src = t.path() + "/src";
+  mkdir(src.c_str(), 0755);
+  // In the tar: 4 MiB of random bytes, then 4 MiB of text, then random again.
+  put(src + "/1-random", random_bytes(4 << 20, 1));
+  put(src + "/2-text", text_bytes(4 << 20));
+  put(src + "/3-random", random_bytes(1 << 20, 2));
+  archive::WriteLayerOptions wo;
+  wo.compression = archive::Compression::gzip;
+  std::string blob = t.path() + "/layer.tar.gz";
+  archive::LayerDigests w;
+  {
+    UniqueFd fd(::open(blob.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    w = archive::write_layer(src, fd.get(), wo);
+  }
+  // Random bytes cost at most a little over their size; the text after
+  // them is compressed (4 MiB of it to well under 1 MiB).
+  CHECK(w.blob_size < (5 << 20) + (1 << 20));
+  CHECK(w.blob_size > (5 << 20));
+  // Another writer (gzip itself) reads the stream whole, to the same tar.
+  std::string out = t.path() + "/plain.tar";
+  REQUIRE(std::system(("gzip -dc < " + blob + " > " + out).c_str()) == 0);
+  UniqueFd plain = open_at(AT_FDCWD, out, O_RDONLY);
+  CHECK(oci::sha256_fd(plain.get()) == w.diff_id);
+  // Extraction checks the trailer and gives the files back, byte for byte.
+  std::string dest = t.path() + "/dest";
+  mkdir(dest.c_str(), 0755);
+  auto d = extract(blob, dest);
+  CHECK(d.diff_id == w.diff_id);
+  CHECK(d.blob_digest == w.blob_digest);
+  CHECK(read_file(dest + "/2-text") == text_bytes(4 << 20));
+  CHECK(read_file(dest + "/3-random") == random_bytes(1 << 20, 2));
+  // The same tree gives the same blob.
+  UniqueFd again(::open("/dev/null", O_WRONLY));
+  CHECK(archive::write_layer(src, again.get(), wo).blob_digest == w.blob_digest);
+}
+
+TEST_CASE("recompressing a plain tar to gzip gives a stream gzip reads back") {
+  TempDir t("/tmp");
+  std::string tar = make_tar(t.path(), {{"a", 'f', text_bytes(300000)}, {"b", 'f', random_bytes(300000, 3)}});
+  UniqueFd in = open_at(AT_FDCWD, tar, O_RDONLY);
+  std::string gz = t.path() + "/out.gz";
+  std::pair<oci::Digest, std::int64_t> r;
+  {
+    UniqueFd out(::open(gz.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    r = archive::recompress(in.get(), out.get(), archive::Compression::gzip);
+  }
+  UniqueFd written = open_at(AT_FDCWD, gz, O_RDONLY);
+  CHECK(oci::sha256_fd(written.get()) == r.first);
+  CHECK(r.second < 300000 + 300000 / 2);
+  REQUIRE(std::system(("gzip -dc < " + gz + " | cmp -s - " + tar).c_str()) == 0);
 }
