@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -68,10 +69,8 @@ std::vector<std::string> combine_command(const std::vector<std::string>& image_e
   return out;
 }
 
-namespace {
-
-// Runs container C of STORE as O says (image, name and remove aside).
-int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o) {
+int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o,
+                  const std::function<void()>& after_start) {
   store::Image image = store.image_by_manifest(c.image);
   const oci::json empty = oci::json::object();
   const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
@@ -93,6 +92,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.volumes = o.volumes;
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
+  spec.init = o.init;
 
   spec.rootfs = c.dir + "/rootfs";
   make_dir(spec.rootfs);
@@ -103,14 +103,43 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   u.upperdir = c.upper;
   u.workdir = c.work;
   spec.union_root = std::move(u);
-  return run(spec);
-}
 
-}  // namespace
+  lifecycle::State state;
+  spec.on_started = [&](pid_t pid1) {
+    state.status = "running";
+    state.pid = pid1;
+    state.monitor_pid = ::getpid();
+    state.started_at = lifecycle::rfc3339_nano_now();
+    lifecycle::write_state(c, state);
+    if (after_start) after_start();
+  };
+  auto finish = [&](int code, const std::string& error) {
+    state.status = "exited";
+    state.pid = 0;
+    state.exit_code = code;
+    state.error = error;
+    state.finished_at = lifecycle::rfc3339_nano_now();
+    try {
+      lifecycle::write_state(c, state);
+    } catch (const Error&) {
+      // The container was removed meanwhile (`rm -f`).
+    }
+  };
+  int status = 0;
+  try {
+    status = run(spec);
+  } catch (const Error& e) {
+    finish(static_cast<int>(e.code() == ExitCode::failure ? ExitCode::run_failed : e.code()), e.what());
+    throw;
+  }
+  finish(status, "");
+  return status;
+}
 
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.create_container(o.image, o.name);
+  lifecycle::save_config(c, o);
   std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
     try {
@@ -133,6 +162,13 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   return status;
 }
 
+ContainerRunOptions start_options(const store::Container& c, const ContainerRunOptions& given) {
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(given);
+  o.interactive = given.interactive;
+  o.tty = o.tty || given.tty;
+  return o;
+}
+
 int start_container(const std::string& store_root, const std::string& container, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.container(container);
@@ -140,7 +176,7 @@ int start_container(const std::string& store_root, const std::string& container,
   // Two unions on one upper would each cache what the other changes.
   if (auto m = store.mounted_at(c); !m.empty())
     throw Error("container " + quote(c.name) + " is mounted at " + quote(m[0]) + " (unmount it first)", ExitCode::run_failed);
-  return run_container(store, c, o);
+  return run_container(store, c, start_options(c, o));
 }
 
 }  // namespace strata::sandbox
