@@ -138,6 +138,11 @@ namespace strata::sandbox {
 int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& options,
                   const std::function<void()>& after_start = {});
 
+// What `strata exec` starts in container C with (argv, tty and interactive
+// aside): the image's and the container's env, user, working directory and
+// host name, and the container's capabilities and seccomp filter.
+RunSpec exec_spec(const store::Store& store, const store::Container& c);
+
 // What `strata start` runs container C with: the configuration it was
 // created with (config.json; GIVEN when it has none), with GIVEN's
 // interactive and tty flags.

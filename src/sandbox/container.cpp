@@ -162,6 +162,23 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   return status;
 }
 
+RunSpec exec_spec(const store::Store& store, const store::Container& c) {
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
+  store::Image image = store.image_by_manifest(c.image);
+  const oci::json empty = oci::json::object();
+  const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
+  RunSpec spec;
+  spec.env = string_list(cfg, "Env");
+  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
+  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  if (spec.workdir.empty()) spec.workdir = "/";
+  spec.user = o.user ? *o.user : string_field(cfg, "User");
+  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  spec.capabilities = o.capabilities;
+  spec.seccomp = o.seccomp;
+  return spec;
+}
+
 ContainerRunOptions start_options(const store::Container& c, const ContainerRunOptions& given) {
   ContainerRunOptions o = lifecycle::load_config(c).value_or(given);
   o.interactive = given.interactive;

@@ -521,14 +521,15 @@ void start_detached(const std::string& store_root, const store::Container& c, co
   status_write.reset();
   while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
   }
+  // One message, written at once (shorter than PIPE_BUF); the pipe's end
+  // may never come, as the supervisor keeps a copy of it.
   std::string msg;
   char buf[4096];
-  for (;;) {
-    ssize_t n = ::read(status_read.get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    msg.append(buf, static_cast<std::size_t>(n));
-  }
+  ssize_t n;
+  do {
+    n = ::read(status_read.get(), buf, sizeof buf);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) msg.assign(buf, static_cast<std::size_t>(n));
   if (msg.empty()) throw Error("the monitor of container " + quote(c.name) + " ended before the container started", ExitCode::run_failed);
   if (msg[0] == kStarted) return;
   if (msg[0] == kAlreadyRunning) throw store::ContainerRunning(msg.substr(1));

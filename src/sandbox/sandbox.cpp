@@ -1191,11 +1191,18 @@ int exec_in(pid_t pid, const RunSpec& spec) {
   UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
   if (!sigfd) throw_errno("signalfd");
 
-  // The pid namespace applies to the children of the process that enters it.
+  // The pid namespace applies to the children of the process that enters
+  // it: the command's, and then this process's own again (its later
+  // children, such as the sanitizers' helper threads, stay on the host).
+  UniqueFd own_pid_ns = open_at(AT_FDCWD, "/proc/self/ns/pid", O_RDONLY);
   if (::setns(pid_ns.get(), CLONE_NEWPID) != 0) throw_errno("enter the container's pid namespace");
   std::cout.flush();
   std::cerr.flush();
   pid_t child = ::fork();
+  if (child > 0 && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
+    ::kill(child, SIGKILL);
+    throw_errno("return to strata's pid namespace");
+  }
   if (child < 0) throw_errno("start the command");
   if (child == 0) {
     sync_parent.reset();
