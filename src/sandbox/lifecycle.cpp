@@ -402,8 +402,16 @@ State container_state(const store::Store& store, const store::Container& c) {
       s.exit_code = 255;
       s.error = "the process that ran the container (pid " + std::to_string(s.monitor_pid) +
                 ") ended without recording its exit";
-      s.finished_at = s.started_at;
+      s.finished_at = rfc3339_nano_now();
       s.pid = 0;
+      // The first to see it records it, so that the time stays that of the
+      // discovery; under the lock, so that a start in between wins.
+      try {
+        auto use = store.lock_container(c);
+        if (read_state_file(c).running()) write_state(c, s);
+      } catch (const Error&) {
+        return read_state_file(c);
+      }
     }
   }
   return s;

@@ -133,6 +133,7 @@ int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o,
     lifecycle::start_detached(root, c, o, log, o.remove);
   } catch (...) {
     try {
+      lifecycle::wait_stopped(store, c, 10000);  // the monitor lets go once its log is written
       store.remove_container(c.id, true);
     } catch (const Error&) {
       // Reported by the error that caused the cleanup.
