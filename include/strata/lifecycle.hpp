@@ -138,6 +138,13 @@ namespace strata::sandbox {
 int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& options,
                   const std::function<void()>& after_start = {});
 
+// `strata inspect` of a container, as docker prints it: Id, Name, Image,
+// Created, State, Config, HostConfig, LogPath, GraphDriver (Data: LowerDir,
+// the layers topmost first joined by ':', UpperDir, WorkDir and MergedDir,
+// where the union is mounted inside the container's own mount namespace
+// while it runs) and Mounts (where `strata mount` mounted it).
+oci::json inspect_container(const store::Store& store, const store::Container& c);
+
 // What `strata exec` starts in container C with (argv, tty and interactive
 // aside): the image's and the container's env, user, working directory and
 // host name, and the container's capabilities and seccomp filter.

@@ -162,6 +162,51 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   return status;
 }
 
+oci::json inspect_container(const store::Store& store, const store::Container& c) {
+  using oci::json;
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
+  json j = {{"Id", c.id}, {"Name", c.name}, {"Image", c.image.str()}, {"ImageName", c.image_name}, {"Created", c.created}};
+  j["State"] = lifecycle::container_state(store, c).to_json();
+  std::string lower;
+  json cfg = json::object();
+  try {
+    store::Image image = store.image_by_manifest(c.image);
+    lower = image.lowerdir();
+    if (image.config.contains("config") && image.config["config"].is_object()) cfg = image.config["config"];
+  } catch (const Error&) {
+    // The image is gone (removed with -f): the container's own settings remain.
+  }
+  std::vector<std::string> entrypoint = o.entrypoint ? (o.entrypoint->empty() ? std::vector<std::string>{}
+                                                                               : std::vector<std::string>{*o.entrypoint})
+                                                     : string_list(cfg, "Entrypoint");
+  std::vector<std::string> cmd = !o.args.empty() ? o.args : o.entrypoint ? std::vector<std::string>{} : string_list(cfg, "Cmd");
+  std::vector<std::string> env = string_list(cfg, "Env");
+  env.insert(env.end(), o.env.begin(), o.env.end());
+  std::string workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  j["Config"] = {{"Hostname", o.hostname ? *o.hostname : c.id.substr(0, 12)},
+                 {"User", o.user ? *o.user : string_field(cfg, "User")},
+                 {"Tty", o.tty},
+                 {"Env", env},
+                 {"Cmd", cmd},
+                 {"Entrypoint", entrypoint},
+                 {"WorkingDir", workdir.empty() ? "/" : workdir},
+                 {"Image", c.image_name},
+                 {"StopSignal", string_field(cfg, "StopSignal").empty() ? "SIGTERM" : string_field(cfg, "StopSignal")}};
+  json binds = json::array();
+  for (const auto& v : o.volumes) binds.push_back(v.source + ":" + v.target + (v.read_only ? ":ro" : ""));
+  j["HostConfig"] = {{"NetworkMode", o.network == Network::none ? "none" : "host"},
+                     {"Binds", binds},
+                     {"Init", o.init},
+                     {"Privileged", !o.seccomp && o.capabilities == capability_set({"ALL"}, {}, false)},
+                     {"SecurityOpt", o.seccomp ? json::array() : json::array({"seccomp=unconfined"})},
+                     {"LogConfig", {{"Type", "k8s-file"}, {"Path", c.dir + "/ctr.log"}}}};
+  j["LogPath"] = c.dir + "/ctr.log";
+  j["GraphDriver"] = {{"Name", "stratafs"},
+                      {"Data", {{"LowerDir", lower}, {"UpperDir", c.upper}, {"WorkDir", c.work}, {"MergedDir", c.dir + "/rootfs"}}}};
+  j["Mounts"] = store.mounted_at(c);
+  return j;
+}
+
 RunSpec exec_spec(const store::Store& store, const store::Container& c) {
   ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
   store::Image image = store.image_by_manifest(c.image);
