@@ -309,6 +309,8 @@ void redirect(int fd, int to) {
       ::close(out[1]);
       ::close(err[1]);
       ::close(status_fd);
+      redirect(1, null.get());  // the caller's stdout and stderr are not for it either
+      redirect(2, null.get());
       log_writer_main(c.dir, log_options, out[0], err[0]);
     }
     ::close(out[0]);

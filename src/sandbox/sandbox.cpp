@@ -580,6 +580,29 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
                   "exec " + quote(file) + ": executable file not found in $PATH");
 }
 
+// Overwrites this process's command line (strata's, with host paths) with
+// "strata-init", so that the container sees nothing of the host in pid 1's
+// /proc/1/cmdline.
+void hide_host_command_line() {
+  std::string stat = read_file_or_empty("/proc/self/stat");
+  auto close_paren = stat.rfind(')');
+  if (close_paren == std::string::npos) return;
+  std::istringstream fields(stat.substr(close_paren + 2));
+  // After the name: field 3 (state) .. 52; arg_start and arg_end are 48, 49.
+  std::string field;
+  unsigned long arg_start = 0, arg_end = 0;
+  for (int n = 3; n <= 49 && fields >> field; ++n) {
+    if (n == 48) arg_start = std::strtoul(field.c_str(), nullptr, 10);
+    if (n == 49) arg_end = std::strtoul(field.c_str(), nullptr, 10);
+  }
+  if (arg_start == 0 || arg_end <= arg_start) return;
+  auto* args = reinterpret_cast<char*>(arg_start);
+  std::size_t size = arg_end - arg_start;
+  std::memset(args, 0, size);
+  std::memcpy(args, "strata-init", std::min<std::size_t>(size - 1, 11));
+  ::prctl(PR_SET_NAME, "strata-init", 0, 0, 0);
+}
+
 // `--init`: the calling process forks; the child returns (to exec the
 // command) in a process group of its own, in the terminal's foreground with
 // a tty; the parent stays as pid 1, passes every signal it gets to the
@@ -598,6 +621,7 @@ void become_init(int err_fd, bool tty) {
     return;
   }
   ::close(err_fd);  // the command reports its own exec failure
+  hide_host_command_line();
   // As pid 1 the kernel gives it only the signals it has a handler for.
   struct sigaction sa {};
   sa.sa_handler = noop_handler;
