@@ -63,11 +63,6 @@ State container_state(const store::Store& store, const store::Container& c);
 // Replaces state.json atomically.
 void write_state(const store::Container& c, const State& state);
 
-// The run configuration in config.json (the store's Container record holds
-// the image only). Missing: nullopt (a container made by `strata create`).
-void save_config(const store::Container& c, const sandbox::ContainerRunOptions& options);
-std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& c);
-
 // `--log-opt max-size=SIZE` and `max-file=N`: each log file is rotated
 // before it would pass MAX_SIZE; MAX_FILES files are kept (the current one
 // included), so the logs take at most MAX_SIZE * MAX_FILES bytes.
@@ -75,6 +70,13 @@ struct LogOptions {
   std::uint64_t max_size = 10 << 20;
   unsigned max_files = 2;
 };
+// The run configuration in config.json (the store's Container record holds
+// the image only). Missing: nullopt (a container made by `strata create`).
+// LOG (`--log-opt`) is kept with it for `start` and `restart`.
+void save_config(const store::Container& c, const sandbox::ContainerRunOptions& options, const LogOptions& log = {});
+std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& c);
+LogOptions load_log_options(const store::Container& c);
+
 // Parses "max-size=10m" (k, m, g suffixes) or "max-file=3" into OPTIONS;
 // throws UsageError for anything else.
 void parse_log_opt(LogOptions& options, const std::string& opt);

@@ -419,7 +419,7 @@ State container_state(const store::Store& store, const store::Container& c) {
   return s;
 }
 
-void save_config(const store::Container& c, const sandbox::ContainerRunOptions& o) {
+void save_config(const store::Container& c, const sandbox::ContainerRunOptions& o, const LogOptions& log) {
   json volumes = json::array();
   for (const auto& v : o.volumes) volumes.push_back({{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}});
   std::string seccomp = !o.seccomp ? "unconfined" : o.seccomp_profile_text.empty() ? "default" : "custom";
@@ -430,7 +430,9 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
             {"Volumes", volumes},
             {"Capabilities", o.capabilities},
             {"Seccomp", seccomp},
-            {"Init", o.init}};
+            {"Init", o.init},
+            {"LogMaxSize", log.max_size},
+            {"LogMaxFiles", log.max_files}};
   if (o.entrypoint) j["Entrypoint"] = *o.entrypoint;
   if (o.workdir) j["WorkingDir"] = *o.workdir;
   if (o.user) j["User"] = *o.user;
@@ -478,6 +480,15 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   }
   o.init = j->value("Init", false);
   return o;
+}
+
+LogOptions load_log_options(const store::Container& c) {
+  LogOptions log;
+  if (auto j = read_json_file(c.dir + "/" + kConfigFile)) {
+    log.max_size = std::max<std::uint64_t>(1024, j->value("LogMaxSize", log.max_size));
+    log.max_files = std::clamp(j->value("LogMaxFiles", log.max_files), 1U, 100U);
+  }
+  return log;
 }
 
 void parse_log_opt(LogOptions& options, const std::string& opt) {

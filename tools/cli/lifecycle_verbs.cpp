@@ -122,7 +122,7 @@ int restart_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return for_each_container(vm, [&](const std::string& n) {
     store::Container c = store.container(n);
     lifecycle::stop_container(store, c, t);
-    lifecycle::start_detached(root, c, sandbox::start_options(c, {}), lifecycle::LogOptions{}, false);
+    lifecycle::start_detached(root, c, sandbox::start_options(c, {}), lifecycle::load_log_options(c), false);
     std::cout << n << std::endl;
   });
 }

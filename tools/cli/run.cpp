@@ -129,7 +129,7 @@ int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o,
   auto store = store::Store::open(root);
   store::Container c = store.create_container(o.image, o.name);
   try {
-    lifecycle::save_config(c, o);
+    lifecycle::save_config(c, o, log);
     lifecycle::start_detached(root, c, o, log, o.remove);
   } catch (...) {
     try {

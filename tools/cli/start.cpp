@@ -37,7 +37,7 @@ int start_verb(const GlobalOptions& global, const std::vector<std::string>& args
   if (vm["attach"].as<bool>() || o.interactive) return sandbox::start_container(root, name, o);
   auto store = store::Store::open(root);
   store::Container c = store.container(name);
-  lifecycle::start_detached(root, c, sandbox::start_options(c, o), lifecycle::LogOptions{}, false);
+  lifecycle::start_detached(root, c, sandbox::start_options(c, o), lifecycle::load_log_options(c), false);
   std::cout << name << std::endl;
   return 0;
 }
