@@ -49,6 +49,17 @@ void make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
 }
 
+// The image config CFG combined with O as docker does: Env (the image's,
+// then O's), WorkingDir, User and the host name (the short id by default).
+void apply_container_settings(RunSpec& spec, const oci::json& cfg, const ContainerRunOptions& o, const store::Container& c) {
+  spec.env = string_list(cfg, "Env");
+  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
+  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  if (spec.workdir.empty()) spec.workdir = "/";
+  spec.user = o.user ? *o.user : string_field(cfg, "User");
+  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+}
+
 }  // namespace
 
 std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
@@ -80,12 +91,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   if (spec.argv.empty()) {
     throw Error("no command given and the image " + quote(c.image_name) + " has none", ExitCode::run_failed);
   }
-  spec.env = string_list(cfg, "Env");
-  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
-  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
-  if (spec.workdir.empty()) spec.workdir = "/";
-  spec.user = o.user ? *o.user : string_field(cfg, "User");
-  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  apply_container_settings(spec, cfg, o, c);
   spec.tty = o.tty;
   spec.interactive = o.interactive;
   spec.network = o.network;
@@ -213,12 +219,7 @@ RunSpec exec_spec(const store::Store& store, const store::Container& c) {
   const oci::json empty = oci::json::object();
   const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
   RunSpec spec;
-  spec.env = string_list(cfg, "Env");
-  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
-  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
-  if (spec.workdir.empty()) spec.workdir = "/";
-  spec.user = o.user ? *o.user : string_field(cfg, "User");
-  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  apply_container_settings(spec, cfg, o, c);
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
   return spec;

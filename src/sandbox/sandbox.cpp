@@ -1024,6 +1024,41 @@ int supervise(pid_t child, const RunSpec& spec, int sigfd, UniqueFd master) {
   return status;
 }
 
+// What the host side of run() and exec_in() holds while the command runs:
+// the sync socket and the error pipe to the container side, and the
+// forwarded signals (with SIGCHLD and SIGWINCH) blocked and read from a
+// signalfd.
+struct HostChannels {
+  UniqueFd sync_parent, sync_child, err_read, err_write, sigfd;
+  std::optional<SignalMask> mask;
+  HostChannels() {
+    int sp[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
+    sync_parent.reset(sp[0]);
+    sync_child.reset(sp[1]);
+    int ep[2];
+    if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
+    err_read.reset(ep[0]);
+    err_write.reset(ep[1]);
+    sigset_t handled;
+    sigemptyset(&handled);
+    for (int sig : kForwarded) sigaddset(&handled, sig);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGWINCH);
+    mask.emplace(handled);
+    sigfd.reset(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sigfd) throw_errno("signalfd");
+  }
+};
+
+// The command's environment but HOME, which comes from the user, which only
+// the container's /etc/passwd knows.
+std::vector<std::string> command_env(const RunSpec& spec) {
+  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
+  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
+  return env;
+}
+
 }  // namespace
 
 int run(const RunSpec& spec) {
@@ -1051,25 +1086,9 @@ int run(const RunSpec& spec) {
   bool gid5 = false;
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
 
-  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
-  // HOME comes from the user, which only the container's /etc/passwd knows.
-  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
-
-  int sp[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
-  UniqueFd sync_parent(sp[0]), sync_child(sp[1]);
-  int ep[2];
-  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
-  UniqueFd err_read(ep[0]), err_write(ep[1]);
-
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int sig : kForwarded) sigaddset(&handled, sig);
-  sigaddset(&handled, SIGCHLD);
-  sigaddset(&handled, SIGWINCH);
-  SignalMask mask(handled);
-  UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!sigfd) throw_errno("signalfd");
+  std::vector<std::string> env = command_env(spec);
+  HostChannels channels;
+  auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
   // The pid namespace comes later, with the container's first process (see
@@ -1197,23 +1216,9 @@ int exec_in(pid_t pid, const RunSpec& spec) {
     throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
   IdMapPlan::Kind map_kind = IdMapPlan::Kind::identity;
   if (read_file_or_empty(proc + "/setgroups").rfind("deny", 0) == 0) map_kind = IdMapPlan::Kind::single;
-  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
-  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
-
-  int sp[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
-  UniqueFd sync_parent(sp[0]), sync_child(sp[1]);
-  int ep[2];
-  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
-  UniqueFd err_read(ep[0]), err_write(ep[1]);
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int sig : kForwarded) sigaddset(&handled, sig);
-  sigaddset(&handled, SIGCHLD);
-  sigaddset(&handled, SIGWINCH);
-  SignalMask mask(handled);
-  UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!sigfd) throw_errno("signalfd");
+  std::vector<std::string> env = command_env(spec);
+  HostChannels channels;
+  auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   // The pid namespace applies to the children of the process that enters
   // it: the command's, and then this process's own again (its later

@@ -4,11 +4,12 @@ import json
 import os
 import re
 import signal
+import subprocess
 import time
 
 import pytest
 
-from conftest import run, tool
+from conftest import base_store, tool
 
 LOOP = "i=0; while :; do echo tick $i; echo tock $i >&2; echo $i > /count; i=$((i+1)); sleep 0.1; done"
 
@@ -47,15 +48,8 @@ def eventually(check, what, timeout=30):
 @pytest.fixture
 def store(workdir, base_tar):
     """A store with base:1; every container is removed (rm -f) and nothing may stay running or mounted."""
-    root = os.path.join(workdir, "store")
-
-    def s(*args, **kw):
-        kw.setdefault("timeout", 60)
-        return run([tool("strata"), "--root", root, *args], check=False, **kw)
-
-    r = s("import", "-c", 'CMD ["sh", "-c", "echo base-cmd"]', base_tar, "base:1")
-    assert r.returncode == 0, r.stderr
-    s.root = root
+    s = base_store(workdir, base_tar)
+    root = s.root
     try:
         yield s
     finally:
@@ -170,7 +164,6 @@ def test_two_starts_race_and_one_wins(store):
     assert store("create", "--name", "race", "base:1").returncode == 0
     assert store("commit", "-c", 'CMD ["sleep", "60"]', "race", "sleeper:1").returncode == 0
     assert store("create", "--name", "race2", "sleeper:1").returncode == 0
-    import subprocess
     procs = [subprocess.Popen([tool("strata"), "--root", store.root, "start", "race2"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = sorted((p.wait(timeout=60), p.stderr.read().strip()) for p in procs)

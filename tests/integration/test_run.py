@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, is_mounted, run, tool
+from conftest import SOURCE_DIR, base_store, is_mounted, run, tool
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB
 
@@ -661,18 +661,10 @@ def test_unprivileged_exit_codes_and_signals(user, user_rootfs):
 @pytest.fixture
 def store(workdir, base_tar):
     """A store with the busybox base imported as base:1; yields a function running `strata` on it."""
-    root = os.path.join(workdir, "store")
-
-    def s(*args, **kw):
-        kw.setdefault("timeout", 60)
-        return run([tool("strata"), "--root", root, *args], check=False, **kw)
-
-    r = s("import", "-c", "CMD [\"sh\", \"-c\", \"echo base-cmd\"]", base_tar, "base:1")
-    assert r.returncode == 0, r.stderr
-    s.root = root
+    s = base_store(workdir, base_tar)
     yield s
     # Whatever happened, nothing of the store may stay mounted.
-    assert host_mounts_under(root) == []
+    assert host_mounts_under(s.root) == []
 
 
 def containers(store):

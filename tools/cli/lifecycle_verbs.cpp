@@ -31,21 +31,23 @@ int for_each_container(const po::variables_map& vm, Fn action) {
   return rc;
 }
 
-int timeout_of(const po::variables_map& vm, const char* verb) {
-  int t = vm["time"].as<int>();
-  if (t < 0) throw UsageError(std::string(verb) + ": the timeout must not be negative");
-  return t;
-}
-
-int stop_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+// stop and restart: [-t SECONDS] CONTAINER...
+bool parse_timed(const char* verb, const std::vector<std::string>& args, po::variables_map& vm) {
   po::options_description opts("Options");
   opts.add_options()("time,t", po::value<int>()->default_value(10), "seconds to wait before SIGKILL")(
       "containers", po::value<std::vector<std::string>>()->required(), "containers");
   po::positional_options_description pos;
   pos.add("containers", -1);
+  std::string usage = std::string("strata ") + verb + " [-t SECONDS] CONTAINER...";
+  if (!parse_args(verb, usage.c_str(), opts, pos, args, vm)) return false;
+  if (vm["time"].as<int>() < 0) throw UsageError(std::string(verb) + ": the timeout must not be negative");
+  return true;
+}
+
+int stop_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::variables_map vm;
-  if (!parse_args("stop", "strata stop [-t SECONDS] CONTAINER...", opts, pos, args, vm)) return 0;
-  int t = timeout_of(vm, "stop");
+  if (!parse_timed("stop", args, vm)) return 0;
+  int t = vm["time"].as<int>();
   auto store = open_store(g);
   return for_each_container(vm, [&](const std::string& n) {
     lifecycle::stop_container(store, store.container(n), t);
@@ -109,14 +111,9 @@ int logs_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 }
 
 int restart_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
-  po::options_description opts("Options");
-  opts.add_options()("time,t", po::value<int>()->default_value(10), "seconds to wait before SIGKILL")(
-      "containers", po::value<std::vector<std::string>>()->required(), "containers");
-  po::positional_options_description pos;
-  pos.add("containers", -1);
   po::variables_map vm;
-  if (!parse_args("restart", "strata restart [-t SECONDS] CONTAINER...", opts, pos, args, vm)) return 0;
-  int t = timeout_of(vm, "restart");
+  if (!parse_timed("restart", args, vm)) return 0;
+  int t = vm["time"].as<int>();
   std::string root = g.root.empty() ? store::default_root() : g.root;
   auto store = store::Store::open(root);
   return for_each_container(vm, [&](const std::string& n) {
