@@ -34,6 +34,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -210,6 +211,15 @@ struct RunSpec {
   std::uint64_t capabilities = default_capabilities();
   // The seccomp filter; nullopt: none (`--security-opt seccomp=unconfined`).
   std::optional<SeccompProfile> seccomp = default_seccomp_profile();
+  // `--init`: pid 1 is a small reaper in strata's code (no program from the
+  // image or the host) that runs the command as its child, passes it every
+  // signal it gets, reaps the orphans the container leaves, and exits with
+  // the command's status.
+  bool init = false;
+  // Called in the calling process with the container's pid 1 (as the host
+  // numbers it) once the command has been executed (it exists, the root is
+  // built, the credentials are set); not called when it cannot start.
+  std::function<void(pid_t)> on_started;
 };
 
 // Runs SPEC and returns the command's exit status (128+N for signal N).
@@ -251,6 +261,8 @@ struct ContainerRunOptions {
   std::vector<BindMount> volumes;
   std::uint64_t capabilities = default_capabilities();
   std::optional<SeccompProfile> seccomp = default_seccomp_profile();
+  std::string seccomp_profile_text;  // the JSON of a profile from a file (kept with the container)
+  bool init = false;                 // `--init`
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
 
@@ -267,5 +279,14 @@ int run_image(const std::string& store_root, const ContainerRunOptions& options)
 // are not used). The container is kept whatever happens.
 int start_container(const std::string& store_root, const std::string& container,
                     const ContainerRunOptions& options);
+
+// `strata exec`: runs ARGV in the running container whose pid 1 is PID (as
+// the host numbers it): in its namespaces (entered with setns through a
+// pidfd, or /proc/PID/ns/* on kernels without it), chrooted to its root as
+// it sees it (/proc/PID/root), with OPTIONS' capabilities and seccomp filter,
+// as SPEC.user in SPEC.workdir with SPEC.env added to the container's
+// settings. SPEC.rootfs, union_root, volumes, network, hostname and init are
+// not used. Returns the command's status; throws as run() does.
+int exec_in(pid_t pid, const RunSpec& spec);
 
 }  // namespace strata::sandbox

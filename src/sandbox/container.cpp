@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -48,6 +49,17 @@ void make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
 }
 
+// The image config CFG combined with O as docker does: Env (the image's,
+// then O's), WorkingDir, User and the host name (the short id by default).
+void apply_container_settings(RunSpec& spec, const oci::json& cfg, const ContainerRunOptions& o, const store::Container& c) {
+  spec.env = string_list(cfg, "Env");
+  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
+  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  if (spec.workdir.empty()) spec.workdir = "/";
+  spec.user = o.user ? *o.user : string_field(cfg, "User");
+  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+}
+
 }  // namespace
 
 std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
@@ -68,10 +80,8 @@ std::vector<std::string> combine_command(const std::vector<std::string>& image_e
   return out;
 }
 
-namespace {
-
-// Runs container C of STORE as O says (image, name and remove aside).
-int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o) {
+int run_container(store::Store& store, const store::Container& c, const ContainerRunOptions& o,
+                  const std::function<void()>& after_start) {
   store::Image image = store.image_by_manifest(c.image);
   const oci::json empty = oci::json::object();
   const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
@@ -81,18 +91,14 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   if (spec.argv.empty()) {
     throw Error("no command given and the image " + quote(c.image_name) + " has none", ExitCode::run_failed);
   }
-  spec.env = string_list(cfg, "Env");
-  spec.env.insert(spec.env.end(), o.env.begin(), o.env.end());
-  spec.workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
-  if (spec.workdir.empty()) spec.workdir = "/";
-  spec.user = o.user ? *o.user : string_field(cfg, "User");
-  spec.hostname = o.hostname ? *o.hostname : c.id.substr(0, 12);
+  apply_container_settings(spec, cfg, o, c);
   spec.tty = o.tty;
   spec.interactive = o.interactive;
   spec.network = o.network;
   spec.volumes = o.volumes;
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
+  spec.init = o.init;
 
   spec.rootfs = c.dir + "/rootfs";
   make_dir(spec.rootfs);
@@ -103,14 +109,43 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   u.upperdir = c.upper;
   u.workdir = c.work;
   spec.union_root = std::move(u);
-  return run(spec);
-}
 
-}  // namespace
+  lifecycle::State state;
+  spec.on_started = [&](pid_t pid1) {
+    state.status = "running";
+    state.pid = pid1;
+    state.monitor_pid = ::getpid();
+    state.started_at = lifecycle::rfc3339_nano_now();
+    lifecycle::write_state(c, state);
+    if (after_start) after_start();
+  };
+  auto finish = [&](int code, const std::string& error) {
+    state.status = "exited";
+    state.pid = 0;
+    state.exit_code = code;
+    state.error = error;
+    state.finished_at = lifecycle::rfc3339_nano_now();
+    try {
+      lifecycle::write_state(c, state);
+    } catch (const Error&) {
+      // The container was removed meanwhile (`rm -f`).
+    }
+  };
+  int status = 0;
+  try {
+    status = run(spec);
+  } catch (const Error& e) {
+    finish(static_cast<int>(e.code() == ExitCode::failure ? ExitCode::run_failed : e.code()), e.what());
+    throw;
+  }
+  finish(status, "");
+  return status;
+}
 
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.create_container(o.image, o.name);
+  lifecycle::save_config(c, o);
   std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
     try {
@@ -133,6 +168,70 @@ int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   return status;
 }
 
+oci::json inspect_container(const store::Store& store, const store::Container& c) {
+  using oci::json;
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
+  json j = {{"Id", c.id}, {"Name", c.name}, {"Image", c.image.str()}, {"ImageName", c.image_name}, {"Created", c.created}};
+  j["State"] = lifecycle::container_state(store, c).to_json();
+  std::string lower;
+  json cfg = json::object();
+  try {
+    store::Image image = store.image_by_manifest(c.image);
+    lower = image.lowerdir();
+    if (image.config.contains("config") && image.config["config"].is_object()) cfg = image.config["config"];
+  } catch (const Error&) {
+    // The image is gone (removed with -f): the container's own settings remain.
+  }
+  std::vector<std::string> entrypoint = o.entrypoint ? (o.entrypoint->empty() ? std::vector<std::string>{}
+                                                                               : std::vector<std::string>{*o.entrypoint})
+                                                     : string_list(cfg, "Entrypoint");
+  std::vector<std::string> cmd = !o.args.empty() ? o.args : o.entrypoint ? std::vector<std::string>{} : string_list(cfg, "Cmd");
+  std::vector<std::string> env = string_list(cfg, "Env");
+  env.insert(env.end(), o.env.begin(), o.env.end());
+  std::string workdir = o.workdir ? *o.workdir : string_field(cfg, "WorkingDir");
+  j["Config"] = {{"Hostname", o.hostname ? *o.hostname : c.id.substr(0, 12)},
+                 {"User", o.user ? *o.user : string_field(cfg, "User")},
+                 {"Tty", o.tty},
+                 {"Env", env},
+                 {"Cmd", cmd},
+                 {"Entrypoint", entrypoint},
+                 {"WorkingDir", workdir.empty() ? "/" : workdir},
+                 {"Image", c.image_name},
+                 {"StopSignal", string_field(cfg, "StopSignal").empty() ? "SIGTERM" : string_field(cfg, "StopSignal")}};
+  json binds = json::array();
+  for (const auto& v : o.volumes) binds.push_back(v.source + ":" + v.target + (v.read_only ? ":ro" : ""));
+  j["HostConfig"] = {{"NetworkMode", o.network == Network::none ? "none" : "host"},
+                     {"Binds", binds},
+                     {"Init", o.init},
+                     {"Privileged", !o.seccomp && o.capabilities == capability_set({"ALL"}, {}, false)},
+                     {"SecurityOpt", o.seccomp ? json::array() : json::array({"seccomp=unconfined"})},
+                     {"LogConfig", {{"Type", "k8s-file"}, {"Path", c.dir + "/ctr.log"}}}};
+  j["LogPath"] = c.dir + "/ctr.log";
+  j["GraphDriver"] = {{"Name", "stratafs"},
+                      {"Data", {{"LowerDir", lower}, {"UpperDir", c.upper}, {"WorkDir", c.work}, {"MergedDir", c.dir + "/rootfs"}}}};
+  j["Mounts"] = store.mounted_at(c);
+  return j;
+}
+
+RunSpec exec_spec(const store::Store& store, const store::Container& c) {
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
+  store::Image image = store.image_by_manifest(c.image);
+  const oci::json empty = oci::json::object();
+  const oci::json& cfg = image.config.contains("config") ? image.config["config"] : empty;
+  RunSpec spec;
+  apply_container_settings(spec, cfg, o, c);
+  spec.capabilities = o.capabilities;
+  spec.seccomp = o.seccomp;
+  return spec;
+}
+
+ContainerRunOptions start_options(const store::Container& c, const ContainerRunOptions& given) {
+  ContainerRunOptions o = lifecycle::load_config(c).value_or(given);
+  o.interactive = given.interactive;
+  o.tty = o.tty || given.tty;
+  return o;
+}
+
 int start_container(const std::string& store_root, const std::string& container, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
   store::Container c = store.container(container);
@@ -140,7 +239,7 @@ int start_container(const std::string& store_root, const std::string& container,
   // Two unions on one upper would each cache what the other changes.
   if (auto m = store.mounted_at(c); !m.empty())
     throw Error("container " + quote(c.name) + " is mounted at " + quote(m[0]) + " (unmount it first)", ExitCode::run_failed);
-  return run_container(store, c, o);
+  return run_container(store, c, start_options(c, o));
 }
 
 }  // namespace strata::sandbox

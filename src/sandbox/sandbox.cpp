@@ -239,30 +239,54 @@ void send_fd(int sock, int fd) {
   if (::sendmsg(sock, &msg, MSG_NOSIGNAL) != 1) throw_errno("send the terminal to strata");
 }
 
-// Returns false when the peer closed the socket without sending; FD receives
-// the descriptor that came with the message, if any.
-bool recv_fd(int sock, UniqueFd& fd) {
-  char byte = 0;
-  iovec iov{&byte, 1};
+// Receives one message of at most SIZE bytes into BUF; FD receives the
+// descriptor that came with it, if any. Returns its length, 0 when the peer
+// closed the socket without sending.
+ssize_t recv_message(int sock, char* buf, std::size_t size, UniqueFd& fd) {
+  iovec iov{buf, size};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(cmsghdr) char buf[CMSG_SPACE(sizeof(int))]{};
-  msg.msg_control = buf;
-  msg.msg_controllen = sizeof buf;
+  alignas(cmsghdr) char cbuf[CMSG_SPACE(sizeof(int))]{};
+  msg.msg_control = cbuf;
+  msg.msg_controllen = sizeof cbuf;
   ssize_t n;
   do {
     n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
-  if (n <= 0) return false;
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); n >= 0 && c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
       int got = -1;
       std::memcpy(&got, CMSG_DATA(c), sizeof got);
       fd.reset(got);
     }
   }
-  return true;
+  return n < 0 ? 0 : n;
+}
+
+// The supervisor tells the host side the container's pid 1 as 'P' + pid;
+// pid 1 sends 'R' (with the pty master, if any) once the root is built.
+struct StartMessages {
+  pid_t pid1 = 0;
+  bool ready = false;
+  UniqueFd master;
+};
+
+StartMessages receive_start(int sock) {
+  StartMessages out;
+  for (int i = 0; i < 2; ++i) {
+    char buf[1 + sizeof(pid_t)];
+    UniqueFd fd;
+    ssize_t n = recv_message(sock, buf, sizeof buf, fd);
+    if (n <= 0) break;
+    if (buf[0] == 'P' && n == static_cast<ssize_t>(sizeof buf)) {
+      std::memcpy(&out.pid1, buf + 1, sizeof out.pid1);
+    } else if (buf[0] == 'R') {
+      out.ready = true;
+      out.master = std::move(fd);
+    }
+  }
+  return out;
 }
 
 // Signals that strata passes on to the container.
@@ -556,26 +580,79 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
                   "exec " + quote(file) + ": executable file not found in $PATH");
 }
 
-// The container's pid 1 until it execs the command: the root, the
-// credentials, stdio, and exec. Nothing of strata stays in the container.
-[[noreturn]] void container_main(const ChildContext& ctx) {
-  const RunSpec& spec = *ctx.spec;
-  try {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
-    // A mount namespace of its own: pivot_root moves the root of every
-    // process that shares it, and the supervisor must keep the host's.
-    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
-    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
-    if (spec.network == Network::none) bring_up_loopback();
-    int master = -1;
-    UniqueFd slave = build_root(ctx, master);
-    UniqueFd master_fd(master);
-    if (master_fd && ctx.go->has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &ctx.go->size);
-    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
-    send_fd(ctx.sync_sock, master_fd.get());
-    master_fd.reset();
-    ::close(ctx.sync_sock);
+// Overwrites this process's command line (strata's, with host paths) with
+// "strata-init", so that the container sees nothing of the host in pid 1's
+// /proc/1/cmdline.
+void hide_host_command_line() {
+  std::string stat = read_file_or_empty("/proc/self/stat");
+  auto close_paren = stat.rfind(')');
+  if (close_paren == std::string::npos) return;
+  std::istringstream fields(stat.substr(close_paren + 2));
+  // After the name: field 3 (state) .. 52; arg_start and arg_end are 48, 49.
+  std::string field;
+  unsigned long arg_start = 0, arg_end = 0;
+  for (int n = 3; n <= 49 && fields >> field; ++n) {
+    if (n == 48) arg_start = std::strtoul(field.c_str(), nullptr, 10);
+    if (n == 49) arg_end = std::strtoul(field.c_str(), nullptr, 10);
+  }
+  if (arg_start == 0 || arg_end <= arg_start) return;
+  auto* args = reinterpret_cast<char*>(arg_start);
+  std::size_t size = arg_end - arg_start;
+  std::memset(args, 0, size);
+  std::memcpy(args, "strata-init", std::min<std::size_t>(size - 1, 11));
+  ::prctl(PR_SET_NAME, "strata-init", 0, 0, 0);
+}
 
+// `--init`: the calling process forks; the child returns (to exec the
+// command) in a process group of its own, in the terminal's foreground with
+// a tty; the parent stays as pid 1, passes every signal it gets to the
+// command's process group, reaps every process that ends, and exits with the
+// command's status once it has ended.
+void become_init(int err_fd, bool tty) {
+  sigset_t all, old;
+  sigfillset(&all);
+  ::sigprocmask(SIG_SETMASK, &all, &old);
+  pid_t child = ::fork();
+  if (child < 0) throw_errno("start the command under the init process");
+  if (child == 0) {
+    if (::setpgid(0, 0) != 0) throw_errno("start a process group");
+    if (tty && ::tcsetpgrp(0, ::getpid()) != 0) throw_errno("take the terminal");
+    ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    return;
+  }
+  ::close(err_fd);  // the command reports its own exec failure
+  hide_host_command_line();
+  // As pid 1 the kernel gives it only the signals it has a handler for.
+  struct sigaction sa {};
+  sa.sa_handler = noop_handler;
+  sigemptyset(&sa.sa_mask);
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &sa, nullptr);
+  }
+  for (;;) {
+    siginfo_t info{};
+    int sig = ::sigwaitinfo(&all, &info);
+    if (sig < 0) continue;
+    if (sig != SIGCHLD) {
+      if (::kill(-child, sig) != 0) ::kill(child, sig);
+      continue;
+    }
+    int status = 0;
+    pid_t p;
+    while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      if (p != child) continue;
+      if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
+      ::_exit(128 + WTERMSIG(status));
+    }
+  }
+}
+
+// The command's side once its root is in place (the container's pid 1, or a
+// process `strata exec` starts): the session and terminal, stdin, the working
+// directory, the credentials, capabilities and seccomp, and exec.
+[[noreturn]] void become_user_and_exec(const RunSpec& spec, const std::vector<std::string>& base_env,
+                                       IdMapPlan::Kind map_kind, int err_fd, UniqueFd slave, const ExecUser& user) {
+  try {
     sigset_t none;
     sigemptyset(&none);
     for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
@@ -609,11 +686,11 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     ensure_dir(open_at(AT_FDCWD, "/", O_PATH | O_DIRECTORY).get(), workdir);
     if (::chdir(workdir.c_str()) != 0) throw_errno("enter the working directory " + quote(workdir));
     limit_bounding_set(spec.capabilities);
-    if (ctx.map_kind != IdMapPlan::Kind::single) {
+    if (map_kind != IdMapPlan::Kind::single) {
       if (::setgroups(user.groups.size(), user.groups.data()) != 0) throw_errno("set the supplementary groups");
     }
     auto unmapped = [&](const std::string& what) {
-      std::string hint = ctx.map_kind == IdMapPlan::Kind::single
+      std::string hint = map_kind == IdMapPlan::Kind::single
                              ? " (only uid and gid 0 exist: add a range for the user in /etc/subuid and /etc/subgid)"
                              : "";
       throw Error(what + " is not mapped in the container's user namespace" + hint, ExitCode::run_failed);
@@ -628,13 +705,41 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     }
     limit_capabilities(spec.capabilities);
     if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("set no_new_privs");
-    std::vector<std::string> env = *ctx.env;
+    std::vector<std::string> env = base_env;
     bool has_home = false;
     for (const auto& e : env) has_home = has_home || e.rfind("HOME=", 0) == 0;
     if (!has_home) env.push_back("HOME=" + user.home);
     // Last: from here on the filter applies to what strata does too.
     if (spec.seccomp) apply_seccomp(*spec.seccomp, spec.capabilities);
-    exec_command(spec.argv, env, ctx.err_fd);
+    if (spec.init) become_init(err_fd, tty);
+    exec_command(spec.argv, env, err_fd);
+  } catch (const Error& e) {
+    report_and_exit(err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
+  } catch (const std::exception& e) {
+    report_and_exit(err_fd, ExitCode::run_failed, e.what());
+  }
+}
+
+// The container's pid 1 until it execs the command: the root, the
+// credentials, stdio, and exec. Nothing of strata stays in the container.
+[[noreturn]] void container_main(const ChildContext& ctx) {
+  const RunSpec& spec = *ctx.spec;
+  try {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    // A mount namespace of its own: pivot_root moves the root of every
+    // process that shares it, and the supervisor must keep the host's.
+    if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
+    if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
+    if (spec.network == Network::none) bring_up_loopback();
+    int master = -1;
+    UniqueFd slave = build_root(ctx, master);
+    UniqueFd master_fd(master);
+    if (master_fd && ctx.go->has_size) ::ioctl(master_fd.get(), TIOCSWINSZ, &ctx.go->size);
+    ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
+    send_fd(ctx.sync_sock, master_fd.get());
+    master_fd.reset();
+    ::close(ctx.sync_sock);
+    become_user_and_exec(spec, *ctx.env, ctx.map_kind, ctx.err_fd, std::move(slave), user);
   } catch (const Error& e) {
     report_and_exit(ctx.err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
   } catch (const std::exception& e) {
@@ -717,6 +822,11 @@ void end_children() {
     pid_t pid1 = ::fork();
     if (pid1 < 0) throw_errno("start the container's first process");
     if (pid1 == 0) container_main(ctx);
+    {
+      char msg[1 + sizeof(pid_t)] = {'P'};
+      std::memcpy(msg + 1, &pid1, sizeof pid1);
+      [[maybe_unused]] ssize_t sent = ::send(ctx.sync_sock, msg, sizeof msg, MSG_NOSIGNAL);
+    }
     ::close(ctx.sync_sock);
     ::close(ctx.err_fd);
     int ended_by = 0;  // a signal the command left at its default action
@@ -914,6 +1024,41 @@ int supervise(pid_t child, const RunSpec& spec, int sigfd, UniqueFd master) {
   return status;
 }
 
+// What the host side of run() and exec_in() holds while the command runs:
+// the sync socket and the error pipe to the container side, and the
+// forwarded signals (with SIGCHLD and SIGWINCH) blocked and read from a
+// signalfd.
+struct HostChannels {
+  UniqueFd sync_parent, sync_child, err_read, err_write, sigfd;
+  std::optional<SignalMask> mask;
+  HostChannels() {
+    int sp[2];
+    if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
+    sync_parent.reset(sp[0]);
+    sync_child.reset(sp[1]);
+    int ep[2];
+    if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
+    err_read.reset(ep[0]);
+    err_write.reset(ep[1]);
+    sigset_t handled;
+    sigemptyset(&handled);
+    for (int sig : kForwarded) sigaddset(&handled, sig);
+    sigaddset(&handled, SIGCHLD);
+    sigaddset(&handled, SIGWINCH);
+    mask.emplace(handled);
+    sigfd.reset(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
+    if (!sigfd) throw_errno("signalfd");
+  }
+};
+
+// The command's environment but HOME, which comes from the user, which only
+// the container's /etc/passwd knows.
+std::vector<std::string> command_env(const RunSpec& spec) {
+  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
+  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
+  return env;
+}
+
 }  // namespace
 
 int run(const RunSpec& spec) {
@@ -941,25 +1086,9 @@ int run(const RunSpec& spec) {
   bool gid5 = false;
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
 
-  std::vector<std::string> env = complete_env(spec.env, spec.hostname, "", spec.tty);
-  // HOME comes from the user, which only the container's /etc/passwd knows.
-  std::erase_if(env, [](const std::string& e) { return e == "HOME="; });
-
-  int sp[2];
-  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp) != 0) throw_errno("socketpair");
-  UniqueFd sync_parent(sp[0]), sync_child(sp[1]);
-  int ep[2];
-  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
-  UniqueFd err_read(ep[0]), err_write(ep[1]);
-
-  sigset_t handled;
-  sigemptyset(&handled);
-  for (int sig : kForwarded) sigaddset(&handled, sig);
-  sigaddset(&handled, SIGCHLD);
-  sigaddset(&handled, SIGWINCH);
-  SignalMask mask(handled);
-  UniqueFd sigfd(::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK));
-  if (!sigfd) throw_errno("signalfd");
+  std::vector<std::string> env = command_env(spec);
+  HostChannels channels;
+  auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
   // The pid namespace comes later, with the container's first process (see
@@ -994,22 +1123,163 @@ int run(const RunSpec& spec) {
     kill_child();
     throw;
   }
-  UniqueFd master;
-  std::optional<RawTerminal> raw;
-  int status = 0;
-  if (recv_fd(sync_parent.get(), master)) {
-    if (master && spec.interactive) raw.emplace();
-  }
+  StartMessages started = receive_start(sync_parent.get());
   sync_parent.reset();
-  status = supervise(child, spec, sigfd.get(), std::move(master));
+  std::optional<RawTerminal> raw;
+  if (started.master && spec.interactive) raw.emplace();
+  // The exec closes the last writer of the error pipe (close-on-exec): its
+  // end without a message means the command runs.
+  std::string early_error;
+  if (started.ready && spec.on_started) {
+    pollfd p{err_read.get(), POLLIN, 0};
+    while (::poll(&p, 1, -1) < 0 && errno == EINTR) {
+    }
+    char buf[4096];
+    ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+    if (n > 0) {
+      early_error.assign(buf, static_cast<std::size_t>(n));
+    } else if (started.pid1 > 0) {
+      try {
+        spec.on_started(started.pid1);
+      } catch (...) {
+        raw.reset();
+        kill_child();
+        throw;
+      }
+    }
+  }
+  int status = supervise(child, spec, sigfd.get(), std::move(started.master));
   raw.reset();
 
+  if (early_error.empty()) {
+    char buf[4096];
+    ssize_t n = ::read(err_read.get(), buf, sizeof buf);
+    if (n > 0) early_error.assign(buf, static_cast<std::size_t>(n));
+  }
+  if (early_error.size() > 1) {
+    auto code = static_cast<ExitCode>(static_cast<unsigned char>(early_error[0]));
+    throw Error(early_error.substr(1), code);
+  }
+  return status_code(status);
+}
+
+namespace {
+
+// The namespaces `strata exec` enters: those of the container's pid 1 that
+// differ from the caller's (joining one's own host network namespace would
+// need privileges over it that a rootless user lacks).
+struct NamespaceToJoin {
+  const char* name;
+  int flag;
+};
+constexpr NamespaceToJoin kExecNamespaces[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS},   {"uts", CLONE_NEWUTS},
+                                               {"ipc", CLONE_NEWIPC},   {"net", CLONE_NEWNET},  {"cgroup", CLONE_NEWCGROUP}};
+
+bool same_namespace(pid_t pid, const char* name) {
+  struct stat theirs {}, ours {};
+  std::string path = "/proc/" + std::to_string(pid) + "/ns/" + name;
+  if (::stat(path.c_str(), &theirs) != 0) throw_errno("read " + path);
+  std::string self = std::string("/proc/self/ns/") + name;
+  return ::stat(self.c_str(), &ours) == 0 && ours.st_ino == theirs.st_ino && ours.st_dev == theirs.st_dev;
+}
+
+// Enters the namespaces FLAGS of the process behind PIDFD: at once through
+// the pidfd (Linux 5.8), else one by one through NS_FDS (user first).
+void enter_namespaces(int pidfd, int flags, const std::vector<std::pair<int, UniqueFd>>& ns_fds) {
+  if (flags == 0) return;
+  if (::setns(pidfd, flags) == 0) return;
+  if (errno != EINVAL && errno != ENOSYS && errno != EBADF) throw_errno("enter the container's namespaces");
+  for (const auto& [flag, fd] : ns_fds) {
+    if ((flags & flag) != 0 && ::setns(fd.get(), flag) != 0) throw_errno("enter the container's namespaces");
+  }
+}
+
+}  // namespace
+
+int exec_in(pid_t pid, const RunSpec& spec) {
+  if (spec.argv.empty()) throw Error("exec: no command given", ExitCode::run_failed);
+  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
+  std::string proc = "/proc/" + std::to_string(pid);
+  // Its root as it sees it, opened on the host; then proof that PID is still
+  // the process the pidfd names.
+  UniqueFd root = open_at(AT_FDCWD, proc + "/root", O_PATH | O_DIRECTORY);
+  int flags = 0;
+  std::vector<std::pair<int, UniqueFd>> ns_fds;
+  for (const auto& ns : kExecNamespaces) {
+    if (same_namespace(pid, ns.name)) continue;
+    flags |= ns.flag;
+    ns_fds.emplace_back(ns.flag, open_at(AT_FDCWD, proc + "/ns/" + ns.name, O_RDONLY));
+  }
+  UniqueFd pid_ns = open_at(AT_FDCWD, proc + "/ns/pid", O_RDONLY);
+  if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) != 0)
+    throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
+  IdMapPlan::Kind map_kind = IdMapPlan::Kind::identity;
+  if (read_file_or_empty(proc + "/setgroups").rfind("deny", 0) == 0) map_kind = IdMapPlan::Kind::single;
+  std::vector<std::string> env = command_env(spec);
+  HostChannels channels;
+  auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
+
+  // The pid namespace applies to the children of the process that enters
+  // it: the command's, and then this process's own again (its later
+  // children, such as the sanitizers' helper threads, stay on the host).
+  UniqueFd own_pid_ns = open_at(AT_FDCWD, "/proc/self/ns/pid", O_RDONLY);
+  if (::setns(pid_ns.get(), CLONE_NEWPID) != 0) throw_errno("enter the container's pid namespace");
+  std::cout.flush();
+  std::cerr.flush();
+  pid_t child = ::fork();
+  if (child > 0 && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
+    ::kill(child, SIGKILL);
+    throw_errno("return to strata's pid namespace");
+  }
+  if (child < 0) throw_errno("start the command");
+  if (child == 0) {
+    sync_parent.reset();
+    err_read.reset();
+    sigfd.reset();
+    try {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+      enter_namespaces(pidfd.get(), flags, ns_fds);
+      if (::fchdir(root.get()) != 0 || ::chroot(".") != 0 || ::chdir("/") != 0) throw_errno("enter the container's root");
+      if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");
+      UniqueFd slave, master;
+      if (spec.tty) {
+        master.reset(::open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC));
+        if (!master) throw_errno("open /dev/pts/ptmx in the container");
+        if (::unlockpt(master.get()) != 0) throw_errno("unlock the pty");
+        int n = 0;
+        if (::ioctl(master.get(), TIOCGPTN, &n) != 0) throw_errno("read the pty number");
+        slave.reset(::open(("/dev/pts/" + std::to_string(n)).c_str(), O_RDWR | O_NOCTTY | O_CLOEXEC));
+        if (!slave) throw_errno("open the pty");
+        winsize ws{};
+        if (::ioctl(0, TIOCGWINSZ, &ws) == 0) ::ioctl(master.get(), TIOCSWINSZ, &ws);
+      }
+      ExecUser user = resolve_user(spec.user, read_container_file("/etc/passwd"), read_container_file("/etc/group"));
+      send_fd(sync_child.get(), master.get());
+      master.reset();
+      sync_child.reset();
+      RunSpec inside = spec;
+      inside.init = false;
+      become_user_and_exec(inside, env, map_kind, err_write.get(), std::move(slave), user);
+    } catch (const Error& e) {
+      report_and_exit(err_write.get(), e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
+    } catch (const std::exception& e) {
+      report_and_exit(err_write.get(), ExitCode::run_failed, e.what());
+    }
+  }
+  sync_child.reset();
+  err_write.reset();
+  UniqueFd master;
+  char byte[1];
+  static_cast<void>(recv_message(sync_parent.get(), byte, sizeof byte, master));
+  sync_parent.reset();
+  std::optional<RawTerminal> raw;
+  if (master && spec.interactive) raw.emplace();
+  int status = supervise(child, spec, sigfd.get(), std::move(master));
+  raw.reset();
   char buf[4096];
   ssize_t n = ::read(err_read.get(), buf, sizeof buf);
-  if (n > 1) {
-    auto code = static_cast<ExitCode>(static_cast<unsigned char>(buf[0]));
-    throw Error(std::string(buf + 1, static_cast<std::size_t>(n - 1)), code);
-  }
+  if (n > 1) throw Error(std::string(buf + 1, static_cast<std::size_t>(n - 1)), static_cast<ExitCode>(static_cast<unsigned char>(buf[0])));
   return status_code(status);
 }
 

@@ -100,3 +100,18 @@ def base_tar(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("base") / "base.tar")
     run(["bash", os.path.join(SOURCE_DIR, "scripts", "make-base-rootfs.sh"), out])
     return out
+
+
+def base_store(workdir, base_tar):
+    """A store under WORKDIR with the busybox base imported as base:1 (CMD echo base-cmd): a function
+    running `strata --root STORE ARGS...` without check, with the store's path as its `root`."""
+    root = os.path.join(workdir, "store")
+
+    def s(*args, **kw):
+        kw.setdefault("timeout", 60)
+        return run([tool("strata"), "--root", root, *args], check=False, **kw)
+
+    r = s("import", "-c", "CMD [\"sh\", \"-c\", \"echo base-cmd\"]", base_tar, "base:1")
+    assert r.returncode == 0, r.stderr
+    s.root = root
+    return s

@@ -1,6 +1,9 @@
 #include <doctest/doctest.h>
 
+#include <csignal>
+
 #include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 
 using namespace strata;
@@ -221,4 +224,45 @@ TEST_CASE("seccomp: docker's JSON profile format") {
     for (const auto& n : r.names) blocks_keyctl = blocks_keyctl || (n == "keyctl" && r.excludes_caps == 0);
   }
   CHECK(blocks_keyctl);
+}
+
+// ---- lifecycle: signals, log options, STATUS -------------------------------
+
+TEST_CASE("parse_signal takes names with or without SIG, any case, and numbers") {
+  CHECK(strata::lifecycle::parse_signal("TERM") == SIGTERM);
+  CHECK(strata::lifecycle::parse_signal("sigkill") == SIGKILL);
+  CHECK(strata::lifecycle::parse_signal("SIGUSR1") == SIGUSR1);
+  CHECK(strata::lifecycle::parse_signal("9") == 9);
+  for (const char* bad : {"", "SIG", "NOPE", "0", "65", "999", "-9", "TERM ", "1e1"}) {
+    CHECK_THROWS_AS(strata::lifecycle::parse_signal(bad), strata::UsageError);
+  }
+}
+
+TEST_CASE("parse_log_opt: sizes with suffixes, file counts, and refusals") {
+  strata::lifecycle::LogOptions o;
+  strata::lifecycle::parse_log_opt(o, "max-size=4k");
+  CHECK(o.max_size == 4096);
+  strata::lifecycle::parse_log_opt(o, "max-size=10m");
+  CHECK(o.max_size == 10u << 20);
+  strata::lifecycle::parse_log_opt(o, "max-file=3");
+  CHECK(o.max_files == 3);
+  for (const char* bad : {"max-size=", "max-size=huge", "max-size=10x", "max-size=100", "max-file=0", "max-file=2k",
+                          "mode=non-blocking", "max-size=99999999999999999999g"}) {
+    CHECK_THROWS_AS(strata::lifecycle::parse_log_opt(o, bad), strata::UsageError);
+  }
+}
+
+TEST_CASE("status_text reads as docker's STATUS column") {
+  strata::lifecycle::State s;
+  CHECK(strata::lifecycle::status_text(s) == "Created");
+  s.status = "running";
+  s.started_at = strata::lifecycle::rfc3339_nano_now();
+  CHECK(strata::lifecycle::status_text(s) == "Up Less than a second");
+  s.started_at = "2000-01-01T00:00:00Z";
+  CHECK(strata::lifecycle::status_text(s).find(" years") != std::string::npos);
+  s.status = "exited";
+  s.exit_code = 137;
+  s.finished_at = s.started_at;
+  CHECK(strata::lifecycle::status_text(s).rfind("Exited (137) ", 0) == 0);
+  CHECK(strata::lifecycle::status_text(s).find(" years ago") != std::string::npos);
 }

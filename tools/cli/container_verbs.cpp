@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <csignal>
 #include <optional>
 #include <cstdlib>
 #include <iostream>
@@ -12,6 +13,7 @@
 #include "registry_common.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
 
 namespace strata::cli {
 namespace {
@@ -56,7 +58,8 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   std::vector<std::vector<std::string>> rows{{"CONTAINER ID", "IMAGE", "CREATED", "STATUS", "NAMES"}};
   for (const auto& c : store.containers()) {
     auto mounts = store.mounted_at(c);
-    std::string status = store.running(c) ? "Running" : mounts.empty() ? "Created" : "Mounted";
+    lifecycle::State state = lifecycle::container_state(store, c);
+    std::string status = !state.running() && !mounts.empty() ? "Mounted" : lifecycle::status_text(state);
     rows.push_back({no_trunc ? c.id : c.id.substr(0, 12), c.image_name, human_ago(c.created), status, c.name});
     out.push_back({{"ID", c.id},
                    {"Names", c.name},
@@ -64,6 +67,7 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                    {"ImageDigest", c.image.str()},
                    {"Created", c.created},
                    {"Status", status},
+                   {"State", state.status},
                    {"Mounts", mounts}});
   }
   if (json_format(vm)) {
@@ -85,7 +89,7 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("force,f", "unmount first if mounted")("containers", po::value<std::vector<std::string>>()->required(),
+  opts.add_options()("force,f", "kill it first if it runs, unmount it first if mounted")("containers", po::value<std::vector<std::string>>()->required(),
                                                             "containers");
   po::positional_options_description pos;
   pos.add("containers", -1);
@@ -95,7 +99,20 @@ int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   int rc = 0;
   for (const auto& n : vm["containers"].as<std::vector<std::string>>()) {
     try {
-      store.remove_container(n, vm.count("force") != 0U);
+      bool force = vm.count("force") != 0U;
+      if (force) {
+        // docker rm -f: SIGKILL, then the removal once it has ended.
+        store::Container c = store.container(n);
+        if (store.running(c)) {
+          try {
+            lifecycle::kill_container(store, c, SIGKILL);
+          } catch (const Error&) {
+            // It ended meanwhile, or it runs without a recorded pid (being started).
+          }
+          lifecycle::wait_stopped(store, c, 10000);
+        }
+      }
+      store.remove_container(n, force);
       std::cout << n << "\n";
     } catch (const Error& e) {
       std::cerr << "strata: " << e.what() << "\n";

@@ -4,6 +4,7 @@
 #include "cli.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
 
 namespace strata::cli {
 namespace {
@@ -225,17 +226,7 @@ int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     if (img) {
       out.push_back(image_json(store, *img));
     } else if (ctr) {
-      json j = {{"Id", ctr->id}, {"Name", ctr->name}, {"Image", ctr->image.str()}, {"ImageName", ctr->image_name},
-                {"Created", ctr->created}};
-      std::string lower;
-      try {
-        lower = store.image_by_manifest(ctr->image).lowerdir();
-      } catch (const Error&) {
-      }
-      j["GraphDriver"] = {{"Name", "stratafs"},
-                          {"Data", {{"LowerDir", lower}, {"UpperDir", ctr->upper}, {"WorkDir", ctr->work}}}};
-      j["Mounts"] = store.mounted_at(*ctr);
-      out.push_back(j);
+      out.push_back(sandbox::inspect_container(store, *ctr));
     } else {
       std::cerr << "strata: no such " << (type.empty() ? "image or container" : type) << ": " << quote(n) << "\n";
       rc = 1;

@@ -8,6 +8,7 @@
 #include "registry_common.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
+#include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -17,7 +18,8 @@ namespace {
 
 constexpr const char* kUsage =
     "strata run [OPTIONS] (IMAGE | --rootfs DIR) [COMMAND [ARG...]]\n\n"
-    "Runs COMMAND (or the image's entrypoint and command) in a new rootless container.\n"
+    "Runs COMMAND (or the image's entrypoint and command) in a new rootless container;\n"
+    "with -d in the background, under a monitor, printing the container's id.\n"
     "Exit status: the command's, 128+N when it dies of signal N, 125 when strata fails,\n"
     "126 when the command cannot be invoked, 127 when it does not exist";
 
@@ -26,7 +28,7 @@ constexpr const char* kUsage =
 const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--workdir",  "--user",     "--volume",
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
-                                              "--cap-add",  "--cap-drop", "--security-opt"};
+                                              "--cap-add",  "--cap-drop", "--security-opt", "--log-opt"};
 const std::string kShortWithValue = "ewuv";
 
 std::size_t split_point(const std::vector<std::string>& args) {
@@ -97,13 +99,14 @@ sandbox::BindMount parse_volume(const std::string& spec) {
 
 // `--security-opt`: seccomp=unconfined, seccomp=FILE (docker's JSON format),
 // and no-new-privileges, which strata always sets.
-void apply_security_opt(sandbox::RunSpec& spec, const std::string& opt) {
+void apply_security_opt(sandbox::RunSpec& spec, std::string& profile_text, const std::string& opt) {
   auto eq = opt.find_first_of("=:");
   std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
   if (key == "no-new-privileges" && (value.empty() || value == "true")) return;
   if (key == "seccomp" && !value.empty()) {
     if (value == "unconfined") {
       spec.seccomp.reset();
+      profile_text.clear();
     } else {
       std::string text;
       try {
@@ -112,11 +115,33 @@ void apply_security_opt(sandbox::RunSpec& spec, const std::string& opt) {
         throw UsageError(std::string("run: seccomp profile: ") + e.what());
       }
       spec.seccomp = sandbox::parse_seccomp_profile(text, "seccomp profile " + quote(value));
+      profile_text = text;
     }
     return;
   }
   throw UsageError("run: unsupported security option " + quote(opt) +
                    " (seccomp=unconfined, seccomp=FILE or no-new-privileges)");
+}
+
+// `run -d`: the container is created, then started under its monitor; one
+// that cannot start is removed, as a foreground run removes it.
+int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o, const lifecycle::LogOptions& log) {
+  auto store = store::Store::open(root);
+  store::Container c = store.create_container(o.image, o.name);
+  try {
+    lifecycle::save_config(c, o, log);
+    lifecycle::start_detached(root, c, o, log, o.remove);
+  } catch (...) {
+    try {
+      lifecycle::wait_stopped(store, c, 10000);  // the monitor lets go once its log is written
+      store.remove_container(c.id, true);
+    } catch (const Error&) {
+      // Reported by the error that caused the cleanup.
+    }
+    throw;
+  }
+  std::cout << c.id << std::endl;
+  return 0;
 }
 
 int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
@@ -129,7 +154,10 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   options.add_options()
       ("interactive,i", po::bool_switch(), "keep stdin open and pass it to the command")
       ("tty,t", po::bool_switch(), "give the command a pseudo-terminal")
+      ("detach,d", po::bool_switch(), "run in the background and print the container id")
       ("rm", po::bool_switch(), "remove the container when the command ends")
+      ("init", po::bool_switch(), "run a reaper as pid 1 that passes on signals and reaps orphans")
+      ("log-opt", po::value<std::vector<std::string>>()->composing(), "with -d: max-size=SIZE (default 10m) or max-file=N (default 2)")
       ("env,e", po::value<std::vector<std::string>>()->composing(), "set an environment variable (KEY=VALUE, or KEY to take the caller's value)")
       ("env-file", po::value<std::vector<std::string>>()->composing(), "read environment variables from a file, one KEY=VALUE a line")
       ("workdir,w", po::value<std::string>(), "working directory inside the container (created when missing)")
@@ -171,7 +199,13 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     throw UsageError(std::string("run: ") + e.what());
   }
   if (privileged) spec.seccomp.reset();
-  for (const auto& opt : strings("security-opt")) apply_security_opt(spec, opt);
+  std::string profile_text;
+  for (const auto& opt : strings("security-opt")) apply_security_opt(spec, profile_text, opt);
+  spec.init = vm["init"].as<bool>();
+  bool detach = vm["detach"].as<bool>();
+  lifecycle::LogOptions log;
+  for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(log, opt);
+  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (strata has no attach)");
   std::string network = vm["network"].as<std::string>();
   if (network == "host") {
     spec.network = sandbox::Network::host;
@@ -212,8 +246,12 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     o.volumes = spec.volumes;
     o.capabilities = spec.capabilities;
     o.seccomp = spec.seccomp;
+    o.seccomp_profile_text = profile_text;
+    o.init = spec.init;
+    if (detach) return run_detached(root, o, log);
     return sandbox::run_image(root, o);
   }
+  if (detach) throw UsageError("run: -d needs an IMAGE (a --rootfs run makes no container)");
   if (!name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
   spec.rootfs = vm["rootfs"].as<std::string>();
   spec.argv = sandbox::combine_command({}, {}, entrypoint, rest);

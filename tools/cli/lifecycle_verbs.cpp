@@ -1,0 +1,193 @@
+// Verbs of running containers: stop, kill, wait, logs, restart, exec.
+#include <csignal>
+#include <iostream>
+
+#include "cli.hpp"
+#include "store_common.hpp"
+#include "strata/error.hpp"
+#include "strata/lifecycle.hpp"
+#include "strata/sandbox.hpp"
+
+namespace strata::cli {
+namespace {
+
+std::vector<std::string> names_of(const po::variables_map& vm) {
+  return vm["containers"].as<std::vector<std::string>>();
+}
+
+// Runs ACTION on each container named, as docker does: an error is reported
+// and the others still get their turn; the status is the last error's.
+template <typename Fn>
+int for_each_container(const po::variables_map& vm, Fn action) {
+  int rc = 0;
+  for (const auto& n : names_of(vm)) {
+    try {
+      action(n);
+    } catch (const Error& e) {
+      std::cerr << "strata: " << e.what() << "\n";
+      rc = static_cast<int>(e.code());
+    }
+  }
+  return rc;
+}
+
+// stop and restart: [-t SECONDS] CONTAINER...
+bool parse_timed(const char* verb, const std::vector<std::string>& args, po::variables_map& vm) {
+  po::options_description opts("Options");
+  opts.add_options()("time,t", po::value<int>()->default_value(10), "seconds to wait before SIGKILL")(
+      "containers", po::value<std::vector<std::string>>()->required(), "containers");
+  po::positional_options_description pos;
+  pos.add("containers", -1);
+  std::string usage = std::string("strata ") + verb + " [-t SECONDS] CONTAINER...";
+  if (!parse_args(verb, usage.c_str(), opts, pos, args, vm)) return false;
+  if (vm["time"].as<int>() < 0) throw UsageError(std::string(verb) + ": the timeout must not be negative");
+  return true;
+}
+
+int stop_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::variables_map vm;
+  if (!parse_timed("stop", args, vm)) return 0;
+  int t = vm["time"].as<int>();
+  auto store = open_store(g);
+  return for_each_container(vm, [&](const std::string& n) {
+    lifecycle::stop_container(store, store.container(n), t);
+    std::cout << n << std::endl;
+  });
+}
+
+int kill_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("signal,s", po::value<std::string>()->default_value("KILL"), "signal name or number")(
+      "containers", po::value<std::vector<std::string>>()->required(), "containers");
+  po::positional_options_description pos;
+  pos.add("containers", -1);
+  po::variables_map vm;
+  if (!parse_args("kill", "strata kill [-s SIGNAL] CONTAINER...", opts, pos, args, vm)) return 0;
+  int sig = lifecycle::parse_signal(vm["signal"].as<std::string>());
+  auto store = open_store(g);
+  return for_each_container(vm, [&](const std::string& n) {
+    lifecycle::kill_container(store, store.container(n), sig);
+    std::cout << n << std::endl;
+  });
+}
+
+int wait_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("containers", po::value<std::vector<std::string>>()->required(), "containers");
+  po::positional_options_description pos;
+  pos.add("containers", -1);
+  po::variables_map vm;
+  if (!parse_args("wait", "strata wait CONTAINER...", opts, pos, args, vm)) return 0;
+  auto store = open_store(g);
+  return for_each_container(vm, [&](const std::string& n) {
+    store::Container c = store.container(n);
+    lifecycle::wait_stopped(store, c);
+    std::cout << lifecycle::container_state(store, c).exit_code << std::endl;
+  });
+}
+
+int logs_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("follow,f", po::bool_switch(), "go on printing while the container runs")(
+      "tail,n", po::value<std::string>()->default_value("all"), "only the last N lines")(
+      "timestamps,t", po::bool_switch(), "prefix each line with the time it was written")(
+      "container", po::value<std::string>()->required(), "container");
+  po::positional_options_description pos;
+  pos.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("logs", "strata logs [-f] [--tail N] [-t] CONTAINER", opts, pos, args, vm)) return 0;
+  lifecycle::LogsOptions o;
+  o.follow = vm["follow"].as<bool>();
+  o.timestamps = vm["timestamps"].as<bool>();
+  std::string tail = vm["tail"].as<std::string>();
+  if (tail != "all") {
+    if (tail.empty() || tail.size() > 12 || tail.find_first_not_of("0123456789") != std::string::npos)
+      throw UsageError("logs: bad --tail " + quote(tail) + " (a number of lines or all)");
+    o.tail = static_cast<std::size_t>(std::stoull(tail));
+  }
+  auto store = open_store(g);
+  lifecycle::print_logs(store, store.container(vm["container"].as<std::string>()), o, std::cout, std::cerr);
+  return 0;
+}
+
+int restart_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::variables_map vm;
+  if (!parse_timed("restart", args, vm)) return 0;
+  int t = vm["time"].as<int>();
+  std::string root = g.root.empty() ? store::default_root() : g.root;
+  auto store = store::Store::open(root);
+  return for_each_container(vm, [&](const std::string& n) {
+    store::Container c = store.container(n);
+    lifecycle::stop_container(store, c, t);
+    lifecycle::start_detached(root, c, sandbox::start_options(c, {}), lifecycle::load_log_options(c), false);
+    std::cout << n << std::endl;
+  });
+}
+
+// exec's own options end at the container's name; the rest is the command.
+std::size_t exec_split_point(const std::vector<std::string>& args) {
+  std::size_t i = 0;
+  for (; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a.size() < 2 || a[0] != '-') break;
+    if (a == "--") return i;
+    if (a[1] == '-') {
+      if (a.find('=') == std::string::npos && (a == "--user" || a == "--workdir" || a == "--env")) ++i;
+      continue;
+    }
+    for (std::size_t k = 1; k < a.size(); ++k) {
+      if (std::string("uwe").find(a[k]) != std::string::npos) {
+        if (k + 1 == a.size()) ++i;
+        break;
+      }
+    }
+  }
+  return std::min(i + 1, args.size());  // the container's name is strata's too
+}
+
+int exec_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  std::size_t split = exec_split_point(args);
+  std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
+  std::vector<std::string> command(args.begin() + static_cast<std::ptrdiff_t>(split), args.end());
+  po::options_description opts("Options");
+  opts.add_options()("interactive,i", po::bool_switch(), "pass stdin to the command")(
+      "tty,t", po::bool_switch(), "give the command a pseudo-terminal")(
+      "user,u", po::value<std::string>(), "run as USER[:GROUP] or UID[:GID] of the container")(
+      "workdir,w", po::value<std::string>(), "working directory inside the container")(
+      "env,e", po::value<std::vector<std::string>>()->composing(), "set an environment variable (KEY=VALUE)")(
+      "container", po::value<std::string>()->required(), "container");
+  po::positional_options_description pos;
+  pos.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("exec", "strata exec [-it] [-u USER] [-w DIR] [-e VAR=VALUE] CONTAINER COMMAND [ARG...]", opts, pos,
+                  own, vm))
+    return 0;
+  if (command.empty()) throw UsageError("exec: no command given");
+  auto store = open_store(g);
+  store::Container c = store.container(vm["container"].as<std::string>());
+  lifecycle::State state = lifecycle::container_state(store, c);
+  if (!state.running() || state.pid <= 0) throw Error("container " + quote(c.name) + " is not running");
+  sandbox::RunSpec spec = sandbox::exec_spec(store, c);
+  spec.argv = command;
+  spec.tty = vm["tty"].as<bool>();
+  spec.interactive = vm["interactive"].as<bool>();
+  if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
+  if (vm.count("workdir") != 0U) spec.workdir = vm["workdir"].as<std::string>();
+  if (vm.count("env") != 0U) {
+    for (const auto& e : vm["env"].as<std::vector<std::string>>()) {
+      if (e.find('=') == std::string::npos || e[0] == '=') throw UsageError("exec: bad environment variable " + quote(e) + " (KEY=VALUE)");
+      spec.env.push_back(e);
+    }
+  }
+  return sandbox::exec_in(state.pid, spec);
+}
+
+const VerbRegistration reg_stop("stop", "stop running containers (STOPSIGNAL, then SIGKILL)", stop_verb);
+const VerbRegistration reg_kill("kill", "send a signal to running containers", kill_verb);
+const VerbRegistration reg_wait("wait", "wait for containers to end and print their exit codes", wait_verb);
+const VerbRegistration reg_logs("logs", "print a container's output", logs_verb);
+const VerbRegistration reg_restart("restart", "stop and start containers again", restart_verb);
+const VerbRegistration reg_exec("exec", "run a command in a running container", exec_verb);
+
+}  // namespace
+}  // namespace strata::cli
