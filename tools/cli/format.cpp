@@ -823,6 +823,8 @@ std::string align_columns(const std::string& text) {
       out += cells[i];
       if (i + 1 < cells.size()) out.append(widths[i] - width(cells[i]), ' ');
     }
+    // An empty last column leaves no trailing blanks.
+    while (!out.empty() && out.back() == ' ') out.pop_back();
     out += '\n';
   }
   return out;
