@@ -54,7 +54,8 @@ TEST_CASE("fields, nested fields and literal text") {
 TEST_CASE("values print as Go's %v prints decoded JSON") {
   CHECK(render("{{.Labels}}", kImage) == "map[a:1 b:2]");
   CHECK(render("{{.Count}}", kImage) == "3");
-  CHECK(render("{{.Empty}}", kImage) == "<nil>");
+  CHECK(render("{{.Empty}}", kImage).empty());
+  CHECK(render("{{json .Empty}} {{.Config}}", json{{"Empty", nullptr}, {"Config", {nullptr}}}) == "null [<nil>]");
   CHECK(render("{{.Config.Env}}", kImage) == "[]");
   CHECK(render("{{true}} {{42}} {{\"s\"}}", kImage) == "true 42 s");
 }

@@ -454,7 +454,13 @@ class Executor {
     switch (n.kind) {
       case Node::Kind::list: run(n.body, dot); break;
       case Node::Kind::text: emit(n.text); break;
-      case Node::Kind::action: emit(go_string(pipeline(n, dot))); break;
+      case Node::Kind::action: {
+        // A null field (a config without Cmd) prints nothing, as an unset
+        // field of docker's typed structs does, rather than Go's "<nil>".
+        json v = pipeline(n, dot);
+        if (!v.is_null()) emit(go_string(v));
+        break;
+      }
       case Node::Kind::if_:
         run(truthy(pipeline(n, dot)) ? n.body : n.otherwise, dot);
         break;

@@ -15,7 +15,9 @@
 //   eq, ne, not, and, or.
 // Values print as Go's %v prints decoded JSON: strings as they are, numbers,
 // true/false, arrays as [a b c], objects as map[k:v ...] with sorted keys,
-// null as <nil>.
+// null as <nil> inside them; a null printed by itself prints nothing (as an
+// unset string of docker's structs does), so {{.Config.User}} of an image
+// without a user is "".
 //
 // A field that does not exist is an error naming the field (docker's
 // "map has no entry for key"), never an empty string: a typo in a script

@@ -62,6 +62,7 @@ class ImageFilter {
   // matches; a pattern with a tag matches REPO:TAG, one without REPO).
   bool name(const std::string& repo, const std::string& tag) const {
     if (references_.empty()) return true;
+    if (repo == "<none>") return false;  // an untagged image has no reference to match
     for (const auto& pattern : references_) {
       bool with_tag = pattern.find(':', pattern.rfind('/') == std::string::npos ? 0 : pattern.rfind('/')) !=
                       std::string::npos;
@@ -252,7 +253,11 @@ json image_json(const store::Store& store, const store::Image& img) {
   j["Author"] = img.config.value("author", "");
   j["Architecture"] = img.config.value("architecture", "");
   j["Os"] = img.config.value("os", "");
-  j["Config"] = img.config.contains("config") ? img.config["config"] : json::object();
+  j["Config"] = img.config.contains("config") && img.config["config"].is_object() ? img.config["config"] : json::object();
+  // Every field docker shows is there, null when the image does not set it,
+  // so that --format '{{.Config.Cmd}}' works on any image.
+  for (const char* field : {"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels"})
+    if (!j["Config"].contains(field)) j["Config"][field] = nullptr;
   j["RootFS"] = {{"Type", "layers"}, {"Layers", json::array()}};
   for (const auto& d : img.diff_ids) j["RootFS"]["Layers"].push_back(d.str());
   j["Size"] = img.size;

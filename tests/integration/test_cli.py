@@ -1,0 +1,182 @@
+"""The command line's conventions as a docker or podman user relies on them:
+--format templates, --filter, -q and --no-trunc, pipes into load, import and
+out of save, tag's refusals, prune verbs, version and info, man pages."""
+import json
+import os
+import pty
+import subprocess
+
+import pytest
+
+from conftest import SOURCE_DIR, run, tool
+from test_store import Strata
+
+
+@pytest.fixture
+def strata(workdir):
+    return Strata(os.path.join(workdir, "store"))
+
+
+@pytest.fixture
+def images(strata, base_tar):
+    """Three images: base:1 (labelled, with a CMD) also named other/x:2, then a dangling one, then web:latest."""
+    strata("import", "-c", "LABEL tier=base", "-c", 'CMD ["/bin/sh", "-c", "echo a rather long command"]',
+           base_tar, "base:1")
+    strata("tag", "base:1", "other/x:2")
+    strata("import", "-m", "second", base_tar)
+    strata("import", "-c", "LABEL tier=web", "-c", "ENV A=1", base_tar, "web:latest")
+    return strata
+
+
+def lines(r):
+    return r.stdout.splitlines()
+
+
+def names(r):
+    return sorted(lines(r))
+
+
+def usage_error(r, *words):
+    """R failed as a usage error with one line on stderr that holds WORDS."""
+    assert r.returncode == 2, r
+    assert r.stdout == ""
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    for w in words:
+        assert w in r.stderr, r.stderr
+
+
+# ------------------------------------------------------------------ --format
+
+def test_images_format_fields_json_and_table(images):
+    s = images
+    assert sorted(lines(s("images", "--format", "{{.Repository}}:{{.Tag}}"))) == [
+        "<none>:<none>", "base:1", "other/x:2", "web:latest"]
+    ids = {i["Repository"]: i["ID"] for i in s.json("images", "--format", "json")}
+    row = json.loads(s("images", "--format", "{{json .}}", "web").stdout)
+    assert sorted(row) == ["CreatedAt", "CreatedSince", "Digest", "ID", "Repository", "Size", "Tag"]
+    assert ids["web"].startswith("sha256:") and ids["web"][7:19] == row["ID"]
+    assert s("images", "--no-trunc", "--format", "{{.ID}}", "web").stdout == ids["web"] + "\n"
+    # \t typed in the shell becomes a tab, as docker's CLI does it.
+    assert s("images", "--format", r"{{.Repository}}\t{{.Tag}}", "web").stdout == "web\tlatest\n"
+    table = lines(s("images", "--format", r"table {{.ID}}\t{{.Repository}}:{{.Tag}}"))
+    assert table[0].split() == ["IMAGE", "ID", "REPOSITORY:TAG"]
+    assert len(table) == 5
+    # The columns line up: each row's second column starts where the heading's does.
+    col = table[0].index("REPOSITORY")
+    assert all(line[col - 1] == " " and line[col] != " " for line in table)
+    # The default table and `--format table` are the same.
+    assert lines(s("images"))[0] == lines(s("images", "--format", "table"))[0]
+    assert lines(s("images"))[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+
+
+def test_inspect_format_nested_fields_and_json(images):
+    s = images
+    assert s("inspect", "-f", "{{.Config.Cmd}}", "base:1").stdout == "[/bin/sh -c echo a rather long command]\n"
+    assert json.loads(s("inspect", "--format", "{{json .Config.Labels}}", "web").stdout) == {"tier": "web"}
+    assert s("inspect", "-f", "{{range .Config.Env}}{{.}};{{end}}", "web").stdout.endswith("A=1;\n")
+    assert s("inspect", "-f", '{{index .Config.Labels "tier"}}', "base:1", "web").stdout == "base\nweb\n"
+    assert s("inspect", "-f", "{{if .Config.Cmd}}cmd{{else}}none{{end}}", "base:1", "web").stdout == "cmd\nnone\n"
+    ctr = s("create", "--name", "box", "web").stdout.strip()
+    assert s("inspect", "-f", "{{.Id}} {{.Name}}", "box").stdout == f"{ctr} box\n"
+    assert json.loads(s("inspect", "box").stdout)[0]["Id"] == ctr  # the JSON default stays
+
+
+def test_ps_and_history_format(images):
+    s = images
+    s("create", "--name", "one", "base:1")
+    s("create", "--name", "two", "web")
+    assert names(s("ps", "--format", "{{.Names}} {{.Image}} {{.Status}}")) == ["one base:1 Created", "two web Created"]
+    assert lines(s("ps"))[0].split()[:4] == ["CONTAINER", "ID", "IMAGE", "COMMAND"]
+    # COMMAND is cut to 20 characters, unless --no-trunc.
+    assert s("ps", "--format", "{{.Command}}", "-f", "name=one").stdout == '"/bin/sh -c echo a r…"\n'
+    assert s("ps", "--no-trunc", "--format", "{{.Command}}", "-f", "name=one").stdout == \
+        '"/bin/sh -c echo a rather long command"\n'
+    full = [c["ID"] for c in s.json("ps", "--format", "json")]
+    assert lines(s("ps", "-q")) == [c[:12] for c in full]
+    assert s("inspect", "-f", "[{{.Config.User}}] {{json .Config.Entrypoint}}", "web").stdout == "[] null\n"
+    assert lines(s("ps", "-q", "--no-trunc")) == full
+    hist = lines(s("history", "--format", "{{.CreatedBy}}|{{.Comment}}", "base:1"))
+    assert hist[0].startswith("strata import") and hist[0].endswith("|")
+    assert lines(s("history", "--format", "table {{.ID}}\t{{.Size}}", "web"))[0].split() == ["IMAGE", "SIZE"]
+    assert lines(s("history", "-q", "web")) == [s("images", "-q", "web").stdout.strip()]
+
+
+@pytest.mark.parametrize("verb", [["images"], ["ps"], ["history", "web"], ["inspect", "web"], ["diff", "box"]])
+def test_format_mistakes_are_one_line_usage_errors(images, verb):
+    s = images
+    s("create", "--name", "box", "web")
+    for template, words in [("{{.Nope}}", ["no field 'Nope'"]),
+                            ("{{.ID", ["unclosed action"]),
+                            ("{{.ID}", ["unclosed action"]),
+                            ("{{if .ID}}x", ["no {{end}}"]),
+                            ("{{end}}", ["without a matching"]),
+                            ("{{nosuch .ID}}", ["unknown function 'nosuch'"]),
+                            ("{{{.ID}}}", ["unexpected"]),
+                            ("x" * 70000, ["at most"])]:
+        usage_error(s(*verb[:1], "--format", template, *verb[1:], check=False), "--format", *words)
+
+
+def test_unknown_field_is_refused_even_with_nothing_to_list(strata):
+    usage_error(strata("images", "--format", "{{.Repo}}", check=False), "no field 'Repo'", "Repository")
+    usage_error(strata("ps", "--format", "table {{.Name}}", check=False), "no field 'Name'", "Names")
+
+
+def test_template_that_explodes_is_stopped(images):
+    t = "{{range $}}" * 30 + "x" + "{{end}}" * 30
+    usage_error(images("images", "--format", t, check=False), "too many steps")
+
+
+# ------------------------------------------------------------------ --filter
+
+def test_images_filters(images):
+    s = images
+    fmt = ["--format", "{{.Repository}}:{{.Tag}}"]
+    assert names(s("images", *fmt, "-f", "dangling=true")) == ["<none>:<none>"]
+    assert names(s("images", *fmt, "--filter", "dangling=false")) == ["base:1", "other/x:2", "web:latest"]
+    assert names(s("images", *fmt, "-f", "reference=other/*")) == ["other/x:2"]
+    assert names(s("images", *fmt, "-f", "reference=*:1", "-f", "reference=web")) == ["base:1", "web:latest"]
+    assert names(s("images", *fmt, "-f", "reference=*")) == ["base:1", "web:latest"]  # '*' stops at '/'
+    assert names(s("images", *fmt, "-f", "label=tier")) == ["base:1", "other/x:2", "web:latest"]
+    assert names(s("images", *fmt, "-f", "label=tier=web")) == ["web:latest"]
+    assert names(s("images", *fmt, "-f", "label=nope")) == []
+    # before/since compare creation times; imports a second apart are ordered.
+    created = {i["Repository"]: i["Created"] for i in s.json("images", "--format", "json")}
+    if created["base"] < created["web"]:
+        assert "base:1" not in names(s("images", *fmt, "-f", "since=base:1"))
+        assert "web:latest" in names(s("images", *fmt, "-f", "since=base:1"))
+        assert "web:latest" not in names(s("images", *fmt, "-f", "before=web"))
+        assert "base:1" in names(s("images", *fmt, "-f", "before=web"))
+    assert lines(s("images", "-q", "-f", "dangling=true")) == \
+        [s("images", "--format", "{{.ID}}", "-f", "dangling=true").stdout.strip()]
+
+
+def test_ps_filters(images):
+    s = images
+    one = s("create", "--name", "one", "base:1").stdout.strip()
+    two = s("create", "--name", "two", "web").stdout.strip()
+    fmt = ["--format", "{{.Names}}"]
+    assert names(s("ps", *fmt, "-f", "name=on")) == ["one"]
+    assert names(s("ps", *fmt, "-f", f"id={two[:8]}")) == ["two"]
+    assert names(s("ps", *fmt, "-f", "ancestor=other/x:2")) == ["one"]
+    assert names(s("ps", *fmt, "-f", "status=created")) == ["one", "two"]
+    assert names(s("ps", *fmt, "-f", "status=running")) == []
+    assert names(s("ps", *fmt, "-f", "name=one", "-f", "name=two")) == ["one", "two"]
+    assert names(s("ps", *fmt, "-f", "name=one", "-f", f"id={two}")) == []
+    assert lines(s("ps", "-q", "--no-trunc", "-f", "name=one")) == [one]
+
+
+@pytest.mark.parametrize("verb,flt,words", [
+    ("images", "nokey", ["bad --filter 'nokey'", "KEY=VALUE"]),
+    ("images", "=x", ["bad --filter"]),
+    ("images", "color=red", ["unknown --filter key 'color'", "dangling, reference"]),
+    ("images", "dangling=maybe", ["true or false"]),
+    ("ps", "status=sleeping", ["created, running"]),
+    ("ps", "label=a", ["unknown --filter key 'label'", "status, name, id, ancestor"]),
+])
+def test_bad_filters_are_usage_errors(images, verb, flt, words):
+    usage_error(images(verb, "--filter", flt, check=False), *words)
+
+
+def test_filter_naming_a_missing_image_says_so(images):
+    r = images("images", "-f", "since=nosuch:1", check=False)
+    assert r.returncode == 1 and "no such image: 'nosuch:1'" in r.stderr
