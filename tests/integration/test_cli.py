@@ -180,3 +180,72 @@ def test_bad_filters_are_usage_errors(images, verb, flt, words):
 def test_filter_naming_a_missing_image_says_so(images):
     r = images("images", "-f", "since=nosuch:1", check=False)
     assert r.returncode == 1 and "no such image: 'nosuch:1'" in r.stderr
+
+
+# ------------------------------------------------------------------ tag
+
+def test_tag_refuses_a_digest_as_a_new_name(images):
+    s = images
+    before = s.index()
+    digest = "sha256:" + "a" * 64
+    for target in [f"x@{digest}", f"x:1@{digest}"]:
+        usage_error(s("tag", "base:1", target, check=False), "holds a digest", "NAME[:TAG]")
+    assert s.index() == before
+    s("tag", "base:1", "x:1")  # a plain name still works
+    assert "x:1" in names(s("images", "--format", "{{.Repository}}:{{.Tag}}"))
+
+
+# ------------------------------------------------------------------ pipes
+
+def on_a_terminal(cmd, stdin=None):
+    """Runs CMD with standard output (and input, unless STDIN) on a pseudo-terminal; returns (rc, stderr)."""
+    leader, follower = pty.openpty()
+    try:
+        r = subprocess.run(cmd, stdin=stdin if stdin is not None else follower, stdout=follower,
+                           stderr=subprocess.PIPE, text=True)
+    finally:
+        os.close(follower)
+        os.close(leader)
+    return r.returncode, r.stderr
+
+
+def test_save_to_a_pipe_and_load_from_one(images, workdir):
+    s = images
+    s2 = Strata(os.path.join(workdir, "store2"))
+    saved = subprocess.run([tool("strata"), "--root", s.root, "save", "web", "base:1"], stdout=subprocess.PIPE,
+                           check=True).stdout
+    r = s2("load", input=saved.decode("latin-1"), encoding="latin-1")
+    assert sorted(lines(r)) == ["Loaded image: base:1", "Loaded image: web:latest"]
+    assert s2("images", "-q", "--no-trunc", "web").stdout == s("images", "-q", "--no-trunc", "web").stdout
+    # A pipe through both, as people write it.
+    r = run(["bash", "-o", "pipefail", "-c",
+             f"'{tool('strata')}' --root '{s.root}' save --format oci other/x:2 | "
+             f"'{tool('strata')}' --root '{s2.root}' load -q"])
+    assert r.stdout == ""
+    assert "other/x:2" in names(s2("images", "--format", "{{.Repository}}:{{.Tag}}"))
+
+
+def test_save_refuses_a_terminal_and_load_refuses_a_terminal_or_nothing(images):
+    s = images
+    rc, err = on_a_terminal([tool("strata"), "--root", s.root, "save", "web"])
+    assert rc == 2 and "refusing to write an archive to a terminal" in err and "-o FILE" in err
+    rc, err = on_a_terminal([tool("strata"), "--root", s.root, "load"])
+    assert rc == 2 and "standard input is a terminal" in err and "-i FILE" in err
+    r = s("load", input="", check=False)
+    assert r.returncode == 1 and "standard input is empty" in r.stderr
+    r = s("load", input="not an archive at all\n", check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert not [n for n in os.listdir(os.path.join(s.root, "tmp")) if n.startswith("load-")]
+
+
+def test_import_dash_reads_standard_input(strata, base_tar):
+    with open(base_tar, "rb") as f:
+        r = subprocess.run([tool("strata"), "--root", strata.root, "import", "-", "piped:1"], stdin=f,
+                           capture_output=True, check=True)
+    piped = r.stdout.decode().strip()
+    assert strata("import", base_tar, "file:1").stdout.strip() != ""
+    assert strata.json("inspect", "piped:1")[0]["RootFS"] == strata.json("inspect", "file:1")[0]["RootFS"]
+    assert strata("history", "--format", "{{.CreatedBy}}", "piped:1").stdout == "strata import -\n"
+    assert strata("images", "-q", "--no-trunc", "piped:1").stdout.strip() == piped
+    r = strata("import", "-", input="", check=False)
+    assert r.returncode == 1 and "standard input is empty" in r.stderr

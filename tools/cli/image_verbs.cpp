@@ -1,10 +1,16 @@
 // Image verbs: images, tag, rmi, history, inspect, import, load, save, prune.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <iostream>
 
 #include "cli.hpp"
 #include "format.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata::cli {
 namespace {
@@ -159,8 +165,11 @@ int tag_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   pos.add("source", 1).add("target", 1);
   po::variables_map vm;
   if (!parse_args("tag", "strata tag SOURCE_IMAGE TARGET_IMAGE[:TAG]", opts, pos, args, vm)) return 0;
+  std::string target = vm["target"].as<std::string>();
+  if (oci::Reference::parse(target).digest)
+    throw UsageError("tag: " + quote(target) +
+                     " holds a digest; a new name is NAME[:TAG] (a digest names content, it cannot be given)");
   auto store = open_store(g);
-  oci::Reference::parse(vm["target"].as<std::string>());
   store.tag(store.image(vm["source"].as<std::string>(), store::Layers::as_blobs), vm["target"].as<std::string>());
   return 0;
 }
@@ -329,6 +338,41 @@ int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return rc;
 }
 
+// A staging directory in the store for a stream (load and import from
+// standard input, save to standard output); named VERB-PID-... so that prune
+// removes it when this process dies before it does.
+TempDir stream_staging(const store::Store& store, const std::string& verb) {
+  return TempDir(store.tmp_dir(), verb + "-" + std::to_string(::getpid()) + "-");
+}
+
+// Copies everything readable from FROM to TO; returns the byte count.
+std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name) {
+  char buf[1 << 16];
+  std::int64_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + from_name);
+    if (n == 0) return total;
+    write_all(to, buf, static_cast<std::size_t>(n), to_name);
+    total += n;
+  }
+}
+
+// Standard input saved as the file STAGING/stdin (an archive reader may need
+// to seek); refuses a terminal and an empty stream, saying what to give.
+std::string stdin_to_file(const TempDir& staging, const std::string& verb, const std::string& what) {
+  if (::isatty(0) != 0)
+    throw UsageError(verb + ": standard input is a terminal; pipe " + what + " in (strata " + verb + " < FILE)" +
+                     (verb == "load" ? " or give -i FILE" : " or give a file name"));
+  std::string path = staging.path() + "/stdin";
+  UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) throw_errno("create " + quote(path));
+  if (copy_stream(0, out.get(), "standard input", quote(path)) == 0)
+    throw Error(verb + ": standard input is empty (expected " + what + ")");
+  return path;
+}
+
 int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("message,m", po::value<std::string>(), "history comment")(
@@ -337,28 +381,43 @@ int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("file", 1).add("name", 1);
   po::variables_map vm;
-  if (!parse_args("import", "strata import [-m MSG] [-c INSTR]... ROOTFS.tar[.gz|.xz|.zst] [NAME[:TAG]]", opts, pos,
+  if (!parse_args("import", "strata import [-m MSG] [-c INSTR]... ROOTFS.tar[.gz|.xz|.zst]|- [NAME[:TAG]]", opts, pos,
                   args, vm))
     return 0;
   std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   if (!name.empty()) oci::Reference::parse(name);
   auto o = commit_options(vm);
   auto store = open_store(g);
-  auto img = store.import_rootfs(vm["file"].as<std::string>(), name, o);
+  std::string file = vm["file"].as<std::string>();
+  std::optional<TempDir> staging;
+  if (file == "-") {
+    staging.emplace(stream_staging(store, "import"));
+    file = stdin_to_file(*staging, "import", "a root file system tar");
+    if (o.created_by.empty()) o.created_by = "strata import -";
+  }
+  auto img = store.import_rootfs(file, name, o);
   std::cout << img.config_digest.str() << "\n";
   return 0;
 }
 
 int load_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("input,i", po::value<std::string>()->required(),
-                     "docker-archive or OCI layout (directory or tar, plain or compressed)")("quiet,q",
-                                                                                           "print nothing");
+  opts.add_options()("input,i", po::value<std::string>(),
+                     "docker-archive or OCI layout (directory or tar, plain or compressed); default: standard input")(
+      "quiet,q", "print nothing");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("load", "strata load -i FILE|DIR", opts, pos, args, vm)) return 0;
+  if (!parse_args("load", "strata load [-i FILE|DIR] [-q]   (or: strata load < FILE)", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
-  auto imgs = store.load(vm["input"].as<std::string>());
+  std::optional<TempDir> staging;
+  std::string input;
+  if (vm.count("input") != 0U) {
+    input = vm["input"].as<std::string>();
+  } else {
+    staging.emplace(stream_staging(store, "load"));
+    input = stdin_to_file(*staging, "load", "a docker-archive or OCI layout tar");
+  }
+  auto imgs = store.load(input);
   if (vm.count("quiet") == 0U) {
     for (const auto& img : imgs) {
       if (img.names.empty())
@@ -371,14 +430,16 @@ int load_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int save_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("output,o", po::value<std::string>()->required(),
-                     "output tar file (or DIR/ for an OCI layout directory)")(
+  opts.add_options()("output,o", po::value<std::string>(),
+                     "output tar file (or DIR/ for an OCI layout directory); default: standard output")(
       "format", po::value<std::string>()->default_value("docker"), "docker (docker load) or oci (OCI layout)")(
       "images", po::value<std::vector<std::string>>()->required(), "images");
   po::positional_options_description pos;
   pos.add("images", -1);
   po::variables_map vm;
-  if (!parse_args("save", "strata save [--format docker|oci] -o FILE IMAGE...", opts, pos, args, vm)) return 0;
+  if (!parse_args("save", "strata save [--format docker|oci] [-o FILE] IMAGE...   (or: strata save IMAGE > FILE)", opts,
+                  pos, args, vm))
+    return 0;
   std::string f = vm["format"].as<std::string>();
   store::SaveFormat fmt;
   if (f == "docker" || f == "docker-archive")
@@ -387,8 +448,21 @@ int save_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     fmt = store::SaveFormat::oci;
   else
     throw UsageError("save: unknown --format " + quote(f) + " (docker or oci)");
+  if (vm.count("output") != 0U) {
+    auto store = open_store(g);
+    store.save(vm["images"].as<std::vector<std::string>>(), vm["output"].as<std::string>(), fmt);
+    return 0;
+  }
+  if (::isatty(1) != 0)
+    throw UsageError("save: refusing to write an archive to a terminal; give -o FILE or redirect standard output");
   auto store = open_store(g);
-  store.save(vm["images"].as<std::vector<std::string>>(), vm["output"].as<std::string>(), fmt);
+  // Written whole first: a failure leaves nothing half-written on the pipe.
+  TempDir staging = stream_staging(store, "save");
+  std::string file = staging.path() + "/out.tar";
+  store.save(vm["images"].as<std::vector<std::string>>(), file, fmt);
+  UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_errno("open " + quote(file));
+  copy_stream(in.get(), 1, quote(file), "standard output");
   return 0;
 }
 
