@@ -249,3 +249,75 @@ def test_import_dash_reads_standard_input(strata, base_tar):
     assert strata("images", "-q", "--no-trunc", "piped:1").stdout.strip() == piped
     r = strata("import", "-", input="", check=False)
     assert r.returncode == 1 and "standard input is empty" in r.stderr
+
+
+# ------------------------------------------------------------------ prune, df, version, info
+
+def image_names(s):
+    return names(s("images", "--format", "{{.Repository}}:{{.Tag}}"))
+
+
+def test_image_prune_removes_dangling_images_and_with_a_all_unused_ones(images):
+    s = images
+    s("create", "--name", "keep", "web")
+    # Without -f it asks; no answer removes nothing and says so.
+    r = s("image", "prune", input="", check=False)
+    assert r.returncode == 1 and "not confirmed; nothing removed" in r.stderr and "-f" in r.stderr
+    assert "<none>:<none>" in image_names(s)
+    r = s("image", "prune", input="y\n")
+    assert r.stdout.splitlines()[0].startswith("Deleted: sha256:")
+    assert r.stdout.splitlines()[-1].startswith("Total reclaimed space: ")
+    assert image_names(s) == ["base:1", "other/x:2", "web:latest"]
+    s("image", "prune", "-a", "-f")
+    assert image_names(s) == ["web:latest"]  # the container's image stays
+    assert s.json("inspect", "keep")[0]["Name"] == "keep"
+
+
+def test_container_and_system_prune(images, workdir, mounts):
+    s = images
+    s("create", "--name", "stopped", "base:1")
+    s("create", "--name", "mounted", "web")
+    mnt = os.path.join(workdir, "mnt")
+    os.makedirs(mnt)
+    mounts.add(mnt)
+    s("mount", "mounted", mnt)
+    r = s("container", "prune", "-f")
+    assert r.stdout.splitlines()[0] == "Deleted Containers:"
+    assert "container 'mounted' is mounted; kept" in r.stderr
+    assert names(s("ps", "--format", "{{.Names}}")) == ["mounted"]
+    s("umount", mnt)
+    r = s("system", "prune", "-f", "-a")
+    assert "Deleted Containers:" in r.stdout and "Deleted Images:" in r.stdout
+    assert image_names(s) == [] and s("ps", "-q").stdout == ""
+    assert os.listdir(os.path.join(s.root, "layers")) == []
+
+
+def test_system_df_counts_images_containers_and_what_is_reclaimable(images):
+    s = images
+    s("create", "--name", "c", "web")
+    table = lines(s("system", "df"))
+    assert table[0].split() == ["TYPE", "TOTAL", "ACTIVE", "SIZE", "RECLAIMABLE"]
+    assert table[1].split()[:3] == ["Images", "3", "1"]
+    assert table[2].split()[:3] == ["Containers", "1", "0"]
+    df = s.json("system", "df", "--format", "json")
+    assert df["Images"]["Total"] == 3 and df["Images"]["Size"] > 0 and df["Containers"]["Total"] == 1
+    assert lines(s("system", "df", "--format", "{{.Type}}={{.TotalCount}}"))[:2] == ["Images=3", "Containers=1"]
+
+
+def test_version_and_info(images):
+    s = images
+    v = s.json("version", "--format", "json")
+    assert v["Version"] and v["FuseVersion"].startswith("3.")
+    assert s("version", "-f", "{{.Version}}").stdout.strip() == v["Version"]
+    info = s.json("info", "--format", "json")
+    assert info["StoreRoot"] == s.root and info["Images"] == 3 and info["Containers"] == 0
+    assert info["Rootless"] == (os.geteuid() != 0) and info["FreeBytes"] > 0
+    text = s("info").stdout
+    assert f"Store root:    {s.root}" in text and "Free space:" in text and "libfuse:" in text
+    usage_error(s("info", "-f", "{{.Nope}}", check=False), "no field 'Nope'")
+
+
+def test_group_verbs_name_their_commands(strata):
+    usage_error(strata("system", "nope", check=False), "unknown command 'nope'", "df, prune")
+    assert strata("image", "--help").stdout.startswith("Usage: strata image COMMAND")
+    assert strata("image", "prune", "--help").stdout.startswith("Usage: strata image prune")
