@@ -97,22 +97,41 @@ void finish_prune(store::Store& store, const std::vector<std::string>& lines) {
   std::cout << "Total reclaimed space: " << human_size(r.bytes) << "\n";
 }
 
-int image_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
+// image prune and system prune (which removes stopped containers first).
+int prune_images_command(const char* verb, bool with_containers, const GlobalOptions& g,
+                         const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("all,a", "remove every image no container uses, not only untagged ones")(
       "force,f", "do not ask for confirmation");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("image prune", "strata image prune [-a] [-f]", opts, pos, args, vm)) return 0;
+  std::string usage = std::string("strata ") + verb + " [-a] [-f]";
+  if (!parse_args(verb, usage.c_str(), opts, pos, args, vm)) return 0;
   bool all = vm.count("all") != 0U;
   auto store = open_store(g);
-  confirm("image prune",
-          all ? "This will remove all images without at least one container associated to them."
-              : "This will remove all dangling images.",
+  std::string images = all ? "all images without at least one container associated to them" : "all dangling images";
+  confirm(verb,
+          with_containers ? "This will remove:\n  - all stopped containers\n  - " + images +
+                                "\n  - every blob, layer and staging leftover nothing refers to"
+                          : "This will remove " + images + ".",
           vm.count("force") != 0U);
+  std::vector<std::string> lines;
+  if (with_containers) {
+    lines = prune_containers(store);
+    if (!lines.empty()) lines.insert(lines.begin(), "Deleted Containers:");
+  }
   auto removed = prune_images(store, all);
-  finish_prune(store, removed.lines);
+  if (with_containers && !removed.lines.empty()) lines.emplace_back("Deleted Images:");
+  lines.insert(lines.end(), removed.lines.begin(), removed.lines.end());
+  finish_prune(store, lines);
   return 0;
+}
+
+int image_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
+  return prune_images_command("image prune", false, g, args);
+}
+int system_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
+  return prune_images_command("system prune", true, g, args);
 }
 
 int container_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
@@ -126,30 +145,6 @@ int container_prune(const GlobalOptions& g, const std::vector<std::string>& args
   auto ids = prune_containers(store);
   if (!ids.empty()) ids.insert(ids.begin(), "Deleted Containers:");
   finish_prune(store, ids);
-  return 0;
-}
-
-int system_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
-  po::options_description opts("Options");
-  opts.add_options()("all,a", "remove every image no container uses, not only untagged ones")(
-      "force,f", "do not ask for confirmation");
-  po::positional_options_description pos;
-  po::variables_map vm;
-  if (!parse_args("system prune", "strata system prune [-a] [-f]", opts, pos, args, vm)) return 0;
-  bool all = vm.count("all") != 0U;
-  auto store = open_store(g);
-  confirm("system prune",
-          std::string("This will remove:\n  - all stopped containers\n  - ") +
-              (all ? "all images without at least one container associated to them"
-                   : "all dangling images") +
-              "\n  - every blob, layer and staging leftover nothing refers to",
-          vm.count("force") != 0U);
-  std::vector<std::string> lines = prune_containers(store);
-  if (!lines.empty()) lines.insert(lines.begin(), "Deleted Containers:");
-  auto images = prune_images(store, all);
-  if (!images.lines.empty()) lines.emplace_back("Deleted Images:");
-  lines.insert(lines.end(), images.lines.begin(), images.lines.end());
-  finish_prune(store, lines);
   return 0;
 }
 
