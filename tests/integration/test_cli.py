@@ -321,3 +321,37 @@ def test_group_verbs_name_their_commands(strata):
     usage_error(strata("system", "nope", check=False), "unknown command 'nope'", "df, prune")
     assert strata("image", "--help").stdout.startswith("Usage: strata image COMMAND")
     assert strata("image", "prune", "--help").stdout.startswith("Usage: strata image prune")
+
+
+# ------------------------------------------------------------------ man pages
+
+def test_every_verb_has_a_man_page_that_matches_its_help(strata):
+    import re
+    listing = strata("--help").stdout.split("Commands:")[1]
+    verbs = [m.group(1) for m in re.finditer(r"^  (\S+)\s", listing, re.M)]
+    assert "images" in verbs and "system" in verbs
+    man = os.path.join(SOURCE_DIR, "man")
+    with open(os.path.join(man, "meson.build")) as f:
+        installed = f.read()
+    with open(os.path.join(man, "strata.1")) as f:
+        index = f.read()
+    for verb in verbs:
+        page = os.path.join(man, f"strata-{verb}.1")
+        assert os.path.exists(page), verb
+        assert f"'strata-{verb}.1'" in installed, verb
+        assert f".BR strata-{verb} (1)" in index, verb
+        with open(page) as f:
+            text = f.read()
+        if text.startswith(".so "):
+            continue
+        # Each long option of --help is on the page.
+        if verb in ("image", "container", "system"):
+            continue
+        for opt in re.findall(r"\[ (--[a-z-]+) \]|^  (--[a-z-]+)", strata(verb, "--help").stdout, re.M):
+            name = opt[0] or opt[1]
+            # Positional arguments (named in the synopsis) and --help.
+            if name in ("--repository", "--source", "--target", "--images", "--image", "--names", "--file",
+                        "--containers", "--container", "--mountpoint", "--context", "--reference",
+                        "--destination", "--registry", "--help") or (name == "--name" and verb != "create"):
+                continue
+            assert name.replace("-", "\\-") in text, (verb, name)
