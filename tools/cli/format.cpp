@@ -16,7 +16,7 @@ namespace {
 // Execution limits: a template is the user's own, but a short one can still
 // ask for an astronomic amount of work ({{range $}} nested 60 deep).
 constexpr std::size_t kMaxOutput = 64 * 1024 * 1024;
-constexpr std::uint64_t kMaxSteps = 10'000'000;
+constexpr std::uint64_t kMaxSteps = 1'000'000;
 
 [[noreturn]] void fail(const std::string& what) { throw UsageError("--format: " + what); }
 
@@ -457,21 +457,22 @@ class Executor {
       case Node::Kind::action: {
         // A null field (a config without Cmd) prints nothing, as an unset
         // field of docker's typed structs does, rather than Go's "<nil>".
-        json v = pipeline(n, dot);
-        if (!v.is_null()) emit(go_string(v));
+        Value value = pipeline(n, dot);
+        if (!value.get().is_null()) emit(go_string(value.get()));
         break;
       }
       case Node::Kind::if_:
-        run(truthy(pipeline(n, dot)) ? n.body : n.otherwise, dot);
+        run(truthy(pipeline(n, dot).get()) ? n.body : n.otherwise, dot);
         break;
       case Node::Kind::with: {
-        json v = pipeline(n, dot);
-        if (truthy(v)) run(n.body, v);
+        Value value = pipeline(n, dot);
+        if (truthy(value.get())) run(n.body, value.get());
         else run(n.otherwise, dot);
         break;
       }
       case Node::Kind::range: {
-        json v = pipeline(n, dot);
+        Value value = pipeline(n, dot);
+        const json& v = value.get();
         if (!v.is_array() && !v.is_object() && !v.is_null())
           fail(quote(n.text) + ": cannot range over " + type_name(v));
         if (v.empty()) {
@@ -484,7 +485,25 @@ class Executor {
     }
   }
 
-  json pipeline(const Node& n, const json& dot) {
+  // The result of a pipeline: a function's own value, or the data itself
+  // (no copy of a large object for every {{range $}}).
+  struct Value {
+    json owned;
+    const json* ref = nullptr;
+    const json& get() const { return ref != nullptr ? *ref : owned; }
+  };
+
+  Value pipeline(const Node& n, const json& dot) {
+    if (n.pipeline.size() == 1 && n.pipeline[0][0].kind != Arg::Kind::function) {
+      const Arg& a = n.pipeline[0][0];
+      if (a.kind == Arg::Kind::dot) return {json(), &dot};
+      if (a.kind == Arg::Kind::root) return {json(), &root_};
+      if (a.kind == Arg::Kind::field) return {json(), &field(n, a, dot)};
+    }
+    return {pipeline_value(n, dot), nullptr};
+  }
+
+  json pipeline_value(const Node& n, const json& dot) {
     json value;
     bool have = false;
     for (const Command& c : n.pipeline) {
@@ -511,6 +530,10 @@ class Executor {
       case Arg::Kind::function: return call(n, a.text, {});
       case Arg::Kind::field: break;
     }
+    return field(n, a, dot);
+  }
+
+  const json& field(const Node& n, const Arg& a, const json& dot) const {
     const json* v = a.from_root ? &root_ : &dot;
     for (std::size_t i = 0; i < a.chain.size(); ++i) {
       const std::string& name = a.chain[i];
