@@ -3,6 +3,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <climits>
 #include <csignal>
 #include <optional>
@@ -10,6 +12,7 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "format.hpp"
 #include "registry_common.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
@@ -20,13 +23,67 @@ namespace {
 
 using oci::json;
 
-bool json_format(const po::variables_map& vm) {
-  if (vm.count("format") == 0U) return false;
-  std::string f = vm["format"].as<std::string>();
-  if (f == "json") return true;
-  if (f == "table") return false;
-  throw UsageError("unknown --format " + quote(f) + " (table or json)");
+// The command a container runs, as docker's COMMAND column shows it: the
+// image's entrypoint and cmd, quoted; "" when the image cannot be read.
+std::string container_command(const store::Store& store, const store::Container& c, bool no_trunc) {
+  std::string command;
+  try {
+    auto img = store.image_by_manifest(c.image, store::Layers::as_blobs);
+    if (img.config.contains("config") && img.config["config"].is_object()) {
+      const json& config = img.config["config"];
+      for (const char* part : {"Entrypoint", "Cmd"})
+        if (config.contains(part) && config[part].is_array())
+          for (const auto& a : config[part])
+            if (a.is_string()) command += (command.empty() ? "" : " ") + a.get<std::string>();
+    }
+  } catch (const Error&) {
+    return "";
+  }
+  return json(ellipsis(command, 20, no_trunc)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
+
+// What --filter leaves of the ps listing (docker's keys and meanings).
+class ContainerFilter {
+ public:
+  ContainerFilter(const store::Store& store, const po::variables_map& vm) {
+    for (auto& [key, value] : filters(vm, "ps", {"status", "name", "id", "ancestor"})) {
+      if (key == "status") {
+        static const std::vector<std::string> states{"created", "running", "mounted", "paused",
+                                                     "restarting", "removing", "exited", "dead"};
+        if (std::find(states.begin(), states.end(), value) == states.end())
+          throw UsageError("ps: --filter status=" + value +
+                           ": created, running, mounted, paused, restarting, removing, exited or dead");
+        statuses_.push_back(value);
+      } else if (key == "name") {
+        names_.push_back(value);
+      } else if (key == "id") {
+        ids_.push_back(value);
+      } else {
+        ancestors_.push_back(store.image(value, store::Layers::as_blobs).manifest_digest);
+      }
+    }
+  }
+
+  // STATUS: the container's status as ps shows it ("Running", "Up 3 minutes").
+  bool matches(const store::Container& c, const std::string& status) const {
+    auto any = [](const auto& list, auto pred) {
+      return list.empty() || std::any_of(list.begin(), list.end(), pred);
+    };
+    std::string state = status.substr(0, status.find(' '));
+    std::transform(state.begin(), state.end(), state.begin(), [](unsigned char ch) { return std::tolower(ch); });
+    if (state == "up") state = "running";
+    return any(statuses_, [&](const std::string& s) { return s == state; }) &&
+           any(names_, [&](const std::string& n) { return c.name.find(n) != std::string::npos; }) &&
+           any(ids_, [&](const std::string& i) { return c.id.starts_with(i); }) &&
+           any(ancestors_, [&](const oci::Digest& d) { return c.image == d; });
+  }
+
+ private:
+  std::vector<std::string> statuses_;
+  std::vector<std::string> names_;
+  std::vector<std::string> ids_;
+  std::vector<oci::Digest> ancestors_;
+};
 
 int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
@@ -47,20 +104,43 @@ int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("all,a", "show all containers (the default: every container is shown)")(
-      "quiet,q", "only show container ids")("no-trunc", "show full ids")("format", po::value<std::string>(),
-                                                                         "table (default) or json");
+      "quiet,q", "only show container ids")("no-trunc", "do not truncate ids and commands")(
+      "format", po::value<std::string>(), "table (default), json, or a Go template: '{{.ID}} {{.Names}}'")(
+      "filter,f", po::value<std::vector<std::string>>(),
+      "status=STATE, name=TEXT, id=PREFIX, ancestor=IMAGE (repeatable)");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("ps", "strata ps [-a] [-q] [--format json]", opts, pos, args, vm)) return 0;
+  if (!parse_args("ps", "strata ps [-a] [-q] [--no-trunc] [--filter KEY=VALUE]... [--format FORMAT]", opts, pos, args,
+                  vm))
+    return 0;
+  Format format(format_option(vm),
+                "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+                {{"ID", "CONTAINER ID"},
+                 {"Image", "IMAGE"},
+                 {"Command", "COMMAND"},
+                 {"CreatedAt", "CREATED AT"},
+                 {"RunningFor", "CREATED"},
+                 {"Status", "STATUS"},
+                 {"Names", "NAMES"},
+                 {"Mounts", "MOUNTS"}});
   auto store = open_store(g);
+  ContainerFilter filter(store, vm);
   bool no_trunc = vm.count("no-trunc") != 0U;
   json out = json::array();
-  std::vector<std::vector<std::string>> rows{{"CONTAINER ID", "IMAGE", "CREATED", "STATUS", "NAMES"}};
+  std::vector<json> rows;
   for (const auto& c : store.containers()) {
     auto mounts = store.mounted_at(c);
     lifecycle::State state = lifecycle::container_state(store, c);
     std::string status = !state.running() && !mounts.empty() ? "Mounted" : lifecycle::status_text(state);
-    rows.push_back({no_trunc ? c.id : c.id.substr(0, 12), c.image_name, human_ago(c.created), status, c.name});
+    if (!filter.matches(c, status)) continue;
+    rows.push_back({{"ID", no_trunc ? c.id : c.id.substr(0, 12)},
+                    {"Image", c.image_name},
+                    {"Command", container_command(store, c, no_trunc)},
+                    {"CreatedAt", local_time(c.created)},
+                    {"RunningFor", human_ago(c.created)},
+                    {"Status", status},
+                    {"Names", c.name},
+                    {"Mounts", mounts}});
     out.push_back({{"ID", c.id},
                    {"Names", c.name},
                    {"Image", c.image_name},
@@ -70,19 +150,12 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                    {"State", state.status},
                    {"Mounts", mounts}});
   }
-  if (json_format(vm)) {
+  if (vm.count("quiet") != 0U) {
+    for (const auto& r : rows) std::cout << r["ID"].get<std::string>() << "\n";
+  } else if (format.is_json()) {
     std::cout << out.dump(2) << "\n";
-  } else if (vm.count("quiet") != 0U) {
-    for (std::size_t i = 1; i < rows.size(); ++i) std::cout << rows[i][0] << "\n";
   } else {
-    std::vector<std::size_t> w(5, 0);
-    for (const auto& r : rows)
-      for (std::size_t i = 0; i < 5; ++i) w[i] = std::max(w[i], r[i].size());
-    for (const auto& r : rows) {
-      std::string line;
-      for (std::size_t i = 0; i < 5; ++i) line += i == 4 ? r[i] : pad(r[i], w[i] + 2);
-      std::cout << line << "\n";
-    }
+    std::cout << format.render(rows);
   }
   return 0;
 }
@@ -225,21 +298,21 @@ int umount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int diff_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("format", po::value<std::string>(), "table (default) or json")(
+  opts.add_options()("format", po::value<std::string>(), "lines (default), json, or a Go template: '{{.Path}}'")(
       "container", po::value<std::string>()->required(), "container");
   po::positional_options_description pos;
   pos.add("container", 1);
   po::variables_map vm;
-  if (!parse_args("diff", "strata diff CONTAINER", opts, pos, args, vm)) return 0;
+  if (!parse_args("diff", "strata diff [--format FORMAT] CONTAINER", opts, pos, args, vm)) return 0;
+  Format format(format_option(vm), "{{.Kind}} {{.Path}}", {{"Kind", "KIND"}, {"Path", "PATH"}});
   auto store = open_store(g);
-  auto changes = store.diff(vm["container"].as<std::string>());
-  if (json_format(vm)) {
-    json out = json::array();
-    for (const auto& c : changes) out.push_back({{"Kind", std::string(1, c.kind)}, {"Path", c.path}});
-    std::cout << out.dump(2) << "\n";
-  } else {
-    for (const auto& c : changes) std::cout << c.kind << " " << c.path << "\n";
-  }
+  std::vector<json> rows;
+  for (const auto& c : store.diff(vm["container"].as<std::string>()))
+    rows.push_back({{"Kind", std::string(1, c.kind)}, {"Path", c.path}});
+  if (format.is_json())
+    std::cout << json(rows).dump(2) << "\n";
+  else
+    std::cout << format.render(rows);
   return 0;
 }
 

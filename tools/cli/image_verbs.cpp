@@ -1,65 +1,122 @@
 // Image verbs: images, tag, rmi, history, inspect, import, load, save, prune.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <iostream>
 
 #include "cli.hpp"
+#include "format.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
+#include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 
 namespace strata::cli {
 namespace {
 
 using oci::json;
 
-void print_table(const std::vector<std::vector<std::string>>& rows) {
-  std::vector<std::size_t> w;
-  for (const auto& r : rows)
-    for (std::size_t i = 0; i < r.size(); ++i) {
-      if (w.size() <= i) w.push_back(0);
-      w[i] = std::max(w[i], r[i].size());
-    }
-  for (const auto& r : rows) {
-    std::string line;
-    for (std::size_t i = 0; i < r.size(); ++i) line += i + 1 == r.size() ? r[i] : pad(r[i], w[i] + 2);
-    while (!line.empty() && line.back() == ' ') line.pop_back();
-    std::cout << line << "\n";
-  }
-}
-
-bool json_format(const po::variables_map& vm) {
-  if (vm.count("format") == 0U) return false;
-  std::string f = vm["format"].as<std::string>();
-  if (f == "json") return true;
-  if (f == "table") return false;
-  throw UsageError("unknown --format " + quote(f) + " (table or json)");
-}
-
 std::pair<std::string, std::string> split_name(const std::string& familiar) {
   auto r = oci::Reference::parse(familiar);
   return {r.familiar_name(), r.tag.empty() ? "<none>" : r.tag};
 }
 
+// What --filter leaves of the images listing (docker's keys and meanings).
+class ImageFilter {
+ public:
+  ImageFilter(const store::Store& store, const po::variables_map& vm) {
+    for (const auto& [key, value] : filters(vm, "images", {"dangling", "reference", "label", "before", "since"})) {
+      if (key == "dangling") {
+        if (value != "true" && value != "false" && value != "1" && value != "0")
+          throw UsageError("images: --filter dangling=" + value + ": true or false");
+        dangling_ = value == "true" || value == "1";
+      } else if (key == "reference") {
+        references_.push_back(value);
+      } else if (key == "label") {
+        labels_.push_back(value);
+      } else {
+        // before/since: compared by creation time, as docker does.
+        std::string created = store.image(value, store::Layers::as_blobs).created;
+        auto t = oci::parse_rfc3339(created);
+        if (!t) throw Error("images: --filter " + key + "=" + value + ": the image has no creation time");
+        (key == "before" ? before_ : since_) = *t;
+      }
+    }
+  }
+
+  // Whether IMG is listed at all (before the names are looked at).
+  bool image(const store::Image& img) const {
+    if (dangling_ && *dangling_ != img.names.empty()) return false;
+    for (const auto& l : labels_) {
+      auto eq = l.find('=');
+      std::string key = l.substr(0, eq);
+      const oci::json* labels = nullptr;
+      if (img.config.contains("config") && img.config["config"].is_object() && img.config["config"].contains("Labels"))
+        labels = &img.config["config"]["Labels"];
+      if (labels == nullptr || !labels->is_object() || !labels->contains(key)) return false;
+      if (eq != std::string::npos && (*labels)[key] != l.substr(eq + 1)) return false;
+    }
+    if (before_ || since_) {
+      auto t = oci::parse_rfc3339(img.created);
+      if (!t || (before_ && *t >= *before_) || (since_ && *t <= *since_)) return false;
+    }
+    return true;
+  }
+
+  // Whether the row REPO:TAG of an image is listed (reference=: any pattern
+  // matches; a pattern with a tag matches REPO:TAG, one without REPO).
+  bool name(const std::string& repo, const std::string& tag) const {
+    if (references_.empty()) return true;
+    if (repo == "<none>") return false;  // an untagged image has no reference to match
+    for (const auto& pattern : references_) {
+      bool with_tag = pattern.find(':', pattern.rfind('/') == std::string::npos ? 0 : pattern.rfind('/')) !=
+                      std::string::npos;
+      if (glob_match(pattern, with_tag ? repo + ":" + tag : repo)) return true;
+    }
+    return false;
+  }
+
+ private:
+  std::optional<bool> dangling_;
+  std::vector<std::string> references_;
+  std::vector<std::string> labels_;
+  std::optional<std::int64_t> before_;
+  std::optional<std::int64_t> since_;
+};
+
 int images_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("quiet,q", "only show image ids")("no-trunc", "show full ids")(
-      "format", po::value<std::string>(), "table (default) or json")("repository", po::value<std::string>(),
-                                                                      "only images of this repository");
+      "format", po::value<std::string>(), "table (default), json, or a Go template: 'table {{.Repository}}\\t{{.ID}}'")(
+      "filter,f", po::value<std::vector<std::string>>(),
+      "dangling=true|false, reference=GLOB, label=KEY[=VALUE], before=IMAGE, since=IMAGE (repeatable)")(
+      "repository", po::value<std::string>(), "only images of this repository");
   po::positional_options_description pos;
   pos.add("repository", 1);
   po::variables_map vm;
   if (!parse_args("images", "strata images [OPTIONS] [REPOSITORY[:TAG]]", opts, pos, args, vm)) return 0;
+  Format format(format_option(vm), "table {{.Repository}}\\t{{.Tag}}\\t{{.ID}}\\t{{.CreatedSince}}\\t{{.Size}}",
+                {{"ID", "IMAGE ID"},
+                 {"Repository", "REPOSITORY"},
+                 {"Tag", "TAG"},
+                 {"Digest", "DIGEST"},
+                 {"CreatedSince", "CREATED"},
+                 {"CreatedAt", "CREATED AT"},
+                 {"Size", "SIZE"}});
   auto store = open_store(g);
-  bool js = json_format(vm);
-  std::string filter;
-  std::string filter_tag;
+  ImageFilter filter(store, vm);
+  std::string repository;
+  std::string repository_tag;
   if (vm.count("repository") != 0U) {
     std::string f = vm["repository"].as<std::string>();
     auto r = oci::Reference::parse(f);
-    filter = r.familiar_name();
-    if (f.find(':', f.rfind('/') == std::string::npos ? 0 : f.rfind('/')) != std::string::npos) filter_tag = r.tag;
+    repository = r.familiar_name();
+    if (f.find(':', f.rfind('/') == std::string::npos ? 0 : f.rfind('/')) != std::string::npos) repository_tag = r.tag;
   }
   bool no_trunc = vm.count("no-trunc") != 0U;
-  std::vector<std::vector<std::string>> rows{{"REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"}};
+  std::vector<json> rows;
   json out = json::array();
   std::vector<std::string> ids;
   std::vector<std::string> problems;
@@ -67,13 +124,21 @@ int images_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   // A broken image is reported and the others listed (exit 0: the listing is complete for what can be read).
   for (const auto& p : problems) std::cerr << "strata: warning: " << p << "\n";
   for (const auto& img : images) {
+    if (!filter.image(img)) continue;
     std::vector<std::pair<std::string, std::string>> names;
     for (const auto& n : img.names) names.push_back(split_name(n));
     if (names.empty()) names.emplace_back("<none>", "<none>");
     for (const auto& [repo, tag] : names) {
-      if (!filter.empty() && (repo != filter || (!filter_tag.empty() && tag != filter_tag))) continue;
+      if (!repository.empty() && (repo != repository || (!repository_tag.empty() && tag != repository_tag))) continue;
+      if (!filter.name(repo, tag)) continue;
       std::string id = no_trunc ? img.config_digest.str() : img.config_digest.short_id();
-      rows.push_back({repo, tag, id, human_ago(img.created), human_size(img.size)});
+      rows.push_back({{"ID", id},
+                      {"Repository", repo},
+                      {"Tag", tag},
+                      {"Digest", img.manifest_digest.str()},
+                      {"CreatedSince", human_ago(img.created)},
+                      {"CreatedAt", local_time(img.created)},
+                      {"Size", human_size(img.size)}});
       out.push_back({{"Repository", repo},
                      {"Tag", tag},
                      {"ID", img.config_digest.str()},
@@ -83,12 +148,12 @@ int images_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
       if (std::find(ids.begin(), ids.end(), id) == ids.end()) ids.push_back(id);
     }
   }
-  if (js) {
-    std::cout << out.dump(2) << "\n";
-  } else if (vm.count("quiet") != 0U) {
+  if (vm.count("quiet") != 0U) {
     for (const auto& id : ids) std::cout << id << "\n";
+  } else if (format.is_json()) {
+    std::cout << out.dump(2) << "\n";
   } else {
-    print_table(rows);
+    std::cout << format.render(rows);
   }
   return 0;
 }
@@ -101,8 +166,11 @@ int tag_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   pos.add("source", 1).add("target", 1);
   po::variables_map vm;
   if (!parse_args("tag", "strata tag SOURCE_IMAGE TARGET_IMAGE[:TAG]", opts, pos, args, vm)) return 0;
+  std::string target = vm["target"].as<std::string>();
+  if (oci::Reference::parse(target).digest)
+    throw UsageError("tag: " + quote(target) +
+                     " holds a digest; a new name is NAME[:TAG] (a digest names content, it cannot be given)");
   auto store = open_store(g);
-  oci::Reference::parse(vm["target"].as<std::string>());
   store.tag(store.image(vm["source"].as<std::string>(), store::Layers::as_blobs), vm["target"].as<std::string>());
   return 0;
 }
@@ -131,12 +199,19 @@ int rmi_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 int history_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("no-trunc", "do not truncate output")("quiet,q", "only show image ids")(
-      "format", po::value<std::string>(), "table (default) or json")("image", po::value<std::string>()->required(),
-                                                                      "image");
+      "format", po::value<std::string>(), "table (default), json, or a Go template: '{{.CreatedBy}}'")(
+      "image", po::value<std::string>()->required(), "image");
   po::positional_options_description pos;
   pos.add("image", 1);
   po::variables_map vm;
   if (!parse_args("history", "strata history [OPTIONS] IMAGE", opts, pos, args, vm)) return 0;
+  Format format(format_option(vm), "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}",
+                {{"ID", "IMAGE"},
+                 {"CreatedSince", "CREATED"},
+                 {"CreatedAt", "CREATED AT"},
+                 {"CreatedBy", "CREATED BY"},
+                 {"Size", "SIZE"},
+                 {"Comment", "COMMENT"}});
   auto store = open_store(g);
   auto img = store.image(vm["image"].as<std::string>());
   bool no_trunc = vm.count("no-trunc") != 0U;
@@ -152,15 +227,16 @@ int history_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     ++li;
   }
   json out = json::array();
-  std::vector<std::vector<std::string>> rows{{"IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT"}};
+  std::vector<json> rows;
   for (std::size_t k = hist.size(); k-- > 0;) {
     const auto& h = hist[k];
     std::string id = k + 1 == hist.size() ? (no_trunc ? img.config_digest.str() : img.config_digest.short_id()) : "<missing>";
-    std::string by = h.created_by;
-    if (!no_trunc && by.size() > 45) by = by.substr(0, 44) + "…";
-    std::string comment = h.comment;
-    if (!no_trunc && comment.size() > 40) comment = comment.substr(0, 39) + "…";
-    rows.push_back({id, human_ago(h.created), by, human_size(sizes[k]), comment});
+    rows.push_back({{"ID", id},
+                    {"CreatedSince", human_ago(h.created)},
+                    {"CreatedAt", local_time(h.created)},
+                    {"CreatedBy", ellipsis(h.created_by, 45, no_trunc)},
+                    {"Size", human_size(sizes[k])},
+                    {"Comment", ellipsis(h.comment, 40, no_trunc)}});
     out.push_back({{"ID", k + 1 == hist.size() ? img.config_digest.str() : "<missing>"},
                    {"Created", h.created},
                    {"CreatedBy", h.created_by},
@@ -169,12 +245,12 @@ int history_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                    {"Author", h.author},
                    {"EmptyLayer", h.empty_layer}});
   }
-  if (json_format(vm))
+  if (vm.count("quiet") != 0U)
+    for (const auto& r : rows) std::cout << r["ID"].get<std::string>() << "\n";
+  else if (format.is_json())
     std::cout << out.dump(2) << "\n";
-  else if (vm.count("quiet") != 0U)
-    for (std::size_t i = 1; i < rows.size(); ++i) std::cout << rows[i][0] << "\n";
   else
-    print_table(rows);
+    std::cout << format.render(rows);
   return 0;
 }
 
@@ -187,7 +263,11 @@ json image_json(const store::Store& store, const store::Image& img) {
   j["Author"] = img.config.value("author", "");
   j["Architecture"] = img.config.value("architecture", "");
   j["Os"] = img.config.value("os", "");
-  j["Config"] = img.config.contains("config") ? img.config["config"] : json::object();
+  j["Config"] = img.config.contains("config") && img.config["config"].is_object() ? img.config["config"] : json::object();
+  // Every field docker shows is there, null when the image does not set it,
+  // so that --format '{{.Config.Cmd}}' works on any image.
+  for (const char* field : {"User", "ExposedPorts", "Env", "Entrypoint", "Cmd", "Volumes", "WorkingDir", "Labels"})
+    if (!j["Config"].contains(field)) j["Config"][field] = nullptr;
   j["RootFS"] = {{"Type", "layers"}, {"Layers", json::array()}};
   for (const auto& d : img.diff_ids) j["RootFS"]["Layers"].push_back(d.str());
   j["Size"] = img.size;
@@ -201,14 +281,19 @@ json image_json(const store::Store& store, const store::Image& img) {
 int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("type", po::value<std::string>(), "image or container (default: either)")(
+      "format,f", po::value<std::string>(), "json (default) or a Go template: '{{.Config.Cmd}}', '{{json .RootFS}}'")(
       "names", po::value<std::vector<std::string>>()->required(), "images or containers");
   po::positional_options_description pos;
   pos.add("names", -1);
   po::variables_map vm;
-  if (!parse_args("inspect", "strata inspect [--type image|container] NAME...", opts, pos, args, vm)) return 0;
+  if (!parse_args("inspect", "strata inspect [--type image|container] [-f FORMAT] NAME...", opts, pos, args, vm))
+    return 0;
   std::string type = vm.count("type") != 0U ? vm["type"].as<std::string>() : "";
   if (!type.empty() && type != "image" && type != "container")
     throw UsageError("inspect: unknown --type " + quote(type) + " (image or container)");
+  std::string format = format_option(vm);
+  std::optional<Template> tmpl;
+  if (!format.empty() && format != "json") tmpl.emplace(format_template(format));
   auto store = open_store(g);
   json out = json::array();
   int rc = 0;
@@ -232,8 +317,51 @@ int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
       rc = 1;
     }
   }
-  std::cout << out.dump(2) << "\n";
+  if (!tmpl) {
+    std::cout << out.dump(2) << "\n";
+    return rc;
+  }
+  // Every object is rendered before anything is printed: a field missing
+  // from one of them is an error without half an answer.
+  std::string text;
+  for (const auto& j : out) text += tmpl->render(j) + "\n";
+  std::cout << text;
   return rc;
+}
+
+// A staging directory in the store for a stream (load and import from
+// standard input, save to standard output); named VERB-PID-... so that prune
+// removes it when this process dies before it does.
+TempDir stream_staging(const store::Store& store, const std::string& verb) {
+  return TempDir(store.tmp_dir(), verb + "-" + std::to_string(::getpid()) + "-");
+}
+
+// Copies everything readable from FROM to TO; returns the byte count.
+std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name) {
+  char buf[1 << 16];
+  std::int64_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + from_name);
+    if (n == 0) return total;
+    write_all(to, buf, static_cast<std::size_t>(n), to_name);
+    total += n;
+  }
+}
+
+// Standard input saved as the file STAGING/stdin (an archive reader may need
+// to seek); refuses a terminal and an empty stream, saying what to give.
+std::string stdin_to_file(const TempDir& staging, const std::string& verb, const std::string& what) {
+  if (::isatty(0) != 0)
+    throw UsageError(verb + ": standard input is a terminal; pipe " + what + " in (strata " + verb + " < FILE)" +
+                     (verb == "load" ? " or give -i FILE" : " or give a file name"));
+  std::string path = staging.path() + "/stdin";
+  UniqueFd out(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out) throw_errno("create " + quote(path));
+  if (copy_stream(0, out.get(), "standard input", quote(path)) == 0)
+    throw Error(verb + ": standard input is empty (expected " + what + ")");
+  return path;
 }
 
 int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
@@ -244,28 +372,43 @@ int import_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::positional_options_description pos;
   pos.add("file", 1).add("name", 1);
   po::variables_map vm;
-  if (!parse_args("import", "strata import [-m MSG] [-c INSTR]... ROOTFS.tar[.gz|.xz|.zst] [NAME[:TAG]]", opts, pos,
+  if (!parse_args("import", "strata import [-m MSG] [-c INSTR]... ROOTFS.tar[.gz|.xz|.zst]|- [NAME[:TAG]]", opts, pos,
                   args, vm))
     return 0;
   std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   if (!name.empty()) oci::Reference::parse(name);
   auto o = commit_options(vm);
   auto store = open_store(g);
-  auto img = store.import_rootfs(vm["file"].as<std::string>(), name, o);
+  std::string file = vm["file"].as<std::string>();
+  std::optional<TempDir> staging;
+  if (file == "-") {
+    staging.emplace(stream_staging(store, "import"));
+    file = stdin_to_file(*staging, "import", "a root file system tar");
+    if (o.created_by.empty()) o.created_by = "strata import -";
+  }
+  auto img = store.import_rootfs(file, name, o);
   std::cout << img.config_digest.str() << "\n";
   return 0;
 }
 
 int load_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("input,i", po::value<std::string>()->required(),
-                     "docker-archive or OCI layout (directory or tar, plain or compressed)")("quiet,q",
-                                                                                           "print nothing");
+  opts.add_options()("input,i", po::value<std::string>(),
+                     "docker-archive or OCI layout (directory or tar, plain or compressed); default: standard input")(
+      "quiet,q", "print nothing");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("load", "strata load -i FILE|DIR", opts, pos, args, vm)) return 0;
+  if (!parse_args("load", "strata load [-i FILE|DIR] [-q]   (or: strata load < FILE)", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
-  auto imgs = store.load(vm["input"].as<std::string>());
+  std::optional<TempDir> staging;
+  std::string input;
+  if (vm.count("input") != 0U) {
+    input = vm["input"].as<std::string>();
+  } else {
+    staging.emplace(stream_staging(store, "load"));
+    input = stdin_to_file(*staging, "load", "a docker-archive or OCI layout tar");
+  }
+  auto imgs = store.load(input);
   if (vm.count("quiet") == 0U) {
     for (const auto& img : imgs) {
       if (img.names.empty())
@@ -278,14 +421,16 @@ int load_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int save_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("output,o", po::value<std::string>()->required(),
-                     "output tar file (or DIR/ for an OCI layout directory)")(
+  opts.add_options()("output,o", po::value<std::string>(),
+                     "output tar file (or DIR/ for an OCI layout directory); default: standard output")(
       "format", po::value<std::string>()->default_value("docker"), "docker (docker load) or oci (OCI layout)")(
       "images", po::value<std::vector<std::string>>()->required(), "images");
   po::positional_options_description pos;
   pos.add("images", -1);
   po::variables_map vm;
-  if (!parse_args("save", "strata save [--format docker|oci] -o FILE IMAGE...", opts, pos, args, vm)) return 0;
+  if (!parse_args("save", "strata save [--format docker|oci] [-o FILE] IMAGE...   (or: strata save IMAGE > FILE)", opts,
+                  pos, args, vm))
+    return 0;
   std::string f = vm["format"].as<std::string>();
   store::SaveFormat fmt;
   if (f == "docker" || f == "docker-archive")
@@ -294,8 +439,21 @@ int save_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     fmt = store::SaveFormat::oci;
   else
     throw UsageError("save: unknown --format " + quote(f) + " (docker or oci)");
+  if (vm.count("output") != 0U) {
+    auto store = open_store(g);
+    store.save(vm["images"].as<std::vector<std::string>>(), vm["output"].as<std::string>(), fmt);
+    return 0;
+  }
+  if (::isatty(1) != 0)
+    throw UsageError("save: refusing to write an archive to a terminal; give -o FILE or redirect standard output");
   auto store = open_store(g);
-  store.save(vm["images"].as<std::vector<std::string>>(), vm["output"].as<std::string>(), fmt);
+  // Written whole first: a failure leaves nothing half-written on the pipe.
+  TempDir staging = stream_staging(store, "save");
+  std::string file = staging.path() + "/out.tar";
+  store.save(vm["images"].as<std::vector<std::string>>(), file, fmt);
+  UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in) throw_errno("open " + quote(file));
+  copy_stream(in.get(), 1, quote(file), "standard output");
   return 0;
 }
 

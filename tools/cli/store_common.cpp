@@ -1,14 +1,17 @@
 #include "store_common.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <iostream>
 
+#include <fnmatch.h>
 #include <unistd.h>
 
 #include "strata/build.hpp"
+#include "strata/error.hpp"
 
 namespace strata::cli {
 
@@ -75,6 +78,58 @@ std::string human_ago(const std::string& rfc3339) {
 
 std::string pad(const std::string& s, std::size_t width) {
   return s.size() >= width ? s + " " : s + std::string(width - s.size(), ' ');
+}
+
+std::string local_time(const std::string& rfc3339) {
+  auto t = oci::parse_rfc3339(rfc3339);
+  if (!t) return rfc3339;
+  std::time_t when = static_cast<std::time_t>(*t);
+  std::tm tm{};
+  if (::localtime_r(&when, &tm) == nullptr) return rfc3339;
+  char buf[64];
+  if (std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %z %Z", &tm) == 0) return rfc3339;
+  return buf;
+}
+
+std::string ellipsis(const std::string& s, std::size_t width, bool no_trunc) {
+  if (no_trunc || width == 0) return s;
+  // Count characters, not bytes, and never cut inside a UTF-8 sequence.
+  std::size_t chars = 0;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if ((static_cast<unsigned char>(s[i]) & 0xC0) == 0x80) continue;
+    if (++chars == width) {
+      std::size_t next = i + 1;
+      while (next < s.size() && (static_cast<unsigned char>(s[next]) & 0xC0) == 0x80) ++next;
+      return next == s.size() ? s : s.substr(0, i) + "…";
+    }
+  }
+  return s;
+}
+
+std::vector<std::pair<std::string, std::string>> filters(const boost::program_options::variables_map& vm,
+                                                         const char* verb, const std::vector<std::string>& keys) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (vm.count("filter") == 0U) return out;
+  std::string known;
+  for (const auto& k : keys) known += (known.empty() ? "" : ", ") + k;
+  for (const auto& f : vm["filter"].as<std::vector<std::string>>()) {
+    auto eq = f.find('=');
+    if (eq == std::string::npos || eq == 0)
+      throw UsageError(std::string(verb) + ": bad --filter " + quote(f) + " (KEY=VALUE; keys: " + known + ")");
+    std::string key = f.substr(0, eq);
+    if (std::find(keys.begin(), keys.end(), key) == keys.end())
+      throw UsageError(std::string(verb) + ": unknown --filter key " + quote(key) + " (keys: " + known + ")");
+    out.emplace_back(key, f.substr(eq + 1));
+  }
+  return out;
+}
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  return ::fnmatch(pattern.c_str(), name.c_str(), FNM_PATHNAME) == 0;
+}
+
+std::string format_option(const boost::program_options::variables_map& vm) {
+  return vm.count("format") != 0U ? vm["format"].as<std::string>() : "";
 }
 
 }  // namespace strata::cli

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <boost/program_options.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "cli.hpp"
 #include "strata/store.hpp"
@@ -25,5 +27,21 @@ std::string human_size(std::int64_t bytes);
 std::string human_ago(const std::string& rfc3339);
 // Pads S with spaces to WIDTH (no truncation).
 std::string pad(const std::string& s, std::size_t width);
+// "2024-05-01 12:00:00 +0000 UTC" (docker's CreatedAt, in local time) from
+// an RFC 3339 time; the text itself when it does not parse.
+std::string local_time(const std::string& rfc3339);
+// S cut to WIDTH characters, the last one "…", unless NO_TRUNC.
+std::string ellipsis(const std::string& s, std::size_t width, bool no_trunc);
+
+// The --filter KEY=VALUE options of VERB, checked against KEYS (UsageError
+// naming the verb and the keys it takes for anything else).
+std::vector<std::pair<std::string, std::string>> filters(const boost::program_options::variables_map& vm,
+                                                         const char* verb, const std::vector<std::string>& keys);
+// Whether NAME matches the glob PATTERN as docker's reference filter does
+// ('*' and '?' do not match '/').
+bool glob_match(const std::string& pattern, const std::string& name);
+
+// The value of --format, "" when not given.
+std::string format_option(const boost::program_options::variables_map& vm);
 
 }  // namespace strata::cli
