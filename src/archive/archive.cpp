@@ -718,6 +718,18 @@ struct Extractor {
     if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
       throw Error("refusing entry " + quote(name) + ": only files, directories and symlinks are allowed in an image archive");
     if (plain_only && hl != nullptr) throw Error("refusing entry " + quote(name) + ": links are not allowed here");
+    // 4294967295 is (uid_t)-1, which chown reads as "leave unchanged": the
+    // entry would end up owned by whoever extracts it (root). Neither it nor
+    // anything chown cannot store is an owner.
+    auto owner_id = [&](la_int64_t id, const char* what) {
+      if (id < 0 || id >= 4294967295) {
+        throw Error("refusing " + quote(name) + ": " + what + " " + std::to_string(id) +
+                    " is not a valid id (0 to 4294967294)");
+      }
+      return static_cast<std::uint32_t>(id);
+    };
+    uid_t uid = owner_id(::archive_entry_uid(e), "owner uid");
+    gid_t gid = owner_id(::archive_entry_gid(e), "group gid");
     UniqueFd parent = open_parent(comps, true, name);
     const std::string& leaf = comps.back();
     struct stat old {};
@@ -730,8 +742,6 @@ struct Extractor {
         throw_errno("replace " + quote(name));
       exists = false;
     }
-    uid_t uid = static_cast<uid_t>(::archive_entry_uid(e));
-    gid_t gid = static_cast<gid_t>(::archive_entry_gid(e));
     mode_t perm = static_cast<mode_t>(::archive_entry_perm(e)) & 07777;
     if (hl != nullptr) {
       auto tcomps = split_name(hl, "hardlink target");

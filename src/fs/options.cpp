@@ -133,8 +133,11 @@ IdMap IdMap::parse(std::string_view spec, std::string_view what) {
   std::vector<IdRange> ranges;
   for (std::size_t i = 0; i < fields.size(); i += 3) {
     auto c = parse_unsigned(fields[i], 10), h = parse_unsigned(fields[i + 1], 10), n = parse_unsigned(fields[i + 2], 10);
-    if (!c || !h || !n || *n == 0 || *c + *n > 0x100000000ULL || *h + *n > 0x100000000ULL) {
-      throw UsageError(std::string(what) + " " + quote(spec) + " has a bad range at field " + std::to_string(i + 1));
+    // Ids end at 4294967294: 4294967295 is (uid_t)-1, "no change" to chown,
+    // and no user namespace maps it either.
+    if (!c || !h || !n || *n == 0 || *c + *n > 0xffffffffULL || *h + *n > 0xffffffffULL) {
+      throw UsageError(std::string(what) + " " + quote(spec) + " has a bad range at field " + std::to_string(i + 1) +
+                       " (COUNT > 0; ids from 0 to 4294967294)");
     }
     ranges.push_back({static_cast<std::uint32_t>(*c), static_cast<std::uint32_t>(*h), static_cast<std::uint32_t>(*n)});
   }

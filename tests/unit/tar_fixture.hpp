@@ -16,6 +16,7 @@ struct TarEntry {
   std::string name;
   char type = 'f';   // f file, d dir, l symlink, h hard link
   std::string data;  // content, or link target
+  long long uid = 0, gid = 0;
 };
 
 // Writes DIR/NAME as a PAX tar of ENTRIES and returns its path.
@@ -29,6 +30,8 @@ inline std::string make_tar(const std::string& dir, const std::vector<TarEntry>&
     ::archive_entry* en = archive_entry_new();
     archive_entry_set_pathname(en, e.name.c_str());
     archive_entry_set_perm(en, e.type == 'd' ? 0755 : 0644);
+    archive_entry_set_uid(en, e.uid);
+    archive_entry_set_gid(en, e.gid);
     if (e.type == 'f') {
       archive_entry_set_filetype(en, AE_IFREG);
       archive_entry_set_size(en, static_cast<la_int64_t>(e.data.size()));

@@ -351,3 +351,35 @@ TEST_CASE("recompressing a plain tar to gzip gives a stream gzip reads back") {
   CHECK(r.second < 300000 + 300000 / 2);
   REQUIRE(std::system(("gzip -dc < " + gz + " | cmp -s - " + tar).c_str()) == 0);
 }
+
+TEST_CASE("an owner id of 4294967295 ((uid_t)-1, 'no change' to chown) is refused, 4294967294 is kept") {
+  TempDir t("/tmp");
+  for (auto [uid, gid] : {std::pair{4294967295LL, 0LL}, std::pair{0LL, 4294967295LL}, std::pair{1LL << 33, 0LL}}) {
+    std::string dest = t.path() + "/dest" + std::to_string(uid) + "-" + std::to_string(gid);
+    mkdir(dest.c_str(), 0755);
+    std::string tar = make_tar(t.path(), {{"ok", 'f', "x"}, {"bin/ping", 'f', "y", uid, gid}}, "bad.tar");
+    std::string message;
+    try {
+      extract(tar, dest);
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    CHECK(message.find("refusing 'bin/ping'") != std::string::npos);
+    CHECK(message.find("is not a valid id") != std::string::npos);
+    CHECK(message.find(std::to_string(uid == 0 ? gid : uid)) != std::string::npos);
+  }
+  std::string dest = t.path() + "/good";
+  mkdir(dest.c_str(), 0755);
+  {
+    UniqueFd fd = open_at(AT_FDCWD, make_tar(t.path(), {{"f", 'f', "x", 4294967294LL, 4294967294LL}}, "good.tar"), O_RDONLY);
+    archive::ExtractOptions privileged;
+    privileged.privileged = geteuid() == 0;
+    archive::extract_layer(fd.get(), dest, privileged);
+  }
+  struct stat st {};
+  REQUIRE(lstat((dest + "/f").c_str(), &st) == 0);
+  if (geteuid() == 0) {
+    CHECK(st.st_uid == 4294967294U);
+    CHECK(st.st_gid == 4294967294U);
+  }
+}

@@ -94,5 +94,12 @@ TEST_CASE("id maps work both ways, fuse-overlayfs syntax") {
   CHECK_FALSE(m.to_host(70000).has_value());
   CHECK_THROWS_AS(IdMap::parse("0:1000", "uidmapping"), strata::UsageError);
   CHECK_THROWS_AS(IdMap::parse("0:x:1", "uidmapping"), strata::UsageError);
+  // 4294967295 is (uid_t)-1: chown's "no change", never an id to map to or from.
+  CHECK_THROWS_AS(IdMap::parse("0:4294967295:1", "uidmapping"), strata::UsageError);
+  CHECK_THROWS_AS(IdMap::parse("4294967295:0:1", "uidmapping"), strata::UsageError);
+  CHECK_THROWS_AS(IdMap::parse("0:0:4294967296", "uidmapping"), strata::UsageError);
+  CHECK_THROWS_AS(IdMap::parse("1:0:4294967295", "uidmapping"), strata::UsageError);
+  CHECK(IdMap::parse("0:0:4294967295", "uidmapping").to_host(4294967294).value() == 4294967294U);
+  CHECK(IdMap::parse("4294967294:1:1", "uidmapping").to_container(1) == 4294967294U);
 }
 
