@@ -44,4 +44,10 @@ const PasswdEntry* find_user(const std::vector<PasswdEntry>& users, std::string_
 const PasswdEntry* find_user(const std::vector<PasswdEntry>& users, std::uint32_t uid);
 const GroupEntry* find_group(const std::vector<GroupEntry>& groups, std::string_view name);
 
+// For a NAME that parse_passwd (PASSWD true) or parse_group did not find:
+// when CONTENT has a line for NAME whose id fields are not usable ids (such
+// lines are skipped, so NAME seems missing), throws Error (with CODE) saying
+// which id of /etc/passwd or /etc/group cannot be used; returns otherwise.
+void refuse_unusable_entry(std::string_view content, std::string_view name, bool passwd, ExitCode code);
+
 }  // namespace strata::idfile

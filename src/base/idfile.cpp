@@ -64,4 +64,18 @@ const GroupEntry* find_group(const std::vector<GroupEntry>& groups, std::string_
   return it == groups.end() ? nullptr : &*it;
 }
 
+void refuse_unusable_entry(std::string_view content, std::string_view name, bool passwd, ExitCode code) {
+  for (auto line : content_lines(content)) {
+    auto f = split(line, ':');
+    if (f.size() < (passwd ? 7U : 4U) || f[0] != name) continue;
+    for (std::size_t i = 2; i <= (passwd ? 3U : 2U); ++i) {
+      if (parse_unsigned(f[i], 10, kMaxId)) continue;
+      throw Error(std::string(passwd ? "user " : "group ") + quote(name) + " has the id " + quote(f[i]) + " in " +
+                      (passwd ? "/etc/passwd" : "/etc/group") + ", which cannot be used (ids go from 0 to " +
+                      std::to_string(kMaxId) + ")",
+                  code);
+    }
+  }
+}
+
 }  // namespace strata::idfile

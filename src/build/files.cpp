@@ -328,6 +328,7 @@ Owner resolve_chown(const std::string& spec, const std::string& passwd, const st
   } else if (entry != nullptr) {
     o.uid = entry->uid;
   } else {
+    idfile::refuse_unusable_entry(passwd, user, true, ExitCode::failure);
     throw Error("--chown " + quote(spec) + ": no user " + quote(user) + " in the image's /etc/passwd");
   }
   // docker: a user without a group gets the same number as its group.
@@ -340,6 +341,7 @@ Owner resolve_chown(const std::string& spec, const std::string& passwd, const st
     } else if (const auto* g = idfile::find_group(groups, grp)) {
       o.gid = g->gid;
     } else {
+      idfile::refuse_unusable_entry(group, grp, false, ExitCode::failure);
       throw Error("--chown " + quote(spec) + ": no group " + quote(grp) + " in the image's /etc/group");
     }
   }

@@ -19,26 +19,6 @@ std::optional<std::uint32_t> parse_u32(std::string_view s) {
   return static_cast<std::uint32_t>(*v);
 }
 
-// The id fields of NAME's line in a passwd or group file when one of them is
-// not a usable id (idfile skips such lines, so NAME would seem missing).
-std::optional<std::string> unusable_ids(std::string_view content, std::string_view name, bool passwd) {
-  for (auto line : content_lines(content)) {
-    auto f = split(line, ':');
-    if (f.size() < (passwd ? 7U : 4U) || f[0] != name) continue;
-    for (std::size_t i = 2; i <= (passwd ? 3U : 2U); ++i) {
-      if (!parse_unsigned(f[i], 10, idfile::kMaxId)) return std::string(f[i]);
-    }
-  }
-  return std::nullopt;
-}
-
-[[noreturn]] void refuse_unusable(std::string_view what, std::string_view name, const std::string& id,
-                                  const char* file) {
-  throw Error(std::string(what) + " " + quote(name) + " has the id " + quote(id) + " in " + file +
-                  ", which cannot be used (ids go from 0 to " + std::to_string(idfile::kMaxId) + ")",
-              ExitCode::run_failed);
-}
-
 }  // namespace
 
 std::vector<SubIdRange> parse_subid_file(std::string_view content) {
@@ -114,7 +94,7 @@ ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::strin
   } else {
     found = idfile::find_user(users, user_part);
     if (!found) {
-      if (auto bad = unusable_ids(passwd, user_part, true)) refuse_unusable("user", user_part, *bad, "/etc/passwd");
+      idfile::refuse_unusable_entry(passwd, user_part, true, ExitCode::run_failed);
       throw Error("unable to find user " + quote(user_part) + ": no matching entries in passwd file",
                   ExitCode::run_failed);
     }
@@ -130,7 +110,7 @@ ExecUser resolve_user(std::string_view spec, std::string_view passwd, std::strin
     } else {
       const auto* g = idfile::find_group(groups, group_part);
       if (!g) {
-        if (auto bad = unusable_ids(group, group_part, false)) refuse_unusable("group", group_part, *bad, "/etc/group");
+        idfile::refuse_unusable_entry(group, group_part, false, ExitCode::run_failed);
         throw Error("unable to find group " + quote(group_part) + ": no matching entries in group file",
                     ExitCode::run_failed);
       }

@@ -70,6 +70,19 @@ TEST_CASE("--chown: names from the image's passwd and group, numbers as given") 
                     "--chown 'app:wheel': no group 'wheel' in the image's /etc/group");
 }
 
+TEST_CASE("--chown: a name whose id is 4294967295 ((uid_t)-1) is refused, not reported missing") {
+  const std::string passwd = "root:x:0:0:root:/root:/bin/sh\nhuge:x:4294967295:0::/:/bin/sh\n";
+  const std::string group = "root:x:0:\nhugegrp:x:4294967295:\n";
+  CHECK_THROWS_WITH(resolve_chown("huge", passwd, group),
+                    "user 'huge' has the id '4294967295' in /etc/passwd, which cannot be used (ids go from 0 to "
+                    "4294967294)");
+  CHECK_THROWS_WITH(resolve_chown("root:hugegrp", passwd, group),
+                    "group 'hugegrp' has the id '4294967295' in /etc/group, which cannot be used (ids go from 0 to "
+                    "4294967294)");
+  CHECK_THROWS_WITH(resolve_chown("4294967295", passwd, group), doctest::Contains("out of range"));
+  CHECK_THROWS_WITH(resolve_chown("0:4294967295", passwd, group), doctest::Contains("out of range"));
+}
+
 TEST_CASE("sources: globs, .dockerignore, and no way out of the context") {
   TempDir ctx("/tmp");
   ::mkdir((ctx.path() + "/src").c_str(), 0755);
