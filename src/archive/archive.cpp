@@ -29,6 +29,7 @@
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
+#include "strata/idfile.hpp"
 #include "strata/override_stat.hpp"
 #include "strata/text.hpp"
 #include "gzip_writer.hpp"
@@ -718,13 +719,13 @@ struct Extractor {
     if (plain_only && hl == nullptr && type != AE_IFREG && type != AE_IFDIR && type != AE_IFLNK)
       throw Error("refusing entry " + quote(name) + ": only files, directories and symlinks are allowed in an image archive");
     if (plain_only && hl != nullptr) throw Error("refusing entry " + quote(name) + ": links are not allowed here");
-    // 4294967295 is (uid_t)-1, which chown reads as "leave unchanged": the
-    // entry would end up owned by whoever extracts it (root). Neither it nor
-    // anything chown cannot store is an owner.
+    // Above idfile::kMaxId is (uid_t)-1, which chown reads as "leave
+    // unchanged": the entry would end up owned by whoever extracts it (root).
+    // Neither it nor anything chown cannot store is an owner.
     auto owner_id = [&](la_int64_t id, const char* what) {
-      if (id < 0 || id >= 4294967295) {
-        throw Error("refusing " + quote(name) + ": " + what + " " + std::to_string(id) +
-                    " is not a valid id (0 to 4294967294)");
+      if (id < 0 || id > la_int64_t{idfile::kMaxId}) {
+        throw Error("refusing " + quote(name) + ": " + what + " " + std::to_string(id) + " is not a valid id (0 to " +
+                    std::to_string(idfile::kMaxId) + ")");
       }
       return static_cast<std::uint32_t>(id);
     };

@@ -13,6 +13,7 @@
 
 #include "strata/error.hpp"
 #include "strata/fs.hpp"
+#include "strata/idfile.hpp"
 #include "strata/text.hpp"
 
 namespace strata::fs {
@@ -133,11 +134,12 @@ IdMap IdMap::parse(std::string_view spec, std::string_view what) {
   std::vector<IdRange> ranges;
   for (std::size_t i = 0; i < fields.size(); i += 3) {
     auto c = parse_unsigned(fields[i], 10), h = parse_unsigned(fields[i + 1], 10), n = parse_unsigned(fields[i + 2], 10);
-    // Ids end at 4294967294: 4294967295 is (uid_t)-1, "no change" to chown,
-    // and no user namespace maps it either.
-    if (!c || !h || !n || *n == 0 || *c + *n > 0xffffffffULL || *h + *n > 0xffffffffULL) {
+    // Ids end at idfile::kMaxId: the next one is (uid_t)-1, "no change" to
+    // chown, and no user namespace maps it either.
+    constexpr std::uint64_t id_end = std::uint64_t{idfile::kMaxId} + 1;
+    if (!c || !h || !n || *n == 0 || *c + *n > id_end || *h + *n > id_end) {
       throw UsageError(std::string(what) + " " + quote(spec) + " has a bad range at field " + std::to_string(i + 1) +
-                       " (COUNT > 0; ids from 0 to 4294967294)");
+                       " (COUNT > 0; ids from 0 to " + std::to_string(idfile::kMaxId) + ")");
     }
     ranges.push_back({static_cast<std::uint32_t>(*c), static_cast<std::uint32_t>(*h), static_cast<std::uint32_t>(*n)});
   }
