@@ -216,6 +216,11 @@ struct RunSpec {
   // signal it gets, reaps the orphans the container leaves, and exits with
   // the command's status.
   bool init = false;
+  // A signal strata forwards ends the command even when pid 1 catches or
+  // ignores it (status 128+N): a build's RUN step, which Ctrl-C cancels. A
+  // shell as pid 1 that catches SIGINT between two commands would otherwise
+  // go on to the next one.
+  bool signals_end_command = false;
   // Called in the calling process with the container's pid 1 (as the host
   // numbers it) once the command has been executed (it exists, the root is
   // built, the credentials are set); not called when it cannot start.

@@ -846,7 +846,7 @@ void end_children() {
       } else {
         // To pid 1's process group, as a terminal sends its Ctrl-C: a shell
         // waiting for a child would otherwise wait on.
-        bool taken = takes_signal(pid1, sig);
+        bool taken = !ctx.spec->signals_end_command && takes_signal(pid1, sig);
         ::kill(-pid1, sig);
         if (!taken) {
           // What the signal does to a process that is not pid 1: end it.

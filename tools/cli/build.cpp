@@ -190,6 +190,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     spec.workdir = r.workdir.empty() ? "/" : r.workdir;
     spec.user = r.user;
     spec.network = r.network == "none" ? sandbox::Network::none : sandbox::Network::host;
+    spec.signals_end_command = true;  // Ctrl-C cancels the step, as in docker build
     std::cout.flush();
     // -q: the command's output is not shown.
     UniqueFd saved_out, saved_err;
