@@ -1,6 +1,4 @@
 // Container verbs: create, ps, rm, mount, umount, diff, commit.
-#include <sys/mount.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -195,39 +193,6 @@ int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return rc;
 }
 
-std::string mount_program() {
-  if (const char* p = std::getenv("STRATA_MOUNT_PROGRAM"); p != nullptr && *p != '\0') return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    self[n] = '\0';
-    std::string dir = self;
-    dir = dir.substr(0, dir.rfind('/'));
-    std::string p = dir + "/stratafs";
-    if (::access(p.c_str(), X_OK) == 0) return p;
-  }
-  return "stratafs";
-}
-
-// Runs ARGV, waits, returns the exit status (127 when it cannot run).
-int run_program(const std::vector<std::string>& argv) {
-  std::vector<char*> cargs;
-  for (const auto& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
-  cargs.push_back(nullptr);
-  std::cout.flush();
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) {
-    ::execvp(cargs[0], cargs.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) throw_errno("wait for " + quote(argv[0]));
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
-}
-
 std::string absolute(const std::string& p) {
   char real[PATH_MAX];
   if (::realpath(p.c_str(), real) == nullptr) throw_errno("mount point " + quote(p));
@@ -280,12 +245,7 @@ int umount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_args("umount", "strata umount MOUNTPOINT", opts, pos, args, vm)) return 0;
   std::string mnt = absolute(vm["mountpoint"].as<std::string>());
-  if (::geteuid() == 0) {
-    if (::umount2(mnt.c_str(), 0) != 0) throw_errno("unmount " + quote(mnt));
-  } else {
-    int rc = run_program({"fusermount3", "-u", mnt});
-    if (rc != 0) throw Error("unmount " + quote(mnt) + " failed (fusermount3 exited " + std::to_string(rc) + ")");
-  }
+  unmount(mnt);
   auto store = open_store(g);
   for (const auto& c : store.containers()) {
     try {

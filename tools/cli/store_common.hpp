@@ -44,4 +44,12 @@ bool glob_match(const std::string& pattern, const std::string& name);
 // The value of --format, "" when not given.
 std::string format_option(const boost::program_options::variables_map& vm);
 
+// The stratafs program: $STRATA_MOUNT_PROGRAM, else the one next to this
+// executable, else "stratafs" on PATH.
+std::string mount_program();
+// Runs ARGV, waits, returns the exit status (127 when it cannot run).
+int run_program(const std::vector<std::string>& argv);
+// Unmounts MNT: umount(2) as root, otherwise fusermount3 -u. Throws Error.
+void unmount(const std::string& mnt);
+
 }  // namespace strata::cli

@@ -1,0 +1,350 @@
+// Verbs that move files between a container and the host: cp and export.
+//
+// Both work on the container's merged (union) view: a stopped container is
+// mounted writable through stratafs for the duration of the command (or the
+// mount of `strata mount` is used). A running container is refused: its root
+// is a FUSE mount of its own user namespace that the host cannot enter, and a
+// second stratafs must never run over its upper. Every path inside
+// the container is resolved with openat2(RESOLVE_IN_ROOT) on the root's fd,
+// so a symlink in the container resolves as it would inside it; below the
+// named path nothing is followed (O_NOFOLLOW on both sides).
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+#include <string>
+
+#include "../../src/build/files.hpp"
+#include "cli.hpp"
+#include "store_common.hpp"
+#include "strata/archive.hpp"
+#include "strata/error.hpp"
+#include "strata/fd.hpp"
+#include "strata/fileio.hpp"
+#include "strata/lifecycle.hpp"
+
+namespace strata::cli {
+namespace {
+
+namespace files = build::files;
+
+// The merged root of a container, open for the life of this object.
+class ContainerRoot {
+ public:
+  ContainerRoot(const store::Store& store, const store::Container& c) {
+    lifecycle::State state = lifecycle::container_state(store, c);
+    if (state.running()) {
+      // Its root is a FUSE mount of its own user namespace, which no process
+      // outside may enter; a second stratafs over its upper would race it.
+      throw Error("container " + quote(c.name) + " is running; stop it first (cp and export work on a stopped container)");
+    }
+    if (auto m = store.mounted_at(c); !m.empty()) {
+      path_ = m[0];  // already mounted by `strata mount`
+    } else {
+      lock_.emplace(store.lock_container(c));  // refuses a container that is being started
+      store::Image img = store.image_by_manifest(c.image);
+      if (img.layer_dirs.empty()) throw Error("image of container " + quote(c.name) + " has no layers to mount");
+      mnt_.emplace(std::filesystem::temp_directory_path().string(), "strata-cp.");
+      std::string prog = mount_program();
+      std::string o = "lowerdir=" + img.lowerdir() + ",upperdir=" + c.upper + ",workdir=" + c.work;
+      int rc = run_program({prog, "-o", o, mnt_->path()});
+      if (rc != 0) throw Error("mounting container " + quote(c.name) + " failed (" + prog + " exited " + std::to_string(rc) + ")");
+      mounted_ = true;
+      path_ = mnt_->path();
+    }
+    fd_ = UniqueFd(::open(path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+    if (!fd_) {
+      int err = errno;
+      unmount();
+      throw SysError(err, "open the root of container " + quote(c.name));
+    }
+  }
+  ContainerRoot(const ContainerRoot&) = delete;
+  ContainerRoot& operator=(const ContainerRoot&) = delete;
+  ~ContainerRoot() {
+    fd_.reset();
+    unmount();
+  }
+
+  int fd() const { return fd_.get(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  void unmount() noexcept {
+    if (!mounted_) return;
+    mounted_ = false;
+    try {
+      cli::unmount(path_);
+    } catch (const Error& e) {
+      std::cerr << "strata: " << e.what() << "\n";
+    }
+  }
+
+  std::optional<store::Store::ContainerLock> lock_;
+  std::optional<TempDir> mnt_;
+  bool mounted_ = false;
+  std::string path_;
+  UniqueFd fd_;
+};
+
+// "CONTAINER:PATH" split as docker does: a colon names a container unless
+// what comes before it looks like a path (contains '/', or the argument
+// starts with '.' or '/').
+struct CopyArg {
+  std::optional<std::string> container;
+  std::string path;
+};
+
+CopyArg parse_copy_arg(const std::string& arg) {
+  auto colon = arg.find(':');
+  if (colon == std::string::npos || colon == 0 || arg[0] == '/' || arg[0] == '.' ||
+      arg.substr(0, colon).find('/') != std::string::npos)
+    return {std::nullopt, arg};
+  return {arg.substr(0, colon), arg.substr(colon + 1)};
+}
+
+// What a copy's path says besides the file: "SRC/." copies the contents of
+// a directory; a trailing "/" requires a directory.
+struct PathForm {
+  std::string clean;   // absolute, lexically normal ("/" for the root)
+  bool contents = false;
+  bool want_dir = false;
+};
+
+PathForm path_form(const std::string& path, const std::string& cwd) {
+  PathForm f;
+  f.contents = path == "." || path.ends_with("/.");
+  f.want_dir = path.ends_with("/") || f.contents;
+  std::filesystem::path p = path.starts_with("/") ? std::filesystem::path(path) : std::filesystem::path(cwd) / path;
+  f.clean = p.lexically_normal().string();
+  while (f.clean.size() > 1 && f.clean.ends_with("/")) f.clean.pop_back();
+  return f;
+}
+
+std::string dir_of(const std::string& clean) {
+  auto slash = clean.rfind('/');
+  return slash == 0 ? "/" : clean.substr(0, slash);
+}
+std::string base_of(const std::string& clean) { return clean == "/" ? "" : clean.substr(clean.rfind('/') + 1); }
+
+// The source of a copy, open O_PATH: inside ROOT (a path of the container)
+// or the host (ROOT is the host's "/"). A final symlink is followed only with
+// FOLLOW (-L). Returns an invalid fd when it does not exist.
+UniqueFd open_source(int root, const PathForm& f, bool follow, struct stat& st) {
+  UniqueFd fd;
+  if (follow || f.clean == "/") {
+    fd = files::open_in_root(root, f.clean, O_PATH);
+  } else {
+    UniqueFd parent = files::open_in_root(root, dir_of(f.clean), O_PATH | O_DIRECTORY);
+    if (parent) fd = UniqueFd(::openat(parent.get(), base_of(f.clean).c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+  }
+  if (!fd) {
+    if (errno == ENOENT || errno == ENOTDIR) return fd;
+    throw_errno("open " + quote(f.clean));
+  }
+  if (::fstat(fd.get(), &st) != 0) throw_errno("stat " + quote(f.clean));
+  return fd;
+}
+
+// Copies SRC (open O_PATH, SST its stat, NAME its name) to the destination
+// DEST inside ROOT with docker cp's rules: into an existing directory as
+// NAME (its contents with SRC/.), over an existing file, or as DEST when it
+// does not exist. DEST's own symlinks are resolved inside ROOT; below it
+// nothing is followed. SHOWN names DEST in errors.
+void place(int src, const struct stat& sst, const PathForm& from, int root, const PathForm& dest,
+           const std::string& shown, const files::CopySpec& spec) {
+  if (from.contents && !S_ISDIR(sst.st_mode)) throw Error("cp: " + quote(from.clean) + " is not a directory");
+  if (from.want_dir && !from.contents && !S_ISDIR(sst.st_mode))
+    throw Error("cp: " + quote(from.clean) + " is not a directory");
+  std::string resolved = resolve_in_root(root, dest.clean);
+  UniqueFd target = files::open_in_root(root, resolved, O_PATH);
+  if (!target && errno != ENOENT) throw_errno("open " + quote(shown));
+  struct stat dst {};
+  if (target && ::fstat(target.get(), &dst) != 0) throw_errno("stat " + quote(shown));
+  bool dest_is_dir = target && S_ISDIR(dst.st_mode);
+  if (dest_is_dir && (from.contents || base_of(from.clean).empty())) {
+    UniqueFd into = files::open_in_root(root, resolved, O_RDONLY | O_DIRECTORY);
+    if (!into) throw_errno("open " + quote(shown));
+    UniqueFd in(::openat(src, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!in) throw_errno("open " + quote(from.clean));
+    for (const auto& child : read_dir_names(in.get(), from.clean)) {
+      UniqueFd c(::openat(in.get(), child.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+      if (!c) throw_errno("open " + quote(child));
+      struct stat cst {};
+      if (::fstat(c.get(), &cst) != 0) throw_errno("stat " + quote(child));
+      files::copy_tree(c.get(), cst, into.get(), child, spec);
+    }
+    return;
+  }
+  if (dest_is_dir) {
+    UniqueFd into = files::open_in_root(root, resolved, O_PATH | O_DIRECTORY);
+    if (!into) throw_errno("open " + quote(shown));
+    files::copy_tree(src, sst, into.get(), base_of(from.clean), spec);
+    return;
+  }
+  if (target && S_ISDIR(sst.st_mode)) throw Error("cp: cannot copy a directory to the file " + quote(shown));
+  if (dest.want_dir) {
+    if (target) throw Error("cp: " + quote(shown) + " is not a directory");
+    if (!S_ISDIR(sst.st_mode)) throw Error("cp: the destination directory " + quote(shown) + " does not exist");
+  }
+  UniqueFd parent = files::open_in_root(root, dir_of(resolved), O_PATH | O_DIRECTORY);
+  if (!parent) {
+    if (errno == ENOENT || errno == ENOTDIR)
+      throw Error("cp: the directory of " + quote(shown) + " does not exist");
+    throw_errno("open the directory of " + quote(shown));
+  }
+  if (resolved == "/") throw Error("cp: cannot replace the root " + quote(shown));
+  files::copy_tree(src, sst, parent.get(), base_of(resolved), spec);
+}
+
+std::string current_dir() {
+  std::error_code ec;
+  auto p = std::filesystem::current_path(ec);
+  if (ec) throw Error("cp: cannot read the current directory: " + ec.message());
+  return p.string();
+}
+
+UniqueFd host_root() {
+  UniqueFd fd(::open("/", O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) throw_errno("open /");
+  return fd;
+}
+
+int cp_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("archive,a", "keep uid and gid of the copied files")(
+      "follow-link,L", "follow a symbolic link named as the source")(
+      "src", po::value<std::string>()->required(), "source")("dest", po::value<std::string>()->required(), "destination");
+  po::positional_options_description pos;
+  pos.add("src", 1).add("dest", 1);
+  po::variables_map vm;
+  if (!parse_args("cp",
+                  "strata cp [-a] [-L] CONTAINER:SRC_PATH DEST_PATH|-\n"
+                  "       strata cp [-a] [-L] SRC_PATH|- CONTAINER:DEST_PATH",
+                  opts, pos, args, vm))
+    return 0;
+  bool keep_owner = vm.count("archive") != 0U;
+  bool follow = vm.count("follow-link") != 0U;
+  const std::string& src_arg = vm["src"].as<std::string>();
+  const std::string& dest_arg = vm["dest"].as<std::string>();
+  CopyArg from = src_arg == "-" ? CopyArg{std::nullopt, "-"} : parse_copy_arg(src_arg);
+  CopyArg to = dest_arg == "-" ? CopyArg{std::nullopt, "-"} : parse_copy_arg(dest_arg);
+  if (from.container && to.container) throw UsageError("cp: copying between containers is not supported");
+  if (!from.container && !to.container)
+    throw UsageError("cp: one of SRC and DEST must be CONTAINER:PATH (see 'strata cp --help')");
+  if ((from.container ? from.path : to.path).empty()) throw UsageError("cp: the path inside the container is empty");
+  if ((from.container ? to.path : from.path).empty()) throw UsageError("cp: the host path is empty");
+
+  auto store = open_store(g);
+  store::Container c = store.container(from.container ? *from.container : *to.container);
+  ContainerRoot root(store, c);
+  std::string cwd = current_dir();
+  files::CopySpec spec;
+
+  if (from.container) {
+    // Out of the container: owned by the caller unless -a.
+    if (!keep_owner) spec.owner = build::Owner{::getuid(), ::getgid()};
+    PathForm f = path_form(from.path, "/");
+    struct stat st {};
+    UniqueFd src = open_source(root.fd(), f, follow, st);
+    if (!src) throw Error("Could not find the file " + f.clean + " in container " + c.name);
+    if (to.path == "-") {
+      if (::isatty(STDOUT_FILENO) != 0) throw Error("cp: refusing to write a tar to a terminal");
+      TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
+      UniqueFd host = host_root();
+      place(src.get(), st, f, host.get(), path_form(staging.path(), "/"), staging.path(), spec);
+      archive::WriteLayerOptions o;
+      o.changeset = false;
+      archive::write_layer(staging.path(), STDOUT_FILENO, o);
+      return 0;
+    }
+    UniqueFd host = host_root();
+    place(src.get(), st, f, host.get(), path_form(to.path, cwd), to.path, spec);
+    return 0;
+  }
+
+  // Into the container: owned by root:root of the container unless -a.
+  if (!keep_owner) spec.owner = build::Owner{0, 0};
+  PathForm dest = path_form(to.path, "/");
+  std::string shown = dest.clean + " in container " + c.name;
+  if (from.path == "-") {
+    // A tar on stdin: extracted by the archive module's hostile-input
+    // extractor into a staging directory, whose contents then go into DEST,
+    // which must be an existing directory.
+    UniqueFd target = files::open_in_root(root.fd(), dest.clean, O_PATH | O_DIRECTORY);
+    if (!target) throw Error("cp: the destination " + shown + " must be an existing directory");
+    TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
+    archive::ExtractOptions eo;
+    eo.privileged = ::geteuid() == 0;
+    archive::extract_layer(STDIN_FILENO, staging.path(), eo);
+    PathForm f = path_form(staging.path() + "/.", "/");
+    UniqueFd host = host_root();
+    struct stat st {};
+    UniqueFd src = open_source(host.get(), f, false, st);
+    if (!src) throw_errno("open " + quote(staging.path()));
+    dest.want_dir = true;
+    place(src.get(), st, f, root.fd(), dest, shown, spec);
+    return 0;
+  }
+  PathForm f = path_form(from.path, cwd);
+  UniqueFd host = host_root();
+  struct stat st {};
+  UniqueFd src = open_source(host.get(), f, follow, st);
+  if (!src) throw Error("cp: no such file or directory: " + quote(from.path));
+  place(src.get(), st, f, root.fd(), dest, shown, spec);
+  return 0;
+}
+
+// Writes the tar of the container's merged root to OUT_FD.
+void write_root_tar(const ContainerRoot& root, int out_fd) {
+  archive::WriteLayerOptions o;
+  o.changeset = false;
+  archive::write_layer(root.path(), out_fd, o);
+}
+
+int export_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("output,o", po::value<std::string>(), "write to FILE instead of stdout")(
+      "container", po::value<std::string>()->required(), "container");
+  po::positional_options_description pos;
+  pos.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("export", "strata export [-o FILE] CONTAINER", opts, pos, args, vm)) return 0;
+  std::optional<std::string> out;
+  if (vm.count("output") != 0U) {
+    out = vm["output"].as<std::string>();
+    if (out->empty()) throw UsageError("export: -o needs a file name");
+  } else if (::isatty(STDOUT_FILENO) != 0) {
+    throw Error("export: refusing to write a tar to a terminal; use -o FILE or redirect stdout");
+  }
+  auto store = open_store(g);
+  store::Container c = store.container(vm["container"].as<std::string>());
+  ContainerRoot root(store, c);
+  if (!out) {
+    write_root_tar(root, STDOUT_FILENO);
+    return 0;
+  }
+  // Staged next to FILE and renamed, so a failure leaves no half file.
+  std::string tmp = *out + ".strata-export-" + std::to_string(::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) throw_errno("create " + quote(tmp));
+  try {
+    write_root_tar(root, fd.get());
+    if (::fsync(fd.get()) != 0) throw_errno("sync " + quote(tmp));
+    if (::rename(tmp.c_str(), out->c_str()) != 0) throw_errno("rename to " + quote(*out));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+  return 0;
+}
+
+const VerbRegistration reg_cp("cp", "copy files between a container and the host", cp_verb);
+const VerbRegistration reg_export("export", "write a container's file system as a tar", export_verb);
+
+}  // namespace
+}  // namespace strata::cli
