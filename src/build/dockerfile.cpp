@@ -269,11 +269,12 @@ class Parser {
   }
 
   // Appends PIECE; returns true when it ended with a line continuation
-  // (the escape character followed only by blanks), which is removed.
+  // (the escape character followed only by blanks), which is removed. An
+  // escape preceded by another escape (`\\` at the end) is no continuation.
   bool append_piece(LogicalLine& logical, std::string_view piece, int line, int column) const {
     size_t end = piece.size();
     while (end > 0 && (piece[end - 1] == ' ' || piece[end - 1] == '\t')) --end;
-    bool continues = end > 0 && piece[end - 1] == escape_;
+    bool continues = end > 0 && piece[end - 1] == escape_ && (end == 1 || piece[end - 2] != escape_);
     if (continues) piece = piece.substr(0, end - 1);
     logical.segments.push_back({logical.text.size(), line, column});
     logical.text += piece;
@@ -465,8 +466,7 @@ class Parser {
         f.name = body.substr(0, eq);
         f.value = body.substr(eq + 1);
       }
-      f.name = to_lower(f.name);
-      ins.flags.push_back(std::move(f));
+      ins.flags.push_back(std::move(f));  // flag names are case-sensitive
     }
   }
 

@@ -131,6 +131,18 @@ TEST_CASE("line continuations") {
     REQUIRE(df.instructions.size() == 3);
     CHECK(arg_texts(df.instructions[1]) == std::vector<std::string>{"testfile.txt", "c:\\"});
   }
+  SUBCASE("an escaped escape at the end of a line is no continuation") {
+    auto df = parse("FROM a\nRUN echo a\\\\\nUSER x\n");
+    REQUIRE(df.instructions.size() == 3);
+    CHECK(df.instructions[1].original == "RUN echo a\\\\");
+    CHECK(df.instructions[2].keyword == "USER");
+    auto tick = parse("# escape=`\nFROM a\nRUN echo a`` \nUSER x\n");
+    REQUIRE(tick.instructions.size() == 3);
+    CHECK(tick.instructions[1].original == "RUN echo a``");
+    // A lone escape on a line still continues it.
+    auto lone = parse("FROM a\nRUN echo a \\\n\\\n b\n");
+    REQUIRE(lone.instructions.size() == 2);
+  }
   SUBCASE("positions point into the physical line") {
     auto df = parse("FROM a\nCOPY --chown=1 \\\n   src \\\n   dst\n");
     const auto& copy = df.instructions[1];
@@ -206,6 +218,9 @@ TEST_CASE("builder flags") {
   CHECK(arg_texts(df.instructions[5]).size() == 3);
 
   CHECK(parse_error("FROM a\nCOPY --frm=x a b\n") == "Dockerfile:2:6: unknown flag: --frm for COPY: 'COPY --frm=x a b'");
+  // Flag names are case-sensitive.
+  CHECK(parse_error("FROM a\nCOPY --FROM=x a b\n") == "Dockerfile:2:6: unknown flag: --FROM for COPY: 'COPY --FROM=x a b'");
+  CHECK(parse_error("FROM a\nCOPY --Link a b\n").find("unknown flag: --Link for COPY") != std::string::npos);
   CHECK(parse_error("FROM a\nUSER --x root\n").find("unknown flag: --x for USER") != std::string::npos);
   CHECK(parse_error("FROM a\nCOPY --from=a --from=b x y\n").find("duplicate flag specified: --from") !=
         std::string::npos);
