@@ -353,6 +353,6 @@ def test_every_verb_has_a_man_page_that_matches_its_help(strata):
             # Positional arguments (named in the synopsis) and --help.
             if name in ("--repository", "--source", "--target", "--images", "--image", "--names", "--file",
                         "--containers", "--container", "--mountpoint", "--context", "--reference",
-                        "--destination", "--registry", "--help") or (name == "--name" and verb != "create"):
+                        "--destination", "--registry", "--src", "--dest", "--help") or (name == "--name" and verb != "create"):
                 continue
             assert name.replace("-", "\\-") in text, (verb, name)

@@ -160,6 +160,45 @@ def test_stop_kill_start_restart_and_their_mistakes(store):
     assert ps(store) == {}
 
 
+def test_create_keeps_run_options_for_start(store):
+    r = store("create", "--name", "made", "-e", "MODE=batch", "-w", "/work", "-u", "1:1", "--cap-drop", "ALL",
+              "--network", "none", "--hostname", "box", "base:1",
+              "sh", "-c", "echo $MODE $(pwd) $(id -u):$(id -g) $(hostname); grep CapEff /proc/self/status; sed -n 's/^ *\\([a-z0-9]*\\):.*/\\1/p' /proc/net/dev")
+    assert r.returncode == 0, r.stderr
+    cid = r.stdout.strip()
+    assert re.fullmatch(r"[0-9a-f]{64}", cid)
+    assert status(store, "made") == "Created"
+    j = inspect(store, "made")
+    assert j["Config"]["Cmd"][0] == "sh" and "MODE=batch" in j["Config"]["Env"] and j["Config"]["WorkingDir"] == "/work"
+    r = store("start", "-a", "made")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "batch /work 1:1 box"
+    assert lines[1].split() == ["CapEff:", "0000000000000000"]
+    assert lines[2:] == ["lo"]
+    # A second start runs the same saved command again.
+    r = store("start", "-a", "made")
+    assert r.returncode == 0 and r.stdout.splitlines()[0] == "batch /work 1:1 box", r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cap-add", "NOPE", "base:1"], "create: unknown capability"),
+    (["--network", "moon", "base:1"], "create: unknown network 'moon'"),
+    (["-v", "relative:/x", "base:1"], "create: volume source 'relative' is not an absolute path"),
+    (["--security-opt", "apparmor=x", "base:1"], "create: unsupported security option"),
+    (["-d", "base:1"], "unrecognised option '-d'"),
+    (["--rm", "base:1"], "unrecognised option '--rm'"),
+    ([], "create: an IMAGE is required"),
+])
+def test_create_refuses_bad_options_and_leaves_nothing(store, args, message):
+    r = store("create", "--name", "bad", *args)
+    assert r.returncode == 2, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "bad" not in ps(store)
+    r = store("create", "--name", "bad", "--pull=never", "no-such-image:1")
+    assert r.returncode == 1 and "bad" not in ps(store)
+
+
 def test_two_starts_race_and_one_wins(store):
     assert store("create", "--name", "race", "base:1").returncode == 0
     assert store("commit", "-c", 'CMD ["sleep", "60"]', "race", "sleeper:1").returncode == 0

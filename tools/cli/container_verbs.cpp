@@ -83,22 +83,6 @@ class ContainerFilter {
   std::vector<oci::Digest> ancestors_;
 };
 
-int create_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
-  po::options_description opts("Options");
-  opts.add_options()("name", po::value<std::string>(), "container name")("image", po::value<std::string>()->required(),
-                                                                          "image");
-  add_pull_options(opts);
-  po::positional_options_description pos;
-  pos.add("image", 1);
-  po::variables_map vm;
-  if (!parse_args("create", "strata create [--name NAME] [--pull POLICY] IMAGE", opts, pos, args, vm)) return 0;
-  auto store = open_store(g);
-  std::string image = ensure_image(store, vm["image"].as<std::string>(), pull_policy(vm, "create"), vm, std::cerr);
-  auto c = store.create_container(image, vm.count("name") != 0U ? vm["name"].as<std::string>() : "");
-  std::cout << c.id << "\n";
-  return 0;
-}
-
 int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("all,a", "show all containers (the default: every container is shown)")(
@@ -298,7 +282,6 @@ int commit_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return 0;
 }
 
-const VerbRegistration reg_create("create", "create a container from an image", create_verb);
 const VerbRegistration reg_ps("ps", "list containers", ps_verb);
 const VerbRegistration reg_rm("rm", "remove containers", rm_verb);
 const VerbRegistration reg_mount("mount", "mount an image (read-only) or a container (writable)", mount_verb);

@@ -52,8 +52,8 @@ std::size_t split_point(const std::vector<std::string>& args) {
   return std::min(i, args.size());
 }
 
-void add_env(std::vector<std::string>& env, const std::string& item) {
-  if (item.empty()) throw UsageError("run: empty environment variable");
+void add_env(const std::string& verb, std::vector<std::string>& env, const std::string& item) {
+  if (item.empty()) throw UsageError(verb + ": empty environment variable");
   if (item.find('=') != std::string::npos) {
     env.push_back(item);
   } else if (const char* v = std::getenv(item.c_str()); v != nullptr) {
@@ -61,19 +61,19 @@ void add_env(std::vector<std::string>& env, const std::string& item) {
   }
 }
 
-void read_env_file(std::vector<std::string>& env, const std::string& path) {
+void read_env_file(const std::string& verb, std::vector<std::string>& env, const std::string& path) {
   std::ifstream in(path);
-  if (!in) throw Error("run: cannot read the env file " + quote(path));
+  if (!in) throw Error(verb + ": cannot read the env file " + quote(path));
   std::string line;
   while (std::getline(in, line)) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     auto first = line.find_first_not_of(" \t");
     if (first == std::string::npos || line[first] == '#') continue;
-    add_env(env, line.substr(first));
+    add_env(verb, env, line.substr(first));
   }
 }
 
-sandbox::BindMount parse_volume(const std::string& spec) {
+sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec) {
   sandbox::BindMount m;
   std::vector<std::string> parts;
   std::size_t start = 0;
@@ -88,10 +88,10 @@ sandbox::BindMount parse_volume(const std::string& spec) {
     parts.pop_back();
   }
   if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-    throw UsageError("run: bad volume " + quote(spec) + " (expected HOSTDIR:CTRDIR[:ro])");
+    throw UsageError(verb + ": bad volume " + quote(spec) + " (expected HOSTDIR:CTRDIR[:ro])");
   }
-  if (parts[0][0] != '/') throw UsageError("run: volume source " + quote(parts[0]) + " is not an absolute path");
-  if (parts[1][0] != '/') throw UsageError("run: volume target " + quote(parts[1]) + " is not an absolute path");
+  if (parts[0][0] != '/') throw UsageError(verb + ": volume source " + quote(parts[0]) + " is not an absolute path");
+  if (parts[1][0] != '/') throw UsageError(verb + ": volume target " + quote(parts[1]) + " is not an absolute path");
   m.source = parts[0];
   m.target = parts[1];
   return m;
@@ -99,7 +99,8 @@ sandbox::BindMount parse_volume(const std::string& spec) {
 
 // `--security-opt`: seccomp=unconfined, seccomp=FILE (docker's JSON format),
 // and no-new-privileges, which strata always sets.
-void apply_security_opt(sandbox::RunSpec& spec, std::string& profile_text, const std::string& opt) {
+void apply_security_opt(const std::string& verb, sandbox::RunSpec& spec, std::string& profile_text,
+                        const std::string& opt) {
   auto eq = opt.find_first_of("=:");
   std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
   if (key == "no-new-privileges" && (value.empty() || value == "true")) return;
@@ -112,14 +113,14 @@ void apply_security_opt(sandbox::RunSpec& spec, std::string& profile_text, const
       try {
         text = read_file(value);
       } catch (const Error& e) {
-        throw UsageError(std::string("run: seccomp profile: ") + e.what());
+        throw UsageError(verb + ": seccomp profile: " + e.what());
       }
       spec.seccomp = sandbox::parse_seccomp_profile(text, "seccomp profile " + quote(value));
       profile_text = text;
     }
     return;
   }
-  throw UsageError("run: unsupported security option " + quote(opt) +
+  throw UsageError(verb + ": unsupported security option " + quote(opt) +
                    " (seccomp=unconfined, seccomp=FILE or no-new-privileges)");
 }
 
@@ -144,18 +145,11 @@ int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o,
   return 0;
 }
 
-int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
-  std::size_t split = split_point(args);
-  std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
-  std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(split), args.end());
-  if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
-
-  po::options_description options("Options");
+// The options that set what a container runs and how, which `run` and
+// `create` share (a created container keeps them for `start`).
+void add_container_options(po::options_description& options) {
   options.add_options()
-      ("interactive,i", po::bool_switch(), "keep stdin open and pass it to the command")
       ("tty,t", po::bool_switch(), "give the command a pseudo-terminal")
-      ("detach,d", po::bool_switch(), "run in the background and print the container id")
-      ("rm", po::bool_switch(), "remove the container when the command ends")
       ("init", po::bool_switch(), "run a reaper as pid 1 that passes on signals and reaps orphans")
       ("log-opt", po::value<std::vector<std::string>>()->composing(), "with -d: max-size=SIZE (default 10m) or max-file=N (default 2)")
       ("env,e", po::value<std::vector<std::string>>()->composing(), "set an environment variable (KEY=VALUE, or KEY to take the caller's value)")
@@ -167,97 +161,164 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
       ("network", po::value<std::string>()->default_value("host"), "host (share the host's network) or none")
-      ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)")
       ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
       ("cap-drop", po::value<std::vector<std::string>>()->composing(), "drop a capability from docker's default set (NAME or ALL)")
       ("privileged", po::bool_switch(), "every capability and no seccomp filter")
       ("security-opt", po::value<std::vector<std::string>>()->composing(), "seccomp=unconfined, seccomp=PROFILE.json (docker's format) or no-new-privileges");
   add_pull_options(options);
-  po::variables_map vm;
-  if (!parse_args("run", kUsage, options, po::positional_options_description(), own, vm)) return 0;
+}
 
+// What add_container_options' options say, read by VERB ("run" or
+// "create"); the image and command come from the caller.
+struct ContainerSettings {
   sandbox::RunSpec spec;
-  spec.interactive = vm["interactive"].as<bool>();
-  spec.tty = vm["tty"].as<bool>();
-  if (vm.count("env-file") != 0U) {
-    for (const auto& f : vm["env-file"].as<std::vector<std::string>>()) read_env_file(spec.env, f);
-  }
-  if (vm.count("env") != 0U) {
-    for (const auto& e : vm["env"].as<std::vector<std::string>>()) add_env(spec.env, e);
-  }
-  if (vm.count("volume") != 0U) {
-    for (const auto& v : vm["volume"].as<std::vector<std::string>>()) spec.volumes.push_back(parse_volume(v));
-  }
-  if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
+  std::string profile_text;  // the JSON of --security-opt seccomp=FILE
+  std::string name;
+  std::optional<std::string> entrypoint, workdir;
+  lifecycle::LogOptions log;
+};
+
+ContainerSettings read_container_settings(const std::string& verb, const po::variables_map& vm) {
+  ContainerSettings s;
+  sandbox::RunSpec& spec = s.spec;
   auto strings = [&](const char* key) {
     return vm.count(key) != 0U ? vm[key].as<std::vector<std::string>>() : std::vector<std::string>{};
   };
+  spec.interactive = vm.count("interactive") != 0U && vm["interactive"].as<bool>();
+  spec.tty = vm["tty"].as<bool>();
+  for (const auto& f : strings("env-file")) read_env_file(verb, spec.env, f);
+  for (const auto& e : strings("env")) add_env(verb, spec.env, e);
+  for (const auto& v : strings("volume")) spec.volumes.push_back(parse_volume(verb, v));
+  if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
   bool privileged = vm["privileged"].as<bool>();
   try {
     spec.capabilities = sandbox::capability_set(strings("cap-add"), strings("cap-drop"), privileged);
   } catch (const Error& e) {
-    throw UsageError(std::string("run: ") + e.what());
+    throw UsageError(verb + ": " + e.what());
   }
   if (privileged) spec.seccomp.reset();
-  std::string profile_text;
-  for (const auto& opt : strings("security-opt")) apply_security_opt(spec, profile_text, opt);
+  for (const auto& opt : strings("security-opt")) apply_security_opt(verb, spec, s.profile_text, opt);
   spec.init = vm["init"].as<bool>();
-  bool detach = vm["detach"].as<bool>();
-  lifecycle::LogOptions log;
-  for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(log, opt);
-  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (strata has no attach)");
+  for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(s.log, opt);
   std::string network = vm["network"].as<std::string>();
   if (network == "host") {
     spec.network = sandbox::Network::host;
   } else if (network == "none") {
     spec.network = sandbox::Network::none;
   } else {
-    throw UsageError("run: unknown network " + quote(network) + " (host or none)");
+    throw UsageError(verb + ": unknown network " + quote(network) + " (host or none)");
   }
-  std::string name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
+  s.name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : "strata";
-  if (spec.hostname.empty() || spec.hostname.size() > 64) throw UsageError("run: bad host name " + quote(spec.hostname));
+  if (spec.hostname.empty() || spec.hostname.size() > 64) throw UsageError(verb + ": bad host name " + quote(spec.hostname));
+  if (vm.count("entrypoint") != 0U) s.entrypoint = vm["entrypoint"].as<std::string>();
+  if (vm.count("workdir") != 0U) s.workdir = vm["workdir"].as<std::string>();
+  return s;
+}
 
-  std::optional<std::string> entrypoint;
-  if (vm.count("entrypoint") != 0U) entrypoint = vm["entrypoint"].as<std::string>();
-  std::optional<std::string> workdir;
-  if (vm.count("workdir") != 0U) workdir = vm["workdir"].as<std::string>();
+// The container REST names (its image, then the command), with the image
+// pulled when the store lacks it.
+sandbox::ContainerRunOptions container_run_options(const std::string& verb, const std::string& root,
+                                                   const ContainerSettings& s, const po::variables_map& vm,
+                                                   const std::vector<std::string>& rest) {
+  const sandbox::RunSpec& spec = s.spec;
+  sandbox::ContainerRunOptions o;
+  {
+    // Pull progress goes to stderr: stdout is the command's.
+    auto store = store::Store::open(root);
+    o.image = ensure_image(store, rest.at(0), pull_policy(vm, verb.c_str()), vm, std::cerr);
+  }
+  o.args.assign(rest.begin() + 1, rest.end());
+  o.name = s.name;
+  o.entrypoint = s.entrypoint;
+  o.env = spec.env;
+  o.workdir = s.workdir;
+  if (vm.count("user") != 0U) o.user = spec.user;
+  if (vm.count("hostname") != 0U) o.hostname = spec.hostname;
+  o.tty = spec.tty;
+  o.interactive = spec.interactive;
+  o.network = spec.network;
+  o.volumes = spec.volumes;
+  o.capabilities = spec.capabilities;
+  o.seccomp = spec.seccomp;
+  o.seccomp_profile_text = s.profile_text;
+  o.init = spec.init;
+  return o;
+}
+
+// Splits ARGS into the verb's own options and the image with its command.
+std::pair<std::vector<std::string>, std::vector<std::string>> split_run_args(const std::vector<std::string>& args) {
+  std::size_t split = split_point(args);
+  std::vector<std::string> own(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(split));
+  std::vector<std::string> rest(args.begin() + static_cast<std::ptrdiff_t>(split), args.end());
+  if (!rest.empty() && rest[0] == "--") rest.erase(rest.begin());
+  return {own, rest};
+}
+
+int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
+  auto [own, rest] = split_run_args(args);
+  po::options_description options("Options");
+  options.add_options()
+      ("interactive,i", po::bool_switch(), "keep stdin open and pass it to the command")
+      ("detach,d", po::bool_switch(), "run in the background and print the container id")
+      ("rm", po::bool_switch(), "remove the container when the command ends")
+      ("rootfs", po::value<std::string>(), "run in the directory DIR instead of an image (changes are made in DIR)");
+  add_container_options(options);
+  po::variables_map vm;
+  if (!parse_args("run", kUsage, options, po::positional_options_description(), own, vm)) return 0;
+
+  ContainerSettings s = read_container_settings("run", vm);
+  sandbox::RunSpec& spec = s.spec;
+  bool detach = vm["detach"].as<bool>();
+  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (strata has no attach)");
 
   if (vm.count("rootfs") == 0U) {
     if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
-    sandbox::ContainerRunOptions o;
     std::string root = global.root.empty() ? store::default_root() : global.root;
-    {
-      // Pull progress goes to stderr: stdout is the command's.
-      auto store = store::Store::open(root);
-      o.image = ensure_image(store, rest[0], pull_policy(vm, "run"), vm, std::cerr);
-    }
-    o.args.assign(rest.begin() + 1, rest.end());
-    o.name = name;
-    o.entrypoint = entrypoint;
-    o.env = spec.env;
-    o.workdir = workdir;
-    if (vm.count("user") != 0U) o.user = spec.user;
-    if (vm.count("hostname") != 0U) o.hostname = spec.hostname;
-    o.tty = spec.tty;
-    o.interactive = spec.interactive;
+    sandbox::ContainerRunOptions o = container_run_options("run", root, s, vm, rest);
     o.remove = vm["rm"].as<bool>();
-    o.network = spec.network;
-    o.volumes = spec.volumes;
-    o.capabilities = spec.capabilities;
-    o.seccomp = spec.seccomp;
-    o.seccomp_profile_text = profile_text;
-    o.init = spec.init;
-    if (detach) return run_detached(root, o, log);
+    if (detach) return run_detached(root, o, s.log);
     return sandbox::run_image(root, o);
   }
   if (detach) throw UsageError("run: -d needs an IMAGE (a --rootfs run makes no container)");
-  if (!name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
+  if (!s.name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
   spec.rootfs = vm["rootfs"].as<std::string>();
-  spec.argv = sandbox::combine_command({}, {}, entrypoint, rest);
+  spec.argv = sandbox::combine_command({}, {}, s.entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
-  spec.workdir = workdir ? *workdir : "/";
+  spec.workdir = s.workdir ? *s.workdir : "/";
   return sandbox::run(spec);
+}
+
+constexpr const char* kCreateUsage =
+    "strata create [OPTIONS] IMAGE [COMMAND [ARG...]]\n\n"
+    "Creates a container from IMAGE with the settings of strata run (kept for strata\n"
+    "start) and prints its id; nothing runs until it is started.\n"
+    "Exit status: 0 created, 1 it could not be created, 2 bad usage";
+
+int create_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
+  auto [own, rest] = split_run_args(args);
+  po::options_description options("Options");
+  add_container_options(options);
+  po::variables_map vm;
+  if (!parse_args("create", kCreateUsage, options, po::positional_options_description(), own, vm)) return 0;
+  ContainerSettings s = read_container_settings("create", vm);
+  if (rest.empty()) throw UsageError("create: an IMAGE is required (see 'strata create --help')");
+  std::string root = global.root.empty() ? store::default_root() : global.root;
+  sandbox::ContainerRunOptions o = container_run_options("create", root, s, vm, rest);
+  auto store = store::Store::open(root);
+  store::Container c = store.create_container(o.image, o.name);
+  try {
+    lifecycle::save_config(c, o, s.log);
+  } catch (...) {
+    try {
+      store.remove_container(c.id, true);
+    } catch (const Error&) {
+      // Reported by the error that caused the cleanup.
+    }
+    throw;
+  }
+  std::cout << c.id << "\n";
+  return 0;
 }
 
 // docker run reports its own failures with 125, whatever they were.
@@ -271,6 +332,7 @@ int run_main(const GlobalOptions& global, const std::vector<std::string>& args) 
 }
 
 const VerbRegistration kRun("run", "run a command in a new container", run_main);
+const VerbRegistration kCreate("create", "create a container from an image", create_verb);
 
 }  // namespace
 
