@@ -5,6 +5,7 @@
 #include <linux/capability.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cctype>
@@ -52,6 +53,40 @@ SeccompRule deny(std::vector<std::string> names, std::vector<int> unless = {}, i
   r.errno_value = err;
   for (int cap : unless) r.excludes_caps |= bit(cap);
   return r;
+}
+
+// personality(2) as docker allows it: PER_LINUX (0), PER_LINUX32 (0x8),
+// UNAME26 (0x20000), their union, and 0xffffffff (which only reads the
+// persona). Any other flag, such as ADDR_NO_RANDOMIZE or READ_IMPLIES_EXEC,
+// would switch off address-space randomisation or make data executable.
+// A filter rule holds one comparison per argument, so "none of these five
+// values" is written as rules that each refuse a part of the rest:
+//  - a value above 32 bits;
+//  - for the 30 bits outside 0x20008 taken in a ring, one that is set while
+//    the next is clear (matches any value with such a bit set, unless all 30
+//    are set);
+//  - all 30 set (bit 0 among them) but bit 3 or bit 17 clear.
+// None of them matches an allowed value: those have no bit outside 0x20008,
+// or (0xffffffff) no bit clear.
+std::vector<SeccompRule> personality_rules() {
+  constexpr std::uint64_t kAllowedFlags = 0x20008;
+  std::vector<SeccompRule> rules;
+  auto refuse = [&](SeccompArg arg) {
+    SeccompRule r = deny({"personality"});
+    r.args = {arg};
+    rules.push_back(std::move(r));
+  };
+  refuse({0, 0xffffffffULL, 0, SeccompCompare::gt});
+  std::vector<std::uint64_t> ring;
+  for (unsigned i = 0; i < 32; ++i) {
+    if (((kAllowedFlags >> i) & 1U) == 0) ring.push_back(1ULL << i);
+  }
+  for (std::size_t k = 0; k < ring.size(); ++k) {
+    std::uint64_t set = ring[k], clear = ring[(k + 1) % ring.size()];
+    refuse({0, set | clear, set, SeccompCompare::masked_eq});
+  }
+  for (std::uint64_t flag : {0x8ULL, 0x20000ULL}) refuse({0, 1 | flag, 1, SeccompCompare::masked_eq});
+  return rules;
 }
 
 std::uint32_t action_value(SeccompAction action, int errno_value) {
@@ -177,6 +212,12 @@ SeccompProfile default_seccomp_profile() {
       // ENOSYS makes the C library fall back to clone, whose flags it can.
       deny({"clone3"}, {CAP_SYS_ADMIN}, ENOSYS),
   };
+  // AF_VSOCK (40) reaches the hypervisor and other guests, which no
+  // namespace separates.
+  SeccompRule vsock = deny({"socket"});
+  vsock.args = {{0, AF_VSOCK, 0, SeccompCompare::eq}};
+  p.syscalls.push_back(std::move(vsock));
+  for (auto& r : personality_rules()) p.syscalls.push_back(std::move(r));
   // x86-64 passes clone's flags as the first argument. MASKED_EQ compares
   // (arg & value) == valueTwo: one rule per flag, so that any one is refused.
   for (std::uint64_t flag = 1; flag != 0; flag <<= 1) {

@@ -1,6 +1,15 @@
 #include <doctest/doctest.h>
 
+#include <sys/personality.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <csignal>
+#include <random>
 
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
@@ -224,6 +233,73 @@ TEST_CASE("seccomp: docker's JSON profile format") {
     for (const auto& n : r.names) blocks_keyctl = blocks_keyctl || (n == "keyctl" && r.excludes_caps == 0);
   }
   CHECK(blocks_keyctl);
+}
+
+namespace {
+
+// Whether the default profile's rules refuse personality(VALUE), read from
+// the rules as the kernel would apply them (every comparison must hold).
+bool default_profile_refuses_personality(const SeccompProfile& p, std::uint64_t value) {
+  for (const auto& r : p.syscalls) {
+    if (std::find(r.names.begin(), r.names.end(), "personality") == r.names.end()) continue;
+    bool all = true;
+    for (const auto& a : r.args) {
+      bool holds = a.op == SeccompCompare::gt          ? value > a.value
+                   : a.op == SeccompCompare::masked_eq ? (value & a.value) == a.value_two
+                   : a.op == SeccompCompare::eq        ? value == a.value
+                                                       : false;
+      all = all && holds;
+    }
+    if (all) return true;
+  }
+  return false;
+}
+
+// Runs CALL in a child under the default filter; true when it failed with EPERM.
+template <class Call>
+bool refused_under_default_filter(Call call) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    apply_seccomp(default_seccomp_profile(), default_capabilities());
+    errno = 0;
+    long r = call();
+    ::_exit(r == -1 && errno == EPERM ? 1 : 0);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) && WEXITSTATUS(status) == 1;
+}
+
+}  // namespace
+
+TEST_CASE("seccomp: the default profile allows docker's five personalities and nothing else") {
+  auto p = default_seccomp_profile();
+  const std::uint64_t allowed[] = {0, 0x8, 0x20000, 0x20008, 0xffffffff};
+  for (std::uint64_t v : allowed) CHECK_MESSAGE(!default_profile_refuses_personality(p, v), v);
+  // Every value of one or two bits, and random ones, outside the five.
+  std::vector<std::uint64_t> others;
+  for (unsigned i = 0; i < 64; ++i) {
+    for (unsigned j = i; j < 64; ++j) others.push_back((1ULL << i) | (1ULL << j));
+  }
+  std::mt19937_64 random(42);
+  for (int i = 0; i < 20000; ++i) others.push_back(random() >> (random() % 64));
+  for (int i = 0; i < 32; ++i) others.push_back(0xffffffffULL & ~(1ULL << i));
+  for (std::uint64_t v : others) {
+    if (std::find(std::begin(allowed), std::end(allowed), v) != std::end(allowed)) continue;
+    CHECK_MESSAGE(default_profile_refuses_personality(p, v), v);
+  }
+}
+
+TEST_CASE("seccomp: under the default filter ADDR_NO_RANDOMIZE and AF_VSOCK are refused, the usual calls are not") {
+  CHECK_FALSE(refused_under_default_filter([] { return ::syscall(SYS_personality, 0xffffffffUL); }));
+  CHECK_FALSE(refused_under_default_filter([] { return ::syscall(SYS_personality, PER_LINUX32); }));
+  CHECK_FALSE(refused_under_default_filter([] { return ::syscall(SYS_personality, UNAME26); }));
+  CHECK(refused_under_default_filter([] { return ::syscall(SYS_personality, ADDR_NO_RANDOMIZE); }));
+  CHECK(refused_under_default_filter([] { return ::syscall(SYS_personality, READ_IMPLIES_EXEC); }));
+  CHECK(refused_under_default_filter([] { return ::syscall(SYS_personality, 0x8UL | 0x40000UL); }));
+  CHECK(refused_under_default_filter([] { return ::syscall(SYS_personality, 0x100000000UL); }));
+  CHECK(refused_under_default_filter([] { return static_cast<long>(::socket(AF_VSOCK, SOCK_STREAM, 0)); }));
+  CHECK_FALSE(refused_under_default_filter([] { return static_cast<long>(::socket(AF_UNIX, SOCK_STREAM, 0)); }));
 }
 
 // ---- lifecycle: signals, log options, STATUS -------------------------------
