@@ -229,14 +229,23 @@ int umount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_args("umount", "strata umount MOUNTPOINT", opts, pos, args, vm)) return 0;
   std::string mnt = absolute(vm["mountpoint"].as<std::string>());
-  unmount(mnt);
   auto store = open_store(g);
+  std::vector<store::Container> held;
+  for (const auto& c : store.containers()) {
+    auto at = store.mounted_at(c);
+    if (std::find(at.begin(), at.end(), mnt) != at.end()) held.push_back(c);
+  }
+  unmount(mnt);
   for (const auto& c : store.containers()) {
     try {
       store.forget_mount(c, mnt);
     } catch (const Error&) {
     }
   }
+  // The kernel detaches the mount at once, but its daemon may still be
+  // writing its last changes and holds the work directory until it exits:
+  // when umount returns, the container can be started or mounted again.
+  for (const auto& c : held) wait_for_workdir(c.work);
   return 0;
 }
 

@@ -55,6 +55,7 @@ class ContainerRoot {
       if (rc != 0) throw Error("mounting container " + quote(c.name) + " failed (" + prog + " exited " + std::to_string(rc) + ")");
       mounted_ = true;
       path_ = mnt_->path();
+      workdir_ = c.work;
     }
     fd_ = UniqueFd(::open(path_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!fd_) {
@@ -79,6 +80,7 @@ class ContainerRoot {
     mounted_ = false;
     try {
       cli::unmount(path_);
+      wait_for_workdir(workdir_);  // the daemon has ended: the container can be started
     } catch (const Error& e) {
       std::cerr << "strata: " << e.what() << "\n";
     }
@@ -88,6 +90,7 @@ class ContainerRoot {
   std::optional<TempDir> mnt_;
   bool mounted_ = false;
   std::string path_;
+  std::string workdir_;  // of the mount this object made
   UniqueFd fd_;
 };
 

@@ -7,7 +7,9 @@
 #include <ctime>
 #include <iostream>
 
+#include <fcntl.h>
 #include <fnmatch.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +19,7 @@
 
 #include "strata/build.hpp"
 #include "strata/error.hpp"
+#include "strata/fd.hpp"
 
 namespace strata::cli {
 
@@ -177,6 +180,20 @@ void unmount(const std::string& mnt) {
     int rc = run_program({"fusermount3", "-u", mnt});
     if (rc != 0) throw Error("unmount " + quote(mnt) + " failed (fusermount3 exited " + std::to_string(rc) + ")");
   }
+}
+
+void wait_for_workdir(const std::string& workdir) {
+  UniqueFd fd(::open(workdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return;  // no work directory: nothing holds it
+  for (int waited_ms = 0; waited_ms < 60000; waited_ms += 20) {
+    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
+      ::flock(fd.get(), LOCK_UN);
+      return;
+    }
+    if (errno != EWOULDBLOCK) return;
+    ::usleep(20 * 1000);
+  }
+  std::cerr << "strata: warning: the daemon of " << quote(workdir) << " has not ended after 60 s\n";
 }
 
 }  // namespace strata::cli

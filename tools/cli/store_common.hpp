@@ -52,4 +52,8 @@ int run_program(const std::vector<std::string>& argv);
 // Unmounts MNT: umount(2) as root, otherwise fusermount3 -u. Throws Error.
 void unmount(const std::string& mnt);
 
+// Waits (up to a minute, then warns) until no stratafs daemon holds the
+// work directory WORKDIR: an unmount returns before its daemon has ended.
+void wait_for_workdir(const std::string& workdir);
+
 }  // namespace strata::cli
