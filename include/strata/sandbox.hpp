@@ -180,6 +180,21 @@ struct BindMount {
   bool read_only = false;
 };
 
+// A tmpfs mounted in the container (`--tmpfs PATH[:OPTIONS]`).
+struct TmpfsMount {
+  std::string target;   // absolute path inside the container
+  std::string options;  // as given (shown by inspect)
+  unsigned long flags = 0;  // MS_* flags: nosuid, nodev and noexec unless the options say otherwise
+  std::string data;         // size=, mode=, uid=, gid=, nr_inodes= for the kernel
+};
+
+// Parses docker's `--tmpfs PATH[:OPTIONS]`: OPTIONS is a comma-separated
+// list of ro|rw, exec|noexec, suid|nosuid, dev|nodev and size=N[k|m|g|%],
+// mode=OCTAL, uid=N, gid=N, nr_inodes=N[k|m|g]; without them the tmpfs is
+// rw,noexec,nosuid,nodev as in docker. Throws Error (ExitCode::usage) naming
+// the bad part.
+TmpfsMount parse_tmpfs(const std::string& spec);
+
 // Layers that the sandbox mounts with stratafs onto RunSpec::rootfs inside the
 // container's namespaces. The mount lives only as long as the container.
 struct UnionRoot {
@@ -207,6 +222,11 @@ struct RunSpec {
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
   Network network = Network::host;
   std::vector<BindMount> volumes;
+  std::vector<TmpfsMount> tmpfs;
+  // `--read-only`: the root is mounted read-only once the mount points are
+  // made (the working directory among them); /dev, /dev/shm, /proc, tmpfs
+  // and volumes keep their own modes.
+  bool read_only_root = false;
   // Bounding, permitted and effective capability sets of the command.
   std::uint64_t capabilities = default_capabilities();
   // The seccomp filter; nullopt: none (`--security-opt seccomp=unconfined`).
@@ -264,6 +284,8 @@ struct ContainerRunOptions {
   bool remove = false;  // `--rm`
   Network network = Network::host;
   std::vector<BindMount> volumes;
+  std::vector<TmpfsMount> tmpfs;
+  bool read_only_root = false;  // `--read-only`
   std::uint64_t capabilities = default_capabilities();
   std::optional<SeccompProfile> seccomp = default_seccomp_profile();
   std::string seccomp_profile_text;  // the JSON of a profile from a file (kept with the container)

@@ -96,6 +96,8 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.interactive = o.interactive;
   spec.network = o.network;
   spec.volumes = o.volumes;
+  spec.tmpfs = o.tmpfs;
+  spec.read_only_root = o.read_only_root;
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
   spec.init = o.init;
@@ -200,8 +202,12 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
                  {"StopSignal", string_field(cfg, "StopSignal").empty() ? "SIGTERM" : string_field(cfg, "StopSignal")}};
   json binds = json::array();
   for (const auto& v : o.volumes) binds.push_back(v.source + ":" + v.target + (v.read_only ? ":ro" : ""));
+  json tmpfs = json::object();
+  for (const auto& t : o.tmpfs) tmpfs[t.target] = t.options;
   j["HostConfig"] = {{"NetworkMode", o.network == Network::none ? "none" : "host"},
                      {"Binds", binds},
+                     {"Tmpfs", tmpfs},
+                     {"ReadonlyRootfs", o.read_only_root},
                      {"Init", o.init},
                      {"Privileged", !o.seccomp && o.capabilities == capability_set({"ALL"}, {}, false)},
                      {"SecurityOpt", o.seccomp ? json::array() : json::array({"seccomp=unconfined"})},

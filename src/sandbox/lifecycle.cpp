@@ -422,12 +422,16 @@ State container_state(const store::Store& store, const store::Container& c) {
 void save_config(const store::Container& c, const sandbox::ContainerRunOptions& o, const LogOptions& log) {
   json volumes = json::array();
   for (const auto& v : o.volumes) volumes.push_back({{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}});
+  json tmpfs = json::array();
+  for (const auto& t : o.tmpfs) tmpfs.push_back(t.options.empty() ? t.target : t.target + ":" + t.options);
   std::string seccomp = !o.seccomp ? "unconfined" : o.seccomp_profile_text.empty() ? "default" : "custom";
   json j = {{"Args", o.args},
             {"Env", o.env},
             {"Tty", o.tty},
             {"Network", o.network == sandbox::Network::none ? "none" : "host"},
             {"Volumes", volumes},
+            {"Tmpfs", tmpfs},
+            {"ReadonlyRootfs", o.read_only_root},
             {"Capabilities", o.capabilities},
             {"Seccomp", seccomp},
             {"Init", o.init},
@@ -470,6 +474,8 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())
         o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false)});
+  for (const auto& t : strings("Tmpfs")) o.tmpfs.push_back(sandbox::parse_tmpfs(t));
+  o.read_only_root = j->value("ReadonlyRootfs", false);
   o.capabilities = j->value("Capabilities", sandbox::default_capabilities());
   std::string seccomp = j->value("Seccomp", "default");
   if (seccomp == "unconfined") {

@@ -531,6 +531,16 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
     }
   }
   for (const auto& v : spec.volumes) bind_into(r, v.source, v.target, v.read_only, true);
+  for (const auto& t : spec.tmpfs) {
+    UniqueFd at = ensure_dir(r, t.target);
+    do_mount("tmpfs", fd_path(at.get()), "tmpfs", t.flags, t.data.c_str(), "tmpfs on " + quote(t.target));
+  }
+  if (spec.read_only_root) {
+    // Every mount point exists now; the working directory is made here, as
+    // it cannot be later.
+    if (!spec.workdir.empty() && spec.workdir[0] == '/') ensure_dir(r, spec.workdir);
+    make_read_only(r, false, "the root");
+  }
 
   if (::fchdir(r) != 0) throw_errno("enter the container root");
   if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("pivot_root into " + quote(spec.rootfs));
@@ -1281,6 +1291,60 @@ int exec_in(pid_t pid, const RunSpec& spec) {
   ssize_t n = ::read(err_read.get(), buf, sizeof buf);
   if (n > 1) throw Error(std::string(buf + 1, static_cast<std::size_t>(n - 1)), static_cast<ExitCode>(static_cast<unsigned char>(buf[0])));
   return status_code(status);
+}
+
+TmpfsMount parse_tmpfs(const std::string& spec) {
+  auto bad = [&](const std::string& why) { return UsageError("bad tmpfs " + quote(spec) + ": " + why); };
+  TmpfsMount t;
+  auto colon = spec.find(':');
+  t.target = spec.substr(0, colon);
+  if (t.target.empty() || t.target[0] != '/') throw bad("the path must be absolute");
+  if (colon != std::string::npos) t.options = spec.substr(colon + 1);
+  t.flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
+  const std::pair<const char*, unsigned long> flag_words[] = {{"exec", MS_NOEXEC}, {"suid", MS_NOSUID}, {"dev", MS_NODEV}};
+  std::vector<std::string> data;
+  std::size_t start = 0;
+  while (colon != std::string::npos && start <= t.options.size()) {
+    auto comma = t.options.find(',', start);
+    std::string opt = t.options.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    start = comma == std::string::npos ? t.options.size() + 1 : comma + 1;
+    if (opt.empty()) continue;
+    bool known = false;
+    if (opt == "ro" || opt == "rw") {
+      t.flags = opt == "ro" ? (t.flags | MS_RDONLY) : (t.flags & ~static_cast<unsigned long>(MS_RDONLY));
+      known = true;
+    }
+    for (const auto& [word, flag] : flag_words) {
+      if (opt == word) t.flags &= ~flag;
+      if (opt == std::string("no") + word) t.flags |= flag;
+      known = known || opt == word || opt == std::string("no") + word;
+    }
+    if (known) continue;
+    auto eq = opt.find('=');
+    std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
+    // The kernel's own syntax for each, checked here so that a typo is a
+    // usage error and not a failed mount inside the container.
+    auto digits = [](std::string_view v, std::size_t max) {
+      return !v.empty() && v.size() <= max && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
+    };
+    bool ok = false;
+    if (key == "size" || key == "nr_inodes") {
+      std::string_view v = value;
+      if (!v.empty() && std::string_view("kKmMgG%").find(v.back()) != std::string_view::npos) v.remove_suffix(1);
+      ok = digits(v, 19);
+    } else if (key == "mode") {
+      ok = digits(value, 4) && value.find_first_of("89") == std::string::npos;
+    } else if (key == "uid" || key == "gid") {
+      ok = digits(value, 10);
+    } else {
+      throw bad("unknown option " + quote(opt));
+    }
+    if (!ok) throw bad("bad value in " + quote(opt));
+    if ((key == "uid" || key == "gid") && std::stoull(value) >= 4294967295ULL) throw bad("id 4294967295 cannot be used");
+    data.push_back(opt);
+  }
+  for (std::size_t i = 0; i < data.size(); ++i) t.data += (i == 0 ? "" : ",") + data[i];
+  return t;
 }
 
 }  // namespace strata::sandbox

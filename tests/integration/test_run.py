@@ -982,3 +982,70 @@ def test_start_help_and_man_page():
     for opt in ("--attach", "--interactive", "--tty", "--help"):
         assert opt in r.stdout, opt
         assert opt in man, opt
+
+
+# ---- --read-only, --tmpfs, --mount --------------------------------------------
+
+
+def test_read_only_root_with_tmpfs_and_mount_options(store, workdir):
+    host = os.path.join(workdir, "shared")
+    os.mkdir(host)
+    r = store("run", "--name", "ro", "--read-only", "-w", "/made/here", "--tmpfs", "/tmp",
+              "--tmpfs", "/data:size=64k,mode=700,exec", "--mount", f"type=bind,source={host},target=/shared",
+              "--mount", "type=tmpfs,destination=/scratch,tmpfs-size=32k", "base:1", "sh", "-c",
+              "touch /x 2>&1; pwd; touch /tmp/t /dev/shm/s /shared/from-ctr /scratch/s && echo writable; "
+              "grep -E ' /(tmp|data|scratch) ' /proc/mounts | cut -d' ' -f2,4; stat -c %a /data; "
+              "printf '#!/bin/sh\\necho ran\\n' > /tmp/s; chmod +x /tmp/s; /tmp/s 2>/dev/null || echo tmp-noexec; "
+              "cp /tmp/s /data/s && /data/s; dd if=/dev/zero of=/data/big bs=1k count=100 2>/dev/null || echo data-full")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "touch: /x: Read-only file system"
+    assert lines[1] == "/made/here"
+    assert lines[2] == "writable"
+    mounts = dict(line.split(" ", 1) for line in lines[3:6])
+    assert set(mounts["/tmp"].split(",")) >= {"rw", "nosuid", "nodev", "noexec"}
+    assert "size=64k" in mounts["/data"] and "mode=700" in mounts["/data"] and "noexec" not in mounts["/data"]
+    assert "size=32k" in mounts["/scratch"]
+    assert lines[6:] == ["700", "tmp-noexec", "ran", "data-full"]
+    assert os.path.exists(os.path.join(host, "from-ctr"))
+    # Nothing was written to the container's upper but the working directory.
+    assert "/x" not in store("diff", "ro").stdout.split()
+    j = json.loads(store("inspect", "--type", "container", "ro").stdout)[0]["HostConfig"]
+    assert j["ReadonlyRootfs"] is True
+    assert j["Tmpfs"] == {"/tmp": "", "/data": "size=64k,mode=700,exec", "/scratch": "rw,size=32k"}
+
+
+def test_created_read_only_container_keeps_it_for_start(store):
+    assert store("create", "--name", "roc", "--read-only", "--tmpfs", "/tmp", "base:1", "sh", "-c",
+                 "touch /x 2>/dev/null && echo root-writable; touch /tmp/y && echo tmp-writable").returncode == 0
+    for _ in range(2):
+        r = store("start", "-a", "roc")
+        assert (r.returncode, r.stdout) == (0, "tmp-writable\n"), r.stderr
+
+
+def test_tmpfs_target_through_a_symlink_stays_in_the_root(rootfs, workdir):
+    outside = os.path.join(workdir, "outside")
+    os.mkdir(outside)
+    os.symlink(outside, os.path.join(rootfs, "evil"))
+    r = strata("--tmpfs", "/evil/sub", "--rootfs", rootfs, "sh", "-c", "touch /evil/sub/f && echo ok")
+    assert (r.returncode, r.stdout) == (0, "ok\n"), r.stderr
+    assert os.listdir(outside) == []
+    assert os.path.isdir(os.path.join(rootfs, workdir.lstrip("/"), "outside", "sub"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--tmpfs", "relative"], "bad tmpfs 'relative': the path must be absolute"),
+    (["--tmpfs", "/t:size=lots"], "bad tmpfs '/t:size=lots': bad value in 'size=lots'"),
+    (["--tmpfs", "/t:nosuchopt"], "bad tmpfs '/t:nosuchopt': unknown option 'nosuchopt'"),
+    (["--tmpfs", "/t:uid=4294967295"], "id 4294967295 cannot be used"),
+    (["--tmpfs", "/t:mode=999"], "bad value in 'mode=999'"),
+    (["--mount", "type=volume,source=v,target=/v"], "named volumes are not supported"),
+    (["--mount", "type=bind,source=rel,target=/v"], "the source must be an absolute host path"),
+    (["--mount", "type=tmpfs,source=/x,target=/v"], "a tmpfs has no source"),
+    (["--mount", "type=bind,source=/tmp"], "no target"),
+    (["--mount", "type=bind,src=/tmp,dst=/v,color=red"], "unknown key 'color'"),
+])
+def test_bad_tmpfs_and_mount_options_are_refused(rootfs, args, message):
+    r = strata(*args, "--rootfs", rootfs, "true")
+    assert r.returncode == 125, r.stderr
+    assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

@@ -28,7 +28,8 @@ constexpr const char* kUsage =
 const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--workdir",  "--user",     "--volume",
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
-                                              "--cap-add",  "--cap-drop", "--security-opt", "--log-opt"};
+                                              "--cap-add",  "--cap-drop", "--security-opt", "--log-opt",
+                                              "--mount",    "--tmpfs"};
 const std::string kShortWithValue = "ewuv";
 
 std::size_t split_point(const std::vector<std::string>& args) {
@@ -97,6 +98,55 @@ sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec
   return m;
 }
 
+// `--mount type=bind|tmpfs,...` (docker's keys) as a volume or a tmpfs of SPEC.
+void add_mount(sandbox::RunSpec& spec, const std::string& text) {
+  std::string type, source, target, size, mode;
+  bool read_only = false;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    auto comma = text.find(',', start);
+    std::string field = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+    auto eq = field.find('=');
+    std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
+    if (key == "type") {
+      type = value;
+    } else if (key == "source" || key == "src") {
+      source = value;
+    } else if (key == "target" || key == "destination" || key == "dst") {
+      target = value;
+    } else if (key == "readonly" || key == "ro") {
+      if (!value.empty() && value != "true" && value != "1" && value != "false" && value != "0")
+        throw UsageError("bad mount " + quote(text) + ": " + quote(field));
+      read_only = value.empty() || value == "true" || value == "1";
+    } else if (key == "tmpfs-size") {
+      size = value;
+    } else if (key == "tmpfs-mode") {
+      mode = value;
+    } else {
+      throw UsageError("bad mount " + quote(text) + ": unknown key " + quote(key));
+    }
+  }
+  if (target.empty()) throw UsageError("bad mount " + quote(text) + ": no target");
+  if (type == "bind") {
+    if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a bind mount");
+    if (source.empty() || source[0] != '/') throw UsageError("bad mount " + quote(text) + ": the source must be an absolute host path");
+    if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
+    spec.volumes.push_back({source, target, read_only});
+  } else if (type == "tmpfs") {
+    if (!source.empty()) throw UsageError("bad mount " + quote(text) + ": a tmpfs has no source");
+    std::string options = "rw";
+    if (read_only) options = "ro";
+    if (!size.empty()) options += ",size=" + size;
+    if (!mode.empty()) options += ",mode=" + mode;
+    spec.tmpfs.push_back(sandbox::parse_tmpfs(target + ":" + options));
+  } else if (type == "volume") {
+    throw UsageError("bad mount " + quote(text) + ": named volumes are not supported (use type=bind or type=tmpfs)");
+  } else {
+    throw UsageError("bad mount " + quote(text) + ": type must be bind or tmpfs");
+  }
+}
+
 // `--security-opt`: seccomp=unconfined, seccomp=FILE (docker's JSON format),
 // and no-new-privileges, which strata always sets.
 void apply_security_opt(const std::string& verb, sandbox::RunSpec& spec, std::string& profile_text,
@@ -157,6 +207,9 @@ void add_container_options(po::options_description& options) {
       ("workdir,w", po::value<std::string>(), "working directory inside the container (created when missing)")
       ("user,u", po::value<std::string>(), "run as USER[:GROUP] or UID[:GID] of the image")
       ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path: HOSTPATH:CTRPATH[:ro]")
+      ("mount", po::value<std::vector<std::string>>()->composing(), "type=bind,source=HOSTPATH,target=CTRPATH[,readonly] or type=tmpfs,target=CTRPATH[,tmpfs-size=N][,tmpfs-mode=OCTAL]")
+      ("tmpfs", po::value<std::vector<std::string>>()->composing(), "mount a tmpfs: CTRPATH[:OPTIONS] (default rw,noexec,nosuid,nodev)")
+      ("read-only", po::bool_switch(), "mount the container's root read-only")
       ("name", po::value<std::string>(), "name of the container")
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
@@ -189,6 +242,13 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   for (const auto& f : strings("env-file")) read_env_file(verb, spec.env, f);
   for (const auto& e : strings("env")) add_env(verb, spec.env, e);
   for (const auto& v : strings("volume")) spec.volumes.push_back(parse_volume(verb, v));
+  try {
+    for (const auto& t : strings("tmpfs")) spec.tmpfs.push_back(sandbox::parse_tmpfs(t));
+    for (const auto& m : strings("mount")) add_mount(spec, m);
+  } catch (const Error& e) {
+    throw UsageError(verb + ": " + e.what());
+  }
+  spec.read_only_root = vm["read-only"].as<bool>();
   if (vm.count("user") != 0U) spec.user = vm["user"].as<std::string>();
   bool privileged = vm["privileged"].as<bool>();
   try {
@@ -239,6 +299,8 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.interactive = spec.interactive;
   o.network = spec.network;
   o.volumes = spec.volumes;
+  o.tmpfs = spec.tmpfs;
+  o.read_only_root = spec.read_only_root;
   o.capabilities = spec.capabilities;
   o.seccomp = spec.seccomp;
   o.seccomp_profile_text = s.profile_text;
