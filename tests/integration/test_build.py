@@ -582,3 +582,72 @@ def test_squash_merges_the_new_layers_into_one(env):
     time.sleep(1.1)
     env.build(SQUASH_DOCKERFILE, "--squash", "-t", "sq:2")
     assert env.image_id("sq:2") == env.image_id("sq:1")
+
+
+# ---- the context on standard input (strata build -) ---------------------------
+
+
+def context_tar(files, compress=""):
+    """A tar of FILES ({name: text or (text, mode) or tarfile.TarInfo}) as bytes, optionally gzipped."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:" + compress) as t:
+        for name, data in files.items():
+            if isinstance(data, tarfile.TarInfo):
+                t.addfile(data)
+                continue
+            info = tarfile.TarInfo(name)
+            raw = data.encode()
+            info.size = len(raw)
+            t.addfile(info, io.BytesIO(raw))
+    return buf.getvalue()
+
+
+def stdin_build(env, data, *args):
+    return run([tool("strata"), "--root", env.root, "build", *args, "-"], check=False, input=data,
+               capture_output=True, text=False)
+
+
+def no_context_left_behind():
+    import tempfile
+    return [n for n in os.listdir(tempfile.gettempdir()) if n.startswith("strata-build-context.")]
+
+
+def test_dockerfile_on_stdin_builds_with_an_empty_context(env):
+    before = no_context_left_behind()
+    r = stdin_build(env, b"FROM base:1\nRUN echo from-stdin > /f\n", "-t", "stdin:1")
+    assert r.returncode == 0, r.stderr
+    assert read(f"{env.mount('stdin:1')}/f") == "from-stdin\n"
+    r = stdin_build(env, b"FROM base:1\nCOPY anything /x\n")
+    assert r.returncode == 1 and b"file not found in build context" in r.stderr
+    assert no_context_left_behind() == before
+
+
+@pytest.mark.parametrize("compress", ["", "gz"])
+def test_tar_context_on_stdin_with_a_dockerfile_inside(env, compress):
+    files = {"Dockerfile": "FROM base:1\nCOPY a.txt /a\n", "other.df": "FROM base:1\nCOPY a.txt /b\n",
+             "a.txt": "from the tar\n", ".dockerignore": "secret\n", "secret": "no\n"}
+    r = stdin_build(env, context_tar(files, compress), "-t", "tarctx:1")
+    assert r.returncode == 0, r.stderr
+    assert read(f"{env.mount('tarctx:1')}/a") == "from the tar\n"
+    r = stdin_build(env, context_tar(files, compress), "-f", "other.df", "-t", "tarctx:2")
+    assert r.returncode == 0, r.stderr
+    assert read(f"{env.mount('tarctx:2')}/b") == "from the tar\n"
+    files["Dockerfile"] = "FROM base:1\nCOPY secret /s\n"
+    r = stdin_build(env, context_tar(files, compress))
+    assert r.returncode == 1 and b"excluded by .dockerignore" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/../../escape", "/abs-escape"])
+def test_hostile_tar_context_on_stdin_is_refused(env, workdir, name):
+    before = no_context_left_behind()
+    r = stdin_build(env, context_tar({"Dockerfile": "FROM base:1\n", name: "x\n"}))
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.decode().startswith("strata: build context on standard input: ")
+    assert len(r.stderr.decode().strip().splitlines()) == 1
+    assert not os.path.exists(os.path.join(workdir, "escape")) and not os.path.exists("/abs-escape")
+    assert no_context_left_behind() == before
+
+
+def test_stdin_cannot_be_context_and_dockerfile(env):
+    r = stdin_build(env, b"FROM base:1\n", "-f", "-")
+    assert r.returncode == 2 and b"cannot be both the context and the Dockerfile" in r.stderr

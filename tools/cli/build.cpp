@@ -6,6 +6,8 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <optional>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -13,12 +15,14 @@
 
 #include "cli.hpp"
 #include "registry_common.hpp"
+#include "strata/archive.hpp"
 #include "strata/build.hpp"
 #include "strata/build_executor.hpp"
 #include "strata/dockerfile.hpp"
 #include "strata/dockerignore.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -98,12 +102,12 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("quiet,q", po::bool_switch(), "print only the image id")
-      ("context", po::value(&context)->required(), "the build context directory");
+      ("context", po::value(&context)->required(), "the build context directory ('-': a tar, or a Dockerfile, on standard input)");
   add_pull_options(options);
   po::positional_options_description positional;
   positional.add("context", 1);
   po::variables_map vm;
-  if (!parse_args("build", "strata build [OPTIONS] CONTEXT", options, positional, args, vm)) return 0;
+  if (!parse_args("build", "strata build [OPTIONS] CONTEXT|-", options, positional, args, vm)) return 0;
   if (progress != "plain" && progress != "tty" && progress != "auto") {
     throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
   }
@@ -126,18 +130,51 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     label_map[l.substr(0, eq)] = eq == std::string::npos ? std::string() : l.substr(eq + 1);
   }
 
+  // `strata build -`: standard input is the context as a tar (plain or
+  // compressed; -f then names a file in it), or else the Dockerfile itself
+  // with an empty context, as docker build reads it.
+  std::optional<TempDir> stdin_context;
+  std::optional<std::string> stdin_dockerfile;
+  const std::string file_as_given = file;
+  if (context == "-") {
+    if (file == "-") throw UsageError("build: standard input cannot be both the context and the Dockerfile");
+    stdin_context.emplace(std::filesystem::temp_directory_path().string(), "strata-build-context.");
+    std::string spool = stdin_context->path() + "/stdin";
+    {
+      UniqueFd out(::open(spool.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+      if (!out) throw SysError(errno, "create " + quote(spool));
+      archive::copy_and_digest(STDIN_FILENO, out.get());
+    }
+    context = stdin_context->path() + "/context";
+    if (::mkdir(context.c_str(), 0700) != 0) throw SysError(errno, "create " + quote(context));
+    UniqueFd in(::open(spool.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in) throw SysError(errno, "open " + quote(spool));
+    try {
+      archive::ExtractOptions xo;
+      xo.privileged = ::geteuid() == 0;
+      archive::extract_layer(in.get(), context, xo);
+      if (!file.empty()) file = context + "/" + file;
+    } catch (const archive::NotATar&) {
+      stdin_dockerfile = read_file(spool);
+    } catch (const Error& e) {
+      throw Error(std::string("build context on standard input: ") + e.what());
+    }
+  }
   struct stat st {};
   if (::stat(context.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     throw Error("build context " + quote(context) + " is not a directory");
   }
   std::string text;
   std::string shown;  // the Dockerfile's name in messages
-  if (file == "-") {
+  if (stdin_dockerfile) {
+    text = *stdin_dockerfile;
+    shown = "Dockerfile";
+  } else if (file == "-") {
     text = read_text(std::cin);
     shown = "Dockerfile";
   } else {
     std::string path = file.empty() ? context + "/Dockerfile" : file;
-    shown = file.empty() ? "Dockerfile" : file;
+    shown = file.empty() ? "Dockerfile" : file_as_given;
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("cannot read the Dockerfile " + quote(path));
     text = read_text(in);
