@@ -9,9 +9,10 @@ build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev l
   libtomlplusplus-dev libseccomp-dev zlib1g-dev)
 # What the integration tests drive: real FUSE, kernel overlayfs's reference
 # tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
-# unprivileged user's id mapping tools, and the offline base image's busybox.
+# unprivileged user's id mapping tools, the offline base image's busybox,
+# and the shells whose completion scripts strata generates.
 test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils uidmap kmod
-  skopeo umoci buildah docker-registry util-linux procps psmisc)
+  skopeo umoci buildah docker-registry util-linux procps psmisc zsh fish)
 # The registry tests: htpasswd for Basic auth, openssl for TLS certificates,
 # PyJWT and cryptography for the Bearer token server.
 test_pkgs+=(apache2-utils openssl python3-jwt python3-cryptography)

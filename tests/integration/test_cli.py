@@ -353,6 +353,49 @@ def test_every_verb_has_a_man_page_that_matches_its_help(strata):
             # Positional arguments (named in the synopsis) and --help.
             if name in ("--repository", "--source", "--target", "--images", "--image", "--names", "--file",
                         "--containers", "--container", "--mountpoint", "--context", "--reference",
-                        "--destination", "--registry", "--src", "--dest", "--help") or (name == "--name" and verb != "create"):
+                        "--destination", "--registry", "--src", "--dest", "--shell", "--help") or (name == "--name" and verb != "create"):
                 continue
             assert name.replace("-", "\\-") in text, (verb, name)
+
+
+# ------------------------------------------------------------------ shell completion
+
+def bash_complete(script, root, *words):
+    """COMPREPLY of the generated bash completion for `strata --root ROOT WORDS...` (the last word is completed)."""
+    line = ["strata", "--root", root, *words]
+    program = (f"source {script}\n"
+               f"COMP_WORDS=({' '.join(repr(w) for w in line)})\n"
+               f"COMP_CWORD={len(line) - 1}\n"
+               "_strata\n"
+               "printf '%s\\n' \"${COMPREPLY[@]}\"\n")
+    env = dict(os.environ, PATH=os.path.dirname(tool("strata")) + ":" + os.environ["PATH"])
+    r = run(["bash", "-c", program], env=env)
+    return r.stdout.split()
+
+
+def test_completion_scripts_follow_the_option_tables(strata, base_tar, workdir):
+    script = os.path.join(workdir, "strata.bash")
+    r = strata("completion", "bash")
+    with open(script, "w") as f:
+        f.write(r.stdout)
+    strata("import", base_tar, "base:1")
+    strata("create", "--name", "box", "base:1")
+    assert bash_complete(script, strata.root, "ru") == ["run"]
+    assert "--read-only" in bash_complete(script, strata.root, "run", "--re")
+    assert bash_complete(script, strata.root, "run", "--cap-d") == ["--cap-drop"]
+    # Positional arguments are not offered as options.
+    assert "--containers" not in bash_complete(script, strata.root, "rm", "--")
+    assert "--target" not in bash_complete(script, strata.root, "mount", "--")
+    assert "--target" in bash_complete(script, strata.root, "build", "--")
+    assert bash_complete(script, strata.root, "rm", "b") == ["box"]
+    assert bash_complete(script, strata.root, "rmi", "ba") == ["base:1"]
+    # The zsh and fish scripts parse in their shells and name every verb.
+    for shell, check in (("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])):
+        path = os.path.join(workdir, "completion." + shell)
+        text = strata("completion", shell).stdout
+        with open(path, "w") as f:
+            f.write(text)
+        run(check + [path])
+        assert "cap-drop" in text and "read-only" in text
+    r = strata("completion", "tcsh", check=False)
+    assert r.returncode == 2 and "unknown shell 'tcsh'" in r.stderr
