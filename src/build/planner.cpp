@@ -779,6 +779,10 @@ class Planner {
     for (size_t i = 0; i + 1 < ins.args.size(); ++i) {
       const Word& w = ins.args[i];
       if (!ins.json) {
+        if (!ins.heredocs.empty() && (w.text == "<<" || w.text == "<<-")) {
+          // The line has `<< NAME`, which only RUN takes as a here-document.
+          fail(w.pos, ins.keyword + " takes a here-document as one word: write <<NAME, with no blank after <<");
+        }
         if (auto marker = parse_heredoc_marker(w.text)) {
           const Heredoc* doc = nullptr;
           for (const auto& d : ins.heredocs) {

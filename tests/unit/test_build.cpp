@@ -166,6 +166,20 @@ TEST_CASE("RUN: environment, build args in history, proxy args, shell, heredocs"
   REQUIRE(hs[2].files.size() == 1);
   CHECK(hs[2].files[0].content == "#!/usr/bin/env python3\nprint(1)\n");
   CHECK(hs[3].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<A > /a && cat <<B > /b\nx\nA\ny\nB"});
+  // Blanks after << and $ in the delimiter, as BuildKit reads them; the
+  // delimiter's $X is not the ARG's value.
+  auto spaced = plan(
+      "FROM busybox\nARG X=1\n"
+      "RUN << EOF\necho two\nEOF\n"
+      "RUN <<E$X\n#!/bin/sh\necho $X\nE$X\n"
+      "RUN cat <<  'Q' > /q\n$X\nQ\n");
+  const auto& ss = spaced.stages[0].steps;
+  CHECK(ss[2].argv == std::vector<std::string>{"/bin/sh", "-c", "echo two\n"});
+  CHECK(ss[3].argv == std::vector<std::string>{"/dev/pipes/E$X"});
+  CHECK(ss[3].files.at(0).content == "#!/bin/sh\necho $X\n");
+  CHECK(ss[4].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<  'Q' > /q\n$X\nQ"});
+  CHECK(plan_error("FROM busybox\nCOPY << EOF /x\nhi\nEOF\n") ==
+        "Dockerfile:2:6: COPY takes a here-document as one word: write <<NAME, with no blank after <<: 'COPY << EOF /x'");
   CHECK(plan_error("FROM busybox\nRUN --mount=type=cache,target=/x make\n").find("RUN --mount is not supported") !=
         std::string::npos);
   CHECK(plan_error("FROM busybox\nRUN --network=bridge x\n").find("unsupported network mode 'bridge'") !=
