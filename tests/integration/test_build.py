@@ -329,6 +329,38 @@ def test_dockerignore(env):
     assert os.listdir(f"{mnt}/ctx/logs") == ["important.log"]
 
 
+def test_dockerfile_specific_ignore_file_wins_over_the_contexts(env, workdir):
+    env.write("a.txt", "a\n")
+    env.write("b.txt", "b\n")
+    env.write(".dockerignore", "a.txt\n")
+
+    def texts(tag):
+        return sorted(n for n in os.listdir(f"{env.mount(tag)}/ctx") if n.endswith(".txt"))
+
+    env.build("FROM base:1\nCOPY . /ctx/\n", "-t", "i:1")
+    assert texts("i:1") == ["b.txt"]
+    # Dockerfile.dockerignore beside the default Dockerfile replaces .dockerignore
+    env.write("Dockerfile.dockerignore", "b.txt\n")
+    env.build("FROM base:1\nCOPY . /ctx/\n", "-t", "i:2")
+    assert texts("i:2") == ["a.txt"]
+    # -f NAME outside the context: NAME.dockerignore beside it, not Dockerfile.dockerignore
+    other = os.path.join(workdir, "other")
+    os.makedirs(other)
+    df = os.path.join(other, "app.Dockerfile")
+    with open(df, "w") as f:
+        f.write("FROM base:1\nCOPY . /ctx/\n")
+    with open(os.path.join(other, "Dockerfile.dockerignore"), "w") as f:
+        f.write("*\n")
+    r = env.strata("build", "-f", df, "-t", "i:3", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert texts("i:3") == ["b.txt"]  # the context's .dockerignore
+    with open(df + ".dockerignore", "w") as f:
+        f.write("b.txt\n")
+    r = env.strata("build", "-f", df, "-t", "i:4", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert texts("i:4") == ["a.txt"]
+
+
 @pytest.mark.parametrize("dockerfile,expected", [
     ("FROM base:1\nRUNN echo hi\n", "Dockerfile:2:1: unknown instruction: RUNN"),
     ("FROM base:1\nCOPY onlyone\n", "Dockerfile:2:6: COPY requires at least two arguments"),
