@@ -406,8 +406,8 @@ class Executor {
       owner = resolve_chown(step.chown, files::read_small_file(root, "/etc/passwd"),
                             files::read_small_file(root, "/etc/group"));
     }
-    std::optional<mode_t> mode;
-    if (!step.chmod.empty()) mode = static_cast<mode_t>(std::stoul(step.chmod, nullptr, 8));
+    std::optional<ModeChange> mode;
+    if (!step.chmod.empty()) mode = ModeChange::parse(step.chmod);
 
     // Where the sources come from: the context, or a read-only mount of
     // another stage or image.
@@ -548,7 +548,7 @@ class Executor {
       std::string leaf;
       UniqueFd parent = target_of(in.name, leaf);
       UniqueFd real = reopen_dir(parent.get());
-      files::write_file(real.get(), leaf, in.content, mode ? *mode : 0644, owner ? *owner : Owner{});
+      files::write_file(real.get(), leaf, in.content, mode ? mode->apply(0644, false) : 0644, owner ? *owner : Owner{});
     }
   }
 

@@ -835,10 +835,9 @@ class Planner {
     };
     step.chown = flag_value("chown");
     step.chmod = flag_value("chmod");
-    if (!step.chmod.empty()) {
-      bool octal = step.chmod.size() <= 4 &&
-                   std::all_of(step.chmod.begin(), step.chmod.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
-      if (!octal) fail(ins.flag("chmod")->pos, "invalid --chmod " + quote(step.chmod) + ": an octal mode is required");
+    if (!step.chmod.empty() && !ModeChange::parse(step.chmod)) {
+      fail(ins.flag("chmod")->pos, "invalid --chmod " + quote(step.chmod) +
+                                       ": an octal mode up to 7777 or a symbolic one (u=rwX,go=rX) is required");
     }
     if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
     if (const Flag* f = ins.flag("parents"); f != nullptr && *f->value == "true") {

@@ -329,6 +329,29 @@ def test_dockerignore(env):
     assert os.listdir(f"{mnt}/ctx/logs") == ["important.log"]
 
 
+def test_symbolic_chmod_changes_each_entrys_own_mode(env):
+    env.write("tree/run.sh", "#!/bin/sh\n", mode=0o700)
+    env.write("tree/data.txt", "d\n", mode=0o600)
+    env.write("tree/sub/x.txt", "x\n", mode=0o666)
+    os.chmod(os.path.join(env.ctx, "tree/sub"), 0o700)
+    os.chmod(os.path.join(env.ctx, "tree"), 0o700)
+    env.build("FROM base:1\n"
+              "COPY --chmod=u=rwX,go=rX tree /t/\n"
+              "ADD --chmod=+x tree/data.txt /added\n"
+              "COPY --chmod=g+s,o-rwx <<EOF /inline/\nhi\nEOF\n", "-t", "m:1")
+    mnt = env.mount("m:1")
+
+    def mode(rel):
+        return oct(os.lstat(f"{mnt}/{rel}").st_mode & 0o7777)
+
+    assert [mode(p) for p in ("t/run.sh", "t/data.txt", "t/sub", "t/sub/x.txt")] == ["0o755", "0o644", "0o755", "0o644"]
+    assert mode("added") == "0o711"
+    assert mode("inline/EOF") == "0o2640"
+    r = env.build("FROM base:1\nCOPY --chmod=u+q tree /t/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("strata: Dockerfile:2:6: invalid --chmod 'u+q'"), r.stderr
+
+
 def test_dockerfile_specific_ignore_file_wins_over_the_contexts(env, workdir):
     env.write("a.txt", "a\n")
     env.write("b.txt", "b\n")

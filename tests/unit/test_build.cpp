@@ -302,7 +302,9 @@ TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") 
   CHECK(s[7].dest == "/srv");
   CHECK(plan_error("FROM busybox\nCOPY a b /notadir\n").find("the destination must be a directory and end with a /") !=
         std::string::npos);
-  CHECK(plan_error("FROM busybox\nCOPY --chmod=u+x a /b\n").find("invalid --chmod 'u+x'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --chmod=u+z a /b\n").find("invalid --chmod 'u+z'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --chmod=10000 a /b\n").find("invalid --chmod '10000'") != std::string::npos);
+  CHECK(plan("FROM busybox\nARG M=go-w\nADD --chmod=u=rwX,$M a /b\n").stages[0].steps[2].chmod == "u=rwX,go-w");
   CHECK(plan_error("FROM busybox\nCOPY http://x/y /y\n").find("COPY cannot copy from a URL") != std::string::npos);
   CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) sources") !=
         std::string::npos);
@@ -403,5 +405,45 @@ TEST_CASE("commit -c changes mean what the same Dockerfile lines mean") {
     FAIL("no error");
   } catch (const strata::UsageError& e) {
     CHECK(std::string(e.what()).find("'EXPOSE http'") != std::string::npos);
+  }
+}
+
+TEST_CASE("--chmod modes: octal replaces, symbolic changes each entry's own mode") {
+  auto change = [](const std::string& text) {
+    auto m = ModeChange::parse(text);
+    REQUIRE_MESSAGE(m.has_value(), text);
+    return *m;
+  };
+  auto file = [&](const std::string& text, std::uint32_t mode) { return change(text).apply(mode, false); };
+  auto dir = [&](const std::string& text, std::uint32_t mode) { return change(text).apply(mode, true); };
+  CHECK(file("755", 0600) == 0755);
+  CHECK(dir("0644", 0755) == 0644);
+  CHECK(file("04755", 0) == 04755);
+  CHECK(file("0", 0777) == 0);
+  // u=rwX,go=rX: directories 755, files 644 unless already executable
+  CHECK(dir("u=rwX,go=rX", 0700) == 0755);
+  CHECK(file("u=rwX,go=rX", 0600) == 0644);
+  CHECK(file("u=rwX,go=rX", 0700) == 0755);
+  CHECK(file("u=rwX,go=rX", 0666) == 0644);
+  CHECK(file("+x", 0644) == 0755);
+  CHECK(file("a-w", 0664) == 0444);
+  CHECK(file("-w", 0664) == 0444);
+  CHECK(dir("g+s", 0755) == 02755);
+  CHECK(file("u+s", 0755) == 04755);
+  CHECK(file("o+s", 0755) == 0755);
+  CHECK(dir("+t", 0777) == 01777);
+  CHECK(file("g=u", 0740) == 0770);
+  CHECK(file("go=u-w", 0640) == 0644);
+  CHECK(file("o=", 0777) == 0770);
+  CHECK(file("u+r-w", 0200) == 0400);
+  CHECK(file("ug+rw,o-rwx", 0007) == 0660);
+  CHECK(file("=r", 06777) == 0444);
+  CHECK(file("u=rwx,g=rx,o=", 04000) == 0750);
+  // X looks at the mode as the earlier clauses left it
+  CHECK(file("a-x,a+X", 0755) == 0644);
+  CHECK(file("u+x,go+X", 0600) == 0711);
+  for (const char* bad : {"", "u", "ugo", "z", "u+z", "u+x,", ",u+x", "u+x,,g+x", "8", "10000", "077777", "+x y",
+                          "u+ug", "a=rwxq", "0x755", "-0755"}) {
+    CHECK_FALSE_MESSAGE(ModeChange::parse(bad).has_value(), bad);
   }
 }
