@@ -167,6 +167,7 @@ struct Step {
   std::string chown, chmod, checksum;
   std::vector<std::string> excludes;
   bool link = false;
+  std::optional<bool> unpack;    // ADD --unpack (default: local archives only)
 
   // WORKDIR: the directory the executor creates if it is missing.
   std::string path;

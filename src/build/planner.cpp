@@ -840,6 +840,7 @@ class Planner {
                                        ": an octal mode up to 7777 or a symbolic one (u=rwX,go=rX) is required");
     }
     if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
+    if (const Flag* f = ins.flag("unpack")) step.unpack = *f->value == "true";
     if (const Flag* f = ins.flag("parents"); f != nullptr && *f->value == "true") {
       fail(f->pos, "COPY --parents is not supported by strata build");
     }
@@ -899,6 +900,7 @@ class Planner {
     nlohmann::json norm = {{"op", ins.keyword}, {"sources", step.sources}, {"dest", step.dest},
                            {"dir", step.dest_is_dir}, {"chown", step.chown}, {"chmod", step.chmod},
                            {"excludes", step.excludes}, {"checksum", step.checksum}};
+    if (step.unpack) norm["unpack"] = *step.unpack;
     for (const auto& in : step.inline_sources) norm["inline"].push_back({in.name, in.content});
     if (step.from_stage) norm["from_stage"] = *step.from_stage;
     if (!step.from_image.empty()) norm["from_image"] = step.from_image;

@@ -269,6 +269,54 @@ def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
     assert os.stat(f"{mnt}/owned/pkg/data.txt").st_uid == 1000
 
 
+def test_add_unpack_flag(env, workdir):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        data = b"packed\n"
+        ti = tarfile.TarInfo("pkg/data.txt")
+        ti.size = len(data)
+        ti.mode = 0o644
+        tf.addfile(ti, io.BytesIO(data))
+    env.write("pkg.tar.gz", buf.getvalue())
+    served = os.path.join(workdir, "www")
+    os.makedirs(served)
+    with open(os.path.join(served, "remote.tar.gz"), "wb") as f:
+        f.write(buf.getvalue())
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=served, **kw)
+
+        def log_message(self, *a):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    th = threading.Thread(target=httpd.serve_forever, daemon=True)
+    th.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/remote.tar.gz"
+        env.build("FROM base:1\n"
+                  "ADD --unpack=false pkg.tar.gz /kept/\n"
+                  "ADD --unpack pkg.tar.gz /local/\n"
+                  f"ADD {url} /remote-kept/\n"
+                  f"ADD --unpack=true {url} /remote/\n", "-t", "unpack:1")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    mnt = env.mount("unpack:1")
+    with open(f"{mnt}/kept/pkg.tar.gz", "rb") as f:
+        assert f.read() == buf.getvalue()
+    assert read(f"{mnt}/local/pkg/data.txt") == "packed\n"
+    assert os.listdir(f"{mnt}/remote-kept") == ["remote.tar.gz"]
+    assert read(f"{mnt}/remote/pkg/data.txt") == "packed\n"
+    r = env.build("FROM base:1\nADD --unpack=maybe pkg.tar.gz /x/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert "expecting boolean value for flag --unpack, not: maybe" in r.stderr
+    r = env.build("FROM base:1\nCOPY --unpack=false pkg.tar.gz /x/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert "unknown flag: --unpack for COPY" in r.stderr
+
+
 def hostile_tar(entries):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tf:

@@ -305,6 +305,11 @@ TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") 
   CHECK(plan_error("FROM busybox\nCOPY --chmod=u+z a /b\n").find("invalid --chmod 'u+z'") != std::string::npos);
   CHECK(plan_error("FROM busybox\nCOPY --chmod=10000 a /b\n").find("invalid --chmod '10000'") != std::string::npos);
   CHECK(plan("FROM busybox\nARG M=go-w\nADD --chmod=u=rwX,$M a /b\n").stages[0].steps[2].chmod == "u=rwX,go-w");
+  auto unpack = plan("FROM busybox\nADD a /b\nADD --unpack=false a /b\nADD --unpack a /b\n").stages[0].steps;
+  CHECK_FALSE(unpack[1].unpack.has_value());
+  CHECK(unpack[2].unpack == false);
+  CHECK(unpack[3].unpack == true);
+  CHECK(unpack[1].normalized != unpack[2].normalized);  // a different cache key
   CHECK(plan_error("FROM busybox\nCOPY http://x/y /y\n").find("COPY cannot copy from a URL") != std::string::npos);
   CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) sources") !=
         std::string::npos);
