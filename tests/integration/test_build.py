@@ -5,6 +5,7 @@ scripts/make-base-rootfs.sh imported into a fresh store. Resulting images are
 read through the store's on-disk OCI layout (index.json, the config blob) and
 their trees through a read-only stratafs mount of their layers.
 """
+import contextlib
 import http.server
 import io
 import json
@@ -228,20 +229,25 @@ def test_multi_stage_copy_from_and_target(env):
     assert os.path.exists(f"{mnt}/bin/busybox")
 
 
-def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
+def gzip_tar(name, data):
+    """A .tar.gz holding one file NAME (mode 0644) with DATA."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        data = b"from the tarball\n"
-        ti = tarfile.TarInfo("pkg/data.txt")
+        ti = tarfile.TarInfo(name)
         ti.size = len(data)
         ti.mode = 0o644
         tf.addfile(ti, io.BytesIO(data))
-    env.write("pkg.tar.gz", buf.getvalue())
+    return buf.getvalue()
 
+
+@contextlib.contextmanager
+def http_serving(workdir, files):
+    """Serves FILES ({name: bytes}) over http on 127.0.0.1; yields the base URL."""
     served = os.path.join(workdir, "www")
     os.makedirs(served)
-    with open(os.path.join(served, "remote.txt"), "w") as f:
-        f.write("downloaded\n")
+    for name, data in files.items():
+        with open(os.path.join(served, name), "wb") as f:
+            f.write(data)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
@@ -254,14 +260,19 @@ def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
     th = threading.Thread(target=httpd.serve_forever, daemon=True)
     th.start()
     try:
-        port = httpd.server_address[1]
-        env.build("FROM base:1\n"
-                  "ADD pkg.tar.gz /opt/\n"
-                  f"ADD http://127.0.0.1:{port}/remote.txt /downloads/\n"
-                  "ADD --chown=app pkg.tar.gz /owned/\n", "-t", "add:1")
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
+    env.write("pkg.tar.gz", gzip_tar("pkg/data.txt", b"from the tarball\n"))
+    with http_serving(workdir, {"remote.txt": b"downloaded\n"}) as base:
+        env.build("FROM base:1\n"
+                  "ADD pkg.tar.gz /opt/\n"
+                  f"ADD {base}/remote.txt /downloads/\n"
+                  "ADD --chown=app pkg.tar.gz /owned/\n", "-t", "add:1")
     mnt = env.mount("add:1")
     assert read(f"{mnt}/opt/pkg/data.txt") == "from the tarball\n"
     assert read(f"{mnt}/downloads/remote.txt") == "downloaded\n"
@@ -270,42 +281,17 @@ def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
 
 
 def test_add_unpack_flag(env, workdir):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        data = b"packed\n"
-        ti = tarfile.TarInfo("pkg/data.txt")
-        ti.size = len(data)
-        ti.mode = 0o644
-        tf.addfile(ti, io.BytesIO(data))
-    env.write("pkg.tar.gz", buf.getvalue())
-    served = os.path.join(workdir, "www")
-    os.makedirs(served)
-    with open(os.path.join(served, "remote.tar.gz"), "wb") as f:
-        f.write(buf.getvalue())
-
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=served, **kw)
-
-        def log_message(self, *a):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    th = threading.Thread(target=httpd.serve_forever, daemon=True)
-    th.start()
-    try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}/remote.tar.gz"
+    archive = gzip_tar("pkg/data.txt", b"packed\n")
+    env.write("pkg.tar.gz", archive)
+    with http_serving(workdir, {"remote.tar.gz": archive}) as base:
         env.build("FROM base:1\n"
                   "ADD --unpack=false pkg.tar.gz /kept/\n"
                   "ADD --unpack pkg.tar.gz /local/\n"
-                  f"ADD {url} /remote-kept/\n"
-                  f"ADD --unpack=true {url} /remote/\n", "-t", "unpack:1")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+                  f"ADD {base}/remote.tar.gz /remote-kept/\n"
+                  f"ADD --unpack=true {base}/remote.tar.gz /remote/\n", "-t", "unpack:1")
     mnt = env.mount("unpack:1")
     with open(f"{mnt}/kept/pkg.tar.gz", "rb") as f:
-        assert f.read() == buf.getvalue()
+        assert f.read() == archive
     assert read(f"{mnt}/local/pkg/data.txt") == "packed\n"
     assert os.listdir(f"{mnt}/remote-kept") == ["remote.tar.gz"]
     assert read(f"{mnt}/remote/pkg/data.txt") == "packed\n"
