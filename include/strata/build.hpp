@@ -70,6 +70,35 @@ ImageConfig config_from_json(const nlohmann::json& config);
 // one a Dockerfile would refuse.
 nlohmann::json apply_config_changes(const nlohmann::json& image_config, const std::vector<std::string>& changes);
 
+// A COPY/ADD --chmod value: an octal mode (at most 07777) that replaces each
+// file's, or chmod(1)'s symbolic clauses (`u=rwX,go=rX`, `+x`, `a-w`, `g+s`,
+// `g=u`, `o=`) applied to each file's own mode, directories included. A
+// clause is [ugoa]* followed by one or more actions, an action an operator
+// (+ - =) then perm letters (r w x X s t) or one class (u g o) to copy.
+// No who means all (the umask is not applied). X adds execute to a directory
+// or to a file that has an execute bit at that point.
+class ModeChange {
+ public:
+  // nullopt when TEXT is neither form.
+  static std::optional<ModeChange> parse(std::string_view text);
+  // The new permission bits (07777) of an entry whose bits are MODE.
+  std::uint32_t apply(std::uint32_t mode, bool is_dir) const;
+
+ private:
+  struct Action {
+    char op = '+';              // + - =
+    std::uint32_t bits = 0;     // from r w x s t
+    bool x_if_exec = false;     // X
+    char copy = 0;              // u g o: the class whose bits are copied
+  };
+  struct Clause {
+    std::uint32_t who = 0;      // the bits the clause may change
+    std::vector<Action> actions;
+  };
+  std::optional<std::uint32_t> absolute_;
+  std::vector<Clause> clauses_;
+};
+
 struct HistoryEntry {
   std::string created_by;
   std::string comment = kHistoryComment;
@@ -138,6 +167,7 @@ struct Step {
   std::string chown, chmod, checksum;
   std::vector<std::string> excludes;
   bool link = false;
+  std::optional<bool> unpack;    // ADD --unpack (default: local archives only)
 
   // WORKDIR: the directory the executor creates if it is missing.
   std::string path;

@@ -134,7 +134,8 @@ Dockerfile parse_dockerfile(std::string_view text, const std::string& path);
 Instruction parse_instruction(std::string_view line, const std::string& origin);
 
 // Recognises a here-document marker word (`<<EOF`, `<<-EOF`, `<<"EOF"`,
-// `2<<EOF`); nullopt when WORD is not one. The content is left empty.
+// `2<<EOF`, `<< EOF`); nullopt when WORD is not one. The content is left
+// empty. Variables in the delimiter are not expanded: `<<E$X` ends at `E$X`.
 // Throws ExpansionError when the delimiter's quoting or a substitution in it
 // is malformed (`<<"EOF`, `<<${A:x}`).
 std::optional<Heredoc> parse_heredoc_marker(std::string_view word);
@@ -167,6 +168,10 @@ class ShellLexer {
   bool raw_escapes = false;   // keep escape characters in the result
   bool skip_unset = false;    // leave references to unset variables as written
   bool process_quotes = true; // false: quotes are ordinary characters
+  // `<<` keeps the blanks (space, tab, CR) after it and joins the next word,
+  // as BuildKit splits a line when it looks for here-document markers
+  // (`<< EOF` is one word).
+  bool heredoc_words = false;
 
   // The word with quotes removed and variables expanded; no field splitting.
   std::string process_word(std::string_view word, const VariableLookup& lookup) const;

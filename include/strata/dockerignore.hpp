@@ -66,8 +66,10 @@ class IgnoreMatcher {
   std::vector<IgnorePattern> patterns_;
 };
 
-// The ignore file for a build: DOCKERFILE.dockerignore beside a Dockerfile
-// given with -f if it exists, else CONTEXT/.dockerignore if it exists, else "".
+// The ignore file for a build: DOCKERFILE.dockerignore beside the Dockerfile
+// (CONTEXT/Dockerfile.dockerignore for the default one) if it exists, else
+// CONTEXT/.dockerignore if it exists, else "". DOCKERFILE is "" or "-" when
+// the Dockerfile comes from standard input.
 std::string find_ignore_file(const std::string& context_dir, const std::string& dockerfile_path);
 
 }  // namespace strata::build

@@ -95,7 +95,8 @@ const std::map<std::string, std::map<std::string, FlagType>>& known_flags() {
         {"link", FlagType::boolean}, {"parents", FlagType::boolean}, {"exclude", FlagType::strings}}},
       {"ADD",
        {{"chown", FlagType::string}, {"chmod", FlagType::string}, {"link", FlagType::boolean},
-        {"keep-git-dir", FlagType::boolean}, {"checksum", FlagType::string}, {"exclude", FlagType::strings}}},
+        {"keep-git-dir", FlagType::boolean}, {"checksum", FlagType::string}, {"exclude", FlagType::strings},
+        {"unpack", FlagType::boolean}}},
       {"HEALTHCHECK",
        {{"interval", FlagType::string}, {"timeout", FlagType::string}, {"start-period", FlagType::string},
         {"start-interval", FlagType::string}, {"retries", FlagType::string}}},
@@ -717,6 +718,8 @@ class Parser {
     ShellLexer lexer('\\');
     lexer.raw_quotes = true;
     lexer.raw_escapes = true;
+    lexer.skip_unset = true;
+    lexer.heredoc_words = true;
     std::vector<std::string> words;
     try {
       words = lexer.process_words(ins.original, nullptr);
@@ -776,9 +779,9 @@ class Parser {
 
 }  // namespace
 
-// `[N]<<[-]WORD`: a here-document marker; quoting any part of WORD turns
-// expansion of the body off (docker compares the word lexed with and
-// without its quotes).
+// `[N]<<[-][blanks]WORD`: a here-document marker; quoting any part of WORD
+// turns expansion of the body off (docker compares the word lexed with and
+// without its quotes). `$` references in WORD stay as written.
 std::optional<Heredoc> parse_heredoc_marker(std::string_view word) {
   size_t p = 0;
   while (p < word.size() && std::isdigit(static_cast<unsigned char>(word[p]))) ++p;
@@ -787,6 +790,9 @@ std::optional<Heredoc> parse_heredoc_marker(std::string_view word) {
   Heredoc doc;
   if (p < word.size() && word[p] == '-') {
     doc.chomp = true;
+    ++p;
+  }
+  while (p < word.size() && (word[p] == ' ' || word[p] == '\t' || word[p] == '\n' || word[p] == '\f' || word[p] == '\r')) {
     ++p;
   }
   std::string_view rest = word.substr(p);

@@ -406,8 +406,8 @@ class Executor {
       owner = resolve_chown(step.chown, files::read_small_file(root, "/etc/passwd"),
                             files::read_small_file(root, "/etc/group"));
     }
-    std::optional<mode_t> mode;
-    if (!step.chmod.empty()) mode = static_cast<mode_t>(std::stoul(step.chmod, nullptr, 8));
+    std::optional<ModeChange> mode;
+    if (!step.chmod.empty()) mode = ModeChange::parse(step.chmod);
 
     // Where the sources come from: the context, or a read-only mount of
     // another stage or image.
@@ -489,8 +489,22 @@ class Executor {
     };
     if (!into_dir && dest == "/") throw Error("cannot copy a file onto the root directory");
 
+    // An archive is unpacked into the destination directory: a local one
+    // unless --unpack=false, a downloaded one only with --unpack=true.
+    auto unpack = [&](int data, const std::string& what) {
+      if (!is_tar_archive(data)) return false;
+      UniqueFd target = files::make_dirs(root, dest, created_owner);
+      UniqueFd real = files::open_in_root(root, dest, O_RDONLY | O_DIRECTORY);
+      if (!real) throw_errno("open " + quote(dest));
+      extract_tar_beneath(data, real.get(), "ADD " + quote(what), owner);
+      return true;
+    };
     for (const auto& item : items) {
       if (!item.url.empty()) {
+        if (is_add && step.unpack.value_or(false)) {
+          UniqueFd data = open_at(AT_FDCWD, downloads->path() + "/" + downloaded.at(item.url), O_RDONLY | O_NOFOLLOW);
+          if (unpack(data.get(), item.url)) continue;
+        }
         std::string name = files::url_file_name(item.url);
         if (into_dir && name.empty()) throw Error("cannot tell a file name from the URL " + quote(item.url) + "; give a file destination");
         std::string leaf;
@@ -527,15 +541,9 @@ class Executor {
         }
         continue;
       }
-      if (is_add && S_ISREG(st.st_mode)) {
+      if (is_add && step.unpack.value_or(true) && S_ISREG(st.st_mode)) {
         UniqueFd data = files::open_in_root(src_root, item.rel, O_RDONLY);
-        if (data && is_tar_archive(data.get())) {
-          UniqueFd target = files::make_dirs(root, dest, created_owner);
-          UniqueFd real = files::open_in_root(root, dest, O_RDONLY | O_DIRECTORY);
-          if (!real) throw_errno("open " + quote(dest));
-          extract_tar_beneath(data.get(), real.get(), "ADD " + quote(item.rel), owner);
-          continue;
-        }
+        if (data && unpack(data.get(), item.rel)) continue;
       }
       std::string leaf;
       UniqueFd parent = target_of(basename_of(item.rel), leaf);
@@ -548,7 +556,7 @@ class Executor {
       std::string leaf;
       UniqueFd parent = target_of(in.name, leaf);
       UniqueFd real = reopen_dir(parent.get());
-      files::write_file(real.get(), leaf, in.content, mode ? *mode : 0644, owner ? *owner : Owner{});
+      files::write_file(real.get(), leaf, in.content, mode ? mode->apply(0644, false) : 0644, owner ? *owner : Owner{});
     }
   }
 

@@ -125,7 +125,7 @@ UniqueFd make_dirs(int root, const std::string& path, const std::optional<Owner>
 
 void copy_tree(int src, const struct stat& st, int dest_dir, const std::string& name, const CopySpec& spec) {
   Owner owner = spec.owner ? *spec.owner : Owner{st.st_uid, st.st_gid};
-  mode_t perm = spec.mode ? *spec.mode : (st.st_mode & 07777);
+  mode_t perm = spec.mode ? spec.mode->apply(st.st_mode & 07777, S_ISDIR(st.st_mode)) : (st.st_mode & 07777);
   struct timespec times[2] = {st.st_atim, st.st_mtim};
   if (S_ISDIR(st.st_mode)) {
     if (!clear_name(dest_dir, name, true)) {

@@ -24,7 +24,7 @@ UniqueFd make_dirs(int root, const std::string& path, const std::optional<Owner>
 
 struct CopySpec {
   std::optional<Owner> owner;    // nullopt: keep the source's owner
-  std::optional<mode_t> mode;    // --chmod
+  std::optional<ModeChange> mode;  // --chmod, applied to each entry's mode
   const IgnoreMatcher* ignore = nullptr;  // for context sources: paths to skip
   std::string ignore_prefix;     // the source's path relative to the context
   const IgnoreMatcher* exclude = nullptr;  // COPY --exclude patterns

@@ -779,6 +779,10 @@ class Planner {
     for (size_t i = 0; i + 1 < ins.args.size(); ++i) {
       const Word& w = ins.args[i];
       if (!ins.json) {
+        if (!ins.heredocs.empty() && (w.text == "<<" || w.text == "<<-")) {
+          // The line has `<< NAME`, which only RUN takes as a here-document.
+          fail(w.pos, ins.keyword + " takes a here-document as one word: write <<NAME, with no blank after <<");
+        }
         if (auto marker = parse_heredoc_marker(w.text)) {
           const Heredoc* doc = nullptr;
           for (const auto& d : ins.heredocs) {
@@ -831,12 +835,12 @@ class Planner {
     };
     step.chown = flag_value("chown");
     step.chmod = flag_value("chmod");
-    if (!step.chmod.empty()) {
-      bool octal = step.chmod.size() <= 4 &&
-                   std::all_of(step.chmod.begin(), step.chmod.end(), [](char ch) { return ch >= '0' && ch <= '7'; });
-      if (!octal) fail(ins.flag("chmod")->pos, "invalid --chmod " + quote(step.chmod) + ": an octal mode is required");
+    if (!step.chmod.empty() && !ModeChange::parse(step.chmod)) {
+      fail(ins.flag("chmod")->pos, "invalid --chmod " + quote(step.chmod) +
+                                       ": an octal mode up to 7777 or a symbolic one (u=rwX,go=rX) is required");
     }
     if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
+    if (const Flag* f = ins.flag("unpack")) step.unpack = *f->value == "true";
     if (const Flag* f = ins.flag("parents"); f != nullptr && *f->value == "true") {
       fail(f->pos, "COPY --parents is not supported by strata build");
     }
@@ -896,6 +900,7 @@ class Planner {
     nlohmann::json norm = {{"op", ins.keyword}, {"sources", step.sources}, {"dest", step.dest},
                            {"dir", step.dest_is_dir}, {"chown", step.chown}, {"chmod", step.chmod},
                            {"excludes", step.excludes}, {"checksum", step.checksum}};
+    if (step.unpack) norm["unpack"] = *step.unpack;
     for (const auto& in : step.inline_sources) norm["inline"].push_back({in.name, in.content});
     if (step.from_stage) norm["from_stage"] = *step.from_stage;
     if (!step.from_image.empty()) norm["from_image"] = step.from_image;

@@ -78,6 +78,12 @@ class WordProcessor {
         std::string value = process_dollar();
         result += value;
         words.add_string(value);
+      } else if (opt_.heredoc_words && c == '<' && peek(1) == '<') {
+        std::string marker = "<<";
+        pos_ += 2;
+        while (peek() == ' ' || peek() == '\t' || peek() == '\r') marker += static_cast<char>(next());
+        result += marker;
+        words.add_raw_string(marker);
       } else if (opt_.process_quotes && c == '\'') {
         std::string value = process_single_quote();
         result += value;
@@ -108,7 +114,9 @@ class WordProcessor {
   }
 
  private:
-  int peek() const { return pos_ < text_.size() ? static_cast<unsigned char>(text_[pos_]) : kEnd; }
+  int peek(size_t ahead = 0) const {
+    return pos_ + ahead < text_.size() ? static_cast<unsigned char>(text_[pos_ + ahead]) : kEnd;
+  }
   int next() { return pos_ < text_.size() ? static_cast<unsigned char>(text_[pos_++]) : kEnd; }
 
   std::string process_single_quote() {

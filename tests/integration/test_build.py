@@ -5,6 +5,7 @@ scripts/make-base-rootfs.sh imported into a fresh store. Resulting images are
 read through the store's on-disk OCI layout (index.json, the config blob) and
 their trees through a read-only stratafs mount of their layers.
 """
+import contextlib
 import http.server
 import io
 import json
@@ -228,20 +229,25 @@ def test_multi_stage_copy_from_and_target(env):
     assert os.path.exists(f"{mnt}/bin/busybox")
 
 
-def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
+def gzip_tar(name, data):
+    """A .tar.gz holding one file NAME (mode 0644) with DATA."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
-        data = b"from the tarball\n"
-        ti = tarfile.TarInfo("pkg/data.txt")
+        ti = tarfile.TarInfo(name)
         ti.size = len(data)
         ti.mode = 0o644
         tf.addfile(ti, io.BytesIO(data))
-    env.write("pkg.tar.gz", buf.getvalue())
+    return buf.getvalue()
 
+
+@contextlib.contextmanager
+def http_serving(workdir, files):
+    """Serves FILES ({name: bytes}) over http on 127.0.0.1; yields the base URL."""
     served = os.path.join(workdir, "www")
     os.makedirs(served)
-    with open(os.path.join(served, "remote.txt"), "w") as f:
-        f.write("downloaded\n")
+    for name, data in files.items():
+        with open(os.path.join(served, name), "wb") as f:
+            f.write(data)
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):
@@ -254,19 +260,47 @@ def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
     th = threading.Thread(target=httpd.serve_forever, daemon=True)
     th.start()
     try:
-        port = httpd.server_address[1]
-        env.build("FROM base:1\n"
-                  "ADD pkg.tar.gz /opt/\n"
-                  f"ADD http://127.0.0.1:{port}/remote.txt /downloads/\n"
-                  "ADD --chown=app pkg.tar.gz /owned/\n", "-t", "add:1")
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_add_local_tar_is_unpacked_and_url_downloaded(env, workdir):
+    env.write("pkg.tar.gz", gzip_tar("pkg/data.txt", b"from the tarball\n"))
+    with http_serving(workdir, {"remote.txt": b"downloaded\n"}) as base:
+        env.build("FROM base:1\n"
+                  "ADD pkg.tar.gz /opt/\n"
+                  f"ADD {base}/remote.txt /downloads/\n"
+                  "ADD --chown=app pkg.tar.gz /owned/\n", "-t", "add:1")
     mnt = env.mount("add:1")
     assert read(f"{mnt}/opt/pkg/data.txt") == "from the tarball\n"
     assert read(f"{mnt}/downloads/remote.txt") == "downloaded\n"
     assert os.stat(f"{mnt}/downloads/remote.txt").st_mode & 0o777 == 0o600
     assert os.stat(f"{mnt}/owned/pkg/data.txt").st_uid == 1000
+
+
+def test_add_unpack_flag(env, workdir):
+    archive = gzip_tar("pkg/data.txt", b"packed\n")
+    env.write("pkg.tar.gz", archive)
+    with http_serving(workdir, {"remote.tar.gz": archive}) as base:
+        env.build("FROM base:1\n"
+                  "ADD --unpack=false pkg.tar.gz /kept/\n"
+                  "ADD --unpack pkg.tar.gz /local/\n"
+                  f"ADD {base}/remote.tar.gz /remote-kept/\n"
+                  f"ADD --unpack=true {base}/remote.tar.gz /remote/\n", "-t", "unpack:1")
+    mnt = env.mount("unpack:1")
+    with open(f"{mnt}/kept/pkg.tar.gz", "rb") as f:
+        assert f.read() == archive
+    assert read(f"{mnt}/local/pkg/data.txt") == "packed\n"
+    assert os.listdir(f"{mnt}/remote-kept") == ["remote.tar.gz"]
+    assert read(f"{mnt}/remote/pkg/data.txt") == "packed\n"
+    r = env.build("FROM base:1\nADD --unpack=maybe pkg.tar.gz /x/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert "expecting boolean value for flag --unpack, not: maybe" in r.stderr
+    r = env.build("FROM base:1\nCOPY --unpack=false pkg.tar.gz /x/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert "unknown flag: --unpack for COPY" in r.stderr
 
 
 def hostile_tar(entries):
@@ -327,6 +361,61 @@ def test_dockerignore(env):
     mnt = env.mount("ign:1")
     assert sorted(os.listdir(f"{mnt}/ctx")) == [".dockerignore", "Dockerfile", "keep.txt", "logs"]
     assert os.listdir(f"{mnt}/ctx/logs") == ["important.log"]
+
+
+def test_symbolic_chmod_changes_each_entrys_own_mode(env):
+    env.write("tree/run.sh", "#!/bin/sh\n", mode=0o700)
+    env.write("tree/data.txt", "d\n", mode=0o600)
+    env.write("tree/sub/x.txt", "x\n", mode=0o666)
+    os.chmod(os.path.join(env.ctx, "tree/sub"), 0o700)
+    os.chmod(os.path.join(env.ctx, "tree"), 0o700)
+    env.build("FROM base:1\n"
+              "COPY --chmod=u=rwX,go=rX tree /t/\n"
+              "ADD --chmod=+x tree/data.txt /added\n"
+              "COPY --chmod=g+s,o-rwx <<EOF /inline/\nhi\nEOF\n", "-t", "m:1")
+    mnt = env.mount("m:1")
+
+    def mode(rel):
+        return oct(os.lstat(f"{mnt}/{rel}").st_mode & 0o7777)
+
+    assert [mode(p) for p in ("t/run.sh", "t/data.txt", "t/sub", "t/sub/x.txt")] == ["0o755", "0o644", "0o755", "0o644"]
+    assert mode("added") == "0o711"
+    assert mode("inline/EOF") == "0o2640"
+    r = env.build("FROM base:1\nCOPY --chmod=u+q tree /t/\n", "-t", "bad:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.startswith("strata: Dockerfile:2:6: invalid --chmod 'u+q'"), r.stderr
+
+
+def test_dockerfile_specific_ignore_file_wins_over_the_contexts(env, workdir):
+    env.write("a.txt", "a\n")
+    env.write("b.txt", "b\n")
+    env.write(".dockerignore", "a.txt\n")
+
+    def texts(tag):
+        return sorted(n for n in os.listdir(f"{env.mount(tag)}/ctx") if n.endswith(".txt"))
+
+    env.build("FROM base:1\nCOPY . /ctx/\n", "-t", "i:1")
+    assert texts("i:1") == ["b.txt"]
+    # Dockerfile.dockerignore beside the default Dockerfile replaces .dockerignore
+    env.write("Dockerfile.dockerignore", "b.txt\n")
+    env.build("FROM base:1\nCOPY . /ctx/\n", "-t", "i:2")
+    assert texts("i:2") == ["a.txt"]
+    # -f NAME outside the context: NAME.dockerignore beside it, not Dockerfile.dockerignore
+    other = os.path.join(workdir, "other")
+    os.makedirs(other)
+    df = os.path.join(other, "app.Dockerfile")
+    with open(df, "w") as f:
+        f.write("FROM base:1\nCOPY . /ctx/\n")
+    with open(os.path.join(other, "Dockerfile.dockerignore"), "w") as f:
+        f.write("*\n")
+    r = env.strata("build", "-f", df, "-t", "i:3", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert texts("i:3") == ["b.txt"]  # the context's .dockerignore
+    with open(df + ".dockerignore", "w") as f:
+        f.write("b.txt\n")
+    r = env.strata("build", "-f", df, "-t", "i:4", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert texts("i:4") == ["a.txt"]
 
 
 @pytest.mark.parametrize("dockerfile,expected", [

@@ -166,6 +166,20 @@ TEST_CASE("RUN: environment, build args in history, proxy args, shell, heredocs"
   REQUIRE(hs[2].files.size() == 1);
   CHECK(hs[2].files[0].content == "#!/usr/bin/env python3\nprint(1)\n");
   CHECK(hs[3].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<A > /a && cat <<B > /b\nx\nA\ny\nB"});
+  // Blanks after << and $ in the delimiter, as BuildKit reads them; the
+  // delimiter's $X is not the ARG's value.
+  auto spaced = plan(
+      "FROM busybox\nARG X=1\n"
+      "RUN << EOF\necho two\nEOF\n"
+      "RUN <<E$X\n#!/bin/sh\necho $X\nE$X\n"
+      "RUN cat <<  'Q' > /q\n$X\nQ\n");
+  const auto& ss = spaced.stages[0].steps;
+  CHECK(ss[2].argv == std::vector<std::string>{"/bin/sh", "-c", "echo two\n"});
+  CHECK(ss[3].argv == std::vector<std::string>{"/dev/pipes/E$X"});
+  CHECK(ss[3].files.at(0).content == "#!/bin/sh\necho $X\n");
+  CHECK(ss[4].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<  'Q' > /q\n$X\nQ"});
+  CHECK(plan_error("FROM busybox\nCOPY << EOF /x\nhi\nEOF\n") ==
+        "Dockerfile:2:6: COPY takes a here-document as one word: write <<NAME, with no blank after <<: 'COPY << EOF /x'");
   CHECK(plan_error("FROM busybox\nRUN --mount=type=cache,target=/x make\n").find("RUN --mount is not supported") !=
         std::string::npos);
   CHECK(plan_error("FROM busybox\nRUN --network=bridge x\n").find("unsupported network mode 'bridge'") !=
@@ -288,7 +302,14 @@ TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") 
   CHECK(s[7].dest == "/srv");
   CHECK(plan_error("FROM busybox\nCOPY a b /notadir\n").find("the destination must be a directory and end with a /") !=
         std::string::npos);
-  CHECK(plan_error("FROM busybox\nCOPY --chmod=u+x a /b\n").find("invalid --chmod 'u+x'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --chmod=u+z a /b\n").find("invalid --chmod 'u+z'") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nCOPY --chmod=10000 a /b\n").find("invalid --chmod '10000'") != std::string::npos);
+  CHECK(plan("FROM busybox\nARG M=go-w\nADD --chmod=u=rwX,$M a /b\n").stages[0].steps[2].chmod == "u=rwX,go-w");
+  auto unpack = plan("FROM busybox\nADD a /b\nADD --unpack=false a /b\nADD --unpack a /b\n").stages[0].steps;
+  CHECK_FALSE(unpack[1].unpack.has_value());
+  CHECK(unpack[2].unpack == false);
+  CHECK(unpack[3].unpack == true);
+  CHECK(unpack[1].normalized != unpack[2].normalized);  // a different cache key
   CHECK(plan_error("FROM busybox\nCOPY http://x/y /y\n").find("COPY cannot copy from a URL") != std::string::npos);
   CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) sources") !=
         std::string::npos);
@@ -389,5 +410,45 @@ TEST_CASE("commit -c changes mean what the same Dockerfile lines mean") {
     FAIL("no error");
   } catch (const strata::UsageError& e) {
     CHECK(std::string(e.what()).find("'EXPOSE http'") != std::string::npos);
+  }
+}
+
+TEST_CASE("--chmod modes: octal replaces, symbolic changes each entry's own mode") {
+  auto change = [](const std::string& text) {
+    auto m = ModeChange::parse(text);
+    REQUIRE_MESSAGE(m.has_value(), text);
+    return *m;
+  };
+  auto file = [&](const std::string& text, std::uint32_t mode) { return change(text).apply(mode, false); };
+  auto dir = [&](const std::string& text, std::uint32_t mode) { return change(text).apply(mode, true); };
+  CHECK(file("755", 0600) == 0755);
+  CHECK(dir("0644", 0755) == 0644);
+  CHECK(file("04755", 0) == 04755);
+  CHECK(file("0", 0777) == 0);
+  // u=rwX,go=rX: directories 755, files 644 unless already executable
+  CHECK(dir("u=rwX,go=rX", 0700) == 0755);
+  CHECK(file("u=rwX,go=rX", 0600) == 0644);
+  CHECK(file("u=rwX,go=rX", 0700) == 0755);
+  CHECK(file("u=rwX,go=rX", 0666) == 0644);
+  CHECK(file("+x", 0644) == 0755);
+  CHECK(file("a-w", 0664) == 0444);
+  CHECK(file("-w", 0664) == 0444);
+  CHECK(dir("g+s", 0755) == 02755);
+  CHECK(file("u+s", 0755) == 04755);
+  CHECK(file("o+s", 0755) == 0755);
+  CHECK(dir("+t", 0777) == 01777);
+  CHECK(file("g=u", 0740) == 0770);
+  CHECK(file("go=u-w", 0640) == 0644);
+  CHECK(file("o=", 0777) == 0770);
+  CHECK(file("u+r-w", 0200) == 0400);
+  CHECK(file("ug+rw,o-rwx", 0007) == 0660);
+  CHECK(file("=r", 06777) == 0444);
+  CHECK(file("u=rwx,g=rx,o=", 04000) == 0750);
+  // X looks at the mode as the earlier clauses left it
+  CHECK(file("a-x,a+X", 0755) == 0644);
+  CHECK(file("u+x,go+X", 0600) == 0711);
+  for (const char* bad : {"", "u", "ugo", "z", "u+z", "u+x,", ",u+x", "u+x,,g+x", "8", "10000", "077777", "+x y",
+                          "u+ug", "a=rwxq", "0x755", "-0755"}) {
+    CHECK_FALSE_MESSAGE(ModeChange::parse(bad).has_value(), bad);
   }
 }

@@ -393,9 +393,44 @@ TEST_CASE("here-documents") {
     CHECK(df.instructions[1].heredocs.empty());
     CHECK(df.instructions[2].heredocs.empty());
   }
-  SUBCASE("a shift or a quoted << is not a here-document") {
-    auto df = parse("FROM a\nRUN echo $((1 << 2)) '<<X'\n");
+  SUBCASE("a shift without blanks or a quoted << is not a here-document") {
+    auto df = parse("FROM a\nRUN echo $((1<<2)) '<<X' \"<< Y\"\n");
     CHECK(df.instructions[1].heredocs.empty());
+  }
+  SUBCASE("blanks between << and the delimiter") {
+    auto df = parse("FROM a\nRUN << EOF\necho hi\nEOF\nRUN cat <<\t 'Q'  > f\n$x\nQ\nUSER u\n");
+    REQUIRE(df.instructions.size() == 4);
+    const auto& run = df.instructions[1];
+    REQUIRE(run.heredocs.size() == 1);
+    CHECK(run.heredocs[0].name == "EOF");
+    CHECK(run.heredocs[0].content == "echo hi\n");
+    CHECK(run.heredocs[0].expand);
+    const auto& quoted = df.instructions[2].heredocs.at(0);
+    CHECK(quoted.name == "Q");
+    CHECK_FALSE(quoted.expand);
+    CHECK(quoted.content == "$x\n");
+    CHECK(df.instructions[3].keyword == "USER");
+    // As in BuildKit, a spaced shift is then a marker too.
+    CHECK(parse("FROM a\nRUN echo $((1 << 2))\nx\n2))\n").instructions[1].heredocs.at(0).name == "2))");
+  }
+  SUBCASE("<<- followed by a blank is not a here-document") {
+    CHECK(parse_error("FROM a\nRUN cat <<- EOF\nhello\nEOF\n").find("unknown instruction: hello") != std::string::npos);
+  }
+  SUBCASE("$ in a delimiter is kept as written, never expanded") {
+    auto df = parse("FROM a\nARG X=1\nRUN <<E$X\necho $X\nE$X\nCOPY <<\"E${X}\" <<'$Y' /d/\na\nE${X}\nb\n$Y\n");
+    REQUIRE(df.instructions.size() == 4);
+    const auto& run = df.instructions[2].heredocs.at(0);
+    CHECK(run.name == "E$X");
+    CHECK(run.expand);
+    CHECK(run.content == "echo $X\n");
+    const auto& copy = df.instructions[3];
+    REQUIRE(copy.heredocs.size() == 2);
+    CHECK(copy.heredocs[0].name == "E${X}");
+    CHECK_FALSE(copy.heredocs[0].expand);
+    CHECK(copy.heredocs[1].name == "$Y");
+    CHECK(copy.heredocs[1].content == "b\n");
+    // The delimiter line must be the marker as written: `E1` does not end it.
+    CHECK(parse_error("FROM a\nRUN <<E$X\nE1\n") == "Dockerfile:2:1: unterminated heredoc 'E$X': 'RUN <<E$X'");
   }
   SUBCASE("ONBUILD carries its trigger's here-document") {
     auto df = parse("FROM a\nONBUILD RUN <<EOF\necho x\nEOF\n");
@@ -414,6 +449,12 @@ TEST_CASE("here-documents") {
     CHECK_FALSE(parse_heredoc_marker("<<<EOF").has_value());
     CHECK_FALSE(parse_heredoc_marker("x<<EOF").has_value());
     CHECK(parse_heredoc_marker("<<-EOF")->chomp);
+    CHECK(parse_heredoc_marker("<< EOF")->name == "EOF");
+    CHECK(parse_heredoc_marker("2<<\t\"EOF\"")->name == "EOF");
+    CHECK(parse_heredoc_marker("<<E$X")->name == "E$X");
+    CHECK(parse_heredoc_marker("<<${X:-y}")->name == "${X:-y}");
+    CHECK_FALSE(parse_heredoc_marker("<<  ").has_value());
+    CHECK_FALSE(parse_heredoc_marker("<< A B").has_value());
   }
 }
 

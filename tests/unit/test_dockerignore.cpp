@@ -155,4 +155,7 @@ TEST_CASE("the ignore file: NAME.dockerignore beside a named Dockerfile wins ove
   write_file(ctx + "/Dockerfile.dev.dockerignore", "y\n");
   CHECK(find_ignore_file(ctx, ctx + "/Dockerfile.dev") == ctx + "/Dockerfile.dev.dockerignore");
   CHECK(find_ignore_file(ctx, "-") == ctx + "/.dockerignore");
+  CHECK(find_ignore_file(ctx, "") == ctx + "/.dockerignore");
+  write_file(ctx + "/Dockerfile.dockerignore", "z\n");
+  CHECK(find_ignore_file(ctx, ctx + "/Dockerfile") == ctx + "/Dockerfile.dockerignore");
 }

@@ -166,6 +166,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   }
   std::string text;
   std::string shown;  // the Dockerfile's name in messages
+  std::string path;   // the Dockerfile's path ("" for standard input)
   if (stdin_dockerfile) {
     text = *stdin_dockerfile;
     shown = "Dockerfile";
@@ -173,14 +174,14 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     text = read_text(std::cin);
     shown = "Dockerfile";
   } else {
-    std::string path = file.empty() ? context + "/Dockerfile" : file;
+    path = file.empty() ? context + "/Dockerfile" : file;
     shown = file.empty() ? "Dockerfile" : file_as_given;
     std::ifstream in(path, std::ios::binary);
     if (!in) throw Error("cannot read the Dockerfile " + quote(path));
     text = read_text(in);
   }
 
-  std::string ignore_file = b::find_ignore_file(context, file == "-" ? std::string() : file);
+  std::string ignore_file = b::find_ignore_file(context, path);
   b::IgnoreMatcher ignore;
   if (!ignore_file.empty()) {
     std::ifstream in(ignore_file, std::ios::binary);
