@@ -553,6 +553,9 @@ class Executor {
       copy_leaf(src.get(), st, parent.get(), leaf, s2);
     }
     for (const auto& in : step.inline_sources) {
+      if (in.name.find('/') != std::string::npos || in.name == "." || in.name == ".." || in.name.empty()) {
+        throw Error("here-document " + quote(in.name) + " cannot be a file name");  // the planner refuses it first
+      }
       std::string leaf;
       UniqueFd parent = target_of(in.name, leaf);
       UniqueFd real = reopen_dir(parent.get());

@@ -789,6 +789,11 @@ class Planner {
             if (d.name == marker->name) doc = &d;
           }
           if (doc == nullptr) fail(w.pos, "here-document " + quote(marker->name) + " has no body");
+          // The name becomes a file name in the destination: never a path
+          // that could lead out of it.
+          if (marker->name.find('/') != std::string::npos || marker->name == "." || marker->name == "..") {
+            fail(w.pos, "here-document " + quote(marker->name) + " cannot be a file name: it must not contain '/' or be '.' or '..'");
+          }
           std::string content = marker->chomp ? doc->body() : doc->content;
           if (marker->expand) {
             ShellLexer lexer(df_.escape);

@@ -740,3 +740,12 @@ def test_hostile_tar_context_on_stdin_is_refused(env, workdir, name):
 def test_stdin_cannot_be_context_and_dockerfile(env):
     r = stdin_build(env, b"FROM base:1\n", "-f", "-")
     assert r.returncode == 2 and b"cannot be both the context and the Dockerfile" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["../../../../../../../../{out}", "{out}"])
+def test_copy_heredoc_named_like_a_path_writes_nothing_outside(env, workdir, name):
+    out = os.path.join(workdir, "heredoc-escape")
+    marker = name.format(out=out)
+    r = env.build(f"FROM base:1\nCOPY <<{marker} /d/\nbody\n{marker}\n", ok=False)
+    assert r.returncode == 1 and "cannot be a file name" in r.stderr, r.stderr
+    assert not os.path.exists(out)

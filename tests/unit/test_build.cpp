@@ -275,6 +275,15 @@ TEST_CASE("ONBUILD triggers of the base image run first and are not inherited") 
   CHECK(final_config(p).on_build.empty());
 }
 
+TEST_CASE("COPY and ADD: a here-document name that is not a plain file name is refused") {
+  for (const char* name : {"../../../../tmp/x", "/tmp/x", "a/b", "..", "."}) {
+    std::string df = std::string("FROM busybox\nCOPY <<") + name + " /d/\nbody\n" + name + "\n";
+    CHECK_MESSAGE(plan_error(df).find("cannot be a file name") != std::string::npos, name);
+  }
+  auto p = plan("FROM busybox\nCOPY <<file.txt /d/\nbody\nfile.txt\n", {});
+  CHECK(p.stages[0].steps[1].inline_sources.at(0).name == "file.txt");
+}
+
 TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") {
   auto p = plan(
       "FROM busybox\nARG SRC=app\nWORKDIR /srv\n"
