@@ -92,6 +92,28 @@ std::int64_t default_size_limit(const std::string& dir);
 // into a staging directory and remove it on failure.
 LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOptions& options = {});
 
+struct ExtractIntoOptions {
+  // As ExtractOptions::privileged.
+  bool privileged = false;
+  // Owner (uid, gid) of every entry and of every parent made for one, instead
+  // of the archive's (Dockerfile ADD --chown).
+  std::optional<std::pair<std::uint32_t, std::uint32_t>> owner;
+  // As ExtractOptions::max_size; the default limit is taken on DEST_FD's file
+  // system.
+  std::optional<std::int64_t> max_size;
+};
+
+// Dockerfile ADD of a local archive: extracts a tar (plain, gzip, bzip2, xz or
+// zstd, detected from the bytes) from IN_FD into the directory open at
+// DEST_FD, merging with what is there: an entry replaces what has its name,
+// except that a directory over a directory merges. The rules and checks are
+// extract_layer's (no '..', no absolute name, no path through a symlink,
+// hardlinks only to earlier entries, ids up to idfile::kMaxId; owner, then
+// mode, then xattrs), except that `.wh.` names are ordinary files here too
+// and the archive's root entry ("./") changes nothing of DEST_FD. Throws
+// (one line naming the entry); what was extracted before stays.
+void extract_into(int in_fd, int dest_fd, const ExtractIntoOptions& options = {});
+
 // What extract_layer and unpack_archive throw when the input is not a tar
 // at all (plain or compressed): callers add what the user should give.
 class NotATar : public Error {

@@ -407,7 +407,18 @@ std::string human_size(std::int64_t n) {
   return buf;
 }
 
-SizeLimit size_limit_for(const std::optional<std::int64_t>& explicit_limit, const std::string& dir) {
+// The default limit for the file system of the directory open at DIR_FD
+// (default_size_limit's rule).
+std::int64_t free_space_limit(int dir_fd, const std::string& shown) {
+  struct statvfs vfs {};
+  if (::fstatvfs(dir_fd, &vfs) != 0) throw_errno("check free space of " + shown);
+  auto unit = static_cast<std::int64_t>(vfs.f_frsize);
+  std::int64_t free_bytes = static_cast<std::int64_t>(vfs.f_bavail) * unit;
+  std::int64_t reserve = static_cast<std::int64_t>(vfs.f_blocks) * unit / 20;
+  return std::max<std::int64_t>(free_bytes - reserve, 1);
+}
+
+SizeLimit size_limit_for(const std::optional<std::int64_t>& explicit_limit, int dir_fd, const std::string& shown) {
   if (explicit_limit) return {*explicit_limit, "the limit given"};
   if (const char* env = std::getenv(kSizeLimitEnv); env != nullptr && *env != '\0') {
     std::string_view s = env;
@@ -420,7 +431,7 @@ SizeLimit size_limit_for(const std::optional<std::int64_t>& explicit_limit, cons
     if (!n) throw Error(std::string(kSizeLimitEnv) + "=" + quote(env) + " is not a size (bytes, or a number with K, M, G or T)");
     return {static_cast<std::int64_t>(*n * scale), std::string("the limit ") + kSizeLimitEnv + " sets"};
   }
-  return {default_size_limit(dir), std::string("the free space on its file system, less a 5% reserve; free space or set ") +
+  return {free_space_limit(dir_fd, shown), std::string("the free space on its file system, less a 5% reserve; free space or set ") +
                                        kSizeLimitEnv};
 }
 
@@ -671,6 +682,11 @@ struct Extractor {
   int root = -1;
   bool privileged = false;
   bool plain_only = false;
+  // Every entry's owner instead of the archive's (ADD --chown); the parents
+  // an entry needs are made with it too.
+  std::optional<std::pair<std::uint32_t, std::uint32_t>> owner;
+  // The archive's root entry ("./") sets the destination's mode and time.
+  bool apply_root = true;
   const ChainReader* reader = nullptr;
   struct Deferred {
     std::vector<std::string> comps;
@@ -690,6 +706,7 @@ struct Extractor {
       if (fd < 0 && errno == ENOENT && create) {
         if (::mkdirat(cur.get(), comps[i].c_str(), 0755) != 0 && errno != EEXIST)
           throw_errno("create directory for " + quote(entry));
+        if (owner && privileged) ::fchownat(cur.get(), comps[i].c_str(), owner->first, owner->second, AT_SYMLINK_NOFOLLOW);
         fd = ::openat(cur.get(), comps[i].c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       }
       if (fd < 0) {
@@ -711,7 +728,7 @@ struct Extractor {
     const char* hl = ::archive_entry_hardlink(e);
     if (comps.empty()) {
       // The root itself ("./"): only its mode and time apply.
-      if (type == AE_IFDIR && !plain_only)
+      if (type == AE_IFDIR && !plain_only && apply_root)
         dirs.push_back({comps, static_cast<mode_t>(::archive_entry_perm(e)), ::archive_entry_mtime(e),
                         ::archive_entry_mtime_nsec(e)});
       return;
@@ -729,8 +746,8 @@ struct Extractor {
       }
       return static_cast<std::uint32_t>(id);
     };
-    uid_t uid = owner_id(::archive_entry_uid(e), "owner uid");
-    gid_t gid = owner_id(::archive_entry_gid(e), "group gid");
+    uid_t uid = owner ? owner->first : owner_id(::archive_entry_uid(e), "owner uid");
+    gid_t gid = owner ? owner->second : owner_id(::archive_entry_gid(e), "group gid");
     UniqueFd parent = open_parent(comps, true, name);
     const std::string& leaf = comps.back();
     struct stat old {};
@@ -881,14 +898,11 @@ struct Extractor {
   }
 };
 
-LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged, bool plain_only,
-                            const std::optional<std::int64_t>& max_size) {
-  UniqueFd root = open_at(AT_FDCWD, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-  ChainReader reader(in_fd, size_limit_for(max_size, dest));
-  Extractor x;
-  x.root = root.get();
-  x.privileged = privileged;
-  x.plain_only = plain_only;
+// Extracts IN_FD into the directory open at ROOT with X's settings.
+LayerDigests extract_stream_at(int in_fd, int root, const std::string& shown, Extractor x,
+                               const std::optional<std::int64_t>& max_size) {
+  ChainReader reader(in_fd, size_limit_for(max_size, root, shown));
+  x.root = root;
   x.reader = &reader;
   struct archive* a = reader.tar();
   for (bool first = true;; first = false) {
@@ -905,15 +919,20 @@ LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged,
   return reader.finish();
 }
 
+LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged, bool plain_only,
+                            const std::optional<std::int64_t>& max_size) {
+  UniqueFd root = open_at(AT_FDCWD, dest, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  Extractor x;
+  x.privileged = privileged;
+  x.plain_only = plain_only;
+  return extract_stream_at(in_fd, root.get(), quote(dest), std::move(x), max_size);
+}
+
 }  // namespace
 
 std::int64_t default_size_limit(const std::string& dir) {
-  struct statvfs vfs {};
-  if (::statvfs(dir.c_str(), &vfs) != 0) throw_errno("check free space of " + quote(dir));
-  auto unit = static_cast<std::int64_t>(vfs.f_frsize);
-  std::int64_t free_bytes = static_cast<std::int64_t>(vfs.f_bavail) * unit;
-  std::int64_t reserve = static_cast<std::int64_t>(vfs.f_blocks) * unit / 20;
-  return std::max<std::int64_t>(free_bytes - reserve, 1);
+  UniqueFd fd = open_at(AT_FDCWD, dir, O_PATH | O_DIRECTORY);
+  return free_space_limit(fd.get(), quote(dir));
 }
 
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options) {
@@ -953,6 +972,16 @@ LayerDigests decompress(int in_fd, int out_fd) {
     write_all(out_fd, buf.data(), static_cast<std::size_t>(n), "decompressed data");
   }
   return decoder.finish();
+}
+
+void extract_into(int in_fd, int dest_fd, const ExtractIntoOptions& options) {
+  UniqueFd root(::fcntl(dest_fd, F_DUPFD_CLOEXEC, 0));
+  if (!root) throw_errno("dup");
+  Extractor x;
+  x.privileged = options.privileged;
+  x.owner = options.owner;
+  x.apply_root = false;
+  extract_stream_at(in_fd, root.get(), "the destination", std::move(x), options.max_size);
 }
 
 void unpack_archive(const std::string& archive_path, const std::string& dest) {

@@ -22,6 +22,7 @@
 #include <memory>
 #include <sstream>
 
+#include "strata/archive.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
 #include "strata/idfile.hpp"
@@ -467,7 +468,7 @@ std::string digest_sources(int root_fd, const std::vector<std::string>& paths, c
 namespace {
 
 struct ArchiveReader {
-  archive* a = archive_read_new();
+  struct ::archive* a = archive_read_new();
   ~ArchiveReader() { archive_read_free(a); }
   ArchiveReader() = default;
   ArchiveReader(const ArchiveReader&) = delete;
@@ -486,51 +487,6 @@ void open_tar(ArchiveReader& r, int fd) {
   if (::lseek(fd, 0, SEEK_SET) != 0) throw_errno("seek");
 }
 
-// Opens the parent directory of the cleaned relative NAME beneath DEST,
-// creating missing directories, never following a symlink.
-UniqueFd open_parent_beneath(int dest, const std::string& rel, const std::optional<Owner>& owner, std::string& leaf,
-                             const std::string& origin, const std::string& entry) {
-  UniqueFd cur(::openat(dest, ".", O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!cur) throw_errno("open the destination");
-  std::vector<std::string> parts;
-  std::stringstream ss(rel);
-  std::string p;
-  while (std::getline(ss, p, '/')) {
-    if (!p.empty() && p != ".") parts.push_back(p);
-  }
-  leaf = parts.empty() ? "." : parts.back();
-  for (size_t i = 0; i + 1 < parts.size(); ++i) {
-    struct open_how how {};
-    how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, cur.get(), parts[i].c_str(), &how, sizeof how);
-    if (fd < 0 && errno == ENOENT) {
-      if (::mkdirat(cur.get(), parts[i].c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(parts[i]));
-      if (owner) ::fchownat(cur.get(), parts[i].c_str(), owner->uid, owner->gid, AT_SYMLINK_NOFOLLOW);
-      fd = ::syscall(SYS_openat2, cur.get(), parts[i].c_str(), &how, sizeof how);
-    }
-    if (fd < 0) {
-      if (errno == ELOOP || errno == EXDEV) {
-        throw Error(origin + ": entry " + quote(entry) + " leads through a symlink; refusing to write through it");
-      }
-      throw SysError(errno, origin + ": entry " + quote(entry));
-    }
-    cur.reset(static_cast<int>(fd));
-  }
-  return cur;
-}
-
-std::string checked_name(const char* raw, const std::string& origin) {
-  std::string name = raw == nullptr ? std::string() : raw;
-  if (name.empty()) throw Error(origin + ": an entry has no name");
-  if (name[0] == '/') throw Error(origin + ": entry " + quote(name) + " has an absolute path; refusing it");
-  std::string cleaned = clean_path(name);
-  if (cleaned == ".." || cleaned.rfind("../", 0) == 0) {
-    throw Error(origin + ": entry " + quote(name) + " is outside the destination; refusing it");
-  }
-  return cleaned;
-}
-
 }  // namespace
 
 bool is_tar_archive(int fd) {
@@ -546,102 +502,14 @@ bool is_tar_archive(int fd) {
 }
 
 void extract_tar_beneath(int archive_fd, int dest_fd, const std::string& origin, const std::optional<Owner>& owner) {
-  ArchiveReader r;
-  open_tar(r, archive_fd);
-  if (archive_read_open_fd(r.a, archive_fd, 65536) != ARCHIVE_OK) {
-    throw Error(origin + ": " + archive_error_string(r.a));
-  }
-  struct DirTimes {
-    std::string rel;
-    struct timespec t[2];
-  };
-  std::vector<DirTimes> dir_times;
-  for (;;) {
-    archive_entry* e = nullptr;
-    int rc = archive_read_next_header(r.a, &e);
-    if (rc == ARCHIVE_EOF) break;
-    if (rc != ARCHIVE_OK && rc != ARCHIVE_WARN) throw Error(origin + ": " + archive_error_string(r.a));
-    std::string raw = archive_entry_pathname(e) == nullptr ? "" : archive_entry_pathname(e);
-    std::string rel = checked_name(archive_entry_pathname(e), origin);
-    std::string leaf;
-    UniqueFd parent = open_parent_beneath(dest_fd, rel, owner, leaf, origin, raw);
-    Owner o = owner ? *owner
-                    : Owner{static_cast<unsigned>(archive_entry_uid(e)), static_cast<unsigned>(archive_entry_gid(e))};
-    mode_t perm = archive_entry_perm(e) & 07777;
-    struct timespec times[2] = {{archive_entry_mtime(e), archive_entry_mtime_nsec(e)},
-                                {archive_entry_mtime(e), archive_entry_mtime_nsec(e)}};
-    if (leaf == ".") {
-      // The archive's root directory: the destination itself.
-      continue;
-    }
-    UniqueFd pdir = files::reopen(parent.get(), O_RDONLY | O_DIRECTORY, rel);
-    int pd = pdir.get();
-    if (const char* hl = archive_entry_hardlink(e); hl != nullptr) {
-      std::string target = checked_name(hl, origin);
-      std::string target_leaf;
-      UniqueFd tparent = open_parent_beneath(dest_fd, target, std::nullopt, target_leaf, origin, hl);
-      files::clear_name(pd, leaf, false);
-      if (::linkat(tparent.get(), target_leaf.c_str(), pd, leaf.c_str(), 0) != 0) {
-        throw SysError(errno, origin + ": hard link " + quote(raw) + " to " + quote(hl));
-      }
-      continue;
-    }
-    mode_t type = archive_entry_filetype(e);
-    if (type == AE_IFDIR) {
-      if (!files::clear_name(pd, leaf, true)) {
-        if (::mkdirat(pd, leaf.c_str(), 0700) != 0) throw SysError(errno, origin + ": create " + quote(raw));
-      }
-      files::set_owner_mode_times(pd, leaf, o, perm, nullptr, false);
-      dir_times.push_back({rel, {times[0], times[1]}});
-    } else if (type == AE_IFREG) {
-      files::clear_name(pd, leaf, false);
-      UniqueFd out(::openat(pd, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
-      if (!out) throw SysError(errno, origin + ": create " + quote(raw));
-      const void* buf = nullptr;
-      size_t size = 0;
-      la_int64_t offset = 0;
-      for (;;) {
-        int d = archive_read_data_block(r.a, &buf, &size, &offset);
-        if (d == ARCHIVE_EOF) break;
-        if (d != ARCHIVE_OK) throw Error(origin + ": " + archive_error_string(r.a));
-        const char* p = static_cast<const char*>(buf);
-        for (size_t done = 0; done < size;) {
-          ssize_t w = ::pwrite(out.get(), p + done, size - done, offset + static_cast<off_t>(done));
-          if (w < 0) {
-            if (errno == EINTR) continue;
-            throw SysError(errno, origin + ": write " + quote(raw));
-          }
-          done += static_cast<size_t>(w);
-        }
-      }
-      if (::ftruncate(out.get(), archive_entry_size(e)) != 0) throw SysError(errno, origin + ": write " + quote(raw));
-      if (::fchown(out.get(), o.uid, o.gid) != 0) throw SysError(errno, origin + ": chown " + quote(raw));
-      if (::fchmod(out.get(), perm) != 0) throw SysError(errno, origin + ": chmod " + quote(raw));
-      ::futimens(out.get(), times);
-    } else if (type == AE_IFLNK) {
-      files::clear_name(pd, leaf, false);
-      const char* target = archive_entry_symlink(e);
-      if (::symlinkat(target == nullptr ? "" : target, pd, leaf.c_str()) != 0) {
-        throw SysError(errno, origin + ": create symlink " + quote(raw));
-      }
-      files::set_owner_mode_times(pd, leaf, o, std::nullopt, times, true);
-    } else if (type == AE_IFIFO || type == AE_IFCHR || type == AE_IFBLK) {
-      files::clear_name(pd, leaf, false);
-      dev_t dev = makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
-      if (::mknodat(pd, leaf.c_str(), type | perm, dev) != 0) throw SysError(errno, origin + ": create " + quote(raw));
-      files::set_owner_mode_times(pd, leaf, o, perm, times, false);
-    }
-  }
-  // Directory times last: creating entries inside changed them.
-  for (auto it = dir_times.rbegin(); it != dir_times.rend(); ++it) {
-    struct open_how how {};
-    how.flags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
-    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
-    long fd = ::syscall(SYS_openat2, dest_fd, it->rel.c_str(), &how, sizeof how);
-    if (fd < 0) continue;
-    UniqueFd dir(static_cast<int>(fd));
-    std::string proc = "/proc/self/fd/" + std::to_string(dir.get());
-    ::utimensat(AT_FDCWD, proc.c_str(), it->t, 0);
+  archive::ExtractIntoOptions o;
+  o.privileged = ::geteuid() == 0;
+  if (owner) o.owner = std::make_pair(std::uint32_t{owner->uid}, std::uint32_t{owner->gid});
+  if (::lseek(archive_fd, 0, SEEK_SET) != 0) throw_errno("seek " + origin);
+  try {
+    archive::extract_into(archive_fd, dest_fd, o);
+  } catch (const Error& e) {
+    throw Error(origin + ": " + e.what(), e.code());
   }
 }
 

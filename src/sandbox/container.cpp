@@ -5,13 +5,13 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <climits>
 #include <optional>
 
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
+#include "strata/stratafs_client.hpp"
 
 namespace strata::sandbox {
 
@@ -32,17 +32,6 @@ std::string string_field(const oci::json& config, const char* key) {
   if (!config.is_object()) return {};
   auto it = config.find(key);
   return it != config.end() && it->is_string() ? it->get<std::string>() : std::string();
-}
-
-std::string default_stratafs() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) {
-    std::string self(buf, static_cast<std::size_t>(n));
-    std::string candidate = self.substr(0, self.rfind('/') + 1) + "stratafs";
-    if (::access(candidate.c_str(), X_OK) == 0) return candidate;
-  }
-  return "stratafs";
 }
 
 void make_dir(const std::string& path) {
@@ -105,7 +94,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.rootfs = c.dir + "/rootfs";
   make_dir(spec.rootfs);
   UnionRoot u;
-  u.stratafs = o.stratafs.empty() ? default_stratafs() : o.stratafs;
+  u.stratafs = o.stratafs.empty() ? fs::find_stratafs() : o.stratafs;
   u.lowerdirs = image.layer_dirs;
   u.initdir = c.dir + "/init";
   u.upperdir = c.upper;

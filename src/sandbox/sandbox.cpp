@@ -47,6 +47,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
+#include "strata/stratafs_client.hpp"
 
 namespace strata::sandbox {
 
@@ -322,16 +323,6 @@ void bring_up_loopback() {
   if (::ioctl(s.get(), SIOCSIFFLAGS, &req) != 0) throw_errno("bring up the loopback interface");
 }
 
-std::string escape_layer(const std::string& dir) {
-  std::string out;
-  for (char c : dir) {
-    if (c == ',') throw Error("layer directory " + quote(dir) + " contains ','", ExitCode::run_failed);
-    if (c == ':' || c == '\\') out += '\\';
-    out += c;
-  }
-  return out;
-}
-
 // Hides what docker hides in /proc: kernel memory and keys behind /dev/null
 // (or an empty read-only tmpfs for directories), and the files that act on
 // the whole machine (sysrq-trigger, sysctls, irq affinity) read-only. An
@@ -401,60 +392,16 @@ void mount_union(const RunSpec& spec) {
   const UnionRoot& u = *spec.union_root;
   std::vector<std::string> layers = with_init_layer(u);
   if (layers.empty()) throw Error("no layers to mount on " + quote(spec.rootfs), ExitCode::run_failed);
-  std::string opts = "lowerdir=";
-  for (std::size_t i = 0; i < layers.size(); ++i) {
-    if (i != 0) opts += ':';
-    opts += escape_layer(layers[i]);
-  }
-  if (!u.upperdir.empty()) opts += ",upperdir=" + escape_layer(u.upperdir) + ",workdir=" + escape_layer(u.workdir);
+  fs::StratafsMount m;
+  m.lowerdirs = std::move(layers);
+  m.upperdir = u.upperdir;
+  m.workdir = u.workdir;
+  // Other users: the container's own ids, mapped to other host ids.
+  m.allow_other = true;
   // The daemon ends with the supervisor, which the kernel kills when strata
   // dies (PR_SET_PDEATHSIG): no daemon or mount outlives a killed strata.
-  opts += ",allow_other,owner=" + std::to_string(::getpid());
-  std::vector<std::string> args = {u.stratafs, "-o", opts, spec.rootfs};
-  // stratafs's own message becomes part of strata's one-line error.
-  int ep[2];
-  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw_errno("pipe");
-  UniqueFd err_read(ep[0]), err_write(ep[1]);
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("start stratafs");
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::dup2(err_write.get(), 2);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execvp(argv[0], argv.data());
-    std::fprintf(stderr, "cannot run %s: %s\n", quote(u.stratafs).c_str(), std::strerror(errno));
-    ::_exit(127);
-  }
-  err_write.reset();
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw_errno("wait for stratafs");
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    char buf[4096];
-    ssize_t n = ::read(err_read.get(), buf, sizeof buf);
-    std::string why;
-    if (n > 0) {
-      // stratafs's line says what failed, libfuse's (before it) why: keep
-      // both, on one line.
-      std::string text(buf, static_cast<std::size_t>(n));
-      std::size_t start = 0;
-      while (start < text.size()) {
-        std::size_t end = text.find('\n', start);
-        std::string line = text.substr(start, end == std::string::npos ? std::string::npos : end - start);
-        start = end == std::string::npos ? text.size() : end + 1;
-        if (line.empty()) continue;
-        if (line.rfind("stratafs: ", 0) == 0) line = line.substr(10);
-        why = why.empty() ? line : line + " (" + why + ")";
-      }
-    }
-    throw Error("stratafs could not mount the container root" + (why.empty() ? std::string() : ": " + why),
-                ExitCode::run_failed);
-  }
+  m.owner_pid = ::getpid();
+  fs::mount_stratafs(u.stratafs, m, spec.rootfs, "the container root", ExitCode::run_failed);
 }
 
 // Builds the container's root under SPEC.rootfs and pivots into it. Returns

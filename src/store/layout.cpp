@@ -13,6 +13,7 @@
 
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
+#include "strata/stratafs_client.hpp"
 #include "store_internal.hpp"
 
 namespace strata::store {
@@ -38,10 +39,7 @@ std::string Image::lowerdir() const {
     if (d.empty())
       throw Error("image " + config_digest.short_id() + " has a layer that is not extracted; resolve it with Layers::extract");
     if (!out.empty()) out += ':';
-    for (char c : d) {
-      if (c == ':' || c == '\\') out += '\\';
-      out += c;
-    }
+    out += fs::escape_lower_dir(d);
   }
   return out;
 }

@@ -9,10 +9,8 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <fstream>
 #include <random>
 #include <set>
-#include <sstream>
 
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
@@ -83,30 +81,6 @@ std::int64_t usage_below(int dirfd, const std::string& name, std::set<std::pair<
 std::int64_t disk_usage_at(int dirfd, const std::string& name) {
   std::set<std::pair<dev_t, ino_t>> seen;
   return usage_below(dirfd, name, seen);
-}
-
-bool is_mount_point(const std::string& path) {
-  std::ifstream f("/proc/self/mountinfo");
-  std::string line;
-  char real[PATH_MAX];
-  std::string want = ::realpath(path.c_str(), real) != nullptr ? std::string(real) : path;
-  while (std::getline(f, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, dev, root, mnt;
-    ss >> id >> parent >> dev >> root >> mnt;
-    // Octal escapes (\040 for space) as the kernel writes them.
-    std::string un;
-    for (std::size_t i = 0; i < mnt.size(); ++i) {
-      if (mnt[i] == '\\' && i + 3 < mnt.size()) {
-        un += static_cast<char>(std::stoi(mnt.substr(i + 1, 3), nullptr, 8));
-        i += 3;
-      } else {
-        un += mnt[i];
-      }
-    }
-    if (un == want) return true;
-  }
-  return false;
 }
 
 std::string normalise_name(std::string_view ref) {

@@ -16,6 +16,7 @@
 #include "strata/fd.hpp"
 #include "strata/oci.hpp"
 #include "strata/store.hpp"
+#include "strata/stratafs_client.hpp"
 
 namespace strata::store {
 
@@ -42,8 +43,8 @@ bool is_hex(std::string_view s);
 // take on disk, each inode counted once; 0 when it is missing. The walk is
 // relative to each open parent, so any depth is measured.
 std::int64_t disk_usage_at(int dirfd, const std::string& name);
-// Whether PATH (resolved) is a mount point in /proc/self/mountinfo.
-bool is_mount_point(const std::string& path);
+// Whether PATH (resolved) is a mount point: strata/stratafs_client.hpp.
+using fs::is_mount_point;
 // Unmounts MNT however it was mounted (fusermount3 -u -z, then a lazy umount).
 void unmount_path(const std::string& mnt);
 

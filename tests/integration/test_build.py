@@ -10,6 +10,8 @@ import http.server
 import io
 import json
 import os
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -305,23 +307,33 @@ def test_add_unpack_flag(env, workdir):
 
 def hostile_tar(entries):
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tf:
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
         for name, kind, target in entries:
             ti = tarfile.TarInfo(name)
             if kind == "file":
                 ti.size = 4
                 tf.addfile(ti, io.BytesIO(b"evil"))
+            elif kind == "root-owned-by-nobody-valid":
+                ti.size = 4
+                ti.uid = 4294967295
+                tf.addfile(ti, io.BytesIO(b"evil"))
             elif kind == "sym":
                 ti.type = tarfile.SYMTYPE
+                ti.linkname = target
+                tf.addfile(ti)
+            elif kind == "hard":
+                ti.type = tarfile.LNKTYPE
                 ti.linkname = target
                 tf.addfile(ti)
     return buf.getvalue()
 
 
 @pytest.mark.parametrize("entries,message", [
-    ([("../../../../../../tmp/strata-escaped", "file", None)], "is outside the destination"),
-    ([("esc", "sym", "/tmp"), ("esc/strata-escaped", "file", None)], "leads through a symlink"),
-    ([("/tmp/strata-escaped", "file", None)], "has an absolute path"),
+    ([("../../../../../../tmp/strata-escaped", "file", None)], "path contains '..'"),
+    ([("esc", "sym", "/tmp"), ("esc/strata-escaped", "file", None)], "'esc' on its path is a symlink"),
+    ([("/tmp/strata-escaped", "file", None)], "absolute path"),
+    ([("strata-escaped", "hard", "../../../../../../etc/passwd")], "hardlink target"),
+    ([("strata-escaped", "root-owned-by-nobody-valid", None)], "owner uid 4294967295 is not a valid id"),
 ])
 def test_hostile_add_tar_is_refused(env, entries, message):
     if os.path.exists("/tmp/strata-escaped"):
@@ -329,11 +341,47 @@ def test_hostile_add_tar_is_refused(env, entries, message):
     env.write("evil.tar", hostile_tar(entries))
     r = env.build("FROM base:1\nADD evil.tar /x/\n", "-t", "evil:1", ok=False)
     assert r.returncode == 1
-    assert r.stderr.startswith("strata: Dockerfile:2:1: ADD 'evil.tar': entry ")
+    assert r.stderr.startswith("strata: Dockerfile:2:1: ADD 'evil.tar': refusing "), r.stderr
     assert message in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert not os.path.exists("/tmp/strata-escaped")
     assert "evil:1" not in env.tags()
+
+
+def test_add_tar_compressed_merges_into_the_destination(env, workdir):
+    """ADD of plain, gzip, bzip2, xz and zstd tars: merged into the destination with what the image
+    has there, the destination's mode kept (the tar's "./" entry does not change it)."""
+    def tar_bytes(entries):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tf:
+            for name, data in entries:
+                ti = tarfile.TarInfo(name)
+                if data is None:
+                    ti.type = tarfile.DIRTYPE
+                    ti.mode = 0o755
+                    tf.addfile(ti)
+                    continue
+                ti.size = len(data)
+                tf.addfile(ti, io.BytesIO(data))
+        return buf.getvalue()
+    plain = tar_bytes([("./", None), ("new", b"n\n"), ("sub/deeper", b"d\n")])
+    names = ["t.tar"]
+    env.write("t.tar", plain)
+    for tool_name, ext in (("gzip", "gz"), ("bzip2", "bz2"), ("xz", "xz"), ("zstd", "zst")):
+        if shutil.which(tool_name) is None:
+            continue
+        packed = subprocess.run([tool_name, "-c"], input=plain, capture_output=True, check=True).stdout
+        env.write(f"t.tar.{ext}", packed)
+        names.append(f"t.tar.{ext}")
+    steps = "".join(f"RUN mkdir -p /d{i} && chmod 700 /d{i} && echo kept > /d{i}/old\nADD {n} /d{i}/\n"
+                    for i, n in enumerate(names))
+    env.build("FROM base:1\n" + steps, "-t", "merged:1")
+    mnt = env.mount("merged:1")
+    for i in range(len(names)):
+        assert read(f"{mnt}/d{i}/old") == "kept\n"
+        assert read(f"{mnt}/d{i}/new") == "n\n"
+        assert read(f"{mnt}/d{i}/sub/deeper") == "d\n"
+        assert os.stat(f"{mnt}/d{i}").st_mode & 0o777 == 0o700
 
 
 def test_copy_outside_the_context_is_refused(env, workdir):

@@ -7,6 +7,7 @@
 
 #include "strata/error.hpp"
 #include "strata/fs.hpp"
+#include "strata/stratafs_client.hpp"
 
 using namespace strata::fs;
 
@@ -103,3 +104,88 @@ TEST_CASE("id maps work both ways, fuse-overlayfs syntax") {
   CHECK(IdMap::parse("4294967294:1:1", "uidmapping").to_container(1) == 4294967294U);
 }
 
+
+// ---- the client's -o string, read back by the parser ----------------------
+
+namespace {
+// Formats M, parses `stratafs -o STRING /mnt` and checks every field came back.
+MountOptions round_trip(const StratafsMount& m) {
+  std::string opts = format_mount_options(m);
+  MountOptions o = parse({"-o", opts.c_str(), "/mnt"});
+  CHECK(o.lowerdirs == m.lowerdirs);
+  CHECK(o.upperdir == m.upperdir);
+  CHECK(o.workdir == m.workdir);
+  CHECK(o.read_only == m.read_only);
+  CHECK(o.allow_other == m.allow_other);
+  CHECK(o.owner_pid == m.owner_pid);
+  CHECK(o.mountpoint == "/mnt");
+  return o;
+}
+std::string format_error(const StratafsMount& m) {
+  try {
+    return "(no error: " + format_mount_options(m) + ")";
+  } catch (const strata::Error& e) {
+    return e.what();
+  }
+}
+}  // namespace
+
+TEST_CASE("stratafs client: plain options round-trip through the parser") {
+  StratafsMount m;
+  m.lowerdirs = {"/store/layers/a", "/store/layers/b"};
+  round_trip(m);
+  CHECK(format_mount_options(m) == "lowerdir=/store/layers/a:/store/layers/b");
+  m.upperdir = "/c/upper";
+  m.workdir = "/c/work";
+  m.allow_other = true;
+  m.owner_pid = 4242;
+  round_trip(m);
+  CHECK(format_mount_options(m) == "lowerdir=/store/layers/a:/store/layers/b,upperdir=/c/upper,workdir=/c/work,allow_other,owner=4242");
+  m.upperdir.clear();
+  m.workdir.clear();
+  m.read_only = true;
+  m.allow_other = false;
+  round_trip(m);
+}
+
+TEST_CASE("stratafs client: ':', '\\', spaces and '=' in paths survive the parser") {
+  StratafsMount m;
+  m.lowerdirs = {"/a:b/c", "/back\\slash", "/ends\\", "/with space/x", "/x=y", "/::", "/\\:\\"};
+  m.upperdir = "/up:per\\ dir=1";
+  m.workdir = "/wo:rk\\";
+  m.owner_pid = 1;
+  round_trip(m);
+  // The lower list escapes; upperdir= and workdir= are taken verbatim.
+  CHECK(format_mount_options(m).starts_with("lowerdir=/a\\:b/c:/back\\\\slash:/ends\\\\:"));
+  CHECK(format_mount_options(m).find(",upperdir=/up:per\\ dir=1,workdir=/wo:rk\\,") != std::string::npos);
+  CHECK(escape_lower_dir("/a:b\\c") == "/a\\:b\\\\c");
+}
+
+TEST_CASE("stratafs client: what the -o grammar cannot carry is refused") {
+  StratafsMount m;
+  CHECK(format_error(m) == "no lower directory to mount");
+  m.lowerdirs = {"/a,ro"};
+  CHECK(format_error(m) == "the layer directory '/a,ro' contains ',', which stratafs options cannot carry");
+  m.lowerdirs = {"/a", ""};
+  CHECK(format_error(m) == "the layer directory path is empty");
+  m.lowerdirs = {"/a"};
+  m.upperdir = "/u,allow_other";
+  m.workdir = "/w";
+  CHECK(format_error(m).find("upper directory '/u,allow_other' contains ','") != std::string::npos);
+  m.upperdir = "/u";
+  m.workdir = "/w,x";
+  CHECK(format_error(m).find("work directory '/w,x' contains ','") != std::string::npos);
+  m.workdir.clear();
+  CHECK(format_error(m) == "an upper directory '/u' without a work directory");
+  m.upperdir.clear();
+  m.workdir = "/w";
+  CHECK(format_error(m) == "a work directory '/w' without an upper directory");
+  m.workdir.clear();
+  m.lowerdirs.assign(kMaxLowerLayers, "/l");
+  round_trip(m);
+  m.lowerdirs.push_back("/l");
+  CHECK(format_error(m).starts_with("too many lower directories to mount: 256"));
+  m.lowerdirs = {"/a"};
+  m.owner_pid = -1;
+  CHECK(format_error(m).starts_with("bad owner process id -1"));
+}

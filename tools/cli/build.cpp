@@ -1,6 +1,5 @@
 // strata build: an image from a Dockerfile and a context directory.
 #include <fcntl.h>
-#include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -24,6 +23,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
+#include "strata/stratafs_client.hpp"
 #include "strata/store.hpp"
 
 namespace strata::cli {
@@ -76,14 +76,6 @@ void catch_interrupts() {
   sa.sa_handler = on_interrupt;
   sigemptyset(&sa.sa_mask);
   for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaction(sig, &sa, nullptr);
-}
-
-std::string self_dir() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) throw_errno("find the strata executable");
-  std::string path(buf, static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/'));
 }
 
 std::string read_text(std::istream& in) { return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()}; }
@@ -208,8 +200,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   for (const auto& w : plan.warnings) std::cerr << "strata: warning: " << w << "\n";
   for (const auto& [k, v] : label_map) plan.stages[static_cast<size_t>(plan.target)].config.labels[k] = v;
 
-  const std::string stratafs = self_dir() + "/stratafs";
-  b::StratafsMounter mounter(stratafs);
+  b::StratafsMounter mounter(fs::find_stratafs());
   b::ExecuteOptions eo;
   eo.context_dir = context;
   eo.ignore = ignore;

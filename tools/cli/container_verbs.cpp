@@ -14,6 +14,7 @@
 #include "registry_common.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/stratafs_client.hpp"
 #include "strata/lifecycle.hpp"
 
 namespace strata::cli {
@@ -200,23 +201,20 @@ int mount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   if (!ctr) target = ensure_image(store, target, pull_policy(vm, "mount"), vm, std::cerr);
   store::Image img = ctr ? store.image_by_manifest(ctr->image) : store.image(target);
   if (img.layer_dirs.empty()) throw Error("image " + quote(target) + " has no layers to mount");
-  std::string o = "lowerdir=" + img.lowerdir();
+  fs::StratafsMount m;
+  m.lowerdirs = img.layer_dirs;
   bool writable = ctr && vm.count("read-only") == 0U;
   std::optional<store::Store::ContainerLock> use;
   if (writable) {
     use.emplace(store.lock_container(*ctr));  // refuses a container that is running
-    if (auto m = store.mounted_at(*ctr); !m.empty())
-      throw Error("container " + quote(ctr->name) + " is already mounted at " + quote(m[0]));
-    o += ",upperdir=" + ctr->upper + ",workdir=" + ctr->work;
+    if (auto mounted = store.mounted_at(*ctr); !mounted.empty())
+      throw Error("container " + quote(ctr->name) + " is already mounted at " + quote(mounted[0]));
+    m.upperdir = ctr->upper;
+    m.workdir = ctr->work;
   } else {
-    o += ",ro";
+    m.read_only = true;
   }
-  std::string prog = mount_program();
-  int rc = run_program({prog, "-o", o, mnt});
-  if (rc != 0) {
-    if (rc == 127) throw Error("cannot run the mount program " + quote(prog) + " (set STRATA_MOUNT_PROGRAM)");
-    throw Error("mounting " + quote(target) + " at " + quote(mnt) + " failed (" + prog + " exited " + std::to_string(rc) + ")");
-  }
+  fs::mount_stratafs(mount_program(), m, mnt, quote(target) + " at " + quote(mnt));
   if (ctr) store.record_mount(*ctr, mnt);
   return 0;
 }

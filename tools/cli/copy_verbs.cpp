@@ -26,6 +26,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/lifecycle.hpp"
+#include "strata/stratafs_client.hpp"
 
 namespace strata::cli {
 namespace {
@@ -42,17 +43,18 @@ class ContainerRoot {
       // outside may enter; a second stratafs over its upper would race it.
       throw Error("container " + quote(c.name) + " is running; stop it first (cp and export work on a stopped container)");
     }
-    if (auto m = store.mounted_at(c); !m.empty()) {
-      path_ = m[0];  // already mounted by `strata mount`
+    if (auto mounted = store.mounted_at(c); !mounted.empty()) {
+      path_ = mounted[0];  // already mounted by `strata mount`
     } else {
       lock_.emplace(store.lock_container(c));  // refuses a container that is being started
       store::Image img = store.image_by_manifest(c.image);
       if (img.layer_dirs.empty()) throw Error("image of container " + quote(c.name) + " has no layers to mount");
       mnt_.emplace(std::filesystem::temp_directory_path().string(), "strata-cp.");
-      std::string prog = mount_program();
-      std::string o = "lowerdir=" + img.lowerdir() + ",upperdir=" + c.upper + ",workdir=" + c.work;
-      int rc = run_program({prog, "-o", o, mnt_->path()});
-      if (rc != 0) throw Error("mounting container " + quote(c.name) + " failed (" + prog + " exited " + std::to_string(rc) + ")");
+      fs::StratafsMount m;
+      m.lowerdirs = img.layer_dirs;
+      m.upperdir = c.upper;
+      m.workdir = c.work;
+      fs::mount_stratafs(mount_program(), m, mnt_->path(), "container " + quote(c.name));
       mounted_ = true;
       path_ = mnt_->path();
       workdir_ = c.work;

@@ -14,12 +14,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <climits>
 #include <cstdlib>
 
 #include "strata/build.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/stratafs_client.hpp"
 
 namespace strata::cli {
 
@@ -142,16 +142,7 @@ std::string format_option(const boost::program_options::variables_map& vm) {
 
 std::string mount_program() {
   if (const char* p = std::getenv("STRATA_MOUNT_PROGRAM"); p != nullptr && *p != '\0') return p;
-  char self[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
-  if (n > 0) {
-    self[n] = '\0';
-    std::string dir = self;
-    dir = dir.substr(0, dir.rfind('/'));
-    std::string p = dir + "/stratafs";
-    if (::access(p.c_str(), X_OK) == 0) return p;
-  }
-  return "stratafs";
+  return fs::find_stratafs();
 }
 
 // Runs ARGV, waits, returns the exit status (127 when it cannot run).

@@ -1,0 +1,68 @@
+// strata::fs client side: how strata's own programs start stratafs(1).
+//
+// Contract. Every program of strata that mounts a union (the sandbox's
+// container root, the build's step roots, `strata mount`, `strata cp` and
+// `strata export`) goes through this header; nothing else writes a stratafs
+// `-o` string or looks for the stratafs binary.
+//
+// - format_mount_options() writes the `-o` value that stratafs's own parser
+//   (parse_command_line, src/fs/options.cpp) reads back as exactly the
+//   fields of a StratafsMount: lower directories joined with ':' and each
+//   ':' and '\' in them escaped with '\'; upperdir= and workdir= verbatim
+//   (the parser takes their values as they are). What that grammar cannot
+//   carry is refused with a one-line Error naming the path: a ',' anywhere
+//   (the option list has no escape for it), an empty path, an upper without
+//   a work dir or the reverse, no lower directory, more than
+//   kMaxLowerLayers lowers.
+// - find_stratafs() names the binary: the stratafs next to the running
+//   executable, else "stratafs" (looked up on PATH when run).
+// - mount_stratafs() runs it and returns once the mount is up (stratafs
+//   detaches only when the kernel has the mount), or throws one Error with
+//   stratafs's own message folded onto the line.
+// - is_mount_point() reads /proc/self/mountinfo, whose mount point field the
+//   kernel octal-escapes (\040 for a space), and compares it unescaped with
+//   the real path of its argument.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "strata/error.hpp"
+
+namespace strata::fs {
+
+// One union mount as strata's programs ask for it.
+struct StratafsMount {
+  std::vector<std::string> lowerdirs;  // topmost first; at least one
+  std::string upperdir;                // empty: no writable layer
+  std::string workdir;                 // with upperdir, and only then
+  bool read_only = false;              // -o ro
+  bool allow_other = false;            // -o allow_other: other users (and the container's) may use it
+  int owner_pid = 0;                   // -o owner=PID: the mount ends with PID (0: it outlives us)
+};
+
+// DIR with ':' and '\' escaped by '\', as one entry of a lowerdir= list (and
+// of overlayfs's); ',' is not checked here: format_mount_options refuses it.
+std::string escape_lower_dir(std::string_view dir);
+
+// The `-o` value for M (see the contract above). Throws Error.
+std::string format_mount_options(const StratafsMount& m);
+
+// The stratafs program to run: the one beside /proc/self/exe when it is
+// executable, else "stratafs".
+std::string find_stratafs();
+
+// Runs `PROGRAM -o OPTIONS MOUNTPOINT` (PATH is searched when PROGRAM has no
+// '/') and waits for it to exit. On success MOUNTPOINT shows the union and
+// whatever stratafs wrote to stderr is passed on to ours; otherwise throws
+// Error(CODE) "stratafs could not mount WHAT: REASON", REASON being
+// stratafs's own lines (or why PROGRAM could not run) on one line.
+void mount_stratafs(const std::string& program, const StratafsMount& m, const std::string& mountpoint,
+                    const std::string& what, ExitCode code = ExitCode::failure);
+
+// Whether PATH (resolved with realpath when it exists) is a mount point in
+// this mount namespace.
+bool is_mount_point(const std::string& path);
+
+}  // namespace strata::fs
