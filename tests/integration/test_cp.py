@@ -256,3 +256,33 @@ def test_export_writes_the_merged_tree(store, workdir):
         os.close(slave)
         os.close(master)
     assert r.returncode == 1 and "terminal" in r.stderr
+
+
+def test_a_killed_cp_leaves_no_mount(store, workdir):
+    import signal
+    import time
+    # A file larger than a pipe holds: cp blocks writing its tar while the container is mounted.
+    big = os.path.join(workdir, "big")
+    with open(big, "wb") as f:
+        f.write(os.urandom(4 << 20))
+    ok(store("cp", big, "c:/big"))
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "cp", "c:/big", "-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while not strata_mounts() and time.time() < deadline:
+            time.sleep(0.05)
+        assert strata_mounts() != [], "cp never mounted the container"
+        p.send_signal(signal.SIGKILL)
+        p.wait(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        p.stdout.close()
+    # The daemon watches its owner and unmounts when it dies (no timed assertion: the limit ends a hang).
+    deadline = time.time() + 30
+    while strata_mounts() and time.time() < deadline:
+        time.sleep(0.05)
+    assert strata_mounts() == []
+    ok(store("start", "-a", "c"))

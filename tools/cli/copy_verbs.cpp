@@ -54,6 +54,7 @@ class ContainerRoot {
       m.lowerdirs = img.layer_dirs;
       m.upperdir = c.upper;
       m.workdir = c.work;
+      m.owner_pid = ::getpid();  // a killed strata takes the mount with it
       fs::mount_stratafs(mount_program(), m, mnt_->path(), "container " + quote(c.name));
       mounted_ = true;
       path_ = mnt_->path();
