@@ -115,3 +115,10 @@ def base_store(workdir, base_tar):
     assert r.returncode == 0, r.stderr
     s.root = root
     return s
+
+
+def remove_all_containers(store):
+    """`rm -f` of every container of STORE (a base_store function), running or not."""
+    ids = store("ps", "-a", "-q", "--no-trunc").stdout.split()
+    if ids:
+        store("rm", "-f", *ids)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import base_store, tool
+from conftest import base_store, remove_all_containers, tool
 
 LOOP = "i=0; while :; do echo tick $i; echo tock $i >&2; echo $i > /count; i=$((i+1)); sleep 0.1; done"
 
@@ -53,9 +53,7 @@ def store(workdir, base_tar):
     try:
         yield s
     finally:
-        ids = s("ps", "-a", "-q", "--no-trunc").stdout.split()
-        if ids:
-            s("rm", "-f", *ids)
+        remove_all_containers(s)
         eventually(lambda: processes_of(root) == [], "every process of the store ended")
         assert host_mounts_under(root) == []
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from conftest import is_mounted, run, tool
+from conftest import is_mounted, remove_all_containers, run, tool
 
 
 def mounts_under(path):
@@ -39,9 +39,7 @@ def store(request, workdir, base_tar):
     try:
         yield s
     finally:
-        ids = s("ps", "-a", "-q", "--no-trunc").stdout.split()
-        if ids:
-            s("rm", "-f", *ids)
+        remove_all_containers(s)
         assert mounts_under(workdir) == []
 
 
