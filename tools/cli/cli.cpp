@@ -14,7 +14,10 @@ static std::vector<Verb>& verb_table() {
 void register_verb(const Verb& verb) { verb_table().push_back(verb); }
 const std::vector<Verb>& verbs() { return verb_table(); }
 
-thread_local std::vector<std::string>* t_positional_probe = nullptr;
+std::vector<std::string>*& positional_probe() {
+  static std::vector<std::string>* probe = nullptr;
+  return probe;
+}
 
 bool parse_args(const char* verb, const char* usage, po::options_description& options,
                 const po::positional_options_description& positional, const std::vector<std::string>& args,
@@ -23,9 +26,9 @@ bool parse_args(const char* verb, const char* usage, po::options_description& op
   try {
     po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
     if (vm.count("help") != 0U) {
-      if (t_positional_probe != nullptr) {
+      if (std::vector<std::string>* probe = positional_probe(); probe != nullptr) {
         for (unsigned i = 0; i < positional.max_total_count() && i < 8; ++i) {
-          t_positional_probe->push_back(positional.name_for_position(i));
+          probe->push_back(positional.name_for_position(i));
         }
       }
       std::cout << "Usage: " << usage << "\n\n" << options << "\n";

@@ -40,8 +40,9 @@ struct VerbRegistration {
 // naming the verb.
 // Set only by `strata completion` while it asks each verb for its --help:
 // parse_args then adds the names of the verb's positional arguments (which
-// the help lists among its options) to the vector it points to.
-extern thread_local std::vector<std::string>* t_positional_probe;
+// the help lists among its options) to the vector it points to. (The
+// command line is one thread.)
+std::vector<std::string>*& positional_probe();
 
 bool parse_args(const char* verb, const char* usage, po::options_description& options,
                 const po::positional_options_description& positional, const std::vector<std::string>& args,

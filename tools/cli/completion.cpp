@@ -61,13 +61,13 @@ std::vector<VerbInfo> collect_verbs() {
     std::ostringstream help;
     std::vector<std::string> positional;
     std::streambuf* saved = std::cout.rdbuf(help.rdbuf());
-    t_positional_probe = &positional;
+    positional_probe() = &positional;
     try {
       v.run(GlobalOptions{}, {"--help"});
     } catch (...) {
       // A verb without options of its own (a group) lists only its verbs.
     }
-    t_positional_probe = nullptr;
+    positional_probe() = nullptr;
     std::cout.rdbuf(saved);
     out.push_back({v.name, v.summary, options_from_help(help.str(), positional)});
   }
