@@ -471,14 +471,21 @@ class Decoder {
     }
     pending_ = got;
     la_ = ::archive_read_new();
-    ::archive_read_support_filter_all(la_);
-    ::archive_read_support_format_raw(la_);
-    if (::archive_read_open(la_, this, nullptr, la_read, nullptr) != ARCHIVE_OK)
-      throw Error("cannot read archive: " + (error_.empty() ? archive_message(la_) : error_));
-    struct archive_entry* e = nullptr;
-    int r = ::archive_read_next_header(la_, &e);
-    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error("cannot read archive: " + archive_message(la_));
-    filter_ = ::archive_filter_code(la_, 0);
+    try {
+      ::archive_read_support_filter_all(la_);
+      ::archive_read_support_format_raw(la_);
+      if (::archive_read_open(la_, this, nullptr, la_read, nullptr) != ARCHIVE_OK)
+        throw Error("cannot read archive: " + (error_.empty() ? archive_message(la_) : error_));
+      struct archive_entry* e = nullptr;
+      int r = ::archive_read_next_header(la_, &e);
+      if (r != ARCHIVE_OK && r != ARCHIVE_WARN) throw Error("cannot read archive: " + archive_message(la_));
+      filter_ = ::archive_filter_code(la_, 0);
+    } catch (...) {
+      // A constructor that throws runs no destructor: free the reader here.
+      ::archive_read_free(la_);
+      la_ = nullptr;
+      throw;
+    }
   }
   ~Decoder() {
     if (zs_open_) ::inflateEnd(&zs_);

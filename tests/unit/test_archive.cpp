@@ -383,3 +383,17 @@ TEST_CASE("an owner id of 4294967295 ((uid_t)-1, 'no change' to chown) is refuse
     CHECK(st.st_gid == 4294967294U);
   }
 }
+
+TEST_CASE("a stream the decompressor cannot open is refused without leaking its reader") {
+  // Found by fuzz_layer (fuzz/corpus/layer/regress-decoder-leak): the
+  // decoder's constructor threw after creating its libarchive reader, and a
+  // throwing constructor runs no destructor. The leak check at exit fails
+  // this test if the reader is not freed.
+  TempDir dir("/tmp", "strata-test-");
+  const unsigned char bytes[] = {0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x02, 0x03, 0xed, 0x99, 0x41, 0x6b, 0x83, 0x30,
+                                 0x14, 0xc7, 0xdf, 0x76, 0xec, 0xa7, 0xc8, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+                                 0x00, 0x03, 0xed, 0x99, 0x41, 0x6b, 0x83, 0x30, 0x14, 0xc7, 0xdf, 0x76, 0xec, 0xa7};
+  put(dir.path() + "/in", std::string(reinterpret_cast<const char*>(bytes), sizeof bytes));
+  ::mkdir((dir.path() + "/out").c_str(), 0755);
+  CHECK_THROWS_AS(extract(dir.path() + "/in", dir.path() + "/out"), Error);
+}
