@@ -46,8 +46,10 @@
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
+#include "strata/idfile.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/stratafs_client.hpp"
+#include "strata/text.hpp"
 
 namespace strata::sandbox {
 
@@ -1250,44 +1252,39 @@ TmpfsMount parse_tmpfs(const std::string& spec) {
   t.flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
   const std::pair<const char*, unsigned long> flag_words[] = {{"exec", MS_NOEXEC}, {"suid", MS_NOSUID}, {"dev", MS_NODEV}};
   std::vector<std::string> data;
-  std::size_t start = 0;
-  while (colon != std::string::npos && start <= t.options.size()) {
-    auto comma = t.options.find(',', start);
-    std::string opt = t.options.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    start = comma == std::string::npos ? t.options.size() + 1 : comma + 1;
-    if (opt.empty()) continue;
+  for (std::string_view word : colon == std::string::npos ? std::vector<std::string_view>{} : split(t.options, ',')) {
+    if (word.empty()) continue;
+    std::string opt(word);
     bool known = false;
     if (opt == "ro" || opt == "rw") {
       t.flags = opt == "ro" ? (t.flags | MS_RDONLY) : (t.flags & ~static_cast<unsigned long>(MS_RDONLY));
       known = true;
     }
-    for (const auto& [word, flag] : flag_words) {
-      if (opt == word) t.flags &= ~flag;
-      if (opt == std::string("no") + word) t.flags |= flag;
-      known = known || opt == word || opt == std::string("no") + word;
+    for (const auto& [flag_word, flag] : flag_words) {
+      if (opt == flag_word) t.flags &= ~flag;
+      if (opt == std::string("no") + flag_word) t.flags |= flag;
+      known = known || opt == flag_word || opt == std::string("no") + flag_word;
     }
     if (known) continue;
     auto eq = opt.find('=');
     std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
     // The kernel's own syntax for each, checked here so that a typo is a
     // usage error and not a failed mount inside the container.
-    auto digits = [](std::string_view v, std::size_t max) {
-      return !v.empty() && v.size() <= max && std::all_of(v.begin(), v.end(), [](char c) { return c >= '0' && c <= '9'; });
-    };
     bool ok = false;
     if (key == "size" || key == "nr_inodes") {
       std::string_view v = value;
       if (!v.empty() && std::string_view("kKmMgG%").find(v.back()) != std::string_view::npos) v.remove_suffix(1);
-      ok = digits(v, 19);
+      ok = v.size() <= 19 && parse_unsigned(v);
     } else if (key == "mode") {
-      ok = digits(value, 4) && value.find_first_of("89") == std::string::npos;
+      ok = value.size() <= 4 && parse_unsigned(value, 8);
     } else if (key == "uid" || key == "gid") {
-      ok = digits(value, 10);
+      auto id = value.size() <= 10 ? parse_unsigned(value) : std::nullopt;
+      ok = id.has_value();
+      if (ok && *id > idfile::kMaxId) throw bad("id 4294967295 cannot be used");
     } else {
       throw bad("unknown option " + quote(opt));
     }
     if (!ok) throw bad("bad value in " + quote(opt));
-    if ((key == "uid" || key == "gid") && std::stoull(value) >= 4294967295ULL) throw bad("id 4294967295 cannot be used");
     data.push_back(opt);
   }
   for (std::size_t i = 0; i < data.size(); ++i) t.data += (i == 0 ? "" : ",") + data[i];

@@ -10,7 +10,7 @@ import tempfile
 import pytest
 
 from conftest import tool
-from test_lifecycle import store  # noqa: F401 (the fixture: base:1, everything removed afterwards)
+from test_lifecycle import eventually, store  # noqa: F401 (the fixture: base:1, everything removed afterwards)
 
 
 def strata_mounts():
@@ -260,7 +260,6 @@ def test_export_writes_the_merged_tree(store, workdir):
 
 def test_a_killed_cp_leaves_no_mount(store, workdir):
     import signal
-    import time
     # A file larger than a pipe holds: cp blocks writing its tar while the container is mounted.
     big = os.path.join(workdir, "big")
     with open(big, "wb") as f:
@@ -269,10 +268,7 @@ def test_a_killed_cp_leaves_no_mount(store, workdir):
     p = subprocess.Popen([tool("strata"), "--root", store.root, "cp", "c:/big", "-"],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 30
-        while not strata_mounts() and time.time() < deadline:
-            time.sleep(0.05)
-        assert strata_mounts() != [], "cp never mounted the container"
+        eventually(strata_mounts, "cp mounted the container")
         p.send_signal(signal.SIGKILL)
         p.wait(timeout=20)
     finally:
@@ -280,9 +276,6 @@ def test_a_killed_cp_leaves_no_mount(store, workdir):
             p.kill()
             p.wait()
         p.stdout.close()
-    # The daemon watches its owner and unmounts when it dies (no timed assertion: the limit ends a hang).
-    deadline = time.time() + 30
-    while strata_mounts() and time.time() < deadline:
-        time.sleep(0.05)
-    assert strata_mounts() == []
+    # The daemon watches its owner and unmounts when it dies.
+    eventually(lambda: strata_mounts() == [], "the killed cp's mount went away")
     ok(store("start", "-a", "c"))

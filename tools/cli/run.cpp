@@ -11,6 +11,7 @@
 #include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
+#include "strata/text.hpp"
 
 namespace strata::cli {
 
@@ -102,11 +103,8 @@ sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec
 void add_mount(sandbox::RunSpec& spec, const std::string& text) {
   std::string type, source, target, size, mode;
   bool read_only = false;
-  std::size_t start = 0;
-  while (start <= text.size()) {
-    auto comma = text.find(',', start);
-    std::string field = text.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
-    start = comma == std::string::npos ? text.size() + 1 : comma + 1;
+  for (std::string_view part : split(text, ',')) {
+    std::string field(part);
     auto eq = field.find('=');
     std::string key = field.substr(0, eq), value = eq == std::string::npos ? "" : field.substr(eq + 1);
     if (key == "type") {
