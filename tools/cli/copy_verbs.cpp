@@ -18,7 +18,7 @@
 #include <optional>
 #include <string>
 
-#include "../../src/build/files.hpp"
+#include "../../src/dockerfile/files.hpp"
 #include "cli.hpp"
 #include "store_common.hpp"
 #include "strata/archive.hpp"

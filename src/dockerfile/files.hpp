@@ -1,4 +1,4 @@
-// src/build/files: the file work of COPY and ADD, private to the executor.
+// src/dockerfile/files: the file work of COPY and ADD, private to the executor.
 // Every path inside a container root or a build context is resolved with
 // openat2(RESOLVE_IN_ROOT) relative to the root's fd, so a symlink resolves
 // as it would inside the container and nothing reaches outside the root.
