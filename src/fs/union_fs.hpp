@@ -1,5 +1,7 @@
 // The union file system served to the kernel: layers, the node table, name
 // resolution across layers, whiteouts, copy-up, and the FUSE low-level ops.
+// The private header of src/fs/union_*.cpp (and mount.cpp); which file
+// holds which part of UnionFs is listed above the class.
 //
 // Model (DESIGN.md "The union"):
 // - A Layer is an open directory fd. Index 0 is the upper (when there is one),
@@ -33,10 +35,14 @@
 #include <sys/stat.h>
 
 #include <atomic>
-#include <list>
+#include <cerrno>
 #include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <string_view>
@@ -257,9 +263,46 @@ struct Config {
 
 // Called by the session's I/O hooks when a reply is written: the request
 // being served on this thread has been answered (no second answer after an
-// exception, see the op callbacks).
+// exception, see the op callbacks). Defined in union_ops.cpp.
 void note_reply_sent() noexcept;
 
+// --- Helpers of the union_*.cpp files ---
+
+// OCI markers: `.wh.NAME` hides NAME of the layers below; `.wh..wh..opq`
+// makes its directory opaque.
+inline constexpr std::string_view kOciWhiteoutPrefix = ".wh.";
+inline constexpr const char* kOciOpaqueMarker = ".wh..wh..opq";
+
+// An overlayfs whiteout: a 0/0 character device.
+inline bool is_overlay_whiteout(const struct stat& st) noexcept { return S_ISCHR(st.st_mode) && st.st_rdev == 0; }
+
+inline bool is_marker_name(const char* name) noexcept { return std::strncmp(name, ".wh.", 4) == 0; }
+
+// "/proc/self/fd/N/NAME": reaches NAME inside an open directory fd for the
+// xattr calls, which have no *at() form in this glibc. The fd is ours and NAME
+// is one component, so nothing outside the layer can be reached.
+inline int proc_path(char* buf, size_t len, int fd, const char* name) noexcept {
+  int n = name ? std::snprintf(buf, len, "/proc/self/fd/%d/%s", fd, name) : std::snprintf(buf, len, "/proc/self/fd/%d", fd);
+  return (n < 0 || static_cast<size_t>(n) >= len) ? ENAMETOOLONG : 0;
+}
+
+// The override_stat xattr of PATH, if it has a valid one. FOLLOW: PATH is a
+// /proc/self/fd magic link that names the object itself. (union_attr.cpp)
+std::optional<OverrideStat> get_override(const char* path, bool follow);
+// Sets PATH's override_stat xattr to O; 0 or an errno. (union_attr.cpp)
+int put_override(const char* path, bool follow, const OverrideStat& o);
+
+// The union. Its members are defined in several files, one job each; the
+// private members below are grouped by the file that defines them:
+//   union_fs.cpp         construction, the node table, lookup, getattr, readlink
+//   union_resolve.cpp    resolution across layers, markers read in every layer
+//   union_readdir.cpp    opendir, readdir (snapshots), releasedir
+//   union_attr.cpp       what stat shows (override_stat), setattr, xattr ops
+//   union_io.cpp         open, I/O modes (passthrough), ops on open handles
+//   union_copy_up.cpp    copy-up into the upper layer
+//   union_whiteout.cpp   whiteouts and opaque dirs written, unlink, rmdir, rename
+//   union_create.cpp     create (and O_TMPFILE), mknod, mkdir, symlink, link
+//   union_ops.cpp        init, statfs, the C callback table (ops())
 class UnionFs {
  public:
   UnionFs(std::vector<Layer> layers, UniqueFd workdir, Config config);
@@ -340,39 +383,23 @@ class UnionFs {
   };
 
  private:
-
+  // --- union_fs.cpp: the node table and lookup ---
   Node* node_of(fuse_ino_t ino) const noexcept;
+  void ref_lookup(const std::shared_ptr<Node>& node);
   // Lookup of NAME in PARENT (tree_mu_ held shared or unique). Fills E and
   // counts one kernel lookup on success; returns 0 or an errno.
   int do_lookup(Node& parent, const char* name, fuse_entry_param& e);
-  // FIRST skips the parent's layers above it (1 = ignore the upper copy).
-  int resolve(Node& parent, const char* name, Resolved& out, std::size_t first = 0);
   // The node for NAME in PARENT: the live one or a new one (not counted as a
   // kernel lookup); null with ERR set when NAME is not visible.
   // HIDDEN_AT (if given) receives Resolved::whiteout_layer when NAME is not visible.
   std::shared_ptr<Node> child_node(Node& parent, const char* name, int& err, int* hidden_at = nullptr);
-  // The node for a non-directory entry that readdir found in PARENT.dirs[FROM]:
-  // what is visible there is already decided, so only that copy is looked at.
-  std::shared_ptr<Node> listed_child(Node& parent, const Entry& en, struct stat& st, int& err);
   // Publishes NODE as PARENT's child NAME unless a live one is there already.
   std::shared_ptr<Node> publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node);
-  int list_dir(Node& node, std::vector<Entry>& out);
-  // The snapshot a readdir at OFF continues in (tree_mu_ held shared, NODE
-  // not unlinked): the one OFF was handed out from, or a new one; null with
-  // ERR set on failure.
-  std::shared_ptr<const Listing> listing_for(Node& node, off_t off, int& err);
-  void listing_done(Node& node, const Listing* listing);
-  // 1 when DL holds an OCI whiteout for NAME, 0 when not, -1 with errno set
-  // when DL cannot be opened.
-  int oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* name);
-  // Whether DIRFD hides the layers below; REDIRECT (if given) receives
-  // overlayfs's redirect of a renamed directory, when it has one.
-  bool dir_is_opaque(int dirfd, std::string* redirect = nullptr);
-  int follow_redirect(Resolved& out, int above, const std::string& path);
-  // Opens directory NAME (ST: what fstatat found there) of PARENT, whose fd
-  // is PARENT_FD, as a copy in PARENT's layer; null with errno set on failure.
-  std::shared_ptr<DirLayer> open_dir_layer(const std::shared_ptr<DirLayer>& parent, int parent_fd, const char* name,
-                                           const struct stat& st, int& fd);
+  std::shared_ptr<Node> live_child(Node& parent, const std::string& name);
+  // Changes of the tree (tree_mu_ held unique): NODE's name no longer names
+  // it; NODE is PARENT's child NAME.
+  void detach(Node& node);
+  void attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node);
   std::uint64_t stable_ino(int layer, int parent_fd, const char* name, ino_t real_ino);
   // The number of a file with no recorded number: the layer in the top bits.
   static std::uint64_t layer_ino(int layer, ino_t real_ino) noexcept;
@@ -388,18 +415,56 @@ class UnionFs {
   int pin_node(Node& node);
   // Records NODE (an upper non-directory, pinned) as the one Node of its inode.
   std::shared_ptr<Node> index_link(const std::shared_ptr<Node>& node, ino_t upper_ino);
-  // Path of NODE's object for the calls that take a path: FOLLOW says whether
-  // the path's last component must be followed (a /proc/self/fd link).
-  int object_path(Node& node, char* buf, size_t len, bool& follow);
   // Whether PARENT/NAME is the name NODE is reached by.
   static bool named_by(const Node& node, const Node& parent, const char* name) noexcept;
-  void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
   int node_attr(Node& node, struct stat& st);
-  void ref_lookup(const std::shared_ptr<Node>& node);
-  bool is_private_xattr(const char* name) const noexcept;
   int dir_gone_error(Node& dir);
   void fill_entry(fuse_entry_param& e, Node& node, const struct stat& st);
 
+  // --- union_resolve.cpp: resolution across layers ---
+  // FIRST skips the parent's layers above it (1 = ignore the upper copy).
+  int resolve(Node& parent, const char* name, Resolved& out, std::size_t first = 0);
+  // 1 when DL holds an OCI whiteout for NAME, 0 when not, -1 with errno set
+  // when DL cannot be opened.
+  int oci_whiteout_in(const std::shared_ptr<DirLayer>& dl, const char* name);
+  // Whether DIRFD hides the layers below; REDIRECT (if given) receives
+  // overlayfs's redirect of a renamed directory, when it has one.
+  bool dir_is_opaque(int dirfd, std::string* redirect = nullptr);
+  int follow_redirect(Resolved& out, int above, const std::string& path);
+  // Opens directory NAME (ST: what fstatat found there) of PARENT, whose fd
+  // is PARENT_FD, as a copy in PARENT's layer; null with errno set on failure.
+  std::shared_ptr<DirLayer> open_dir_layer(const std::shared_ptr<DirLayer>& parent, int parent_fd, const char* name,
+                                           const struct stat& st, int& fd);
+
+  // --- union_readdir.cpp: listings ---
+  // The node for a non-directory entry that readdir found in PARENT.dirs[FROM]:
+  // what is visible there is already decided, so only that copy is looked at.
+  std::shared_ptr<Node> listed_child(Node& parent, const Entry& en, struct stat& st, int& err);
+  int list_dir(Node& node, std::vector<Entry>& out);
+  // The snapshot a readdir at OFF continues in (tree_mu_ held shared, NODE
+  // not unlinked): the one OFF was handed out from, or a new one; null with
+  // ERR set on failure.
+  std::shared_ptr<const Listing> listing_for(Node& node, off_t off, int& err);
+  void listing_done(Node& node, const Listing* listing);
+
+  // --- union_attr.cpp: attributes and xattrs ---
+  void present(struct stat& st, int layer_fd, const char* name, bool is_dir_fd);
+  // Path of NODE's object for the calls that take a path: FOLLOW says whether
+  // the path's last component must be followed (a /proc/self/fd link).
+  int object_path(Node& node, char* buf, size_t len, bool& follow);
+  bool is_private_xattr(const char* name) const noexcept;
+  // The node a change made through NODE (setattr, xattrs) goes to.
+  std::shared_ptr<Node> change_target(Node& node, int& err);
+  // Symbolic links cannot carry user.* xattrs, so not override_stat: the
+  // owner a copy-up could not give an upper symlink is kept in an xattr of
+  // its directory named after it (PREFIX.strata.owner.NAME = "UID:GID:INO"),
+  // which holds while NAME there is a symlink with inode number INO.
+  std::string link_owner_key(const char* name) const;  // "" where there can be none
+  void keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino);
+  void move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to);
+  void drop_link_owner(int dirfd, const char* name);
+
+  // --- union_io.cpp: open handles ---
   // How the kernel does I/O on an open handle; kept in the handle's top bits.
   enum class IoMode : std::uint64_t { cached = 0, passthrough = 1 };
   static std::uint64_t make_handle(int fd, IoMode mode) noexcept {
@@ -417,8 +482,6 @@ class UnionFs {
   // name gets a new node at the kernel's next lookup. Returns ESTALE, on
   // which the kernel looks the name up again and retries the open once.
   int retire_node(Node& node);
-  // The node a change made through NODE (setattr, xattrs) goes to.
-  std::shared_ptr<Node> change_target(Node& node, int& err);
   // Picks the I/O mode of a new handle FD on NODE (tree_mu_ held, so the
   // node's layer is stable, and no backing_conflict()); BACKING receives the
   // backing id for passthrough.
@@ -429,40 +492,34 @@ class UnionFs {
   void reply_open(fuse_req_t req, Node& node, int fd, IoMode mode, int backing, bool keep_cache, fuse_file_info* fi,
                   const fuse_entry_param* entry);
 
-  // Writing helpers (tree_mu_ held unique).
+  // Writing helpers, below (tree_mu_ held unique).
+  // --- union_copy_up.cpp: copy-up ---
   int copy_up(Node& node, bool with_data = true);
   int copy_up_dir_chain(Node& dir);
   int copy_up_tree(Node& dir);
   int copy_metadata(int src_dir, const char* src_name, const char* tmp, const struct stat& st, std::uint64_t ino);
-  // Symbolic links cannot carry user.* xattrs, so not override_stat: the
-  // owner a copy-up could not give an upper symlink is kept in an xattr of
-  // its directory named after it (PREFIX.strata.owner.NAME = "UID:GID:INO"),
-  // which holds while NAME there is a symlink with inode number INO.
-  std::string link_owner_key(const char* name) const;  // "" where there can be none
-  void keep_link_owner(int dirfd, const char* name, uid_t uid, gid_t gid, ino_t ino);
-  void move_link_owner(int from_dirfd, const char* from, int to_dirfd, const char* to);
-  void drop_link_owner(int dirfd, const char* name);
+  std::string work_name();
+  int upper_fd(Node& dir);  // the fd of the dir's upper copy, or -1 (errno set)
+
+  // --- union_whiteout.cpp: whiteouts and opaque directories written ---
   int exists_below_upper(Node& dir, const char* name, bool* is_dir = nullptr);
   int make_whiteout(Node& dir, const char* name);
   int clear_whiteout(Node& dir, const char* name, bool& had_whiteout);
   int set_opaque(int dirfd, const char* name);
   int drop_whiteouts(int dirfd);
+  int merged_dir_is_empty(Node& dir);
+  int remove_upper_dir(int parent_fd, const char* name);
+
+  // --- union_create.cpp: new names ---
   // HIDDEN_AT: kUnchecked, or what child_node() just said about NAME
   // (Resolved::whiteout_layer), which saves looking NAME up again.
   static constexpr int kUnchecked = -2;
   int create_node(fuse_req_t req, Node& parent, const char* name, mode_t mode, dev_t rdev, const char* link_target,
                   fuse_file_info* fi, int hidden_at = kUnchecked);
   int tmpfile(fuse_req_t req, Node& parent, mode_t mode, fuse_file_info* fi);
-  int merged_dir_is_empty(Node& dir);
-  void refresh_subtree(Node& node);
-  std::string work_name();
-  int upper_fd(Node& dir);  // the fd of the dir's upper copy, or -1 (errno set)
   int set_owner(int dirfd, const char* name, fuse_req_t req, gid_t parent_gid_if_setgid, mode_t mode, dev_t rdev);
-  void detach(Node& node);
-  void attach(Node& parent, const std::string& name, const std::shared_ptr<Node>& node);
-  int remove_upper_dir(int parent_fd, const char* name);
-  std::shared_ptr<Node> live_child(Node& parent, const std::string& name);
 
+  // --- Data ---
   std::vector<Layer> layers_;  // [0] = upper (fd empty when read-only)
   UniqueFd work_fd_;
   Config cfg_;
