@@ -339,14 +339,14 @@ std::shared_ptr<Node> UnionFs::child_node(Node& parent, const char* name, int& e
 }
 
 std::shared_ptr<Node> UnionFs::publish_child(Node& parent, const std::string& name, std::shared_ptr<Node> node) {
-  std::shared_ptr<Node> existing;
+  std::shared_ptr<Node> existing, replaced;  // REPLACED is dropped after the lock
   {
     std::unique_lock lk(parent.children_mu);
     auto& slot = parent.children[name];
     existing = slot.lock();
     if (!existing || !named_by(*existing, parent, name.c_str())) {
       slot = node;
-      existing.reset();
+      replaced = std::move(existing);
     }
   }
   if (existing) {
@@ -371,10 +371,11 @@ int UnionFs::do_lookup(Node& parent, const char* name, fuse_entry_param& e) {
 void UnionFs::detach(Node& node) {
   node.unlinked = true;
   if (!node.parent) return;
+  std::shared_ptr<Node> cur;  // dropped after the lock (see the lock order)
   std::lock_guard lk(node.parent->children_mu);
   auto it = node.parent->children.find(node.name);
   if (it != node.parent->children.end()) {
-    auto cur = it->second.lock();
+    cur = it->second.lock();
     if (!cur || cur.get() == &node) node.parent->children.erase(it);
   }
 }
@@ -383,9 +384,10 @@ void UnionFs::attach(Node& parent, const std::string& name, const std::shared_pt
   if (node->parent && !node->unlinked) {
     // A file with several names may move by a name other than the one it is
     // filed under: that one stops being its entry.
+    std::shared_ptr<Node> filed;  // dropped after the lock (see the lock order)
     std::lock_guard lk(node->parent->children_mu);
     auto it = node->parent->children.find(node->name);
-    if (it != node->parent->children.end() && it->second.lock() == node) node->parent->children.erase(it);
+    if (it != node->parent->children.end() && (filed = it->second.lock()) == node) node->parent->children.erase(it);
   }
   node->parent = parent.shared_from_this();
   node->name = name;

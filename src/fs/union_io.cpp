@@ -75,9 +75,10 @@ bool UnionFs::backing_conflict(Node& node, bool copies_up) {
 int UnionFs::retire_node(Node& node) {
   if (int r = pin_node(node); r != 0) return r;
   if (node.link_index) {
+    std::shared_ptr<Node> indexed;  // dropped after the lock (see the lock order)
     std::lock_guard lk(node.link_index->mu);
     auto it = node.link_index->nodes.find(node.link_key);
-    if (it != node.link_index->nodes.end() && it->second.lock().get() == &node) {
+    if (it != node.link_index->nodes.end() && (indexed = it->second.lock()).get() == &node) {
       node.link_index->nodes.erase(it);
       node.link_index->size.store(node.link_index->nodes.size(), std::memory_order_relaxed);
     }
