@@ -20,6 +20,8 @@
 #include <string>
 #include <unordered_map>
 
+#include "lock_order.hpp"
+
 namespace strata::fs {
 
 class RequestStats {
@@ -53,7 +55,7 @@ class RequestStats {
     std::uint64_t start_ns;
   };
   struct Stripe {
-    std::mutex mu;
+    Ranked<Lock::request_stats> mu;  // a leaf of the union's lock order (union_fs.hpp)
     std::unordered_map<std::uint64_t, InFlight> by_unique;
   };
   PerOpcode& slot(std::uint32_t opcode) noexcept { return ops_[opcode < kOpcodes ? opcode : 0]; }

@@ -50,6 +50,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "lock_order.hpp"
 #include "passthrough.hpp"
 #include "request_stats.hpp"
 #include "strata/fd.hpp"
@@ -184,7 +185,7 @@ class DirCache {
   void trim_locked(std::vector<int>& to_close);
   int pin_locked(const std::shared_ptr<DirLayer>& dl);
 
-  std::mutex mu_;
+  Ranked<Lock::dir_cache> mu_;  // a leaf: see the lock order above UnionFs::backing_mu_
   std::list<DirLayer*> lru_;  // open and not permanent, most recent first
   const std::size_t capacity_;
 };
@@ -195,7 +196,7 @@ struct Listing;
 // Upper non-directories with more than one name, by upper inode number: one
 // Node per file, whichever name the kernel looks it up by.
 struct LinkIndex {
-  std::mutex mu;
+  Ranked<Lock::link_index> mu;  // a leaf
   std::unordered_map<ino_t, std::weak_ptr<Node>> nodes;
   std::atomic<std::size_t> size{0};
 };
@@ -233,7 +234,7 @@ struct Node : std::enable_shared_from_this<Node> {
   unsigned cached_users = 0;
 
   std::uint64_t nlookup = 0;  // guarded by the node table shard
-  std::mutex children_mu;
+  Ranked<Lock::children> children_mu;  // a leaf
   std::unordered_map<std::string, std::weak_ptr<Node>> children;
 
   ~Node();
@@ -361,8 +362,8 @@ class UnionFs {
   bool no_opendir_ = false;
   static constexpr int kListingLocks = 64;
   static constexpr std::size_t kListingsPerDir = 4;
-  std::mutex listing_mu_[kListingLocks];
-  std::mutex& listing_mu_of(const Node& n) noexcept {
+  Ranked<Lock::listing> listing_mu_[kListingLocks];  // leaves
+  Ranked<Lock::listing>& listing_mu_of(const Node& n) noexcept {
     return listing_mu_[(reinterpret_cast<std::uintptr_t>(&n) >> 6) % kListingLocks];
   }
   std::atomic<std::uint64_t> listing_ids_{0};
@@ -525,13 +526,28 @@ class UnionFs {
   Config cfg_;
   Passthrough passthrough_{cfg_.passthrough};
   RequestStats* request_stats_ = nullptr;
-  // Lock order: tree_mu_ first (every op that reads or changes the tree
-  // holds it, shared or exclusive); under it at most one of backing_mu_,
-  // links_->mu, a node's children_mu, a listing_mu_, a Shard::mu and
-  // DirCache's mutex, each of which is a leaf: nothing else is taken while
-  // it is held. (A Node's destructor takes its link index's mu, then its
-  // parent's children_mu, one after the other.)
-  std::mutex backing_mu_;
+  // Lock order, the one place it is written (debug builds check it:
+  // lock_order.hpp; every mutex below is a Ranked<Lock::X>):
+  // 1. tree_mu_ first: every op that reads or changes the tree takes it once,
+  //    shared or exclusive, before any other lock, and never again under
+  //    itself (an op that needs it exclusive after shared lets go first).
+  // 2. Then at most one leaf, alone or under tree_mu_; nothing at all is
+  //    taken while a leaf is held, not even another lock of the same kind:
+  //    - backing_mu_ (passthrough backing ids and I/O mode counts),
+  //    - links_->mu (LinkIndex::mu: upper files with several names),
+  //    - a Node's children_mu (its children by name),
+  //    - a listing_mu_ (a directory's readdir snapshots),
+  //    - a Shard::mu (the kernel's lookup counts),
+  //    - DirCache::mu_ (the open directory fds, their pins and LRU),
+  //    - a RequestStats::Stripe::mu (taken by the session's write hook: a
+  //      reply sent under tree_mu_ takes it there).
+  // So no Node or DirLayer may be freed while a leaf is held: a Node's
+  // destructor takes its link index's mu, then its parent's children_mu,
+  // and its DirLayers' destructors DirCache::mu_, one after the other.
+  // forget drops its reference after the Shard::mu, DirCache::PinScope its
+  // pins after DirCache::mu_, and a node reference taken from a weak_ptr
+  // under children_mu or LinkIndex::mu goes after that lock.
+  Ranked<Lock::backing> backing_mu_;
   std::shared_ptr<LinkIndex> links_ = std::make_shared<LinkIndex>();
   // Config::read_override_stat, switched on for good once this mount has
   // written an override_stat xattr itself.
@@ -543,12 +559,12 @@ class UnionFs {
   DirCache dir_cache_;
   std::shared_ptr<Node> root_;
   fuse_session* session_ = nullptr;
-  std::shared_mutex tree_mu_;  // taken first: see the lock order above backing_mu_
+  Ranked<Lock::tree, std::shared_mutex> tree_mu_;  // taken first: see the lock order above backing_mu_
   std::atomic<std::uint64_t> work_counter_{0};
 
   static constexpr int kShards = 64;
   struct Shard {
-    std::mutex mu;
+    Ranked<Lock::shard> mu;  // a leaf
     std::unordered_map<Node*, std::shared_ptr<Node>> nodes;
   };
   Shard shards_[kShards];

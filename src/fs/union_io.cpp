@@ -22,8 +22,8 @@ void UnionFs::open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fuse_reply_err(req, EROFS);
     return;
   }
-  std::unique_lock<std::shared_mutex> wlk(tree_mu_, std::defer_lock);
-  std::shared_lock<std::shared_mutex> rlk(tree_mu_, std::defer_lock);
+  std::unique_lock wlk(tree_mu_, std::defer_lock);
+  std::shared_lock rlk(tree_mu_, std::defer_lock);
   if (!writes) {
     rlk.lock();
     if (backing_conflict(node, false)) {

@@ -109,7 +109,7 @@ void UnionFs::releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info*) { fuse_rep
 // snapshot is gone continues by index in a new one).
 std::shared_ptr<const Listing> UnionFs::listing_for(Node& node, off_t off, int& err) {
   const auto id = static_cast<std::uint32_t>(static_cast<std::uint64_t>(off) >> 32);
-  std::mutex& mu = listing_mu_of(node);
+  auto& mu = listing_mu_of(node);
   if (off != 0) {
     std::lock_guard ll(mu);
     for (const auto& l : node.listings) {

@@ -1,10 +1,16 @@
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
+#include "lock_order.hpp"
 #include "strata/error.hpp"
 #include "strata/fs.hpp"
 #include "strata/stratafs_client.hpp"
@@ -189,3 +195,98 @@ TEST_CASE("stratafs client: what the -o grammar cannot carry is refused") {
   m.owner_pid = -1;
   CHECK(format_error(m).starts_with("bad owner process id -1"));
 }
+
+// The lock order is checked only where asserts are (no NDEBUG), as in the
+// test builds.
+#ifndef NDEBUG
+namespace {
+struct LockOrderViolation {
+  Lock held, taking;
+};
+[[noreturn]] void throw_violation(Lock held, Lock taking) { throw LockOrderViolation{held, taking}; }
+// A violation throws instead of aborting while one of these lives.
+struct ThrowOnViolation {
+  lock_order::Failure previous = lock_order::set_failure(throw_violation);
+  ~ThrowOnViolation() { lock_order::set_failure(previous); }
+};
+}  // namespace
+
+TEST_CASE("lock order: tree_mu_ then one leaf passes, any other order is caught") {
+  ThrowOnViolation on_violation;
+  Ranked<Lock::tree, std::shared_mutex> tree;
+  Ranked<Lock::children> children;
+  Ranked<Lock::children> other_children;
+  Ranked<Lock::backing> backing;
+
+  SUBCASE("the right order") {
+    {
+      std::shared_lock t(tree);
+      { std::lock_guard c(children); }
+      { std::lock_guard b(backing); }
+    }
+    std::unique_lock t(tree, std::defer_lock);
+    t.lock();
+    std::lock_guard b(backing);
+  }
+  SUBCASE("a leaf under another leaf: both are named, the second is not taken") {
+    std::shared_lock t(tree);
+    std::lock_guard c(children);
+    try {
+      std::lock_guard b(backing);
+      FAIL("backing_mu_ was taken under children_mu");
+    } catch (const LockOrderViolation& v) {
+      CHECK(v.held == Lock::children);
+      CHECK(v.taking == Lock::backing);
+      CHECK(std::string(lock_name(v.held)) == "Node::children_mu");
+      CHECK(std::string(lock_name(v.taking)) == "backing_mu_");
+    }
+  }
+  SUBCASE("two leaves of one kind") {
+    std::lock_guard c(children);
+    CHECK_THROWS_AS(other_children.lock(), LockOrderViolation);
+  }
+  SUBCASE("tree_mu_ under a leaf") {
+    std::lock_guard b(backing);
+    CHECK_THROWS_AS(tree.lock_shared(), LockOrderViolation);
+    CHECK_THROWS_AS(tree.lock(), LockOrderViolation);
+  }
+  SUBCASE("tree_mu_ under itself") {
+    std::shared_lock t(tree);
+    CHECK_THROWS_AS(tree.lock_shared(), LockOrderViolation);
+  }
+  SUBCASE("a lock let go is forgotten, in any order") {
+    std::unique_lock t(tree);
+    std::unique_lock c(children);
+    t.unlock();
+    CHECK_THROWS_AS(tree.lock(), LockOrderViolation);  // children_mu is still held
+    c.unlock();
+    t.lock();
+    std::lock_guard b(backing);
+  }
+}
+
+TEST_CASE("lock order: a violation aborts by default, naming both locks") {
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], STDERR_FILENO);
+    Ranked<Lock::listing> listing;
+    Ranked<Lock::shard> shard;
+    std::lock_guard l(listing);
+    std::lock_guard s(shard);
+    ::_exit(0);
+  }
+  ::close(out[1]);
+  std::string err;
+  char buf[512];
+  for (ssize_t n; (n = ::read(out[0], buf, sizeof buf)) > 0;) err.append(buf, static_cast<size_t>(n));
+  ::close(out[0]);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGABRT);
+  CHECK(err.find("lock order violated: Shard::mu taken while listing_mu_ is held") != std::string::npos);
+}
+#endif
