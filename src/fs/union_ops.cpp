@@ -105,11 +105,15 @@ void serve(fuse_req_t req, const char* name, Op&& op, Reply reply = Reply::one) 
   }
 }
 
-void op_init(void* userdata, fuse_conn_info* conn) {
+// INIT is answered by libfuse with what init() asked for (nothing more
+// after an exception); like every op, it never lets one escape.
+void op_init(void* userdata, fuse_conn_info* conn) noexcept {
   try {
     static_cast<UnionFs*>(userdata)->init(conn);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "stratafs: init: %s\n", e.what());
+  } catch (...) {
+    std::fprintf(stderr, "stratafs: init: unknown exception\n");
   }
 }
 void op_lookup(fuse_req_t r, fuse_ino_t p, const char* n) {
