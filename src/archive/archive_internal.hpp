@@ -1,11 +1,16 @@
-// Helpers that archive.cpp (layers) and image_archive.cpp (whole images)
-// share; not part of the module's interface.
+// Helpers that the files of the archive module share; not part of the
+// module's interface. archive.cpp reads (decodes and extracts),
+// layer_writer.cpp writes layer tars, limits.cpp holds the limits a hostile
+// archive is held to, image_archive.cpp the whole-image archives.
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+struct archive;  // libarchive's handle
 
 namespace strata::archive::detail {
 
@@ -15,5 +20,24 @@ std::string human_size(std::int64_t n);
 // Splits an entry name into safe components; throws Error on `..` and
 // absolute names, naming WHAT.
 std::vector<std::string> split_name(std::string_view name, std::string_view what);
+
+// How many decompressed bytes one stream may give, and what to tell the user
+// when it gives more.
+struct SizeLimit {
+  std::int64_t bytes = 0;  // 0: none
+  std::string why;
+};
+
+// The limit for a stream extracted into the directory open at DIR_FD:
+// EXPLICIT_LIMIT, else what kSizeLimitEnv sets, else default_size_limit's
+// rule; SHOWN names the directory in errors.
+SizeLimit size_limit_for(const std::optional<std::int64_t>& explicit_limit, int dir_fd, const std::string& shown);
+
+// libarchive's message for the last error of A.
+std::string archive_message(struct archive* a);
+
+// A short path for NAME in the directory open at DIRFD, however deep that
+// directory is (for the *xattr calls, which have no *at form).
+std::string proc_path(int dirfd, const std::string& name);
 
 }  // namespace strata::archive::detail

@@ -1,6 +1,8 @@
-// The container runtime: namespaces, id maps, the root file system, the
-// supervisor (forwards signals, reports the exit status), the command's
-// credentials and exec, and the terminal relay.
+// The container runtime's processes: namespaces, id maps, the supervisor
+// (forwards signals, reports the exit status), the container's pid 1,
+// `strata exec`'s way into a running container, and the terminal relay. The
+// root file system is built in rootfs.cpp; the command's credentials and exec
+// are in command.cpp.
 //
 // Processes: the caller (on the host) clones the supervisor into new user,
 // mount, uts and ipc namespaces, writes its id maps, then relays signals and,
@@ -18,8 +20,6 @@
 // stratafs watches the supervisor (-o owner=) and unmounts and exits then.
 #include <fcntl.h>
 #include <grp.h>
-#include <linux/capability.h>
-#include <linux/openat2.h>
 #include <net/if.h>
 #include <poll.h>
 #include <pwd.h>
@@ -43,17 +43,14 @@
 #include <iostream>
 #include <sstream>
 
+#include "sandbox_internal.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
-#include "strata/idfile.hpp"
 #include "strata/sandbox.hpp"
-#include "strata/stratafs_client.hpp"
 #include "strata/text.hpp"
 
 namespace strata::sandbox {
-
-namespace {
 
 // ---- small system helpers --------------------------------------------------
 
@@ -64,6 +61,8 @@ std::string read_file_or_empty(const std::string& path) {
   ss << in.rdbuf();
   return ss.str();
 }
+
+namespace {
 
 // Reads a small regular file of the container (its /etc/passwd or
 // /etc/group); anything else (missing, a FIFO, a device, huge) reads as empty,
@@ -84,133 +83,7 @@ std::string read_container_file(const char* path) {
   return out;
 }
 
-std::string fd_path(int fd) { return "/proc/self/fd/" + std::to_string(fd); }
-
-// Opens PATH relative to ROOT as if ROOT were "/": symlinks and ".." cannot
-// leave it. Returns -1 with errno set on failure.
-int open_in_root(int root, const std::string& path, int flags, mode_t mode = 0) {
-  open_how how{};
-  how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC);
-  how.mode = (flags & O_CREAT) != 0 ? mode : 0;
-  how.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS;
-  return static_cast<int>(::syscall(SYS_openat2, root, path.c_str(), &how, sizeof how));
-}
-
-std::vector<std::string> components(const std::string& path) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : path + "/") {
-    if (c == '/') {
-      if (!cur.empty() && cur != ".") out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  return out;
-}
-
-// The directory PATH inside ROOT as an O_PATH fd, created (mode 0755) with its
-// parents when missing; a dangling symlink's target is created inside ROOT.
-UniqueFd ensure_dir(int root, const std::string& given) {
-  std::string path = resolve_in_root(root, given);
-  std::string cur = ".";
-  UniqueFd fd(open_in_root(root, cur, O_PATH | O_DIRECTORY));
-  if (!fd) throw_errno("open the container root");
-  for (const auto& comp : components(path)) {
-    std::string next = cur + "/" + comp;
-    int n = open_in_root(root, next, O_PATH | O_DIRECTORY);
-    if (n < 0 && errno == ENOENT) {
-      if (::mkdirat(fd.get(), comp.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote("/" + path) + " in the container");
-      n = open_in_root(root, next, O_PATH | O_DIRECTORY);
-    }
-    if (n < 0) throw_errno("open " + quote("/" + next.substr(2)) + " in the container");
-    fd.reset(n);
-    cur = std::move(next);
-  }
-  return fd;
-}
-
-// The file PATH inside ROOT as an O_PATH fd, created empty when missing
-// (through a dangling symlink: its target, inside ROOT).
-UniqueFd ensure_file(int root, const std::string& given) {
-  std::string path = resolve_in_root(root, given);
-  auto comps = components(path);
-  if (comps.empty()) throw Error("bad path " + quote(path) + " in the container");
-  std::string parent;
-  for (std::size_t i = 0; i + 1 < comps.size(); ++i) parent += "/" + comps[i];
-  ensure_dir(root, parent);
-  int n = open_in_root(root, path, O_PATH);
-  if (n < 0 && errno == ENOENT) {
-    int c = open_in_root(root, path, O_CREAT | O_RDONLY | O_NOCTTY, 0644);
-    if (c < 0) throw_errno("create " + quote(path) + " in the container");
-    ::close(c);
-    n = open_in_root(root, path, O_PATH);
-  }
-  if (n < 0) throw_errno("open " + quote(path) + " in the container");
-  return UniqueFd(n);
-}
-
-void do_mount(const char* source, const std::string& target, const char* type, unsigned long flags,
-              const char* data, const std::string& what) {
-  if (::mount(source, target.c_str(), type, flags, data) != 0) throw_errno("mount " + what);
-}
-
-// Makes the mount at FD (and, when RECURSIVE, every mount below it) read-only.
-void make_read_only(int fd, bool recursive, const std::string& what) {
-  mount_attr attr{};
-  attr.attr_set = MOUNT_ATTR_RDONLY;
-  unsigned flags = AT_EMPTY_PATH | (recursive ? static_cast<unsigned>(AT_RECURSIVE) : 0U);
-  if (::mount_setattr(fd, "", flags, &attr, sizeof attr) != 0) throw_errno("make " + what + " read-only");
-}
-
-// Binds the host path SOURCE onto PATH inside ROOT (a file or a directory,
-// created to match), optionally read-only.
-void bind_into(int root, const std::string& source, const std::string& path, bool read_only, bool recursive) {
-  struct stat st {};
-  if (::stat(source.c_str(), &st) != 0) throw_errno("stat " + quote(source));
-  UniqueFd target = S_ISDIR(st.st_mode) ? ensure_dir(root, path) : ensure_file(root, path);
-  std::string what = quote(source) + " on " + quote(path);
-  do_mount(source.c_str(), fd_path(target.get()), nullptr, MS_BIND | (recursive ? static_cast<unsigned long>(MS_REC) : 0UL), nullptr, what);
-  if (read_only) {
-    // Reopen: the old fd names the directory under the new mount.
-    UniqueFd mounted(open_in_root(root, path, O_PATH));
-    if (!mounted) throw_errno("open " + quote(path) + " in the container");
-    make_read_only(mounted.get(), recursive, what);
-  }
-}
-
-// ---- capabilities ----------------------------------------------------------
-
-// Limits the bounding set to MASK (while the process still holds
-// CAP_SETPCAP) and clears the ambient set.
-void limit_bounding_set(std::uint64_t mask) {
-  for (int cap = 0; cap <= 63; ++cap) {
-    if (((mask >> cap) & 1U) != 0) continue;
-    if (::prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) {
-      if (errno == EINVAL) break;  // past the last capability this kernel knows
-      throw_errno("drop " + capability_name(cap));
-    }
-  }
-  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
-}
-
-// Limits the permitted and effective sets to MASK and clears the inheritable
-// set; after the credentials change, which needs CAP_SETUID and CAP_SETGID
-// even when MASK lacks them.
-void limit_capabilities(std::uint64_t mask) {
-  __user_cap_header_struct header{};
-  header.version = _LINUX_CAPABILITY_VERSION_3;
-  __user_cap_data_struct data[2]{};
-  if (::syscall(SYS_capget, &header, data) != 0) throw_errno("read capabilities");
-  for (int i = 0; i < 2; ++i) {
-    auto m = static_cast<std::uint32_t>(mask >> (32 * i));
-    data[i].permitted &= m;
-    data[i].effective &= m;
-    data[i].inheritable = 0;
-  }
-  if (::syscall(SYS_capset, &header, data) != 0) throw_errno("set capabilities");
-}
+}  // namespace
 
 // ---- messages between the processes ----------------------------------------
 
@@ -222,6 +95,10 @@ void limit_capabilities(std::uint64_t mask) {
   [[maybe_unused]] ssize_t n = ::write(errfd, msg.data(), msg.size());
   ::_exit(static_cast<int>(code));
 }
+
+void noop_handler(int) {}
+
+namespace {
 
 void send_fd(int sock, int fd) {
   char byte = 'R';
@@ -295,25 +172,7 @@ StartMessages receive_start(int sock) {
 // Signals that strata passes on to the container.
 constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
 
-void noop_handler(int) {}
-
-// What the host side sends init once its id maps are written.
-struct GoMessage {
-  winsize size{};
-  bool has_size = false;
-};
-
 // ---- the container side ----------------------------------------------------
-
-struct ChildContext {
-  const RunSpec* spec;
-  const std::vector<std::string>* env;  // completed except HOME
-  IdMapPlan::Kind map_kind;
-  bool gid5_mapped;
-  int sync_sock;
-  int err_fd;
-  const GoMessage* go = nullptr;  // set once the host side has written the id maps
-};
 
 void bring_up_loopback() {
   UniqueFd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
@@ -323,360 +182,6 @@ void bring_up_loopback() {
   if (::ioctl(s.get(), SIOCGIFFLAGS, &req) != 0) throw_errno("read the loopback interface");
   req.ifr_flags = static_cast<short>(req.ifr_flags | IFF_UP | IFF_RUNNING);
   if (::ioctl(s.get(), SIOCSIFFLAGS, &req) != 0) throw_errno("bring up the loopback interface");
-}
-
-// Hides what docker hides in /proc: kernel memory and keys behind /dev/null
-// (or an empty read-only tmpfs for directories), and the files that act on
-// the whole machine (sysrq-trigger, sysctls, irq affinity) read-only. An
-// identity-mapped root would otherwise pass their permission checks.
-void mask_proc(int proc) {
-  for (const char* name : {"kcore", "keys", "timer_list", "latency_stats", "sched_debug", "acpi", "scsi"}) {
-    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) continue;
-    struct stat st {};
-    if (::fstat(fd.get(), &st) != 0) throw_errno(std::string("stat /proc/") + name);
-    std::string what = std::string("/proc/") + name;
-    if (S_ISDIR(st.st_mode)) {
-      do_mount("tmpfs", fd_path(fd.get()), "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0", what);
-    } else {
-      do_mount("/dev/null", fd_path(fd.get()), nullptr, MS_BIND, nullptr, what);
-      UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-      if (!mounted) throw_errno("open " + what);
-      make_read_only(mounted.get(), false, what);
-    }
-  }
-  for (const char* name : {"sys", "sysrq-trigger", "irq", "bus", "fs"}) {
-    UniqueFd fd(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!fd) continue;
-    std::string what = std::string("/proc/") + name;
-    do_mount(fd_path(fd.get()).c_str(), fd_path(fd.get()), nullptr, MS_BIND | MS_REC, nullptr, what);
-    UniqueFd mounted(::openat(proc, name, O_PATH | O_NOFOLLOW | O_CLOEXEC));
-    if (!mounted) throw_errno("open " + what);
-    make_read_only(mounted.get(), true, what);
-  }
-}
-
-void make_dir(const std::string& path) {
-  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
-}
-
-// Fills U.initdir with the mount points build_root needs and returns the
-// layer list with it on top (see UnionRoot::initdir).
-std::vector<std::string> with_init_layer(const UnionRoot& u) {
-  std::vector<std::string> layers = u.lowerdirs;
-  if (u.initdir.empty()) return layers;
-  const std::string& init = u.initdir;
-  make_dir(init);
-  for (const char* d : {"/proc", "/dev", "/sys", "/etc"}) make_dir(init + d);
-  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
-    if (::access(f, R_OK) != 0) continue;
-    UniqueFd fd(::open((init + f).c_str(), O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644));
-    if (!fd) throw_errno("create " + quote(init + f));
-  }
-  // /etc shows through: it keeps the mode and times of the image's /etc.
-  for (const auto& layer : u.lowerdirs) {
-    struct stat st {};
-    if (::lstat((layer + "/etc").c_str(), &st) != 0) continue;
-    if (S_ISDIR(st.st_mode)) {
-      ::chmod((init + "/etc").c_str(), st.st_mode & 07777);
-      const timespec times[2] = {st.st_atim, st.st_mtim};
-      ::utimensat(AT_FDCWD, (init + "/etc").c_str(), times, AT_SYMLINK_NOFOLLOW);
-    }
-    break;
-  }
-  layers.insert(layers.begin(), init);
-  return layers;
-}
-
-// Starts stratafs on SPEC.rootfs and waits until the mount is ready (stratafs
-// detaches then; its daemon lives in the container's pid namespace).
-void mount_union(const RunSpec& spec) {
-  const UnionRoot& u = *spec.union_root;
-  std::vector<std::string> layers = with_init_layer(u);
-  if (layers.empty()) throw Error("no layers to mount on " + quote(spec.rootfs), ExitCode::run_failed);
-  fs::StratafsMount m;
-  m.lowerdirs = std::move(layers);
-  m.upperdir = u.upperdir;
-  m.workdir = u.workdir;
-  // Other users: the container's own ids, mapped to other host ids.
-  m.allow_other = true;
-  // The daemon ends with the supervisor, which the kernel kills when strata
-  // dies (PR_SET_PDEATHSIG): no daemon or mount outlives a killed strata.
-  m.owner_pid = ::getpid();
-  fs::mount_stratafs(u.stratafs, m, spec.rootfs, "the container root", ExitCode::run_failed);
-}
-
-// Builds the container's root under SPEC.rootfs and pivots into it. Returns
-// the slave side of the pty (or an empty fd without a tty) opened inside.
-UniqueFd build_root(const ChildContext& ctx, int& master_out) {
-  const RunSpec& spec = *ctx.spec;
-  do_mount(spec.rootfs.c_str(), spec.rootfs, nullptr, MS_BIND | MS_REC, nullptr, "the root " + quote(spec.rootfs));
-  UniqueFd root = open_at(AT_FDCWD, spec.rootfs, O_RDONLY | O_DIRECTORY);
-  int r = root.get();
-
-  // /proc
-  {
-    UniqueFd proc = ensure_dir(r, "proc");
-    do_mount("proc", fd_path(proc.get()), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/proc");
-    proc.reset(open_in_root(r, "proc", O_PATH | O_DIRECTORY));
-    if (!proc) throw_errno("open /proc in the container");
-    mask_proc(proc.get());
-  }
-  // /dev: a tmpfs with the host's harmless devices bound in read-only.
-  {
-    UniqueFd dev = ensure_dir(r, "dev");
-    do_mount("tmpfs", fd_path(dev.get()), "tmpfs", MS_NOSUID | MS_STRICTATIME, "mode=755,size=65536k", "/dev");
-    dev.reset(open_in_root(r, "dev", O_PATH | O_DIRECTORY));
-    if (!dev) throw_errno("open /dev in the container");
-    for (const char* name : {"null", "zero", "full", "random", "urandom", "tty"}) {
-      std::string host = std::string("/dev/") + name;
-      UniqueFd f(::openat(dev.get(), name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666));
-      if (!f) throw_errno("create " + host + " in the container");
-      f.reset();
-      bind_into(r, host, host, true, false);
-    }
-    if (::mkdirat(dev.get(), "pts", 0755) != 0 || ::mkdirat(dev.get(), "shm", 01777) != 0 ||
-        ::mkdirat(dev.get(), "mqueue", 0755) != 0) {
-      throw_errno("create directories in /dev");
-    }
-    std::string pts_opts = "newinstance,ptmxmode=0666,mode=0620";
-    if (ctx.gid5_mapped) pts_opts += ",gid=5";
-    UniqueFd pts(open_in_root(r, "dev/pts", O_PATH | O_DIRECTORY));
-    do_mount("devpts", fd_path(pts.get()), "devpts", MS_NOSUID | MS_NOEXEC, pts_opts.c_str(), "/dev/pts");
-    UniqueFd mq(open_in_root(r, "dev/mqueue", O_PATH | O_DIRECTORY));
-    do_mount("mqueue", fd_path(mq.get()), "mqueue", MS_NOSUID | MS_NODEV | MS_NOEXEC, nullptr, "/dev/mqueue");
-    UniqueFd shm(open_in_root(r, "dev/shm", O_PATH | O_DIRECTORY));
-    do_mount("shm", fd_path(shm.get()), "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "mode=1777,size=65536k", "/dev/shm");
-    const std::pair<const char*, const char*> links[] = {
-        {"pts/ptmx", "ptmx"},         {"/proc/self/fd", "fd"},       {"/proc/self/fd/0", "stdin"},
-        {"/proc/self/fd/1", "stdout"}, {"/proc/self/fd/2", "stderr"}, {"/proc/kcore", "core"},
-    };
-    for (const auto& [target, name] : links) {
-      if (::symlinkat(target, dev.get(), name) != 0) throw_errno(std::string("create /dev/") + name);
-    }
-  }
-  UniqueFd slave;
-  if (spec.tty) {
-    UniqueFd master(open_in_root(r, "dev/pts/ptmx", O_RDWR | O_NOCTTY));
-    if (!master) throw_errno("open /dev/pts/ptmx in the container");
-    if (::unlockpt(master.get()) != 0) throw_errno("unlock the pty");
-    int n = 0;
-    if (::ioctl(master.get(), TIOCGPTN, &n) != 0) throw_errno("read the pty number");
-    std::string slave_path = "dev/pts/" + std::to_string(n);
-    slave.reset(open_in_root(r, slave_path, O_RDWR | O_NOCTTY));
-    if (!slave) throw_errno("open /" + slave_path);
-    bind_into(r, fd_path(slave.get()), "/dev/console", false, false);
-    master_out = master.release();
-  }
-  // /sys, read-only.
-  if (::access("/sys", F_OK) == 0) bind_into(r, "/sys", "/sys", true, true);
-  // Name resolution from the host.
-  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
-    if (::access(f, R_OK) != 0) continue;
-    try {
-      bind_into(r, f, f, true, false);
-    } catch (const Error& e) {
-      std::cerr << "strata: warning: " << e.what() << "\n";
-    }
-  }
-  for (const auto& v : spec.volumes) bind_into(r, v.source, v.target, v.read_only, true);
-  for (const auto& t : spec.tmpfs) {
-    UniqueFd at = ensure_dir(r, t.target);
-    do_mount("tmpfs", fd_path(at.get()), "tmpfs", t.flags, t.data.c_str(), "tmpfs on " + quote(t.target));
-  }
-  if (spec.read_only_root) {
-    // Every mount point exists now; the working directory is made here, as
-    // it cannot be later.
-    if (!spec.workdir.empty() && spec.workdir[0] == '/') ensure_dir(r, spec.workdir);
-    make_read_only(r, false, "the root");
-  }
-
-  if (::fchdir(r) != 0) throw_errno("enter the container root");
-  if (::syscall(SYS_pivot_root, ".", ".") != 0) throw_errno("pivot_root into " + quote(spec.rootfs));
-  if (::umount2(".", MNT_DETACH) != 0) throw_errno("detach the host root");
-  if (::chdir("/") != 0) throw_errno("enter /");
-  return slave;
-}
-
-[[noreturn]] void exec_command(const std::vector<std::string>& args, const std::vector<std::string>& env, int err_fd) {
-  std::vector<char*> argv, envp;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  std::string path = kDefaultPath;
-  for (const auto& e : env) {
-    envp.push_back(const_cast<char*>(e.c_str()));
-    if (e.rfind("PATH=", 0) == 0) path = e.substr(5);
-  }
-  envp.push_back(nullptr);
-  const std::string& file = args[0];
-  auto fail = [&](int err, const std::string& what) {
-    ExitCode code = (err == ENOENT || err == ENOTDIR) ? ExitCode::command_not_found : ExitCode::cannot_invoke;
-    report_and_exit(err_fd, code, what + ": " + std::strerror(err));
-  };
-  if (file.empty()) report_and_exit(err_fd, ExitCode::command_not_found, "empty command name");
-  if (file.find('/') != std::string::npos) {
-    ::execve(file.c_str(), argv.data(), envp.data());
-    fail(errno, "exec " + quote(file));
-  }
-  bool denied = false;
-  std::size_t start = 0;
-  for (;;) {
-    auto end = path.find(':', start);
-    std::string dir = path.substr(start, end == std::string::npos ? std::string::npos : end - start);
-    std::string candidate = (dir.empty() ? std::string(".") : dir) + "/" + file;
-    ::execve(candidate.c_str(), argv.data(), envp.data());
-    int err = errno;
-    if (err == EACCES) {
-      denied = true;
-    } else if (err != ENOENT && err != ENOTDIR) {
-      fail(err, "exec " + quote(candidate));
-    }
-    if (end == std::string::npos) break;
-    start = end + 1;
-  }
-  if (denied) fail(EACCES, "exec " + quote(file));
-  report_and_exit(err_fd, ExitCode::command_not_found,
-                  "exec " + quote(file) + ": executable file not found in $PATH");
-}
-
-// Overwrites this process's command line (strata's, with host paths) with
-// "strata-init", so that the container sees nothing of the host in pid 1's
-// /proc/1/cmdline.
-void hide_host_command_line() {
-  std::string stat = read_file_or_empty("/proc/self/stat");
-  auto close_paren = stat.rfind(')');
-  if (close_paren == std::string::npos) return;
-  std::istringstream fields(stat.substr(close_paren + 2));
-  // After the name: field 3 (state) .. 52; arg_start and arg_end are 48, 49.
-  std::string field;
-  unsigned long arg_start = 0, arg_end = 0;
-  for (int n = 3; n <= 49 && fields >> field; ++n) {
-    if (n == 48) arg_start = std::strtoul(field.c_str(), nullptr, 10);
-    if (n == 49) arg_end = std::strtoul(field.c_str(), nullptr, 10);
-  }
-  if (arg_start == 0 || arg_end <= arg_start) return;
-  auto* args = reinterpret_cast<char*>(arg_start);
-  std::size_t size = arg_end - arg_start;
-  std::memset(args, 0, size);
-  std::memcpy(args, "strata-init", std::min<std::size_t>(size - 1, 11));
-  ::prctl(PR_SET_NAME, "strata-init", 0, 0, 0);
-}
-
-// `--init`: the calling process forks; the child returns (to exec the
-// command) in a process group of its own, in the terminal's foreground with
-// a tty; the parent stays as pid 1, passes every signal it gets to the
-// command's process group, reaps every process that ends, and exits with the
-// command's status once it has ended.
-void become_init(int err_fd, bool tty) {
-  sigset_t all, old;
-  sigfillset(&all);
-  ::sigprocmask(SIG_SETMASK, &all, &old);
-  pid_t child = ::fork();
-  if (child < 0) throw_errno("start the command under the init process");
-  if (child == 0) {
-    if (::setpgid(0, 0) != 0) throw_errno("start a process group");
-    if (tty && ::tcsetpgrp(0, ::getpid()) != 0) throw_errno("take the terminal");
-    ::sigprocmask(SIG_SETMASK, &old, nullptr);
-    return;
-  }
-  ::close(err_fd);  // the command reports its own exec failure
-  hide_host_command_line();
-  // As pid 1 the kernel gives it only the signals it has a handler for.
-  struct sigaction sa {};
-  sa.sa_handler = noop_handler;
-  sigemptyset(&sa.sa_mask);
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &sa, nullptr);
-  }
-  for (;;) {
-    siginfo_t info{};
-    int sig = ::sigwaitinfo(&all, &info);
-    if (sig < 0) continue;
-    if (sig != SIGCHLD) {
-      if (::kill(-child, sig) != 0) ::kill(child, sig);
-      continue;
-    }
-    int status = 0;
-    pid_t p;
-    while ((p = ::waitpid(-1, &status, WNOHANG)) > 0) {
-      if (p != child) continue;
-      if (WIFEXITED(status)) ::_exit(WEXITSTATUS(status));
-      ::_exit(128 + WTERMSIG(status));
-    }
-  }
-}
-
-// The command's side once its root is in place (the container's pid 1, or a
-// process `strata exec` starts): the session and terminal, stdin, the working
-// directory, the credentials, capabilities and seccomp, and exec.
-[[noreturn]] void become_user_and_exec(const RunSpec& spec, const std::vector<std::string>& base_env,
-                                       IdMapPlan::Kind map_kind, int err_fd, UniqueFd slave, const ExecUser& user) {
-  try {
-    sigset_t none;
-    sigemptyset(&none);
-    for (int sig = 1; sig < NSIG; ++sig) ::signal(sig, SIG_DFL);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    const bool tty = static_cast<bool>(slave);
-    if (tty) {
-      if (::setsid() < 0) throw_errno("start a session");
-      if (::ioctl(slave.get(), TIOCSCTTY, 0) != 0) throw_errno("set the controlling terminal");
-      if (::fchown(slave.get(), user.uid, static_cast<gid_t>(-1)) != 0 && errno != EINVAL) throw_errno("chown the terminal");
-      for (int fd = 0; fd < 3; ++fd) {
-        if (::dup2(slave.get(), fd) < 0) throw_errno("attach the terminal");
-      }
-      if (slave.get() > 2) {
-        slave.reset();
-      } else {
-        static_cast<void>(slave.release());  // it is one of 0, 1, 2 now
-      }
-    } else {
-      // A process group of its own, for the signals the supervisor passes
-      // on (in the supervisor's session, which has no terminal).
-      if (::setpgid(0, 0) != 0) throw_errno("start a process group");
-    }
-    if (!tty && !spec.interactive) {
-      int null = ::open("/dev/null", O_RDONLY);
-      if (null < 0) throw_errno("open /dev/null");
-      if (::dup2(null, 0) < 0) throw_errno("redirect stdin");
-      if (null != 0) ::close(null);
-    }
-    std::string workdir = spec.workdir.empty() ? "/" : spec.workdir;
-    if (workdir[0] != '/') throw Error("the working directory " + quote(workdir) + " is not absolute", ExitCode::run_failed);
-    ensure_dir(open_at(AT_FDCWD, "/", O_PATH | O_DIRECTORY).get(), workdir);
-    if (::chdir(workdir.c_str()) != 0) throw_errno("enter the working directory " + quote(workdir));
-    limit_bounding_set(spec.capabilities);
-    if (map_kind != IdMapPlan::Kind::single) {
-      if (::setgroups(user.groups.size(), user.groups.data()) != 0) throw_errno("set the supplementary groups");
-    }
-    auto unmapped = [&](const std::string& what) {
-      std::string hint = map_kind == IdMapPlan::Kind::single
-                             ? " (only uid and gid 0 exist: add a range for the user in /etc/subuid and /etc/subgid)"
-                             : "";
-      throw Error(what + " is not mapped in the container's user namespace" + hint, ExitCode::run_failed);
-    };
-    if (::setresgid(user.gid, user.gid, user.gid) != 0) {
-      if (errno == EINVAL) unmapped("gid " + std::to_string(user.gid));
-      throw_errno("set gid " + std::to_string(user.gid));
-    }
-    if (::setresuid(user.uid, user.uid, user.uid) != 0) {
-      if (errno == EINVAL) unmapped("uid " + std::to_string(user.uid));
-      throw_errno("set uid " + std::to_string(user.uid));
-    }
-    limit_capabilities(spec.capabilities);
-    if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) throw_errno("set no_new_privs");
-    std::vector<std::string> env = base_env;
-    bool has_home = false;
-    for (const auto& e : env) has_home = has_home || e.rfind("HOME=", 0) == 0;
-    if (!has_home) env.push_back("HOME=" + user.home);
-    // Last: from here on the filter applies to what strata does too.
-    if (spec.seccomp) apply_seccomp(*spec.seccomp, spec.capabilities);
-    if (spec.init) become_init(err_fd, tty);
-    exec_command(spec.argv, env, err_fd);
-  } catch (const Error& e) {
-    report_and_exit(err_fd, e.code() == ExitCode::failure ? ExitCode::run_failed : e.code(), e.what());
-  } catch (const std::exception& e) {
-    report_and_exit(err_fd, ExitCode::run_failed, e.what());
-  }
 }
 
 // The container's pid 1 until it execs the command: the root, the
@@ -1240,55 +745,6 @@ int exec_in(pid_t pid, const RunSpec& spec) {
   ssize_t n = ::read(err_read.get(), buf, sizeof buf);
   if (n > 1) throw Error(std::string(buf + 1, static_cast<std::size_t>(n - 1)), static_cast<ExitCode>(static_cast<unsigned char>(buf[0])));
   return status_code(status);
-}
-
-TmpfsMount parse_tmpfs(const std::string& spec) {
-  auto bad = [&](const std::string& why) { return UsageError("bad tmpfs " + quote(spec) + ": " + why); };
-  TmpfsMount t;
-  auto colon = spec.find(':');
-  t.target = spec.substr(0, colon);
-  if (t.target.empty() || t.target[0] != '/') throw bad("the path must be absolute");
-  if (colon != std::string::npos) t.options = spec.substr(colon + 1);
-  t.flags = MS_NOSUID | MS_NODEV | MS_NOEXEC;
-  const std::pair<const char*, unsigned long> flag_words[] = {{"exec", MS_NOEXEC}, {"suid", MS_NOSUID}, {"dev", MS_NODEV}};
-  std::vector<std::string> data;
-  for (std::string_view word : colon == std::string::npos ? std::vector<std::string_view>{} : split(t.options, ',')) {
-    if (word.empty()) continue;
-    std::string opt(word);
-    bool known = false;
-    if (opt == "ro" || opt == "rw") {
-      t.flags = opt == "ro" ? (t.flags | MS_RDONLY) : (t.flags & ~static_cast<unsigned long>(MS_RDONLY));
-      known = true;
-    }
-    for (const auto& [flag_word, flag] : flag_words) {
-      if (opt == flag_word) t.flags &= ~flag;
-      if (opt == std::string("no") + flag_word) t.flags |= flag;
-      known = known || opt == flag_word || opt == std::string("no") + flag_word;
-    }
-    if (known) continue;
-    auto eq = opt.find('=');
-    std::string key = opt.substr(0, eq), value = eq == std::string::npos ? "" : opt.substr(eq + 1);
-    // The kernel's own syntax for each, checked here so that a typo is a
-    // usage error and not a failed mount inside the container.
-    bool ok = false;
-    if (key == "size" || key == "nr_inodes") {
-      std::string_view v = value;
-      if (!v.empty() && std::string_view("kKmMgG%").find(v.back()) != std::string_view::npos) v.remove_suffix(1);
-      ok = v.size() <= 19 && parse_unsigned(v);
-    } else if (key == "mode") {
-      ok = value.size() <= 4 && parse_unsigned(value, 8);
-    } else if (key == "uid" || key == "gid") {
-      auto id = value.size() <= 10 ? parse_unsigned(value) : std::nullopt;
-      ok = id.has_value();
-      if (ok && *id > idfile::kMaxId) throw bad("id 4294967295 cannot be used");
-    } else {
-      throw bad("unknown option " + quote(opt));
-    }
-    if (!ok) throw bad("bad value in " + quote(opt));
-    data.push_back(opt);
-  }
-  for (std::size_t i = 0; i < data.size(); ++i) t.data += (i == 0 ? "" : ",") + data[i];
-  return t;
 }
 
 }  // namespace strata::sandbox
