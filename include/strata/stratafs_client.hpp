@@ -19,6 +19,12 @@
 // - mount_stratafs() runs it and returns once the mount is up (stratafs
 //   detaches only when the kernel has the mount), or throws one Error with
 //   stratafs's own message folded onto the line.
+// - unmount_stratafs() ends a mount (umount2, or fusermount3 -u where the
+//   caller may not unmount) and, given the work directory, returns only once
+//   the daemon has let go of it: the kernel detaches the mount at once, but
+//   the daemon may still be finishing its last writes, and until it exits a
+//   new mount of the same upper is refused. lock_workdir() is that lock, as
+//   the daemon takes it (flock LOCK_EX on the work directory).
 // - is_mount_point() reads /proc/self/mountinfo, whose mount point field the
 //   kernel octal-escapes (\040 for a space), and compares it unescaped with
 //   the real path of its argument.
@@ -60,6 +66,16 @@ std::string find_stratafs();
 // stratafs's own lines (or why PROGRAM could not run) on one line.
 void mount_stratafs(const std::string& program, const StratafsMount& m, const std::string& mountpoint,
                     const std::string& what, ExitCode code = ExitCode::failure);
+
+// Unmounts MOUNTPOINT (retrying for a second while it is busy), then, when
+// WORKDIR is not empty, waits up to 60 s until no daemon holds WORKDIR's
+// lock. Throws Error naming MOUNTPOINT and the reason.
+void unmount_stratafs(const std::string& mountpoint, const std::string& workdir = {});
+
+// Takes the exclusive flock on the work directory open at FD, retrying for
+// up to WAIT_MS while another holder has it. False (errno from flock) when
+// it could not.
+bool lock_workdir(int fd, int wait_ms);
 
 // Whether PATH (resolved with realpath when it exists) is a mount point in
 // this mount namespace.

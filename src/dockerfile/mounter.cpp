@@ -12,28 +12,6 @@
 
 namespace strata::build {
 
-namespace {
-
-// Runs fusermount3 -u TARGET with its output discarded.
-void fusermount_unmount(const std::string& target) {
-  pid_t pid = ::fork();
-  if (pid < 0) return;
-  if (pid == 0) {
-    int null = ::open("/dev/null", O_WRONLY);
-    if (null >= 0) {
-      ::dup2(null, 1);
-      ::dup2(null, 2);
-    }
-    ::execl("/usr/bin/fusermount3", "fusermount3", "-u", target.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-}
-
-}  // namespace
-
 void StratafsMounter::mount(const MountRequest& request) {
   fs::StratafsMount m;
   m.lowerdirs = request.lowers;
@@ -48,16 +26,12 @@ void StratafsMounter::mount(const MountRequest& request) {
 }
 
 void StratafsMounter::unmount(const std::string& target) noexcept {
-  for (int attempt = 0; attempt < 50 && fs::is_mount_point(target); ++attempt) {
-    if (::umount2(target.c_str(), 0) == 0) continue;
-    if (errno == EPERM) {
-      fusermount_unmount(target);
-    } else if (errno == EBUSY) {
-      ::usleep(20000);
-      if (attempt > 40) ::umount2(target.c_str(), MNT_DETACH);
-    } else {
-      ::umount2(target.c_str(), MNT_DETACH);
-    }
+  try {
+    fs::unmount_stratafs(target);
+  } catch (const Error&) {
+    // Still busy after a second, or not ours to unmount: detach it, so that
+    // the build's temporary directory can go.
+    ::umount2(target.c_str(), MNT_DETACH);
   }
 }
 

@@ -25,6 +25,7 @@
 
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
+#include "strata/stratafs_client.hpp"
 #include "union_fs.hpp"
 
 namespace strata::fs {
@@ -121,17 +122,11 @@ bool in_user_namespace() {
   return !(n == 3 && inner == 0 && outer == 0 && count == 4294967295UL);
 }
 
-// Takes the work dir's lock, waiting up to kLockWaitMs for a daemon whose
-// mount has just ended to release it.
-constexpr int kLockWaitMs = 2000;
-
-bool lock_workdir(int fd) {
-  for (int waited = 0;; waited += 10) {
-    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
-    if (errno != EWOULDBLOCK || waited >= kLockWaitMs) return false;
-    ::usleep(10 * 1000);
-  }
-}
+// How long a new mount waits for a daemon whose mount has just ended to
+// release the work dir's lock: `fusermount3 -u` returns before that daemon
+// has exited, and on a loaded machine it may take seconds to. A real second
+// mount of the same work dir is refused after the wait.
+constexpr int kLockWaitMs = 10000;
 
 // Every file the kernel has open through the mount holds an fd here, and
 // half of the limit goes to layer directories (DirCache): allow as many
@@ -299,7 +294,7 @@ void mount_and_serve(const MountOptions& o) {
       // delete the first one's copies in progress. `fusermount3 -u` returns
       // before the daemon it ended has let go of the lock, so a remount
       // right after an unmount waits a moment for it.
-      if (!lock_workdir(work_fd.get())) {
+      if (!lock_workdir(work_fd.get(), kLockWaitMs)) {
         throw Error("workdir " + quote(o.workdir) + " is in use by another mount");
       }
       if (::faccessat(upper.fd.get(), ".", W_OK, AT_EACCESS) != 0) {

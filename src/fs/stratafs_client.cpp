@@ -6,6 +6,8 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <sys/mount.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -63,6 +65,50 @@ std::string one_line(const std::string& text) {
     why = why.empty() ? line : line + " (" + why + ")";
   }
   return why;
+}
+
+// How a program run by run_capturing_stderr ended.
+struct ProgramResult {
+  int status = 0;           // as waitpid gives it
+  std::string stderr_text;  // all it wrote to stderr and stdout
+};
+
+// Runs ARGS (PATH searched when ARGS[0] has no '/') with its stderr and
+// stdout going to a pipe, and waits for it. A daemon that detaches keeps the
+// pipe's write end: the read stops at what is there when the first process
+// exits, and a full pipe fails the daemon's writes rather than blocking it.
+ProgramResult run_capturing_stderr(std::vector<std::string> args) {
+  const std::string& program = args[0];
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  // Formatted before fork: the child only calls async-signal-safe functions.
+  const std::string cannot_run = "cannot run " + quote(program) + ": ";
+  int ep[2];
+  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw SysError(errno, "create a pipe for " + quote(program) + "'s messages");
+  UniqueFd err_read(ep[0]), err_write(ep[1]);
+  pid_t pid = ::fork();
+  if (pid < 0) throw SysError(errno, "start " + quote(program));
+  if (pid == 0) {
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
+    ::dup2(err_write.get(), 2);
+    ::dup2(2, 1);  // its messages all go to the pipe, stdout is ours
+    ::execvp(argv[0], argv.data());
+    const char* err = ::strerror(errno);
+    [[maybe_unused]] ssize_t w1 = ::write(2, cannot_run.data(), cannot_run.size());
+    [[maybe_unused]] ssize_t w2 = ::write(2, err, std::strlen(err));
+    ::_exit(127);
+  }
+  err_write.reset();
+  ProgramResult r;
+  while (::waitpid(pid, &r.status, 0) < 0) {
+    if (errno != EINTR) throw SysError(errno, "wait for " + quote(program));
+  }
+  char buf[4096];
+  for (ssize_t n; (n = ::read(err_read.get(), buf, sizeof buf)) > 0;) r.stderr_text.append(buf, static_cast<std::size_t>(n));
+  return r;
 }
 
 }  // namespace
@@ -124,39 +170,9 @@ void mount_stratafs(const std::string& program, const StratafsMount& m, const st
   } catch (const Error& e) {
     throw Error(std::string("cannot mount ") + what + ": " + e.what(), code);
   }
-  std::vector<std::string> args = {program, "-o", opts, mountpoint};
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  // Formatted before fork: the child only calls async-signal-safe functions.
-  const std::string cannot_run = "cannot run " + quote(program) + ": ";
-  int ep[2];
-  // Non-blocking: the detached daemon keeps the write end and must never
-  // block on it once we have stopped reading.
-  if (::pipe2(ep, O_CLOEXEC | O_NONBLOCK) != 0) throw SysError(errno, "create a pipe for stratafs's messages");
-  UniqueFd err_read(ep[0]), err_write(ep[1]);
-  pid_t pid = ::fork();
-  if (pid < 0) throw SysError(errno, "start " + quote(program));
-  if (pid == 0) {
-    sigset_t none;
-    sigemptyset(&none);
-    ::sigprocmask(SIG_SETMASK, &none, nullptr);
-    ::dup2(err_write.get(), 2);
-    ::dup2(2, 1);  // its messages all go to the pipe, stdout is ours
-    ::execvp(argv[0], argv.data());
-    const char* err = ::strerror(errno);
-    [[maybe_unused]] ssize_t w1 = ::write(2, cannot_run.data(), cannot_run.size());
-    [[maybe_unused]] ssize_t w2 = ::write(2, err, std::strlen(err));
-    ::_exit(127);
-  }
-  err_write.reset();
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0) {
-    if (errno != EINTR) throw SysError(errno, "wait for " + quote(program));
-  }
-  std::string text;
-  char buf[4096];
-  for (ssize_t n; (n = ::read(err_read.get(), buf, sizeof buf)) > 0;) text.append(buf, static_cast<std::size_t>(n));
+  ProgramResult r = run_capturing_stderr({program, "-o", opts, mountpoint});
+  const int status = r.status;
+  const std::string& text = r.stderr_text;
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
     if (!text.empty()) {
       [[maybe_unused]] ssize_t w = ::write(2, text.data(), text.size());
@@ -169,6 +185,44 @@ void mount_stratafs(const std::string& program, const StratafsMount& m, const st
                             : quote(program) + " was killed by signal " + std::to_string(WTERMSIG(status));
   }
   throw Error("stratafs could not mount " + what + ": " + why, code);
+}
+
+bool lock_workdir(int fd, int wait_ms) {
+  for (int waited = 0;; waited += 10) {
+    if (::flock(fd, LOCK_EX | LOCK_NB) == 0) return true;
+    if (errno != EWOULDBLOCK || waited >= wait_ms) return false;
+    ::usleep(10 * 1000);
+  }
+}
+
+void unmount_stratafs(const std::string& mountpoint, const std::string& workdir) {
+  // EBUSY: a process that was in the tree a moment ago (a build step's last
+  // child) may still hold it; it lets go within a second.
+  constexpr int kBusyRetries = 50;
+  for (int attempt = 0;; ++attempt) {
+    if (::umount2(mountpoint.c_str(), 0) == 0) break;
+    if (errno == EBUSY && attempt < kBusyRetries) {
+      ::usleep(20 * 1000);
+      continue;
+    }
+    if (errno != EPERM) throw SysError(errno, "unmount " + quote(mountpoint));
+    // Not allowed to unmount ourselves: the setuid helper unmounts what its
+    // caller mounted.
+    ProgramResult r = run_capturing_stderr({"fusermount3", "-u", mountpoint});
+    if (WIFEXITED(r.status) && WEXITSTATUS(r.status) == 0) break;
+    std::string why = one_line(r.stderr_text);
+    if (why.empty()) why = "fusermount3 failed";
+    throw Error("unmount " + quote(mountpoint) + ": " + why);
+  }
+  if (workdir.empty()) return;
+  UniqueFd fd(::open(workdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return;  // no work directory: nothing holds it
+  constexpr int kDaemonExitWaitMs = 60000;
+  if (!lock_workdir(fd.get(), kDaemonExitWaitMs)) {
+    if (errno != EWOULDBLOCK) return;  // a lock we cannot take is one no daemon holds either
+    throw Error("unmount " + quote(mountpoint) + ": its stratafs has not let go of " + quote(workdir) + " after 60 s");
+  }
+  ::flock(fd.get(), LOCK_UN);
 }
 
 bool is_mount_point(const std::string& path) {

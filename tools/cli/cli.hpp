@@ -36,14 +36,9 @@ struct VerbRegistration {
 
 // Parses ARGS for VERB. USAGE is the synopsis line ("strata tag SOURCE TARGET").
 // Adds --help to OPTIONS. Returns false when --help was given (the help has
-// been printed and the verb should return 0). Throws UsageError on bad input,
+// been printed, without the options that POSITIONAL binds, and the verb
+// should return 0). Throws UsageError on bad input,
 // naming the verb.
-// Set only by `strata completion` while it asks each verb for its --help:
-// parse_args then adds the names of the verb's positional arguments (which
-// the help lists among its options) to the vector it points to. (The
-// command line is one thread.)
-std::vector<std::string>*& positional_probe();
-
 bool parse_args(const char* verb, const char* usage, po::options_description& options,
                 const po::positional_options_description& positional, const std::vector<std::string>& args,
                 po::variables_map& vm);

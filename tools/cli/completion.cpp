@@ -26,9 +26,8 @@ struct VerbInfo {
 
 // Reads the options out of a verb's --help. Boost prints one option a line,
 // "  -i [ --interactive ]  text" or "  --name arg  text", continuation lines
-// indented further; the verb's positional arguments (POSITIONAL) are listed
-// there too and left out.
-std::vector<OptionInfo> options_from_help(const std::string& help, const std::vector<std::string>& positional) {
+// indented further.
+std::vector<OptionInfo> options_from_help(const std::string& help) {
   std::istringstream in(help);
   std::string line;
   std::vector<OptionInfo> out;
@@ -48,7 +47,6 @@ std::vector<OptionInfo> options_from_help(const std::string& help, const std::ve
       std::size_t text = line.find_first_not_of(' ', gap);
       if (text != std::string::npos) o.summary = line.substr(text);
     }
-    if (std::find(positional.begin(), positional.end(), o.long_name) != positional.end()) continue;
     out.push_back(o);
   }
   return out;
@@ -59,17 +57,14 @@ std::vector<VerbInfo> collect_verbs() {
   for (const Verb& v : verbs()) {
     if (std::string(v.name) == "completion") continue;
     std::ostringstream help;
-    std::vector<std::string> positional;
     std::streambuf* saved = std::cout.rdbuf(help.rdbuf());
-    positional_probe() = &positional;
     try {
       v.run(GlobalOptions{}, {"--help"});
     } catch (...) {
       // A verb without options of its own (a group) lists only its verbs.
     }
-    positional_probe() = nullptr;
     std::cout.rdbuf(saved);
-    out.push_back({v.name, v.summary, options_from_help(help.str(), positional)});
+    out.push_back({v.name, v.summary, options_from_help(help.str())});
   }
   return out;
 }

@@ -233,17 +233,15 @@ int umount_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     auto at = store.mounted_at(c);
     if (std::find(at.begin(), at.end(), mnt) != at.end()) held.push_back(c);
   }
-  unmount(mnt);
+  // When umount returns, the container can be started or mounted again: a
+  // container's mount waits for its daemon to let go of the work directory.
+  fs::unmount_stratafs(mnt, held.empty() ? std::string() : held.front().work);
   for (const auto& c : store.containers()) {
     try {
       store.forget_mount(c, mnt);
     } catch (const Error&) {
     }
   }
-  // The kernel detaches the mount at once, but its daemon may still be
-  // writing its last changes and holds the work directory until it exits:
-  // when umount returns, the container can be started or mounted again.
-  for (const auto& c : held) wait_for_workdir(c.work);
   return 0;
 }
 

@@ -82,8 +82,7 @@ class ContainerRoot {
     if (!mounted_) return;
     mounted_ = false;
     try {
-      cli::unmount(path_);
-      wait_for_workdir(workdir_);  // the daemon has ended: the container can be started
+      fs::unmount_stratafs(path_, workdir_);  // returns once the container can be started
     } catch (const Error& e) {
       std::cerr << "strata: " << e.what() << "\n";
     }

@@ -145,46 +145,4 @@ std::string mount_program() {
   return fs::find_stratafs();
 }
 
-// Runs ARGV, waits, returns the exit status (127 when it cannot run).
-int run_program(const std::vector<std::string>& argv) {
-  std::vector<char*> cargs;
-  for (const auto& a : argv) cargs.push_back(const_cast<char*>(a.c_str()));
-  cargs.push_back(nullptr);
-  std::cout.flush();
-  pid_t pid = ::fork();
-  if (pid < 0) throw_errno("fork");
-  if (pid == 0) {
-    ::execvp(cargs[0], cargs.data());
-    ::_exit(127);
-  }
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0)
-    if (errno != EINTR) throw_errno("wait for " + quote(argv[0]));
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  return 128 + WTERMSIG(status);
-}
-
-void unmount(const std::string& mnt) {
-  if (::geteuid() == 0) {
-    if (::umount2(mnt.c_str(), 0) != 0) throw_errno("unmount " + quote(mnt));
-  } else {
-    int rc = run_program({"fusermount3", "-u", mnt});
-    if (rc != 0) throw Error("unmount " + quote(mnt) + " failed (fusermount3 exited " + std::to_string(rc) + ")");
-  }
-}
-
-void wait_for_workdir(const std::string& workdir) {
-  UniqueFd fd(::open(workdir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd) return;  // no work directory: nothing holds it
-  for (int waited_ms = 0; waited_ms < 60000; waited_ms += 20) {
-    if (::flock(fd.get(), LOCK_EX | LOCK_NB) == 0) {
-      ::flock(fd.get(), LOCK_UN);
-      return;
-    }
-    if (errno != EWOULDBLOCK) return;
-    ::usleep(20 * 1000);
-  }
-  std::cerr << "strata: warning: the daemon of " << quote(workdir) << " has not ended after 60 s\n";
-}
-
 }  // namespace strata::cli

@@ -47,13 +47,5 @@ std::string format_option(const boost::program_options::variables_map& vm);
 // The stratafs program: $STRATA_MOUNT_PROGRAM, else the one next to this
 // executable, else "stratafs" on PATH.
 std::string mount_program();
-// Runs ARGV, waits, returns the exit status (127 when it cannot run).
-int run_program(const std::vector<std::string>& argv);
-// Unmounts MNT: umount(2) as root, otherwise fusermount3 -u. Throws Error.
-void unmount(const std::string& mnt);
-
-// Waits (up to a minute, then warns) until no stratafs daemon holds the
-// work directory WORKDIR: an unmount returns before its daemon has ended.
-void wait_for_workdir(const std::string& workdir);
 
 }  // namespace strata::cli
