@@ -72,6 +72,11 @@ void mount_stratafs(const std::string& program, const StratafsMount& m, const st
 // lock. Throws Error naming MOUNTPOINT and the reason.
 void unmount_stratafs(const std::string& mountpoint, const std::string& workdir = {});
 
+// For cleanup paths: unmount_stratafs(MOUNTPOINT), and where that fails
+// (still busy, or not a mount) a lazy detach (umount2 MNT_DETACH, or
+// fusermount3 -u -z), so that the directory can be removed. Never throws.
+void detach_stratafs(const std::string& mountpoint) noexcept;
+
 // Takes the exclusive flock on the work directory open at FD, retrying for
 // up to WAIT_MS while another holder has it. False (errno from flock) when
 // it could not.

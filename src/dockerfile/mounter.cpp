@@ -26,13 +26,7 @@ void StratafsMounter::mount(const MountRequest& request) {
 }
 
 void StratafsMounter::unmount(const std::string& target) noexcept {
-  try {
-    fs::unmount_stratafs(target);
-  } catch (const Error&) {
-    // Still busy after a second, or not ours to unmount: detach it, so that
-    // the build's temporary directory can go.
-    ::umount2(target.c_str(), MNT_DETACH);
-  }
+  fs::detach_stratafs(target);
 }
 
 }  // namespace strata::build

@@ -225,6 +225,19 @@ void unmount_stratafs(const std::string& mountpoint, const std::string& workdir)
   ::flock(fd.get(), LOCK_UN);
 }
 
+void detach_stratafs(const std::string& mountpoint) noexcept {
+  try {
+    unmount_stratafs(mountpoint);
+    return;
+  } catch (const std::exception&) {
+  }
+  if (::umount2(mountpoint.c_str(), MNT_DETACH) == 0 || errno != EPERM) return;
+  try {
+    run_capturing_stderr({"fusermount3", "-u", "-z", mountpoint});
+  } catch (const std::exception&) {
+  }
+}
+
 bool is_mount_point(const std::string& path) {
   char real[PATH_MAX];
   std::string want = ::realpath(path.c_str(), real) != nullptr ? std::string(real) : path;

@@ -195,7 +195,7 @@ void Store::remove_container(std::string_view name_or_id, bool force) {
   if (!mounted.empty()) {
     if (!force)
       throw Error("container " + quote(c.name) + " is mounted at " + quote(mounted[0]) + " (unmount it first, or use -f)");
-    for (const auto& m : mounted) unmount_path(m);
+    for (const auto& m : mounted) fs::detach_stratafs(m);
   }
   std::string trash = tmp_dir() + "/rm-" + std::to_string(::getpid()) + "-" + random_hex(8);
   {

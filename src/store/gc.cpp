@@ -39,7 +39,7 @@ void unmount_leftovers(const std::string& dir) {
   struct stat st {};
   if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) return;
   for (const auto& n : list_dir(dir)) {
-    if (is_mount_point(dir + "/" + n)) unmount_path(dir + "/" + n);
+    if (is_mount_point(dir + "/" + n)) fs::detach_stratafs(dir + "/" + n);
   }
 }
 

@@ -152,19 +152,6 @@ void sync_store(const std::string& root) {
   if (fd) ::syncfs(fd.get());
 }
 
-void unmount_path(const std::string& mnt) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    int devnull = ::open("/dev/null", O_WRONLY);
-    if (devnull >= 0) ::dup2(devnull, 2);
-    ::execlp("fusermount3", "fusermount3", "-u", "-z", mnt.c_str(), static_cast<char*>(nullptr));
-    ::_exit(127);
-  }
-  int status = 0;
-  if (pid > 0) ::waitpid(pid, &status, 0);
-  if (is_mount_point(mnt)) ::umount2(mnt.c_str(), MNT_DETACH);
-}
-
 json read_index(const std::string& root) {
   std::string path = root + "/index.json";
   json j = parse_json(read_file(path), path);

@@ -45,8 +45,6 @@ bool is_hex(std::string_view s);
 std::int64_t disk_usage_at(int dirfd, const std::string& name);
 // Whether PATH (resolved) is a mount point: strata/stratafs_client.hpp.
 using fs::is_mount_point;
-// Unmounts MNT however it was mounted (fusermount3 -u -z, then a lazy umount).
-void unmount_path(const std::string& mnt);
 
 // An exclusive flock on PATH for the lifetime of the object.
 class FileLock {
