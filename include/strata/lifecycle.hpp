@@ -154,7 +154,7 @@ RunSpec exec_spec(const store::Store& store, const store::Container& c);
 
 // What `strata start` runs container C with: the configuration it was
 // created with (config.json; GIVEN when it has none), with GIVEN's
-// interactive and tty flags.
+// interactive and tty flags and its fill_volume.
 ContainerRunOptions start_options(const store::Container& c, const ContainerRunOptions& given);
 
 }  // namespace strata::sandbox

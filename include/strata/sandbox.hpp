@@ -173,12 +173,21 @@ void apply_seccomp(const SeccompProfile& profile, std::uint64_t capabilities);
 
 enum class Network { host, none };
 
-// A host path bound into the container (`-v HOST:CTR[:ro]`).
+// A host path bound into the container (`-v HOST:CTR[:ro]`), or a named
+// volume of the store (`-v NAME:CTR`): then SOURCE is the volume's _data.
 struct BindMount {
   std::string source;  // host path (file or directory)
   std::string target;  // absolute path inside the container
   bool read_only = false;
+  std::string volume;  // the named volume's name; "" for a host path
 };
+
+// Called by the container's pid 1 for each BindMount with a volume name,
+// after the root is mounted and before the volume is bound over its target:
+// ROOT is an fd of the container's root (paths in it resolve with
+// RESOLVE_IN_ROOT). Fills a new, empty volume with what the image has at the
+// target, as docker does. Throws Error to fail the start.
+using FillVolume = std::function<void(int root, const BindMount& volume)>;
 
 // A tmpfs mounted in the container (`--tmpfs PATH[:OPTIONS]`).
 struct TmpfsMount {
@@ -222,6 +231,7 @@ struct RunSpec {
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
   Network network = Network::host;
   std::vector<BindMount> volumes;
+  FillVolume fill_volume;  // empty: volumes are mounted as they are
   std::vector<TmpfsMount> tmpfs;
   // `--read-only`: the root is mounted read-only once the mount points are
   // made (the working directory among them); /dev, /dev/shm, /proc, tmpfs
@@ -283,7 +293,8 @@ struct ContainerRunOptions {
   bool interactive = false;
   bool remove = false;  // `--rm`
   Network network = Network::host;
-  std::vector<BindMount> volumes;
+  std::vector<BindMount> volumes;  // named volumes are recorded with the container
+  FillVolume fill_volume;          // RunSpec::fill_volume (not saved with the container)
   std::vector<TmpfsMount> tmpfs;
   bool read_only_root = false;  // `--read-only`
   std::uint64_t capabilities = default_capabilities();
@@ -292,6 +303,9 @@ struct ContainerRunOptions {
   bool init = false;                 // `--init`
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
+
+// The names of the named volumes among O's volumes.
+std::vector<std::string> volume_names(const ContainerRunOptions& o);
 
 // Creates a container in the store at STORE_ROOT from the image, mounts its
 // layers and upper with stratafs inside the container's mount namespace (the

@@ -20,6 +20,9 @@
 //   ROOT/containers/<id>/   container.json, upper/, work/, lock (held by the
 //                           process that runs the container, see
 //                           lock_container)
+//   ROOT/volumes/<name>/    a named volume: volume.json (name, created,
+//                           labels) and _data/, the directory containers
+//                           mount; created by rename from tmp/ as a whole
 //   ROOT/cache/             the build cache (owned by the build module)
 //   ROOT/tmp/               staging: everything is written here, fsynced and
 //                           renamed into place
@@ -37,6 +40,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -109,7 +113,22 @@ struct Container {
   std::string dir;          // ROOT/containers/<id>
   std::string upper;        // ROOT/containers/<id>/upper
   std::string work;         // ROOT/containers/<id>/work
+  std::vector<std::string> volumes;  // names of the named volumes it mounts
 };
+
+// A named volume (`strata volume`, `run -v NAME:/path`): a directory of the
+// store that containers bind-mount and that outlives them.
+struct Volume {
+  std::string name;     // [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters
+  std::string dir;      // ROOT/volumes/<name>
+  std::string data;     // ROOT/volumes/<name>/_data: what containers mount
+  std::string created;  // RFC 3339
+  std::map<std::string, std::string> labels;
+};
+
+// Whether NAME may name a container or a volume: [a-zA-Z0-9][a-zA-Z0-9_.-]*,
+// 1 to 128 characters (so never "", ".", ".." or anything with a '/').
+bool valid_name(std::string_view name);
 
 // Options of Store::commit.
 struct CommitOptions {
@@ -257,7 +276,10 @@ class Store {
 
   // Creates a container from an image: a fresh empty upper and work dir.
   // NAME must be unique ([a-zA-Z0-9][a-zA-Z0-9_.-]*); empty: a generated one.
-  Container create_container(std::string_view image_ref, std::string_view name = {});
+  // VOLUMES (names) are recorded as the container's; those that do not exist
+  // are created (under the same lock, so no volume prune or rm comes between).
+  Container create_container(std::string_view image_ref, std::string_view name = {},
+                             const std::vector<std::string>& volumes = {});
   // By name, full id or unique id prefix; nullopt when nothing matches.
   std::optional<Container> find_container(std::string_view name_or_id) const;
   // find_container() or throws Error "no such container: 'X'".
@@ -305,6 +327,31 @@ class Store {
 
   // `strata diff`: what the container changed, sorted by path.
   std::vector<Change> diff(std::string_view container) const;
+
+  // ------------------------------------------------------------ volumes
+
+  // Creates the volume NAME (empty: a random 64-hex name) with LABELS; a
+  // volume of that name that exists already is returned as it is (docker's
+  // `volume create` of an existing name). Throws UsageError for a bad name.
+  Volume create_volume(std::string_view name = {}, const std::map<std::string, std::string>& labels = {});
+  // The volume NAME, or nullopt (also for a name that is not valid).
+  std::optional<Volume> find_volume(std::string_view name) const;
+  // find_volume() or throws Error "no such volume: 'X'".
+  Volume volume(std::string_view name) const;
+  // Every volume, sorted by name.
+  std::vector<Volume> volumes() const;
+  // ROOT/volumes/<name>/_data (whether or not it exists); throws UsageError
+  // for a bad name.
+  std::string volume_data(std::string_view name) const;
+  // The containers whose record names the volume, oldest first.
+  std::vector<Container> volume_users(std::string_view name) const;
+  // Removes the volume and its data. Refuses (Error naming the container)
+  // one that a container uses, running or not; with FORCE one that only
+  // stopped containers use goes anyway, one a running container uses never.
+  void remove_volume(std::string_view name, bool force = false);
+  // Removes every volume no container names. Returns the names removed and
+  // adds the space they took to BYTES.
+  std::vector<std::string> prune_volumes(std::int64_t& bytes);
 
   // ------------------------------------------------------------ in and out
 

@@ -51,6 +51,13 @@ void apply_container_settings(RunSpec& spec, const oci::json& cfg, const Contain
 
 }  // namespace
 
+std::vector<std::string> volume_names(const ContainerRunOptions& o) {
+  std::vector<std::string> out;
+  for (const auto& v : o.volumes)
+    if (!v.volume.empty()) out.push_back(v.volume);
+  return out;
+}
+
 std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
                                          const std::vector<std::string>& image_cmd,
                                          const std::optional<std::string>& entrypoint_flag,
@@ -85,6 +92,10 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.interactive = o.interactive;
   spec.network = o.network;
   spec.volumes = o.volumes;
+  // A named volume removed with `volume rm -f` since is made again, empty.
+  for (auto& v : spec.volumes)
+    if (!v.volume.empty()) v.source = store.create_volume(v.volume).data;
+  spec.fill_volume = o.fill_volume;
   spec.tmpfs = o.tmpfs;
   spec.read_only_root = o.read_only_root;
   spec.capabilities = o.capabilities;
@@ -135,7 +146,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
 
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
-  store::Container c = store.create_container(o.image, o.name);
+  store::Container c = store.create_container(o.image, o.name, volume_names(o));
   lifecycle::save_config(c, o);
   std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
@@ -190,7 +201,17 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
                  {"Image", c.image_name},
                  {"StopSignal", string_field(cfg, "StopSignal").empty() ? "SIGTERM" : string_field(cfg, "StopSignal")}};
   json binds = json::array();
-  for (const auto& v : o.volumes) binds.push_back(v.source + ":" + v.target + (v.read_only ? ":ro" : ""));
+  json mounts = json::array();
+  for (const auto& v : o.volumes) {
+    binds.push_back((v.volume.empty() ? v.source : v.volume) + ":" + v.target + (v.read_only ? ":ro" : ""));
+    json m = {{"Type", v.volume.empty() ? "bind" : "volume"}, {"Source", v.source}, {"Destination", v.target},
+              {"RW", !v.read_only}, {"Mode", v.read_only ? "ro" : ""}, {"Propagation", v.volume.empty() ? "rprivate" : ""}};
+    if (!v.volume.empty()) {
+      m["Name"] = v.volume;
+      m["Driver"] = "local";
+    }
+    mounts.push_back(m);
+  }
   json tmpfs = json::object();
   for (const auto& t : o.tmpfs) tmpfs[t.target] = t.options;
   j["HostConfig"] = {{"NetworkMode", o.network == Network::none ? "none" : "host"},
@@ -204,7 +225,8 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   j["LogPath"] = c.dir + "/ctr.log";
   j["GraphDriver"] = {{"Name", "stratafs"},
                       {"Data", {{"LowerDir", lower}, {"UpperDir", c.upper}, {"WorkDir", c.work}, {"MergedDir", c.dir + "/rootfs"}}}};
-  j["Mounts"] = store.mounted_at(c);
+  j["Mounts"] = mounts;
+  j["MountedAt"] = store.mounted_at(c);
   return j;
 }
 
@@ -224,6 +246,7 @@ ContainerRunOptions start_options(const store::Container& c, const ContainerRunO
   ContainerRunOptions o = lifecycle::load_config(c).value_or(given);
   o.interactive = given.interactive;
   o.tty = o.tty || given.tty;
+  o.fill_volume = given.fill_volume;
   return o;
 }
 

@@ -421,7 +421,11 @@ State container_state(const store::Store& store, const store::Container& c) {
 
 void save_config(const store::Container& c, const sandbox::ContainerRunOptions& o, const LogOptions& log) {
   json volumes = json::array();
-  for (const auto& v : o.volumes) volumes.push_back({{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}});
+  for (const auto& v : o.volumes) {
+    json one = {{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}};
+    if (!v.volume.empty()) one["Volume"] = v.volume;
+    volumes.push_back(one);
+  }
   json tmpfs = json::array();
   for (const auto& t : o.tmpfs) tmpfs.push_back(t.options.empty() ? t.target : t.target + ":" + t.options);
   std::string seccomp = !o.seccomp ? "unconfined" : o.seccomp_profile_text.empty() ? "default" : "custom";
@@ -473,7 +477,7 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   if (j->contains("Volumes") && (*j)["Volumes"].is_array())
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())
-        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false)});
+        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", "")});
   for (const auto& t : strings("Tmpfs")) o.tmpfs.push_back(sandbox::parse_tmpfs(t));
   o.read_only_root = j->value("ReadonlyRootfs", false);
   o.capabilities = j->value("Capabilities", sandbox::default_capabilities());

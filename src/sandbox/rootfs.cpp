@@ -285,7 +285,10 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
       std::cerr << "strata: warning: " << e.what() << "\n";
     }
   }
-  for (const auto& v : spec.volumes) bind_into(r, v.source, v.target, v.read_only, true);
+  for (const auto& v : spec.volumes) {
+    if (!v.volume.empty() && spec.fill_volume) spec.fill_volume(r, v);
+    bind_into(r, v.source, v.target, v.read_only, true);
+  }
   for (const auto& t : spec.tmpfs) {
     UniqueFd at = ensure_dir(r, t.target);
     do_mount("tmpfs", fd_path(at.get()), "tmpfs", t.flags, t.data.c_str(), "tmpfs on " + quote(t.target));

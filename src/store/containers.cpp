@@ -17,9 +17,7 @@ namespace strata::store {
 
 using oci::json;
 
-namespace {
-
-bool valid_container_name(std::string_view n) {
+bool valid_name(std::string_view n) {
   if (n.empty() || n.size() > 128) return false;
   auto ok = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'); };
   if (!ok(n[0])) return false;
@@ -27,6 +25,8 @@ bool valid_container_name(std::string_view n) {
     if (!(ok(c) || c == '_' || c == '.' || c == '-')) return false;
   return true;
 }
+
+namespace {
 
 // An F_WRLCK over the whole file, as F_OFD_SETLK/F_OFD_GETLK take it.
 struct flock whole_file_lock() {
@@ -55,6 +55,9 @@ Container read_container(const std::string& root, const std::string& id) {
   c.image = oci::Digest::parse(j.value("image", ""));
   c.image_name = j.value("imageName", "");
   c.created = j.value("created", "");
+  if (j.contains("volumes") && j["volumes"].is_array())
+    for (const auto& v : j["volumes"])
+      if (v.is_string()) c.volumes.push_back(v.get<std::string>());
   c.dir = dir;
   c.upper = dir + "/upper";
   c.work = dir + "/work";
@@ -64,6 +67,7 @@ Container read_container(const std::string& root, const std::string& id) {
 json container_json(const Container& c, const std::vector<std::string>& mounts) {
   json j = {{"id", c.id}, {"name", c.name}, {"image", c.image.str()}, {"imageName", c.image_name}, {"created", c.created}};
   j["mounts"] = mounts;
+  if (!c.volumes.empty()) j["volumes"] = c.volumes;
   return j;
 }
 
@@ -110,17 +114,21 @@ Container Store::container(std::string_view name_or_id) const {
   throw Error("no such container: " + quote(name_or_id));
 }
 
-Container Store::create_container(std::string_view image_ref, std::string_view name) {
+Container Store::create_container(std::string_view image_ref, std::string_view name,
+                                  const std::vector<std::string>& volumes) {
   hold_gc();
   Image img = image(image_ref);
-  if (!name.empty() && !valid_container_name(name))
+  if (!name.empty() && !valid_name(name))
     throw UsageError("invalid container name " + quote(name) + " (letters, digits, '_', '.', '-')");
+  for (const auto& v : volumes) volume_data(v);  // checks the name
   Container c;
   c.id = random_hex(64);
   c.name = name.empty() ? "strata-" + c.id.substr(0, 12) : std::string(name);
   c.image = img.manifest_digest;
   c.image_name = std::string(image_ref);
   c.created = oci::now_rfc3339();
+  for (const auto& v : volumes)
+    if (std::find(c.volumes.begin(), c.volumes.end(), v) == c.volumes.end()) c.volumes.push_back(v);
   Staged st(tmp_dir(), "ctr", true);
   mkdir_if_missing(st.path() + "/upper", 0755);
   mkdir_if_missing(st.path() + "/work", 0700);
@@ -135,6 +143,7 @@ Container Store::create_container(std::string_view image_ref, std::string_view n
   }
   FileLock lock(root_ + "/lock");
   if (find_container(c.name)) throw Error("container name " + quote(c.name) + " is already in use");
+  for (const auto& v : c.volumes) ensure_volume(root_, v, {});
   if (!st.commit(c.dir)) throw Error("container id collision: " + c.id);
   return c;
 }

@@ -64,7 +64,7 @@ Store Store::open(const std::string& root_in) {
   root = real;
   struct stat st {};
   if (::stat(root.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) throw Error("store root " + quote(root) + " is not a directory");
-  for (const char* sub : {"/blobs", "/blobs/sha256", "/layers", "/containers", "/cache", "/tmp"})
+  for (const char* sub : {"/blobs", "/blobs/sha256", "/layers", "/containers", "/volumes", "/cache", "/tmp"})
     mkdir_if_missing(root + sub, 0700);
   std::string layout = root + "/oci-layout";
   if (!exists(layout)) {

@@ -93,6 +93,9 @@ void write_index(const std::string& root, const oci::json& index);
 // containers/<id>/container.json.
 Container read_container(const std::string& root, const std::string& id);
 oci::json container_json(const Container& c, const std::vector<std::string>& mounts);
+
+// volumes/<name>: the volume NAME, created when missing (call under ROOT/lock).
+Volume ensure_volume(const std::string& root, std::string_view name, const std::map<std::string, std::string>& labels);
 std::vector<std::string> recorded_mounts(const Container& c);
 
 }  // namespace strata::store

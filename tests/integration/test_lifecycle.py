@@ -182,7 +182,7 @@ def test_create_keeps_run_options_for_start(store):
 @pytest.mark.parametrize("args, message", [
     (["--cap-add", "NOPE", "base:1"], "create: unknown capability"),
     (["--network", "moon", "base:1"], "create: unknown network 'moon'"),
-    (["-v", "relative:/x", "base:1"], "create: volume source 'relative' is not an absolute path"),
+    (["-v", "rel/ative:/x", "base:1"], "create: volume source 'rel/ative' is neither an absolute host path nor a volume name"),
     (["--security-opt", "apparmor=x", "base:1"], "create: unsupported security option"),
     (["-d", "base:1"], "unrecognised option '-d'"),
     (["--rm", "base:1"], "unrecognised option '--rm'"),

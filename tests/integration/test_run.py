@@ -1039,7 +1039,7 @@ def test_tmpfs_target_through_a_symlink_stays_in_the_root(rootfs, workdir):
     (["--tmpfs", "/t:nosuchopt"], "bad tmpfs '/t:nosuchopt': unknown option 'nosuchopt'"),
     (["--tmpfs", "/t:uid=4294967295"], "id 4294967295 cannot be used"),
     (["--tmpfs", "/t:mode=999"], "bad value in 'mode=999'"),
-    (["--mount", "type=volume,source=v,target=/v"], "named volumes are not supported"),
+    (["--mount", "type=volume,source=v,target=/v"], "volume 'v' needs an IMAGE"),
     (["--mount", "type=bind,source=rel,target=/v"], "the source must be an absolute host path"),
     (["--mount", "type=tmpfs,source=/x,target=/v"], "a tmpfs has no source"),
     (["--mount", "type=bind,source=/tmp"], "no target"),

@@ -116,10 +116,12 @@ int restart_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   int t = vm["time"].as<int>();
   std::string root = g.root.empty() ? store::default_root() : g.root;
   auto store = store::Store::open(root);
+  sandbox::ContainerRunOptions given;
+  given.fill_volume = fill_new_volume;
   return for_each_container(vm, [&](const std::string& n) {
     store::Container c = store.container(n);
     lifecycle::stop_container(store, c, t);
-    lifecycle::start_detached(root, c, sandbox::start_options(c, {}), lifecycle::load_log_options(c), false);
+    lifecycle::start_detached(root, c, sandbox::start_options(c, given), lifecycle::load_log_options(c), false);
     std::cout << n << std::endl;
   });
 }

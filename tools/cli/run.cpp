@@ -1,11 +1,13 @@
 // strata run: run a command in a new container (docker run).
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
 
 #include "cli.hpp"
 #include "registry_common.hpp"
+#include "store_common.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
 #include "strata/lifecycle.hpp"
@@ -75,26 +77,35 @@ void read_env_file(const std::string& verb, std::vector<std::string>& env, const
   }
 }
 
+// A volume source as docker tells them apart: a host path starts with '/' or
+// '.' (a relative one is made absolute), anything else names a volume.
+void set_volume_source(sandbox::BindMount& m, const std::string& source, const std::string& what) {
+  if (source[0] == '/') {
+    m.source = source;
+  } else if (source[0] == '.') {
+    m.source = std::filesystem::absolute(source).lexically_normal().string();
+    while (m.source.size() > 1 && m.source.back() == '/') m.source.pop_back();
+  } else if (store::valid_name(source)) {
+    m.volume = source;  // the source is set once the store is open
+  } else {
+    throw UsageError(what + " " + quote(source) +
+                     " is neither an absolute host path nor a volume name ([a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128)");
+  }
+}
+
 sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec) {
   sandbox::BindMount m;
   std::vector<std::string> parts;
-  std::size_t start = 0;
-  for (;;) {
-    auto pos = spec.find(':', start);
-    parts.push_back(spec.substr(start, pos == std::string::npos ? std::string::npos : pos - start));
-    if (pos == std::string::npos) break;
-    start = pos + 1;
-  }
+  for (std::string_view p : split(spec, ':')) parts.emplace_back(p);
   if (parts.size() == 3 && (parts[2] == "ro" || parts[2] == "rw")) {
     m.read_only = parts[2] == "ro";
     parts.pop_back();
   }
   if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-    throw UsageError(verb + ": bad volume " + quote(spec) + " (expected HOSTDIR:CTRDIR[:ro])");
+    throw UsageError(verb + ": bad volume " + quote(spec) + " (expected HOSTPATH:CTRPATH[:ro] or NAME:CTRPATH[:ro])");
   }
-  if (parts[0][0] != '/') throw UsageError(verb + ": volume source " + quote(parts[0]) + " is not an absolute path");
+  set_volume_source(m, parts[0], verb + ": volume source");
   if (parts[1][0] != '/') throw UsageError(verb + ": volume target " + quote(parts[1]) + " is not an absolute path");
-  m.source = parts[0];
   m.target = parts[1];
   return m;
 }
@@ -130,7 +141,7 @@ void add_mount(sandbox::RunSpec& spec, const std::string& text) {
     if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a bind mount");
     if (source.empty() || source[0] != '/') throw UsageError("bad mount " + quote(text) + ": the source must be an absolute host path");
     if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
-    spec.volumes.push_back({source, target, read_only});
+    spec.volumes.push_back({source, target, read_only, ""});
   } else if (type == "tmpfs") {
     if (!source.empty()) throw UsageError("bad mount " + quote(text) + ": a tmpfs has no source");
     std::string options = "rw";
@@ -139,9 +150,17 @@ void add_mount(sandbox::RunSpec& spec, const std::string& text) {
     if (!mode.empty()) options += ",mode=" + mode;
     spec.tmpfs.push_back(sandbox::parse_tmpfs(target + ":" + options));
   } else if (type == "volume") {
-    throw UsageError("bad mount " + quote(text) + ": named volumes are not supported (use type=bind or type=tmpfs)");
+    if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a volume");
+    if (source.empty() || source[0] == '/' || source[0] == '.')
+      throw UsageError("bad mount " + quote(text) + ": the source must be a volume name");
+    if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
+    sandbox::BindMount m;
+    set_volume_source(m, source, "bad mount " + quote(text) + ": source");
+    m.target = target;
+    m.read_only = read_only;
+    spec.volumes.push_back(m);
   } else {
-    throw UsageError("bad mount " + quote(text) + ": type must be bind or tmpfs");
+    throw UsageError("bad mount " + quote(text) + ": type must be bind, volume or tmpfs");
   }
 }
 
@@ -176,7 +195,7 @@ void apply_security_opt(const std::string& verb, sandbox::RunSpec& spec, std::st
 // that cannot start is removed, as a foreground run removes it.
 int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o, const lifecycle::LogOptions& log) {
   auto store = store::Store::open(root);
-  store::Container c = store.create_container(o.image, o.name);
+  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o));
   try {
     lifecycle::save_config(c, o, log);
     lifecycle::start_detached(root, c, o, log, o.remove);
@@ -204,8 +223,8 @@ void add_container_options(po::options_description& options) {
       ("env-file", po::value<std::vector<std::string>>()->composing(), "read environment variables from a file, one KEY=VALUE a line")
       ("workdir,w", po::value<std::string>(), "working directory inside the container (created when missing)")
       ("user,u", po::value<std::string>(), "run as USER[:GROUP] or UID[:GID] of the image")
-      ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path: HOSTPATH:CTRPATH[:ro]")
-      ("mount", po::value<std::vector<std::string>>()->composing(), "type=bind,source=HOSTPATH,target=CTRPATH[,readonly] or type=tmpfs,target=CTRPATH[,tmpfs-size=N][,tmpfs-mode=OCTAL]")
+      ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path or mount a named volume (created when missing): HOSTPATH:CTRPATH[:ro] or NAME:CTRPATH[:ro]")
+      ("mount", po::value<std::vector<std::string>>()->composing(), "type=bind,source=HOSTPATH,target=CTRPATH[,readonly], type=volume,source=NAME,target=CTRPATH[,readonly] or type=tmpfs,target=CTRPATH[,tmpfs-size=N][,tmpfs-mode=OCTAL]")
       ("tmpfs", po::value<std::vector<std::string>>()->composing(), "mount a tmpfs: CTRPATH[:OPTIONS] (default rw,noexec,nosuid,nodev)")
       ("read-only", po::bool_switch(), "mount the container's root read-only")
       ("name", po::value<std::string>(), "name of the container")
@@ -285,6 +304,9 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
     // Pull progress goes to stderr: stdout is the command's.
     auto store = store::Store::open(root);
     o.image = ensure_image(store, rest.at(0), pull_policy(vm, verb.c_str()), vm, std::cerr);
+    o.volumes = spec.volumes;
+    for (auto& v : o.volumes)
+      if (!v.volume.empty()) v.source = store.volume_data(v.volume);
   }
   o.args.assign(rest.begin() + 1, rest.end());
   o.name = s.name;
@@ -296,7 +318,7 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.tty = spec.tty;
   o.interactive = spec.interactive;
   o.network = spec.network;
-  o.volumes = spec.volumes;
+  o.fill_volume = fill_new_volume;
   o.tmpfs = spec.tmpfs;
   o.read_only_root = spec.read_only_root;
   o.capabilities = spec.capabilities;
@@ -342,6 +364,8 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   }
   if (detach) throw UsageError("run: -d needs an IMAGE (a --rootfs run makes no container)");
   if (!s.name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
+  for (const auto& v : spec.volumes)
+    if (!v.volume.empty()) throw UsageError("run: volume " + quote(v.volume) + " needs an IMAGE (a --rootfs run has no store)");
   spec.rootfs = vm["rootfs"].as<std::string>();
   spec.argv = sandbox::combine_command({}, {}, s.entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
@@ -366,7 +390,7 @@ int create_verb(const GlobalOptions& global, const std::vector<std::string>& arg
   std::string root = global.root.empty() ? store::default_root() : global.root;
   sandbox::ContainerRunOptions o = container_run_options("create", root, s, vm, rest);
   auto store = store::Store::open(root);
-  store::Container c = store.create_container(o.image, o.name);
+  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o));
   try {
     lifecycle::save_config(c, o, s.log);
   } catch (...) {

@@ -2,6 +2,7 @@
 #include <iostream>
 
 #include "cli.hpp"
+#include "store_common.hpp"
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
@@ -32,6 +33,7 @@ int start_verb(const GlobalOptions& global, const std::vector<std::string>& args
   sandbox::ContainerRunOptions o;
   o.interactive = vm["interactive"].as<bool>();
   o.tty = vm["tty"].as<bool>();
+  o.fill_volume = fill_new_volume;
   std::string root = global.root.empty() ? store::default_root() : global.root;
   std::string name = vm["container"].as<std::string>();
   if (vm["attach"].as<bool>() || o.interactive) return sandbox::start_container(root, name, o);

@@ -145,4 +145,32 @@ std::string mount_program() {
   return fs::find_stratafs();
 }
 
+// Asks QUESTION on standard error and reads the answer from standard input,
+// unless FORCE. A closed or non-"y" answer removes nothing and says so (exit
+// 1): a script that forgot -f learns it at once.
+void confirm(const std::string& verb, const std::string& warning, bool force) {
+  if (force) return;
+  std::cerr << "WARNING! " << warning << "\nAre you sure you want to continue? [y/N] " << std::flush;
+  std::string answer;
+  std::getline(std::cin, answer);
+  if (answer == "y" || answer == "Y" || answer == "yes") return;
+  if (::isatty(0) == 0) std::cerr << "\n";
+  throw Error(verb + ": not confirmed; nothing removed (-f removes without asking)");
+}
+
+// Runs the subcommand of a group verb ("image prune", "system df").
+int dispatch(const char* group, const std::vector<std::pair<const char*, VerbFn>>& subs, const GlobalOptions& g,
+             const std::vector<std::string>& args) {
+  std::string names;
+  for (const auto& [name, fn] : subs) names += (names.empty() ? "" : ", ") + std::string(name);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h") {
+    (args.empty() ? std::cerr : std::cout) << "Usage: strata " << group << " COMMAND [OPTIONS]\n\nCommands: " << names
+                                           << "\nRun 'strata " << group << " COMMAND --help' for a command's options.\n";
+    return args.empty() ? static_cast<int>(ExitCode::usage) : 0;
+  }
+  for (const auto& [name, fn] : subs)
+    if (args[0] == name) return fn(g, std::vector<std::string>(args.begin() + 1, args.end()));
+  throw UsageError(std::string(group) + ": unknown command " + quote(args[0]) + " (" + names + ")");
+}
+
 }  // namespace strata::cli

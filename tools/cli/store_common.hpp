@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
 namespace strata::cli {
@@ -47,5 +48,22 @@ std::string format_option(const boost::program_options::variables_map& vm);
 // The stratafs program: $STRATA_MOUNT_PROGRAM, else the one next to this
 // executable, else "stratafs" on PATH.
 std::string mount_program();
+
+// Asks WARNING's question on standard error and reads the answer from
+// standard input, unless FORCE. A closed or non-"y" answer removes nothing
+// and says so (Error, exit 1): a script that forgot -f learns it at once.
+void confirm(const std::string& verb, const std::string& warning, bool force);
+
+// Runs the subcommand of a group verb ("image prune", "volume ls") named by
+// ARGS[0] among SUBS; no subcommand: the list of them and exit 2.
+int dispatch(const char* group, const std::vector<std::pair<const char*, VerbFn>>& subs, const GlobalOptions& g,
+             const std::vector<std::string>& args);
+
+// sandbox::FillVolume for run, create, start and restart: a named volume
+// whose _data is empty gets a copy of what the container's root has at the
+// target (a directory: its entries, owners, modes, times; the volume takes
+// the directory's own owner and mode), as docker fills a new volume. Nothing
+// is followed out of the container's root or out of the volume.
+void fill_new_volume(int root, const sandbox::BindMount& volume);
 
 }  // namespace strata::cli
