@@ -16,6 +16,8 @@ test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-uti
 # The registry tests: htpasswd for Basic auth, openssl for TLS certificates,
 # PyJWT and cryptography for the Bearer token server.
 test_pkgs+=(apache2-utils openssl python3-jwt python3-cryptography)
+# scripts/lint.sh, which scripts/test.sh runs as one test: clang-tidy.
+test_pkgs+=(clang-tidy)
 # strata run's opt-in Debian test (STRATA_SLOW_TESTS=1) builds its base with debootstrap.
 test_pkgs+=(debootstrap)
 # The fuzz targets (scripts/fuzz.sh), on top of the build's: clang and its
