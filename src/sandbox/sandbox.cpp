@@ -3,8 +3,9 @@
 // credentials and exec, and the terminal relay.
 //
 // Processes: the caller (on the host) clones the supervisor into new user,
-// mount, uts and ipc namespaces, writes its id maps, then relays signals and,
-// with a tty, the terminal. The supervisor mounts the union (stratafs runs
+// mount, uts and ipc namespaces (and network, unless Network::host), writes
+// its id maps, starts slirp4netns on it for private networking (network.cpp),
+// then relays signals and, with a tty, the terminal. The supervisor mounts the union (stratafs runs
 // beside it, outside the container), then forks the container's first
 // process into new pid and mount namespaces: it builds the root (every path
 // inside it is resolved with openat2(RESOLVE_IN_ROOT), so symlinks in the
@@ -50,6 +51,7 @@
 #include "strata/sandbox.hpp"
 #include "strata/stratafs_client.hpp"
 #include "strata/text.hpp"
+#include "network.hpp"
 
 namespace strata::sandbox {
 
@@ -313,6 +315,7 @@ struct ChildContext {
   int sync_sock;
   int err_fd;
   const GoMessage* go = nullptr;  // set once the host side has written the id maps
+  const ContainerNetwork* network = nullptr;
 };
 
 void bring_up_loopback() {
@@ -470,11 +473,10 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   }
   // /sys, read-only.
   if (::access("/sys", F_OK) == 0) bind_into(r, "/sys", "/sys", true, true);
-  // Name resolution from the host.
-  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
-    if (::access(f, R_OK) != 0) continue;
+  // Name resolution: the host's files, or those written for the container.
+  for (const auto& f : ctx.network->name_files()) {
     try {
-      bind_into(r, f, f, true, false);
+      bind_into(r, f.source, f.target, f.read_only, false);
     } catch (const Error& e) {
       std::cerr << "strata: warning: " << e.what() << "\n";
     }
@@ -689,7 +691,7 @@ void become_init(int err_fd, bool tty) {
     // process that shares it, and the supervisor must keep the host's.
     if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
     if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
-    if (spec.network == Network::none) bring_up_loopback();
+    if (spec.network != Network::host) bring_up_loopback();
     int master = -1;
     UniqueFd slave = build_root(ctx, master);
     UniqueFd master_fd(master);
@@ -1046,14 +1048,16 @@ int run(const RunSpec& spec) {
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
 
   std::vector<std::string> env = command_env(spec);
+  ContainerNetwork network(spec);
   HostChannels channels;
   auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
+  ctx.network = &network;
   // The pid namespace comes later, with the container's first process (see
   // supervisor_main).
   unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-  if (spec.network == Network::none) flags |= CLONE_NEWNET;
+  if (network.own_namespace()) flags |= CLONE_NEWNET;
   std::cout.flush();
   std::cerr.flush();
   long pid = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
@@ -1075,6 +1079,7 @@ int run(const RunSpec& spec) {
   };
   try {
     write_id_maps(child, plan);
+    network.attach(child);
     GoMessage go;
     if (spec.tty && ::ioctl(0, TIOCGWINSZ, &go.size) == 0) go.has_size = true;
     if (::write(sync_parent.get(), &go, sizeof go) != static_cast<ssize_t>(sizeof go)) throw_errno("start the container");

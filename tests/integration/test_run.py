@@ -134,7 +134,8 @@ def test_seccomp_default_profile_unconfined_and_a_profile_file(rootfs, workdir):
 
 
 def test_container_root_cannot_mount_or_change_host_files(rootfs):
-    r = strata("--rootfs", rootfs, "sh", "-c",
+    # --network host: the host's own /etc/hosts is bound in (read-only).
+    r = strata("--rootfs", rootfs, "--network", "host", "sh", "-c",
                "mount -t tmpfs x /mnt 2>&1 || echo nomount; echo x >> /etc/hosts 2>&1 || echo rohosts;"
                " chmod 777 /dev/null 2>&1 || echo rodev; echo y > /dev/null && echo devnull-ok; touch /sys/x 2>&1 || echo rosys")
     assert r.returncode == 0, r.stderr
@@ -158,7 +159,7 @@ def test_proc_hides_and_protects_what_acts_on_the_host(rootfs):
 
 
 def test_minimal_dev_proc_and_host_name_resolution(rootfs):
-    r = strata("--rootfs", rootfs, "sh", "-c",
+    r = strata("--rootfs", rootfs, "--network", "host", "sh", "-c",
                "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; cat /etc/resolv.conf | wc -l;"
                " grep -c . /proc/self/mounts >/dev/null && echo proc-ok")
     assert r.returncode == 0, r.stderr
@@ -173,8 +174,11 @@ def test_minimal_dev_proc_and_host_name_resolution(rootfs):
     assert "proc-ok" in r.stdout
 
 
-def test_network_host_by_default_and_none_on_request(rootfs):
-    host = strata("--rootfs", rootfs, "cat", "/proc/net/dev")
+def test_network_private_by_default_host_and_none_on_request(rootfs):
+    private = strata("--rootfs", rootfs, "cat", "/proc/net/dev")
+    assert private.returncode == 0, private.stderr
+    assert [line.split(":")[0].strip() for line in private.stdout.splitlines()[2:]] == ["lo", "tap0"]
+    host = strata("--rootfs", rootfs, "--network", "host", "cat", "/proc/net/dev")
     none = strata("--rootfs", rootfs, "--network", "none", "cat", "/proc/net/dev")
     assert host.returncode == 0 and none.returncode == 0, host.stderr + none.stderr
     with open("/proc/net/dev") as f:
@@ -212,7 +216,7 @@ def test_strata_failures_are_125(rootfs, workdir):
     r = strata("--rootfs", rootfs, "-u", "ghost", "true")
     assert r.returncode == 125
     assert r.stderr.strip() == "strata: unable to find user 'ghost': no matching entries in passwd file"
-    r = strata("--rootfs", rootfs, "--network", "bridge", "true")
+    r = strata("--rootfs", rootfs, "--network", "nat", "true")
     assert r.returncode == 125
 
 
@@ -927,7 +931,8 @@ def test_help_and_man_page_describe_every_option():
     with open(os.path.join(SOURCE_DIR, "man", "strata-run.1")) as f:
         man = f.read().replace("\\-", "-")
     for opt in ("--interactive", "--tty", "--rm", "--env", "--env-file", "--workdir", "--user", "--volume",
-                "--name", "--entrypoint", "--hostname", "--network", "--rootfs", "--help"):
+                "--name", "--entrypoint", "--hostname", "--network", "--publish", "--dns", "--add-host", "--rootfs",
+                "--help"):
         assert opt in r.stdout, opt
         assert opt in man, opt
 
