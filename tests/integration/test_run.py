@@ -272,15 +272,18 @@ def test_signals_reach_the_command(rootfs, sig, handled):
 def test_killing_strata_kills_the_container(rootfs):
     p = start(["--rootfs", rootfs, "sh", "-c", "echo ready; sleep 1000"])
     wait_line(p, "ready")
-    init = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
-    assert len(init) == 1
+    children = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+    # The supervisor, and slirp4netns for the private network.
+    comms = {c: open(f"/proc/{c}/comm").read().strip() for c in children}
+    init = [c for c in children if comms[c] != "slirp4netns"]
+    assert len(init) == 1 and len(children) == 2
     p.kill()
     p.wait()
     for _ in range(100):
-        if not os.path.exists(f"/proc/{init[0]}"):
+        if not any(os.path.exists(f"/proc/{c}") for c in children):
             break
         time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{init[0]}")
+    assert not any(os.path.exists(f"/proc/{c}") for c in children)
 
 
 # ---- env, workdir, user ---------------------------------------------------
@@ -573,7 +576,16 @@ class User:
         cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env",
                tool("strata"), "run", *args]
         kw.setdefault("timeout", 60)
-        return run(cmd, check=False, **kw)
+        return run(with_open_tun(cmd), check=False, **kw)
+
+
+def with_open_tun(cmd):
+    """CMD, run where the user can open /dev/net/tun (slirp4netns opens it as the user): it is usually 0666;
+    where this host keeps it root-only, the command gets its own node in a private mount namespace."""
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        return cmd
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            "mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$@\"", "sh", *cmd]
 
 
 @pytest.fixture(params=[True, False], ids=["subuid", "single-id"])
@@ -915,7 +927,7 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
                f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
-    r = run(cmd, check=False, timeout=120)
+    r = run(with_open_tun(cmd), check=False, timeout=120)
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0", "hi"], r.stderr
     if user.subids:
