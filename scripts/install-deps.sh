@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Installs the Debian packages strata needs to build, test and benchmark.
 # Idempotent: installs only what is missing; runs apt-get update only then.
-# Usage: scripts/install-deps.sh [build|test|bench|fuzz]...   (default: build test)
+# Usage: scripts/install-deps.sh [build|run|test|bench|fuzz]...   (default: build test)
 set -euo pipefail
 
 build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev libxxhash-dev
   libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev
   libtomlplusplus-dev libseccomp-dev zlib1g-dev)
+# What `strata run` uses at run time: FUSE for stratafs, the id mapping tools
+# of an unprivileged user, slirp4netns for private networking (the default).
+run_pkgs=(fuse3 uidmap slirp4netns)
 # What the integration tests drive: real FUSE, kernel overlayfs's reference
 # tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
 # unprivileged user's id mapping tools, the offline base image's busybox,
 # and the shells whose completion scripts strata generates.
-test_pkgs=(python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils uidmap kmod
+test_pkgs=("${run_pkgs[@]}" python3 python3-pytest attr busybox-static fuse-overlayfs zstd xz-utils kmod
   skopeo umoci buildah docker-registry util-linux procps psmisc zsh fish)
 # The registry tests: htpasswd for Basic auth, openssl for TLS certificates,
 # PyJWT and cryptography for the Bearer token server.
@@ -33,10 +36,11 @@ wanted=()
 for g in "${groups[@]}"; do
   case "$g" in
     build) wanted+=("${build_pkgs[@]}") ;;
+    run) wanted+=("${run_pkgs[@]}") ;;
     test) wanted+=("${test_pkgs[@]}") ;;
     bench) wanted+=("${bench_pkgs[@]}") ;;
     fuzz) wanted+=("${fuzz_pkgs[@]}") ;;
-    *) echo "install-deps: unknown group '$g' (build, test, bench, fuzz)" >&2; exit 2 ;;
+    *) echo "install-deps: unknown group '$g' (build, run, test, bench, fuzz)" >&2; exit 2 ;;
   esac
 done
 

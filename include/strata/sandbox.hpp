@@ -1,9 +1,12 @@
 // strata::sandbox: run one command as a rootless container.
 //
 // run() starts the command in new user, mount, pid, uts and ipc namespaces
-// (and an empty network namespace with Network::none), with a root directory
-// entered by pivot_root, a fresh /proc, a minimal /dev, /sys read-only and the
-// host's /etc/resolv.conf and /etc/hosts (read-only), the docker default
+// (and a network namespace of its own unless Network::host: empty with
+// Network::none, connected by slirp4netns with Network::private_net), with a
+// root directory entered by pivot_root, a fresh /proc, a minimal /dev, /sys
+// read-only and the host's /etc/resolv.conf and /etc/hosts (read-only; files
+// written for the container instead with its own network namespace, --dns or
+// --add-host: see container_resolv_conf and container_hosts), the docker default
 // capability set and seccomp policy (RunSpec::capabilities, ::seccomp) and
 // no_new_privs. The command is pid 1 of its pid namespace, which holds no
 // process of strata's (stratafs included). It returns when the command has
@@ -171,7 +174,66 @@ void apply_seccomp(const SeccompProfile& profile, std::uint64_t capabilities);
 
 // ---- running ---------------------------------------------------------------
 
-enum class Network { host, none };
+// ---- networking -------------------------------------------------------------
+
+// `--network`: host shares the host's network namespace; none is an empty one
+// (loopback only); private (docker's "bridge") is a namespace of its own with
+// loopback and tap0, which slirp4netns connects to the host's network in user
+// mode (address kPrivateAddress, gateway kPrivateGateway, DNS kPrivateDns).
+enum class Network { host, none, private_net };
+
+inline constexpr const char* kPrivateAddress = "10.0.2.100";
+inline constexpr const char* kPrivateGateway = "10.0.2.2";
+inline constexpr const char* kPrivateDns = "10.0.2.3";
+
+// "host", "none", "private" or "bridge" (private's docker name); throws
+// UsageError otherwise.
+Network parse_network(const std::string& name);
+// "host", "none" or "private".
+const char* network_name(Network network);
+
+// `-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`: connections to HOSTIP
+// (IPv4, default 0.0.0.0) port HOSTPORT on the host are forwarded to the
+// container's port CONTAINERPORT (private networking only).
+struct PortMapping {
+  std::string host_ip = "0.0.0.0";
+  std::uint16_t host_port = 0;
+  std::uint16_t container_port = 0;
+  std::string protocol = "tcp";
+};
+
+// Parses a `-p` value; throws UsageError naming the bad part (ports are
+// 1..65535, both are required, the address is an IPv4 address).
+PortMapping parse_publish(const std::string& spec);
+
+// "127.0.0.1:8080->80/tcp", as docker's PORTS column shows a mapping.
+std::string format_port(const PortMapping& port);
+
+// `--add-host NAME:IP`: a line "IP\tNAME" added to the container's
+// /etc/hosts. IP may be IPv4 or IPv6, or "host-gateway" (the host as the
+// container reaches it: kPrivateGateway).
+struct HostEntry {
+  std::string name;
+  std::string ip;
+};
+
+// Parses an `--add-host` value; throws UsageError naming the bad part.
+HostEntry parse_add_host(const std::string& spec);
+
+// Checks a `--dns` value (an IPv4 or IPv6 address); throws UsageError.
+void check_dns_server(const std::string& ip);
+
+// The container's /etc/resolv.conf: HOST_RESOLV_CONF (the host's) with its
+// nameserver lines replaced by DNS, else by kPrivateDns with private
+// networking; its search and options lines kept.
+std::string container_resolv_conf(std::string_view host_resolv_conf, const std::vector<std::string>& dns,
+                                  Network network);
+
+// The container's /etc/hosts: the host's (HOST_HOSTS) with host networking,
+// else localhost and, with private networking, HOSTNAME at kPrivateAddress;
+// then EXTRA, one "IP\tNAME" line each.
+std::string container_hosts(std::string_view host_hosts, const std::string& hostname, Network network,
+                            const std::vector<HostEntry>& extra);
 
 // A host path bound into the container (`-v HOST:CTR[:ro]`), or a named
 // volume of the store (`-v NAME:CTR`): then SOURCE is the volume's _data.
@@ -230,6 +292,9 @@ struct RunSpec {
   bool tty = false;          // a pseudo-terminal on stdin/stdout/stderr (devpts inside the container)
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
   Network network = Network::host;
+  std::vector<PortMapping> ports;     // `-p` (Network::private_net only)
+  std::vector<std::string> dns;       // `--dns`
+  std::vector<HostEntry> extra_hosts;  // `--add-host`
   std::vector<BindMount> volumes;
   FillVolume fill_volume;  // empty: volumes are mounted as they are
   std::vector<TmpfsMount> tmpfs;
@@ -292,7 +357,10 @@ struct ContainerRunOptions {
   bool tty = false;
   bool interactive = false;
   bool remove = false;  // `--rm`
-  Network network = Network::host;
+  Network network = Network::private_net;
+  std::vector<PortMapping> ports;
+  std::vector<std::string> dns;
+  std::vector<HostEntry> extra_hosts;
   std::vector<BindMount> volumes;  // named volumes are recorded with the container
   FillVolume fill_volume;          // RunSpec::fill_volume (not saved with the container)
   std::vector<TmpfsMount> tmpfs;

@@ -91,6 +91,9 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.tty = o.tty;
   spec.interactive = o.interactive;
   spec.network = o.network;
+  spec.ports = o.ports;
+  spec.dns = o.dns;
+  spec.extra_hosts = o.extra_hosts;
   spec.volumes = o.volumes;
   // A named volume removed with `volume rm -f` since is made again, empty.
   for (auto& v : spec.volumes)
@@ -174,7 +177,8 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   using oci::json;
   ContainerRunOptions o = lifecycle::load_config(c).value_or(ContainerRunOptions{});
   json j = {{"Id", c.id}, {"Name", c.name}, {"Image", c.image.str()}, {"ImageName", c.image_name}, {"Created", c.created}};
-  j["State"] = lifecycle::container_state(store, c).to_json();
+  lifecycle::State state = lifecycle::container_state(store, c);
+  j["State"] = state.to_json();
   std::string lower;
   json cfg = json::object();
   try {
@@ -214,7 +218,24 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   }
   json tmpfs = json::object();
   for (const auto& t : o.tmpfs) tmpfs[t.target] = t.options;
-  j["HostConfig"] = {{"NetworkMode", o.network == Network::none ? "none" : "host"},
+  // docker's shape: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}.
+  json port_bindings = json::object();
+  for (const auto& p : o.ports) {
+    std::string key = std::to_string(p.container_port) + "/" + p.protocol;
+    if (!port_bindings.contains(key)) port_bindings[key] = json::array();
+    port_bindings[key].push_back({{"HostIp", p.host_ip}, {"HostPort", std::to_string(p.host_port)}});
+  }
+  json extra_hosts = json::array();
+  for (const auto& h : o.extra_hosts) extra_hosts.push_back(h.name + ":" + h.ip);
+  bool private_running = o.network == Network::private_net && state.running();
+  j["NetworkSettings"] = {{"IPAddress", private_running ? kPrivateAddress : ""},
+                          {"IPPrefixLen", private_running ? 24 : 0},
+                          {"Gateway", private_running ? kPrivateGateway : ""},
+                          {"Ports", private_running ? port_bindings : json::object()}};
+  j["HostConfig"] = {{"NetworkMode", network_name(o.network)},
+                     {"PortBindings", port_bindings},
+                     {"Dns", o.dns},
+                     {"ExtraHosts", extra_hosts},
                      {"Binds", binds},
                      {"Tmpfs", tmpfs},
                      {"ReadonlyRootfs", o.read_only_root},

@@ -429,10 +429,18 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
   json tmpfs = json::array();
   for (const auto& t : o.tmpfs) tmpfs.push_back(t.options.empty() ? t.target : t.target + ":" + t.options);
   std::string seccomp = !o.seccomp ? "unconfined" : o.seccomp_profile_text.empty() ? "default" : "custom";
+  json ports = json::array();
+  for (const auto& p : o.ports)
+    ports.push_back({{"HostIp", p.host_ip}, {"HostPort", p.host_port}, {"ContainerPort", p.container_port}, {"Protocol", p.protocol}});
+  json extra_hosts = json::array();
+  for (const auto& h : o.extra_hosts) extra_hosts.push_back(h.name + ":" + h.ip);
   json j = {{"Args", o.args},
             {"Env", o.env},
             {"Tty", o.tty},
-            {"Network", o.network == sandbox::Network::none ? "none" : "host"},
+            {"Network", sandbox::network_name(o.network)},
+            {"Ports", ports},
+            {"Dns", o.dns},
+            {"ExtraHosts", extra_hosts},
             {"Volumes", volumes},
             {"Tmpfs", tmpfs},
             {"ReadonlyRootfs", o.read_only_root},
@@ -473,7 +481,27 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   o.user = optional_string("User");
   o.hostname = optional_string("Hostname");
   o.tty = j->value("Tty", false);
-  o.network = j->value("Network", "host") == "none" ? sandbox::Network::none : sandbox::Network::host;
+  // Containers made before private networking have host networking.
+  try {
+    o.network = sandbox::parse_network(j->value("Network", "host"));
+    if (j->contains("Ports") && (*j)["Ports"].is_array())
+      for (const auto& p : (*j)["Ports"])
+        if (p.is_object()) {
+          // Checked again as -p checks it: the file may have been edited.
+          auto field = [&](const char* key) {
+            if (!p.contains(key)) return std::string();
+            if (p[key].is_number_unsigned()) return std::to_string(p[key].get<std::uint64_t>());
+            return p[key].is_string() ? p[key].get<std::string>() : std::string();
+          };
+          o.ports.push_back(sandbox::parse_publish(field("HostIp") + ":" + field("HostPort") + ":" + field("ContainerPort") +
+                                                   "/" + field("Protocol")));
+        }
+    o.dns = strings("Dns");
+    for (const auto& d : o.dns) sandbox::check_dns_server(d);
+    for (const auto& h : strings("ExtraHosts")) o.extra_hosts.push_back(sandbox::parse_add_host(h));
+  } catch (const Error& e) {
+    throw Error("the network settings of " + quote(c.name) + ": " + e.what());
+  }
   if (j->contains("Volumes") && (*j)["Volumes"].is_array())
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())

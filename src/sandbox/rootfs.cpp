@@ -276,11 +276,10 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   }
   // /sys, read-only.
   if (::access("/sys", F_OK) == 0) bind_into(r, "/sys", "/sys", true, true);
-  // Name resolution from the host.
-  for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
-    if (::access(f, R_OK) != 0) continue;
+  // Name resolution: the host's files, or those written for the container.
+  for (const auto& f : ctx.network->name_files()) {
     try {
-      bind_into(r, f, f, true, false);
+      bind_into(r, f.source, f.target, f.read_only, false);
     } catch (const Error& e) {
       std::cerr << "strata: warning: " << e.what() << "\n";
     }

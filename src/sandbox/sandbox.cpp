@@ -5,8 +5,9 @@
 // are in command.cpp.
 //
 // Processes: the caller (on the host) clones the supervisor into new user,
-// mount, uts and ipc namespaces, writes its id maps, then relays signals and,
-// with a tty, the terminal. The supervisor mounts the union (stratafs runs
+// mount, uts and ipc namespaces (and network, unless Network::host), writes
+// its id maps, starts slirp4netns on it for private networking (network.cpp),
+// then relays signals and, with a tty, the terminal. The supervisor mounts the union (stratafs runs
 // beside it, outside the container), then forks the container's first
 // process into new pid and mount namespaces: it builds the root (every path
 // inside it is resolved with openat2(RESOLVE_IN_ROOT), so symlinks in the
@@ -49,6 +50,7 @@
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/text.hpp"
+#include "network.hpp"
 
 namespace strata::sandbox {
 
@@ -194,7 +196,7 @@ void bring_up_loopback() {
     // process that shares it, and the supervisor must keep the host's.
     if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
     if (::sethostname(spec.hostname.data(), spec.hostname.size()) != 0) throw_errno("set the host name");
-    if (spec.network == Network::none) bring_up_loopback();
+    if (spec.network != Network::host) bring_up_loopback();
     int master = -1;
     UniqueFd slave = build_root(ctx, master);
     UniqueFd master_fd(master);
@@ -551,14 +553,16 @@ int run(const RunSpec& spec) {
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
 
   std::vector<std::string> env = command_env(spec);
+  ContainerNetwork network(spec);
   HostChannels channels;
   auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
+  ctx.network = &network;
   // The pid namespace comes later, with the container's first process (see
   // supervisor_main).
   unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
-  if (spec.network == Network::none) flags |= CLONE_NEWNET;
+  if (network.own_namespace()) flags |= CLONE_NEWNET;
   std::cout.flush();
   std::cerr.flush();
   long pid = ::syscall(SYS_clone, flags, nullptr, nullptr, nullptr, nullptr);
@@ -580,6 +584,7 @@ int run(const RunSpec& spec) {
   };
   try {
     write_id_maps(child, plan);
+    network.attach(child);
     GoMessage go;
     if (spec.tty && ::ioctl(0, TIOCGWINSZ, &go.size) == 0) go.has_size = true;
     if (::write(sync_parent.get(), &go, sizeof go) != static_cast<ssize_t>(sizeof go)) throw_errno("start the container");

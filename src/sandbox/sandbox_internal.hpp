@@ -12,6 +12,7 @@
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/sandbox.hpp"
+#include "network.hpp"
 
 namespace strata::sandbox {
 
@@ -29,6 +30,7 @@ struct ChildContext {
   int sync_sock;
   int err_fd;
   const GoMessage* go = nullptr;  // set once the host side has written the id maps
+  const ContainerNetwork* network = nullptr;
 };
 
 // sandbox.cpp: the contents of the file at PATH, empty when it cannot be read.

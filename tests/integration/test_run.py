@@ -134,7 +134,8 @@ def test_seccomp_default_profile_unconfined_and_a_profile_file(rootfs, workdir):
 
 
 def test_container_root_cannot_mount_or_change_host_files(rootfs):
-    r = strata("--rootfs", rootfs, "sh", "-c",
+    # --network host: the host's own /etc/hosts is bound in (read-only).
+    r = strata("--rootfs", rootfs, "--network", "host", "sh", "-c",
                "mount -t tmpfs x /mnt 2>&1 || echo nomount; echo x >> /etc/hosts 2>&1 || echo rohosts;"
                " chmod 777 /dev/null 2>&1 || echo rodev; echo y > /dev/null && echo devnull-ok; touch /sys/x 2>&1 || echo rosys")
     assert r.returncode == 0, r.stderr
@@ -158,7 +159,7 @@ def test_proc_hides_and_protects_what_acts_on_the_host(rootfs):
 
 
 def test_minimal_dev_proc_and_host_name_resolution(rootfs):
-    r = strata("--rootfs", rootfs, "sh", "-c",
+    r = strata("--rootfs", rootfs, "--network", "host", "sh", "-c",
                "ls /dev | sort | tr '\\n' ' '; echo; head -c 4 /dev/zero | wc -c; cat /etc/resolv.conf | wc -l;"
                " grep -c . /proc/self/mounts >/dev/null && echo proc-ok")
     assert r.returncode == 0, r.stderr
@@ -173,8 +174,11 @@ def test_minimal_dev_proc_and_host_name_resolution(rootfs):
     assert "proc-ok" in r.stdout
 
 
-def test_network_host_by_default_and_none_on_request(rootfs):
-    host = strata("--rootfs", rootfs, "cat", "/proc/net/dev")
+def test_network_private_by_default_host_and_none_on_request(rootfs):
+    private = strata("--rootfs", rootfs, "cat", "/proc/net/dev")
+    assert private.returncode == 0, private.stderr
+    assert [line.split(":")[0].strip() for line in private.stdout.splitlines()[2:]] == ["lo", "tap0"]
+    host = strata("--rootfs", rootfs, "--network", "host", "cat", "/proc/net/dev")
     none = strata("--rootfs", rootfs, "--network", "none", "cat", "/proc/net/dev")
     assert host.returncode == 0 and none.returncode == 0, host.stderr + none.stderr
     with open("/proc/net/dev") as f:
@@ -212,7 +216,7 @@ def test_strata_failures_are_125(rootfs, workdir):
     r = strata("--rootfs", rootfs, "-u", "ghost", "true")
     assert r.returncode == 125
     assert r.stderr.strip() == "strata: unable to find user 'ghost': no matching entries in passwd file"
-    r = strata("--rootfs", rootfs, "--network", "bridge", "true")
+    r = strata("--rootfs", rootfs, "--network", "nat", "true")
     assert r.returncode == 125
 
 
@@ -268,15 +272,18 @@ def test_signals_reach_the_command(rootfs, sig, handled):
 def test_killing_strata_kills_the_container(rootfs):
     p = start(["--rootfs", rootfs, "sh", "-c", "echo ready; sleep 1000"])
     wait_line(p, "ready")
-    init = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
-    assert len(init) == 1
+    children = [int(c) for c in open(f"/proc/{p.pid}/task/{p.pid}/children").read().split()]
+    # The supervisor, and slirp4netns for the private network.
+    comms = {c: open(f"/proc/{c}/comm").read().strip() for c in children}
+    init = [c for c in children if comms[c] != "slirp4netns"]
+    assert len(init) == 1 and len(children) == 2
     p.kill()
     p.wait()
     for _ in range(100):
-        if not os.path.exists(f"/proc/{init[0]}"):
+        if not any(os.path.exists(f"/proc/{c}") for c in children):
             break
         time.sleep(0.05)
-    assert not os.path.exists(f"/proc/{init[0]}")
+    assert not any(os.path.exists(f"/proc/{c}") for c in children)
 
 
 # ---- env, workdir, user ---------------------------------------------------
@@ -569,7 +576,16 @@ class User:
         cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env",
                tool("strata"), "run", *args]
         kw.setdefault("timeout", 60)
-        return run(cmd, check=False, **kw)
+        return run(with_open_tun(cmd), check=False, **kw)
+
+
+def with_open_tun(cmd):
+    """CMD, run where the user can open /dev/net/tun (slirp4netns opens it as the user): it is usually 0666;
+    where this host keeps it root-only, the command gets its own node in a private mount namespace."""
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        return cmd
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            "mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$@\"", "sh", *cmd]
 
 
 @pytest.fixture(params=[True, False], ids=["subuid", "single-id"])
@@ -911,7 +927,7 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
         cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
                f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
                f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
-    r = run(cmd, check=False, timeout=120)
+    r = run(with_open_tun(cmd), check=False, timeout=120)
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0", "hi"], r.stderr
     if user.subids:
@@ -927,7 +943,8 @@ def test_help_and_man_page_describe_every_option():
     with open(os.path.join(SOURCE_DIR, "man", "strata-run.1")) as f:
         man = f.read().replace("\\-", "-")
     for opt in ("--interactive", "--tty", "--rm", "--env", "--env-file", "--workdir", "--user", "--volume",
-                "--name", "--entrypoint", "--hostname", "--network", "--rootfs", "--help"):
+                "--name", "--entrypoint", "--hostname", "--network", "--publish", "--dns", "--add-host", "--rootfs",
+                "--help"):
         assert opt in r.stdout, opt
         assert opt in man, opt
 

@@ -342,3 +342,57 @@ TEST_CASE("status_text reads as docker's STATUS column") {
   CHECK(strata::lifecycle::status_text(s).rfind("Exited (137) ", 0) == 0);
   CHECK(strata::lifecycle::status_text(s).find(" years ago") != std::string::npos);
 }
+
+TEST_CASE("parse_network: docker's bridge is private; unknown names are refused") {
+  CHECK(parse_network("private") == Network::private_net);
+  CHECK(parse_network("bridge") == Network::private_net);
+  CHECK(parse_network("host") == Network::host);
+  CHECK(parse_network("none") == Network::none);
+  CHECK_THROWS_AS(parse_network("Host"), UsageError);
+  CHECK_THROWS_AS(parse_network(""), UsageError);
+  CHECK(std::string(network_name(Network::private_net)) == "private");
+}
+
+TEST_CASE("parse_publish: [HOSTIP:]HOSTPORT:CONTAINERPORT[/PROTO]") {
+  PortMapping p = parse_publish("8080:80");
+  CHECK(p.host_ip == "0.0.0.0");
+  CHECK(p.host_port == 8080);
+  CHECK(p.container_port == 80);
+  CHECK(p.protocol == "tcp");
+  p = parse_publish("127.0.0.1:65535:1/udp");
+  CHECK(format_port(p) == "127.0.0.1:65535->1/udp");
+  for (const char* bad : {"", "80", "0:80", "80:0", "65536:80", "80:65536", "a:80", "80:b", "+80:80", "80:80/sctp",
+                          "80:80/", "::1:80:80", "300.1.1.1:80:80", "1.2.3.4:80:", ":80", "99999999999999999999:80"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(parse_publish(bad), UsageError);
+  }
+}
+
+TEST_CASE("parse_add_host and check_dns_server take IPv4 and IPv6 addresses only") {
+  HostEntry e = parse_add_host("db:192.0.2.7");
+  CHECK(e.name == "db");
+  CHECK(e.ip == "192.0.2.7");
+  CHECK(parse_add_host("v6:2001:db8::1").ip == "2001:db8::1");
+  CHECK(parse_add_host("gw:host-gateway").ip == kPrivateGateway);
+  for (const char* bad : {"db", ":1.2.3.4", "db:", "db:1.2.3", "a b:1.2.3.4", "a\n1.2.3.4 evil:1.2.3.4"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(parse_add_host(bad), UsageError);
+  }
+  CHECK_NOTHROW(check_dns_server("10.0.2.3"));
+  CHECK_NOTHROW(check_dns_server("::1"));
+  CHECK_THROWS_AS(check_dns_server("10.0.2"), UsageError);
+  CHECK_THROWS_AS(check_dns_server("1.1.1.1\nnameserver 6.6.6.6"), UsageError);
+}
+
+TEST_CASE("container_resolv_conf and container_hosts") {
+  const char* host = "# generated\nsearch example.test\nnameserver 127.0.0.53\noptions edns0\n";
+  CHECK(container_resolv_conf(host, {}, Network::host) == "nameserver 127.0.0.53\nsearch example.test\noptions edns0\n");
+  CHECK(container_resolv_conf(host, {}, Network::private_net) == "nameserver 10.0.2.3\nsearch example.test\noptions edns0\n");
+  CHECK(container_resolv_conf(host, {"192.0.2.1", "::1"}, Network::private_net) ==
+        "nameserver 192.0.2.1\nnameserver ::1\nsearch example.test\noptions edns0\n");
+  CHECK(container_hosts("127.0.0.1 localhost", "box", Network::host, {{"db", "192.0.2.7"}}) ==
+        "127.0.0.1 localhost\n192.0.2.7\tdb\n");
+  CHECK(container_hosts("ignored", "box", Network::private_net, {}) ==
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.0.2.100\tbox\n");
+  CHECK(container_hosts("ignored", "box", Network::none, {}) == "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+}

@@ -41,6 +41,22 @@ std::string container_command(const store::Store& store, const store::Container&
   return json(ellipsis(command, 20, no_trunc)).dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+// docker's PORTS column: a running container's published ports,
+// "127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp".
+std::string container_ports(const store::Container& c, const lifecycle::State& state) {
+  if (!state.running()) return "";
+  std::optional<sandbox::ContainerRunOptions> o;
+  try {
+    o = lifecycle::load_config(c);
+  } catch (const Error&) {
+    return "";
+  }
+  std::string out;
+  if (o)
+    for (const auto& p : o->ports) out += (out.empty() ? "" : ", ") + sandbox::format_port(p);
+  return out;
+}
+
 // What --filter leaves of the ps listing (docker's keys and meanings).
 class ContainerFilter {
  public:
@@ -97,13 +113,14 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                   vm))
     return 0;
   Format format(format_option(vm),
-                "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Names}}",
+                "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}",
                 {{"ID", "CONTAINER ID"},
                  {"Image", "IMAGE"},
                  {"Command", "COMMAND"},
                  {"CreatedAt", "CREATED AT"},
                  {"RunningFor", "CREATED"},
                  {"Status", "STATUS"},
+                 {"Ports", "PORTS"},
                  {"Names", "NAMES"},
                  {"Mounts", "MOUNTS"}});
   auto store = open_store(g);
@@ -116,12 +133,14 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     lifecycle::State state = lifecycle::container_state(store, c);
     std::string status = !state.running() && !mounts.empty() ? "Mounted" : lifecycle::status_text(state);
     if (!filter.matches(c, status)) continue;
+    std::string ports = container_ports(c, state);
     rows.push_back({{"ID", no_trunc ? c.id : c.id.substr(0, 12)},
                     {"Image", c.image_name},
                     {"Command", container_command(store, c, no_trunc)},
                     {"CreatedAt", local_time(c.created)},
                     {"RunningFor", human_ago(c.created)},
                     {"Status", status},
+                    {"Ports", ports},
                     {"Names", c.name},
                     {"Mounts", mounts}});
     out.push_back({{"ID", c.id},
@@ -131,6 +150,7 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                    {"Created", c.created},
                    {"Status", status},
                    {"State", state.status},
+                   {"Ports", ports},
                    {"Mounts", mounts}});
   }
   if (vm.count("quiet") != 0U) {

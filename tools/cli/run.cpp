@@ -32,8 +32,9 @@ const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--wor
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
                                               "--cap-add",  "--cap-drop", "--security-opt", "--log-opt",
-                                              "--mount",    "--tmpfs"};
-const std::string kShortWithValue = "ewuv";
+                                              "--mount",    "--tmpfs",    "--publish",  "--dns",
+                                              "--add-host"};
+const std::string kShortWithValue = "ewuvp";
 
 std::size_t split_point(const std::vector<std::string>& args) {
   std::size_t i = 0;
@@ -230,7 +231,10 @@ void add_container_options(po::options_description& options) {
       ("name", po::value<std::string>(), "name of the container")
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
-      ("network", po::value<std::string>()->default_value("host"), "host (share the host's network) or none")
+      ("network", po::value<std::string>()->default_value("private"), "private (the default; 'bridge' also names it: a network namespace of its own, connected through slirp4netns), host (share the host's network) or none (loopback only)")
+      ("publish,p", po::value<std::vector<std::string>>()->composing(), "publish a container port on the host (private network): [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]")
+      ("dns", po::value<std::vector<std::string>>()->composing(), "a DNS server for the container's /etc/resolv.conf (repeatable)")
+      ("add-host", po::value<std::vector<std::string>>()->composing(), "add NAME:IP to the container's /etc/hosts (IP may be host-gateway)")
       ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
       ("cap-drop", po::value<std::vector<std::string>>()->composing(), "drop a capability from docker's default set (NAME or ALL)")
       ("privileged", po::bool_switch(), "every capability and no seccomp filter")
@@ -277,13 +281,20 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   for (const auto& opt : strings("security-opt")) apply_security_opt(verb, spec, s.profile_text, opt);
   spec.init = vm["init"].as<bool>();
   for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(s.log, opt);
-  std::string network = vm["network"].as<std::string>();
-  if (network == "host") {
-    spec.network = sandbox::Network::host;
-  } else if (network == "none") {
-    spec.network = sandbox::Network::none;
-  } else {
-    throw UsageError(verb + ": unknown network " + quote(network) + " (host or none)");
+  try {
+    spec.network = sandbox::parse_network(vm["network"].as<std::string>());
+    for (const auto& p : strings("publish")) spec.ports.push_back(sandbox::parse_publish(p));
+    for (const auto& d : strings("dns")) {
+      sandbox::check_dns_server(d);
+      spec.dns.push_back(d);
+    }
+    for (const auto& h : strings("add-host")) spec.extra_hosts.push_back(sandbox::parse_add_host(h));
+  } catch (const Error& e) {
+    throw UsageError(verb + ": " + e.what());
+  }
+  if (!spec.ports.empty() && spec.network != sandbox::Network::private_net) {
+    throw UsageError(verb + ": -p publishes ports of a private network, not with --network " +
+                     sandbox::network_name(spec.network));
   }
   s.name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : "strata";
@@ -319,6 +330,9 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.interactive = spec.interactive;
   o.network = spec.network;
   o.fill_volume = fill_new_volume;
+  o.ports = spec.ports;
+  o.dns = spec.dns;
+  o.extra_hosts = spec.extra_hosts;
   o.tmpfs = spec.tmpfs;
   o.read_only_root = spec.read_only_root;
   o.capabilities = spec.capabilities;
