@@ -235,6 +235,34 @@ std::string container_resolv_conf(std::string_view host_resolv_conf, const std::
 std::string container_hosts(std::string_view host_hosts, const std::string& hostname, Network network,
                             const std::vector<HostEntry>& extra);
 
+// ---- resources ---------------------------------------------------------------
+
+// cgroup v2 limits (`--memory`, `--memory-swap`, `--cpus`, `--pids-limit`).
+// A container with any of them runs in a cgroup of its own (see
+// ContainerCgroup in src/sandbox/cgroup.hpp and strata-run(1)).
+struct Resources {
+  std::int64_t memory = 0;       // bytes (memory.max); 0: no limit
+  std::int64_t memory_swap = 0;  // memory plus swap, bytes; 0: twice memory, -1: unlimited swap
+  std::int64_t nano_cpus = 0;    // 10^9 per CPU (cpu.max); 0: no limit
+  std::int64_t pids_limit = 0;   // pids.max; 0 or -1: unlimited
+  bool any() const { return memory > 0 || nano_cpus > 0 || pids_limit > 0; }
+};
+
+// docker's sizes: "32m", "1.5g", "4096", "512kb", "1GiB" (b, k, m, g, t, p;
+// powers of 1024). Throws UsageError naming FLAG and the value.
+std::int64_t parse_memory_size(const std::string& value, const std::string& flag);
+// `--memory-swap`: a size, or -1 for unlimited swap.
+std::int64_t parse_memory_swap(const std::string& value);
+// `--cpus 1.5` as nano CPUs (1500000000); from 0.01 to the number of CPUs.
+std::int64_t parse_cpus(const std::string& value);
+// `--pids-limit N`: N > 0, or 0 / -1 for unlimited (returned as 0).
+std::int64_t parse_pids_limit(const std::string& value);
+// Checks that the limits go together (--memory-swap needs --memory and is
+// at least as large, --memory at least 6 MiB); throws UsageError.
+void check_resources(const Resources& r);
+// cpu.max for NANO_CPUS: "QUOTA 100000" ("50000 100000" for half a CPU).
+std::string cpu_max(std::int64_t nano_cpus);
+
 // A host path bound into the container (`-v HOST:CTR[:ro]`), or a named
 // volume of the store (`-v NAME:CTR`): then SOURCE is the volume's _data.
 struct BindMount {
@@ -316,6 +344,14 @@ struct RunSpec {
   // shell as pid 1 that catches SIGINT between two commands would otherwise
   // go on to the next one.
   bool signals_end_command = false;
+  // Limits; with any, the container's pid 1 (before it execs) and what
+  // `strata exec` starts run in the cgroup CGROUP_NAME.
+  Resources resources;
+  std::string cgroup_name;
+  // A directory (the container's in the store) where run() records what it
+  // leaves on the host while the container runs (its cgroup, slirp4netns's
+  // runtime directory), for remove_leftovers after a SIGKILL. Empty: none.
+  std::string state_dir;
   // Called in the calling process with the container's pid 1 (as the host
   // numbers it) once the command has been executed (it exists, the root is
   // built, the credentials are set); not called when it cannot start.
@@ -369,6 +405,7 @@ struct ContainerRunOptions {
   std::optional<SeccompProfile> seccomp = default_seccomp_profile();
   std::string seccomp_profile_text;  // the JSON of a profile from a file (kept with the container)
   bool init = false;                 // `--init`
+  Resources resources;               // --memory, --memory-swap, --cpus, --pids-limit
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
 
@@ -388,6 +425,15 @@ int run_image(const std::string& store_root, const ContainerRunOptions& options)
 // are not used). The container is kept whatever happens.
 int start_container(const std::string& store_root, const std::string& container,
                     const ContainerRunOptions& options);
+
+// Removes what run() recorded in STATE_DIR and left on the host when the
+// process that ran the container was killed (its empty cgroup, slirp4netns's
+// runtime directory): `strata rm`, `prune` and the next start call it.
+// Errors are ignored; nothing outside those recorded paths is touched.
+void remove_leftovers(const std::string& state_dir) noexcept;
+
+// The cgroup name of the container with id ID: "strata-" + ID.
+std::string container_cgroup_name(const std::string& id);
 
 // `strata exec`: runs ARGV in the running container whose pid 1 is PID (as
 // the host numbers it): in its namespaces (entered with setns through a

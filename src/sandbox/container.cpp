@@ -104,6 +104,11 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
   spec.init = o.init;
+  spec.resources = o.resources;
+  spec.cgroup_name = container_cgroup_name(c.id);
+  spec.state_dir = c.dir;
+  // What a SIGKILLed earlier run left on the host.
+  remove_leftovers(c.dir);
 
   spec.rootfs = c.dir + "/rootfs";
   make_dir(spec.rootfs);
@@ -240,6 +245,10 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
                      {"Tmpfs", tmpfs},
                      {"ReadonlyRootfs", o.read_only_root},
                      {"Init", o.init},
+                     {"Memory", o.resources.memory},
+                     {"MemorySwap", o.resources.memory_swap},
+                     {"NanoCpus", o.resources.nano_cpus},
+                     {"PidsLimit", o.resources.pids_limit > 0 ? json(o.resources.pids_limit) : json(nullptr)},
                      {"Privileged", !o.seccomp && o.capabilities == capability_set({"ALL"}, {}, false)},
                      {"SecurityOpt", o.seccomp ? json::array() : json::array({"seccomp=unconfined"})},
                      {"LogConfig", {{"Type", "k8s-file"}, {"Path", c.dir + "/ctr.log"}}}};
@@ -260,6 +269,7 @@ RunSpec exec_spec(const store::Store& store, const store::Container& c) {
   apply_container_settings(spec, cfg, o, c);
   spec.capabilities = o.capabilities;
   spec.seccomp = o.seccomp;
+  spec.cgroup_name = container_cgroup_name(c.id);
   return spec;
 }
 

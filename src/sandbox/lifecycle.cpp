@@ -447,6 +447,10 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
             {"Capabilities", o.capabilities},
             {"Seccomp", seccomp},
             {"Init", o.init},
+            {"Memory", o.resources.memory},
+            {"MemorySwap", o.resources.memory_swap},
+            {"NanoCpus", o.resources.nano_cpus},
+            {"PidsLimit", o.resources.pids_limit},
             {"LogMaxSize", log.max_size},
             {"LogMaxFiles", log.max_files}};
   if (o.entrypoint) j["Entrypoint"] = *o.entrypoint;
@@ -517,6 +521,19 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
     o.seccomp = sandbox::parse_seccomp_profile(o.seccomp_profile_text, "the seccomp profile of " + quote(c.name));
   }
   o.init = j->value("Init", false);
+  // Checked again as the flags check them: the file may have been edited.
+  auto number = [&](const char* key) -> std::int64_t {
+    return j->contains(key) && (*j)[key].is_number_integer() ? (*j)[key].get<std::int64_t>() : 0;
+  };
+  o.resources.memory = std::max<std::int64_t>(0, number("Memory"));
+  o.resources.memory_swap = std::max<std::int64_t>(-1, number("MemorySwap"));
+  o.resources.nano_cpus = std::max<std::int64_t>(0, number("NanoCpus"));
+  o.resources.pids_limit = std::max<std::int64_t>(0, number("PidsLimit"));
+  try {
+    sandbox::check_resources(o.resources);
+  } catch (const Error& e) {
+    throw Error("the resource limits of " + quote(c.name) + ": " + e.what());
+  }
   return o;
 }
 

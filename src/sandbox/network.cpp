@@ -13,6 +13,8 @@
 // started it: that process holds the write end of its --exit-fd pipe.
 #include "network.hpp"
 
+#include "sandbox_internal.hpp"
+
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <poll.h>
@@ -212,7 +214,8 @@ std::string container_hosts(std::string_view host, const std::string& hostname, 
   return out;
 }
 
-ContainerNetwork::ContainerNetwork(const RunSpec& spec) : network_(spec.network), ports_(spec.ports) {
+ContainerNetwork::ContainerNetwork(const RunSpec& spec)
+    : network_(spec.network), ports_(spec.ports), state_dir_(spec.state_dir) {
   if (!ports_.empty() && network_ != Network::private_net) {
     throw Error(std::string("ports cannot be published with --network ") + network_name(network_) +
                     " (only with private networking)",
@@ -227,7 +230,7 @@ ContainerNetwork::ContainerNetwork(const RunSpec& spec) : network_(spec.network)
     }
   }
   if (network_ == Network::host && spec.dns.empty() && spec.extra_hosts.empty()) return;
-  dir_.emplace(runtime_parent(), "strata-net.");
+  make_dir();
   auto write = [&](const char* name, const std::string& text) {
     std::string path = dir_->path() + "/" + name;
     UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
@@ -238,7 +241,20 @@ ContainerNetwork::ContainerNetwork(const RunSpec& spec) : network_(spec.network)
   write("hosts", container_hosts(read_host_file("/etc/hosts"), spec.hostname, network_, spec.extra_hosts));
 }
 
-ContainerNetwork::~ContainerNetwork() { stop(); }
+ContainerNetwork::~ContainerNetwork() {
+  stop();
+  if (dir_ && !state_dir_.empty()) {
+    dir_.reset();
+    forget_leftover(state_dir_, "netdir");
+  }
+}
+
+// The runtime directory lives outside the store: a socket's path has at most
+// 107 bytes. A killed strata leaves it; remove_leftovers finds it recorded.
+void ContainerNetwork::make_dir() {
+  dir_.emplace(runtime_parent(), "strata-net.");
+  if (!state_dir_.empty()) record_leftover(state_dir_, "netdir", dir_->path());
+}
 
 std::vector<BindMount> ContainerNetwork::name_files() const {
   std::vector<BindMount> out;
@@ -254,7 +270,7 @@ std::vector<BindMount> ContainerNetwork::name_files() const {
 
 void ContainerNetwork::attach(pid_t pid) {
   if (network_ != Network::private_net) return;
-  if (!dir_) dir_.emplace(runtime_parent(), "strata-net.");
+  if (!dir_) make_dir();
   std::string api = dir_->path() + "/slirp4netns.sock";
   if (api.size() >= sizeof(sockaddr_un::sun_path))
     throw Error("the runtime directory " + quote(dir_->path()) + " is too long a path for a socket (set XDG_RUNTIME_DIR)",

@@ -24,7 +24,7 @@ class ContainerNetwork {
   ContainerNetwork(const ContainerNetwork&) = delete;
   ContainerNetwork& operator=(const ContainerNetwork&) = delete;
   // Ends slirp4netns (through its exit fd) and waits for it; removes the
-  // runtime directory.
+  // runtime directory (and its record in RunSpec::state_dir).
   ~ContainerNetwork();
 
   // Whether the container gets a network namespace of its own.
@@ -44,10 +44,12 @@ class ContainerNetwork {
  private:
   void publish(const PortMapping& port);
   void stop() noexcept;
+  void make_dir();
 
   Network network_;
   std::vector<PortMapping> ports_;
   std::optional<TempDir> dir_;
+  std::string state_dir_;  // RunSpec::state_dir: where dir_ is recorded
   std::string slirp4netns_;
   pid_t slirp_pid_ = -1;
   UniqueFd exit_fd_;  // its write end: slirp4netns ends when it closes

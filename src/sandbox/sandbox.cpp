@@ -50,6 +50,7 @@
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/text.hpp"
+#include "cgroup.hpp"
 #include "network.hpp"
 
 namespace strata::sandbox {
@@ -154,7 +155,8 @@ struct StartMessages {
   UniqueFd master;
 };
 
-StartMessages receive_start(int sock) {
+// With a cgroup, pid 1 waits until the host side has put it there ('C').
+StartMessages receive_start(int sock, const ContainerCgroup* cgroup = nullptr) {
   StartMessages out;
   for (int i = 0; i < 2; ++i) {
     char buf[1 + sizeof(pid_t)];
@@ -163,6 +165,10 @@ StartMessages receive_start(int sock) {
     if (n <= 0) break;
     if (buf[0] == 'P' && n == static_cast<ssize_t>(sizeof buf)) {
       std::memcpy(&out.pid1, buf + 1, sizeof out.pid1);
+      if (cgroup != nullptr && cgroup->active()) {
+        cgroup->add(out.pid1);
+        if (::send(sock, "C", 1, MSG_NOSIGNAL) != 1) throw_errno("start the container");
+      }
     } else if (buf[0] == 'R') {
       out.ready = true;
       out.master = std::move(fd);
@@ -192,6 +198,16 @@ void bring_up_loopback() {
   const RunSpec& spec = *ctx.spec;
   try {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+    if (ctx.join_cgroup) {
+      char byte = 0;
+      ssize_t n;
+      do {
+        n = ::recv(ctx.sync_sock, &byte, 1, 0);
+      } while (n < 0 && errno == EINTR);
+      if (n != 1 || byte != 'C') ::_exit(static_cast<int>(ExitCode::run_failed));
+      // Its cgroup is the root of what it sees in /proc/self/cgroup.
+      if (::unshare(CLONE_NEWCGROUP) != 0) throw_errno("create the container's cgroup namespace");
+    }
     // A mount namespace of its own: pivot_root moves the root of every
     // process that shares it, and the supervisor must keep the host's.
     if (::unshare(CLONE_NEWNS) != 0) throw_errno("create the container's mount namespace");
@@ -553,12 +569,14 @@ int run(const RunSpec& spec) {
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
 
   std::vector<std::string> env = command_env(spec);
+  ContainerCgroup cgroup(spec.resources, spec.cgroup_name, spec.state_dir);
   ContainerNetwork network(spec);
   HostChannels channels;
   auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
   ChildContext ctx{&spec, &env, plan.kind, gid5, sync_child.get(), err_write.get()};
   ctx.network = &network;
+  ctx.join_cgroup = cgroup.active();
   // The pid namespace comes later, with the container's first process (see
   // supervisor_main).
   unsigned long flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | SIGCHLD;
@@ -592,7 +610,13 @@ int run(const RunSpec& spec) {
     kill_child();
     throw;
   }
-  StartMessages started = receive_start(sync_parent.get());
+  StartMessages started;
+  try {
+    started = receive_start(sync_parent.get(), &cgroup);
+  } catch (...) {
+    kill_child();
+    throw;
+  }
   sync_parent.reset();
   std::optional<RawTerminal> raw;
   if (started.master && spec.interactive) raw.emplace();
@@ -681,6 +705,8 @@ int exec_in(pid_t pid, const RunSpec& spec) {
     ns_fds.emplace_back(ns.flag, open_at(AT_FDCWD, proc + "/ns/" + ns.name, O_RDONLY));
   }
   UniqueFd pid_ns = open_at(AT_FDCWD, proc + "/ns/pid", O_RDONLY);
+  // The command joins the container's cgroup (and its limits).
+  UniqueFd cgroup_procs = open_container_cgroup_procs(pid, spec.cgroup_name);
   if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) != 0)
     throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
   IdMapPlan::Kind map_kind = IdMapPlan::Kind::identity;
@@ -708,6 +734,8 @@ int exec_in(pid_t pid, const RunSpec& spec) {
     sigfd.reset();
     try {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+      if (cgroup_procs && ::write(cgroup_procs.get(), "0", 1) != 1) throw_errno("join the container's cgroup");
+      cgroup_procs.reset();
       enter_namespaces(pidfd.get(), flags, ns_fds);
       if (::fchdir(root.get()) != 0 || ::chroot(".") != 0 || ::chdir("/") != 0) throw_errno("enter the container's root");
       if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");

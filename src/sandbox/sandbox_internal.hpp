@@ -31,6 +31,7 @@ struct ChildContext {
   int err_fd;
   const GoMessage* go = nullptr;  // set once the host side has written the id maps
   const ContainerNetwork* network = nullptr;
+  bool join_cgroup = false;  // pid 1 waits for 'C' (it is in its cgroup) before anything else
 };
 
 // sandbox.cpp: the contents of the file at PATH, empty when it cannot be read.
@@ -40,6 +41,12 @@ std::string read_file_or_empty(const std::string& path);
 [[noreturn]] void report_and_exit(int errfd, ExitCode code, const std::string& message);
 // sandbox.cpp: a handler that does nothing, for signals taken with sigwaitinfo.
 void noop_handler(int);
+
+// cgroup.cpp: records in STATE_DIR/leftover.WHAT the host path PATH that
+// the running container holds (removed by remove_leftovers if it stays),
+// and forgets it again.
+void record_leftover(const std::string& state_dir, const std::string& what, const std::string& path);
+void forget_leftover(const std::string& state_dir, const std::string& what) noexcept;
 
 // rootfs.cpp: the directory PATH inside ROOT as an O_PATH fd, created with
 // its parents when missing.

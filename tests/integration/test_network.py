@@ -159,6 +159,36 @@ def test_killed_monitor_takes_slirp4netns_with_it(store):
     eventually(lambda: not alive(slirps[0]), "slirp4netns ended with its monitor")
 
 
+def api_socket_dir(slirp):
+    """The runtime directory of slirp4netns SLIRP: where its --api-socket is."""
+    with open(f"/proc/{slirp}/cmdline") as f:
+        args = f.read().split("\0")
+    return os.path.dirname(args[args.index("--api-socket") + 1])
+
+
+@pytest.mark.parametrize("remove", [["rm", "victim"], ["container", "prune", "-f"]])
+def test_runtime_directory_of_a_killed_run_is_removed_by_rm_and_prune(store, remove):
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "run", "--name", "victim", "--dns", "10.0.2.3",
+                          "base:1", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        eventually(lambda: " Up " in store("ps").stdout, "the container runs")
+        slirps = slirp_children(p.pid)
+        runtime = api_socket_dir(slirps[0])
+        assert os.path.basename(runtime).startswith("strata-net.")
+        os.kill(p.pid, 9)
+        p.wait(timeout=20)
+        eventually(lambda: not alive(slirps[0]), "slirp4netns ended with strata")
+        assert os.path.isdir(runtime)  # nobody was left to remove it
+        eventually(lambda: "Exited (255)" in store("ps", "-a").stdout, "the container is no longer running")
+        r = store(*remove)
+        assert r.returncode == 0, r.stderr
+        assert not os.path.exists(runtime)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_foreground_run_leaves_no_slirp4netns(store):
     port = free_port()
     r = store("run", "--rm", "-p", f"127.0.0.1:{port}:80", "base:1", "true")

@@ -396,3 +396,46 @@ TEST_CASE("container_resolv_conf and container_hosts") {
         "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n10.0.2.100\tbox\n");
   CHECK(container_hosts("ignored", "box", Network::none, {}) == "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
 }
+
+TEST_CASE("parse_memory_size: docker's sizes in powers of 1024") {
+  CHECK(parse_memory_size("4096", "--memory") == 4096);
+  CHECK(parse_memory_size("32m", "--memory") == 32 << 20);
+  CHECK(parse_memory_size("32M", "--memory") == 32 << 20);
+  CHECK(parse_memory_size("32mb", "--memory") == 32 << 20);
+  CHECK(parse_memory_size("32MiB", "--memory") == 32 << 20);
+  CHECK(parse_memory_size("1.5g", "--memory") == 3LL << 29);
+  CHECK(parse_memory_size("512k", "--memory") == 512 << 10);
+  CHECK(parse_memory_size("10b", "--memory") == 10);
+  for (const char* bad : {"", "1x", "m", "-5m", "1.m", ".5m", "1bb", "1kk", "1 m", "1e3", "0x10", "9999999999p"})
+    CHECK_THROWS_AS(parse_memory_size(bad, "--memory"), UsageError);
+  CHECK(parse_memory_swap("-1") == -1);
+  CHECK_THROWS_AS(parse_memory_swap("-2"), UsageError);
+}
+
+TEST_CASE("parse_cpus and cpu_max: a decimal number of CPUs in periods of 100000") {
+  CHECK(parse_cpus("0.5") == 500000000);
+  CHECK(cpu_max(parse_cpus("0.5")) == "50000 100000");
+  CHECK(cpu_max(parse_cpus("1")) == "100000 100000");
+  CHECK(cpu_max(parse_cpus("0.01")) == "1000 100000");
+  for (const char* bad : {"", "-1", "0", "0.001", "abc", "1e3", "100000", ".5"}) CHECK_THROWS_AS(parse_cpus(bad), UsageError);
+}
+
+TEST_CASE("parse_pids_limit and check_resources") {
+  CHECK(parse_pids_limit("10") == 10);
+  CHECK(parse_pids_limit("0") == 0);
+  CHECK(parse_pids_limit("-1") == 0);
+  for (const char* bad : {"", "abc", "-2", "1.5", " 10"}) CHECK_THROWS_AS(parse_pids_limit(bad), UsageError);
+  Resources r;
+  CHECK_FALSE(r.any());
+  r.pids_limit = 10;
+  CHECK(r.any());
+  check_resources(r);
+  r.memory_swap = 64 << 20;
+  CHECK_THROWS_AS(check_resources(r), UsageError);  // swap without memory
+  r.memory = 128 << 20;
+  CHECK_THROWS_AS(check_resources(r), UsageError);  // less than memory
+  r.memory_swap = -1;
+  check_resources(r);
+  r.memory = 1 << 20;
+  CHECK_THROWS_AS(check_resources(r), UsageError);  // below 6m
+}

@@ -188,6 +188,9 @@ int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
           lifecycle::wait_stopped(store, c, 10000);
         }
       }
+      // What a killed `strata run` left on the host (its cgroup, its
+      // network runtime directory).
+      if (store::Container c = store.container(n); !store.running(c)) sandbox::remove_leftovers(c.dir);
       store.remove_container(n, force);
       std::cout << n << "\n";
     } catch (const Error& e) {

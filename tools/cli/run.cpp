@@ -1,4 +1,6 @@
 // strata run: run a command in a new container (docker run).
+#include <unistd.h>
+
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -33,8 +35,9 @@ const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--wor
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
                                               "--cap-add",  "--cap-drop", "--security-opt", "--log-opt",
                                               "--mount",    "--tmpfs",    "--publish",  "--dns",
-                                              "--add-host"};
-const std::string kShortWithValue = "ewuvp";
+                                              "--add-host", "--memory",   "--memory-swap", "--cpus",
+                                              "--pids-limit"};
+const std::string kShortWithValue = "ewuvpm";
 
 std::size_t split_point(const std::vector<std::string>& args) {
   std::size_t i = 0;
@@ -238,7 +241,11 @@ void add_container_options(po::options_description& options) {
       ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
       ("cap-drop", po::value<std::vector<std::string>>()->composing(), "drop a capability from docker's default set (NAME or ALL)")
       ("privileged", po::bool_switch(), "every capability and no seccomp filter")
-      ("security-opt", po::value<std::vector<std::string>>()->composing(), "seccomp=unconfined, seccomp=PROFILE.json (docker's format) or no-new-privileges");
+      ("security-opt", po::value<std::vector<std::string>>()->composing(), "seccomp=unconfined, seccomp=PROFILE.json (docker's format) or no-new-privileges")
+      ("memory,m", po::value<std::string>(), "memory limit (cgroup v2 memory.max): SIZE such as 512m or 1g")
+      ("memory-swap", po::value<std::string>(), "memory plus swap limit: SIZE (at least --memory) or -1 for unlimited swap (default: twice --memory)")
+      ("cpus", po::value<std::string>(), "CPU limit (cgroup v2 cpu.max): a decimal number of CPUs such as 0.5")
+      ("pids-limit", po::value<std::string>(), "limit on the container's processes and threads (pids.max); 0 or -1: none");
   add_pull_options(options);
 }
 
@@ -296,6 +303,16 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
     throw UsageError(verb + ": -p publishes ports of a private network, not with --network " +
                      sandbox::network_name(spec.network));
   }
+  try {
+    sandbox::Resources& r = spec.resources;
+    if (vm.count("memory") != 0U) r.memory = sandbox::parse_memory_size(vm["memory"].as<std::string>(), "--memory");
+    if (vm.count("memory-swap") != 0U) r.memory_swap = sandbox::parse_memory_swap(vm["memory-swap"].as<std::string>());
+    if (vm.count("cpus") != 0U) r.nano_cpus = sandbox::parse_cpus(vm["cpus"].as<std::string>());
+    if (vm.count("pids-limit") != 0U) r.pids_limit = sandbox::parse_pids_limit(vm["pids-limit"].as<std::string>());
+    sandbox::check_resources(r);
+  } catch (const Error& e) {
+    throw UsageError(verb + ": " + e.what());
+  }
   s.name = vm.count("name") != 0U ? vm["name"].as<std::string>() : "";
   spec.hostname = vm.count("hostname") != 0U ? vm["hostname"].as<std::string>() : "strata";
   if (spec.hostname.empty() || spec.hostname.size() > 64) throw UsageError(verb + ": bad host name " + quote(spec.hostname));
@@ -339,6 +356,7 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.seccomp = spec.seccomp;
   o.seccomp_profile_text = s.profile_text;
   o.init = spec.init;
+  o.resources = spec.resources;
   return o;
 }
 
@@ -384,6 +402,7 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   spec.argv = sandbox::combine_command({}, {}, s.entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
   spec.workdir = s.workdir ? *s.workdir : "/";
+  spec.cgroup_name = sandbox::container_cgroup_name("run-" + std::to_string(::getpid()));
   return sandbox::run(spec);
 }
 

@@ -67,6 +67,7 @@ std::vector<std::string> prune_containers(store::Store& store) {
       continue;
     }
     try {
+      sandbox::remove_leftovers(c.dir);
       store.remove_container(c.id, false);
       removed.push_back(c.id);
     } catch (const Error& e) {
