@@ -388,7 +388,8 @@ def read_ready(fd):
 
 
 def tty_session(args, steps, rows=33, cols=101, timeout=20):
-    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
+    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for).
+    What to type may instead be a function, called with the pty's master."""
     pid, fd = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -396,7 +397,9 @@ def tty_session(args, steps, rows=33, cols=101, timeout=20):
     out = b""
     try:
         for typed, expect in steps:
-            if typed:
+            if callable(typed):
+                typed(fd)
+            elif typed:
                 os.write(fd, typed)
             if expect is None:
                 time.sleep(0.5)  # let the shell start what was typed
@@ -906,6 +909,25 @@ def test_image_tty_and_stdin(store):
     assert r.stdout == "PIPED\n"
     code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
                             [(b"echo ti''ty-$(tty)\r", "tity-/dev/pts/0"), (b"exit 3\r", None)])
+    assert code == 3, out
+
+
+def resize(rows, cols):
+    """A tty_session step resizing the terminal: the kernel sends SIGWINCH to its foreground process, strata."""
+    return lambda master: fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_image_tty_follows_the_window_size_and_passes_ctrl_c(store):
+    code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
+                            [(b"echo si''ze $(stty size)\r", "size 33 101"),
+                             (resize(40, 132), None),
+                             (b"echo si''ze $(stty size)\r", "size 40 132"),
+                             (resize(12, 60), None),
+                             (b"echo si''ze $(stty size)\r", "size 12 60"),
+                             # Ctrl-C is the terminal's: the shell's foreground sleep gets SIGINT, strata does not.
+                             (b"sleep 100\r", None), (b"\x03", None),
+                             (b"echo after-$?\r", "after-130"),
+                             (b"exit 3\r", None)])
     assert code == 3, out
 
 
