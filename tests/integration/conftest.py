@@ -152,6 +152,18 @@ class User:
         return run(with_open_tun(cmd), check=False, **kw)
 
 
+def with_open_fuse(cmd, workdir):
+    """CMD, run where the user can open /dev/fuse: it is usually 0666; where this host keeps it
+    root-only, the command gets its own node (made in WORKDIR) in a private mount namespace."""
+    if os.stat("/dev/fuse").st_mode & 0o006 == 0o006:
+        return cmd
+    dev = os.path.join(workdir, "devfuse")
+    os.makedirs(dev, exist_ok=True)
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
+            f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
+
+
 def with_open_tun(cmd):
     """CMD, run where the user can open /dev/net/tun (slirp4netns opens it as the user): it is usually 0666;
     where this host keeps it root-only, the command gets its own node in a private mount namespace."""

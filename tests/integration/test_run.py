@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, base_store, is_mounted, run, tool, user_home_and_base_tar, with_open_tun
+from conftest import SOURCE_DIR, base_store, is_mounted, run, tool, user_home_and_base_tar, with_open_fuse, with_open_tun
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB
 
@@ -388,7 +388,8 @@ def read_ready(fd):
 
 
 def tty_session(args, steps, rows=33, cols=101, timeout=20):
-    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for)."""
+    """Runs `strata ARGS` in a pty of ROWS x COLS; STEPS is a list of (bytes to type, text to wait for).
+    What to type may instead be a function, called with the pty's master."""
     pid, fd = pty.fork()
     if pid == 0:
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
@@ -396,7 +397,9 @@ def tty_session(args, steps, rows=33, cols=101, timeout=20):
     out = b""
     try:
         for typed, expect in steps:
-            if typed:
+            if callable(typed):
+                typed(fd)
+            elif typed:
                 os.write(fd, typed)
             if expect is None:
                 time.sleep(0.5)  # let the shell start what was typed
@@ -841,6 +844,25 @@ def test_image_tty_and_stdin(store):
     assert code == 3, out
 
 
+def resize(rows, cols):
+    """A tty_session step resizing the terminal: the kernel sends SIGWINCH to its foreground process, strata."""
+    return lambda master: fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+
+def test_image_tty_follows_the_window_size_and_passes_ctrl_c(store):
+    code, out = tty_session(["--root", store.root, "run", "--rm", "-it", "base:1", "sh"],
+                            [(b"echo si''ze $(stty size)\r", "size 33 101"),
+                             (resize(40, 132), None),
+                             (b"echo si''ze $(stty size)\r", "size 40 132"),
+                             (resize(12, 60), None),
+                             (b"echo si''ze $(stty size)\r", "size 12 60"),
+                             # Ctrl-C is the terminal's: the shell's foreground sleep gets SIGINT, strata does not.
+                             (b"sleep 100\r", None), (b"\x03", None),
+                             (b"echo after-$?\r", "after-130"),
+                             (b"exit 3\r", None)])
+    assert code == 3, out
+
+
 def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
     """The store workflow as an unprivileged user: stratafs mounts inside the container's namespaces."""
     home, tar = user_home_and_base_tar(user, workdir, base_tar)
@@ -851,15 +873,7 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
               "$S --root $R run --rm made:1 && "
               "$S --root $R run --rm -u app base:1 id -un; echo rc=$?")
     cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--reset-env", "sh", "-c", script]
-    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
-        # /dev/fuse is usually 0666; where this host keeps it root-only, give
-        # the test its own node in a private mount namespace.
-        dev = os.path.join(workdir, "devfuse")
-        os.mkdir(dev)
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-               f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
-               f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
-    r = run(with_open_tun(cmd), check=False, timeout=120)
+    r = run(with_open_tun(with_open_fuse(cmd, workdir)), check=False, timeout=120)
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0", "hi"], r.stderr
     if user.subids:
