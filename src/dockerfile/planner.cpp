@@ -592,7 +592,7 @@ class Planner {
     } else if (auto earlier = stage_by_name(from, s.stage.index)) {
       from_stage = *earlier;
     } else if (to_lower(from) == to_lower(s.stage.name)) {
-      fail(pos, what + "=" + from + " refers to its own stage");
+      fail(pos, (what == "--from" ? "COPY --from" : what) + "=" + from + " refers to its own stage");
     } else {
       std::optional<BaseImage> image = opt_.resolve ? opt_.resolve(from) : std::nullopt;
       if (!image) {
@@ -794,7 +794,7 @@ class Planner {
     if (const Flag* f = ins.flag("from")) {
       std::string from = expand({*f->value, f->pos}, lookup);
       if (from.empty()) fail(f->pos, "--from needs a stage or an image");
-      resolve_from(s, from, f->pos, ins.keyword + " --from", step.from_stage, step.from_image);
+      resolve_from(s, from, f->pos, "--from", step.from_stage, step.from_image);
     }
     add_history(step, ins.keyword + " " + join(history_sources, " ") + " " + dest + " # buildkit", false);
     nlohmann::json norm = {{"op", ins.keyword}, {"sources", step.sources}, {"dest", step.dest},
