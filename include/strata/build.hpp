@@ -131,6 +131,44 @@ struct RunFile {
   std::string content;
 };
 
+// RUN --mount=type=...,key=value,...: one mount a RUN step sees for its
+// command only (BuildKit's Dockerfile syntax). Nothing a mount shows is part
+// of the layer; the spec (never a cache's content or a secret's value) is
+// part of the step's cache key.
+enum class MountType { bind, cache, tmpfs, secret, ssh };
+enum class CacheSharing { shared, private_, locked };
+
+struct RunMount {
+  MountType type = MountType::bind;
+  std::string target;   // absolute and clean, inside the container
+  std::string source;   // bind: a path in `from` ("" or "/..." cleaned; "" is its root)
+  std::string from;     // bind: a stage name or index, an image, or "" (the context)
+  std::optional<int> from_stage;  // resolved by the planner
+  std::string from_image;         // resolved by the planner (image id)
+  std::string id;       // cache (default: the target), secret (default: the target's base name)
+  std::string env;      // secret: also (or only, without a target) set as this variable
+  bool read_only = true;          // bind: true unless rw; cache: false unless ro
+  bool required = false;          // secret
+  CacheSharing sharing = CacheSharing::shared;
+  std::optional<std::uint32_t> mode;  // cache (0755), secret (0400)
+  std::optional<std::uint32_t> uid, gid;
+  std::uint64_t size = 0;         // tmpfs: bytes; 0 is the kernel's default
+};
+
+// Parses the value of one --mount flag (already expanded): comma-separated
+// key=value fields (CSV quoting), `type` first or anywhere (default bind),
+// target|dst|destination, source|src, from, id, sharing, mode, uid, gid,
+// size, env, ro|readonly, rw|readwrite, required (a bare boolean key is
+// true). A relative target is taken from WORKDIR. Throws Error naming the
+// field that is wrong; type=ssh and cache's from= are refused.
+RunMount parse_run_mount(std::string_view value, const std::string& workdir);
+
+// The mount as it enters a RUN's cache key and its `normalized` form.
+nlohmann::json run_mount_json(const RunMount& mount);
+
+// "bind", "cache", ...
+const char* mount_type_name(MountType type);
+
 struct InlineSource {  // COPY <<EOF: a here-document as a source file
   std::string name;
   std::string content;
@@ -156,6 +194,7 @@ struct Step {
   std::string workdir;
   std::string network;           // "default", "none" or "host"
   std::vector<RunFile> files;
+  std::vector<RunMount> mounts;  // RUN --mount
 
   // COPY / ADD
   std::vector<std::string> sources;

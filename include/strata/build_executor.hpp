@@ -18,7 +18,9 @@
 // store; RUN is not run again.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
@@ -60,6 +62,9 @@ class BuildStore {
   // The build cache index: key -> value.
   virtual std::optional<std::string> cache_get(const std::string& key) = 0;
   virtual void cache_put(const std::string& key, const std::string& value) = 0;
+  // The directory that keeps RUN --mount=type=cache directories between
+  // builds (created when missing); "" when the store has none.
+  virtual std::string cache_mounts_dir() { return {}; }
 };
 
 // A union mount of read-only layers and an optional upper directory.
@@ -90,6 +95,19 @@ class StratafsMounter : public Mounter {
   std::string stratafs_;
 };
 
+// A mount the command of one RUN sees (RUN --mount), ready for the sandbox:
+// a host path bound over TARGET, or a tmpfs.
+struct RunMountRequest {
+  bool tmpfs = false;
+  std::string source;      // bind: the host file or directory
+  std::string target;      // absolute, inside the container
+  bool read_only = false;
+  std::uint64_t size = 0;  // tmpfs: bytes (0: the kernel's default)
+  // bind: set on SOURCE inside the container's user namespace before it is
+  // bound (container ids, mapped as the command's are).
+  std::optional<std::uint32_t> uid, gid, mode;
+};
+
 // One RUN: the command and its environment. ROOTFS is the union of the
 // parent's layers and the step's fresh upper (MOUNT says which), mounted by
 // the executor for the duration of the command.
@@ -101,6 +119,7 @@ struct RunRequest {
   std::string user;     // "" (root), "name", "uid", "name:group", "uid:gid"
   std::string workdir;  // absolute, inside the container
   std::string network;  // "default", "none" or "host"
+  std::vector<RunMountRequest> mounts;  // in Dockerfile order
 };
 
 // Runs a RUN step's command (in the sandbox); returns its exit status, or
@@ -121,6 +140,10 @@ struct ExecuteOptions {
   BuildStore* store = nullptr;
   Mounter* mounter = nullptr;
   RunCommand run;
+  // `--secret`: id -> value, for RUN --mount=type=secret. A value is given
+  // to the command only: never in a layer, the history, the config or a
+  // cache key.
+  std::map<std::string, std::string> secrets;
   // Polled between steps and after each step's work: true stops the build
   // (SIGINT/SIGTERM), cleaning up as for a failing step.
   std::function<bool()> cancelled;
@@ -143,6 +166,11 @@ BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, c
 std::optional<std::string> read_cache_entry(const std::string& dir, const std::string& key);
 void write_cache_entry(const std::string& dir, const std::string& tmp_dir, const std::string& key,
                        const std::string& value);
+
+// `strata builder prune`: removes the RUN --mount=type=cache directories
+// under DIR (BuildStore::cache_mounts_dir) that no build is using; returns
+// how many it removed. A cache in use is left.
+int prune_cache_mounts(const std::string& dir);
 
 // ---- parts the executor is made of, exposed for tests ----
 

@@ -270,6 +270,9 @@ struct BindMount {
   std::string target;  // absolute path inside the container
   bool read_only = false;
   std::string volume;  // the named volume's name; "" for a host path
+  // Set on SOURCE by the container's pid 1 (inside its user namespace, so
+  // container ids) before the bind: a build's cache and secret mounts.
+  std::optional<std::uint32_t> uid, gid, mode;
 };
 
 // Called by the container's pid 1 for each BindMount with a volume name,

@@ -2,6 +2,7 @@
 // the sandbox (see strata/build_executor.hpp).
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <list>
 #include <map>
 
 #include "files.hpp"
@@ -224,9 +226,9 @@ class Executor {
     std::optional<TempDir> downloads;
     std::map<std::string, std::string> downloaded;  // url -> file name in `downloads`
     std::string digest;
-    if (step.kind == StepKind::copy || step.kind == StepKind::add) {
+    if (step.kind == StepKind::copy || step.kind == StepKind::add || step.kind == StepKind::run) {
       try {
-        digest = sources_digest(step, downloads, downloaded);
+        digest = step.kind == StepKind::run ? bind_sources_digest(step) : sources_digest(step, downloads, downloaded);
       } catch (const DockerfileError&) {
         throw;
       } catch (const Error& e) {
@@ -316,6 +318,25 @@ class Executor {
     return digest;
   }
 
+  // The part of a RUN's key that changes with what its bind mounts show:
+  // the stage's key, the image, or the digest of the context's files. ("" without bind mounts.)
+  std::string bind_sources_digest(const Step& step) {
+    std::string digest;
+    for (const auto& m : step.mounts) {
+      if (m.type != MountType::bind) continue;
+      if (m.from_stage) {
+        digest.append("stage:").append(states_.at(*m.from_stage).chain).append(";");
+      } else if (!m.from_image.empty()) {
+        digest.append("image:").append(m.from_image).append(";");
+      } else {
+        if (!ctx_) throw Error("there is no build context to bind " + quote(m.target) + " from");
+        std::string rel = m.source.empty() ? std::string(".") : m.source.substr(1);
+        digest.append("context:").append(digest_sources(ctx_.get(), {rel}, opt_.ignore)).append(";");
+      }
+    }
+    return digest;
+  }
+
   // Runs a step that makes a layer; returns its diff_id ("" when the step
   // changed nothing).
   std::string execute(const Step& step, const State& s, std::optional<TempDir>& downloads,
@@ -336,7 +357,7 @@ class Executor {
       ScopedMount mount(*opt_.mounter, req);
       UniqueFd root = open_at(AT_FDCWD, req.target, O_PATH | O_DIRECTORY);
       switch (step.kind) {
-        case StepKind::run: run_command(step, req); break;
+        case StepKind::run: run_command(step, req, root.get(), work.path()); break;
         case StepKind::workdir: {
           // BuildKit creates the directory as the current USER.
           std::optional<Owner> owner;
@@ -375,7 +396,212 @@ class Executor {
     for (const auto& f : step.files) files::write_file(dir.get(), basename_of(f.path), f.content, 0755, Owner{});
   }
 
-  void run_command(const Step& step, const MountRequest& mount) {
+  // A cache mount's directory, held (flock on its lock file) for one RUN.
+  struct HeldCache {
+    std::string dir;
+    UniqueFd lock;
+  };
+
+  // ROOT/<hash of the id>/<N> (never a path made of the id itself) with the
+  // lock N.lock beside it: shared users share instance 0 (LOCK_SH), locked
+  // ones wait for it alone (LOCK_EX), private ones take the first instance
+  // nobody holds.
+  HeldCache hold_cache(const Step& step, const RunMount& m) {
+    std::string base = store_.cache_mounts_dir();
+    if (base.empty()) throw Error("this store keeps no cache mounts");
+    std::string dir = base + "/" + cache_key("cache-mount", m.id, {}, "");
+    for (const std::string& d : {base, dir}) {
+      if (::mkdir(d.c_str(), 0700) != 0 && errno != EEXIST) throw_errno("create " + quote(d));
+    }
+    constexpr int kMaxPrivate = 64;
+    for (int i = 0; i < kMaxPrivate; ++i) {
+      std::string instance = dir + "/" + std::to_string(i);
+      UniqueFd lock = open_at(AT_FDCWD, instance + ".lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+      const bool is_private = m.sharing == CacheSharing::private_;
+      int op = m.sharing == CacheSharing::shared ? LOCK_SH : LOCK_EX;
+      if (is_private) op |= LOCK_NB;
+      bool taken = false;
+      while (!taken) {
+        if (::flock(lock.get(), op) == 0) {
+          taken = true;
+        } else if (errno == EWOULDBLOCK && is_private) {
+          break;
+        } else if (errno == EINTR) {
+          check_cancelled(step);
+        } else {
+          throw_errno("lock the cache mount " + quote(m.id));
+        }
+      }
+      if (!taken) continue;
+      if (::mkdir(instance.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(instance));
+      return {instance, std::move(lock)};
+    }
+    throw Error("the cache mount " + quote(m.id) + " has " + std::to_string(kMaxPrivate) + " private copies in use");
+  }
+
+  // What the mounts of STEP need on the host for its run (unmounted, unlocked
+  // and removed when it ends).
+  struct PreparedMounts {
+    std::list<ScopedMount> unions;  // stages and images to bind, rw binds
+    std::vector<HeldCache> caches;
+    std::vector<std::string> stubs;  // mount points the run created, deepest last
+  };
+
+  void prepare_mounts(const Step& step, int root, const std::string& work_dir, RunRequest& r, PreparedMounts& p) {
+    int n = 0;
+    for (const auto& m : step.mounts) {
+      std::string slot = work_dir + "/m" + std::to_string(n++);
+      RunMountRequest req;
+      req.target = m.target;
+      req.read_only = m.read_only;
+      switch (m.type) {
+        case MountType::tmpfs:
+          req.tmpfs = true;
+          req.size = m.size;
+          break;
+        case MountType::cache: {
+          p.caches.push_back(hold_cache(step, m));
+          req.source = p.caches.back().dir;
+          req.mode = m.mode.value_or(0755);
+          if (m.uid || m.gid) {
+            req.uid = m.uid.value_or(0);
+            req.gid = m.gid.value_or(0);
+          }
+          break;
+        }
+        case MountType::bind: req.source = bind_source(m, slot, p); break;
+        case MountType::secret: {
+          auto it = opt_.secrets.find(m.id);
+          if (it == opt_.secrets.end()) {
+            if (m.required) {
+              throw Error("secret " + quote(m.id) + " is required but not given (strata build --secret id=" + m.id +
+                          ",src=PATH)");
+            }
+            continue;  // as BuildKit: the mount is skipped
+          }
+          if (!m.env.empty()) r.env.push_back(m.env + "=" + it->second);
+          if (m.target.empty()) continue;
+          if (::mkdir(slot.c_str(), 0700) != 0) throw_errno("create " + quote(slot));
+          UniqueFd d = open_at(AT_FDCWD, slot, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+          files::write_file(d.get(), "secret", it->second, 0400, Owner{});
+          req.source = slot + "/secret";
+          req.read_only = true;
+          req.mode = m.mode.value_or(0400);
+          if (m.uid || m.gid) {
+            req.uid = m.uid.value_or(0);
+            req.gid = m.gid.value_or(0);
+          }
+          break;
+        }
+        case MountType::ssh: throw Error("RUN --mount=type=ssh is not supported by strata build");
+      }
+      // The mount points the sandbox will create (the target and its
+      // missing parents, where symlinks lead inside the root): removed again
+      // after the run when still empty, so that the layer does not keep them.
+      std::string real = resolve_in_root(root, m.target);
+      std::vector<std::string> missing;
+      for (std::string at = real; at != "/" && !at.empty(); at = dirname_of(at)) {
+        UniqueFd probe = files::open_in_root(root, at, O_PATH);
+        if (probe) break;
+        missing.push_back(at);
+      }
+      p.stubs.insert(p.stubs.end(), missing.rbegin(), missing.rend());
+      r.mounts.push_back(std::move(req));
+    }
+  }
+
+  // The host path a bind mount shows: SOURCE resolved inside the context, or
+  // inside a read-only union of the stage or image (symlinks and `..` stay
+  // inside). With rw, a union over it whose writes are discarded.
+  std::string bind_source(const RunMount& m, const std::string& slot, PreparedMounts& p) {
+    UniqueFd from_root;
+    std::string where;
+    if (m.from_stage || !m.from_image.empty()) {
+      std::vector<std::string> layers;
+      if (m.from_stage) {
+        layers = states_.at(*m.from_stage).layers;
+        where = "stage " + std::to_string(*m.from_stage);
+      } else {
+        nlohmann::json doc = store_.image_config(m.from_image);
+        if (doc.contains("rootfs") && doc["rootfs"].contains("diff_ids")) {
+          for (const auto& d : doc["rootfs"]["diff_ids"]) layers.push_back(d.get<std::string>());
+        }
+        where = "image " + short_id(m.from_image);
+      }
+      for (const char* d : {"", "-empty"}) {
+        std::string path = slot + d;
+        if (::mkdir(path.c_str(), 0755) != 0) throw_errno("create " + quote(path));
+      }
+      MountRequest req;
+      req.lowers = lower_dirs(layers, slot + "-empty");
+      req.target = slot;
+      p.unions.emplace_back(*opt_.mounter, req);
+      from_root = open_at(AT_FDCWD, slot, O_PATH | O_DIRECTORY);
+    } else {
+      if (!ctx_) throw Error("there is no build context to bind " + quote(m.target) + " from");
+      from_root = open_at(ctx_.get(), ".", O_PATH | O_DIRECTORY);
+      where = "the build context";
+    }
+    std::string rel = m.source.empty() ? std::string(".") : m.source.substr(1);
+    UniqueFd src = files::open_in_root(from_root.get(), rel, O_PATH);
+    if (!src) throw_errno("bind source " + quote(m.source.empty() ? "/" : m.source) + " in " + where);
+    std::string host;
+    {
+      char buf[4096];
+      std::string link = "/proc/self/fd/" + std::to_string(src.get());
+      ssize_t len = ::readlink(link.c_str(), buf, sizeof buf - 1);
+      if (len < 0) throw_errno("resolve the bind source " + quote(m.source));
+      host.assign(buf, static_cast<size_t>(len));
+    }
+    if (m.read_only) return host;
+    // rw: the command writes into a union over the source; the writes go
+    // away with it.
+    struct stat st {};
+    if (::fstat(src.get(), &st) != 0) throw_errno("stat the bind source " + quote(m.source));
+    std::string rw = slot + "-rw";
+    for (const char* d : {"", "/upper", "/work", "/mnt"}) {
+      std::string path = rw + d;
+      if (::mkdir(path.c_str(), 0755) != 0) throw_errno("create " + quote(path));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      UniqueFd in(files::open_in_root(from_root.get(), rel, O_RDONLY));
+      if (!in) throw_errno("open the bind source " + quote(m.source));
+      UniqueFd upper = open_at(AT_FDCWD, rw + "/upper", O_RDONLY | O_DIRECTORY);
+      std::string content;
+      char buf[65536];
+      ssize_t got;
+      while ((got = ::read(in.get(), buf, sizeof buf)) > 0) content.append(buf, static_cast<size_t>(got));
+      if (got < 0) throw_errno("read the bind source " + quote(m.source));
+      files::write_file(upper.get(), "file", content, st.st_mode & 07777, Owner{});
+      return rw + "/upper/file";
+    }
+    MountRequest req;
+    req.lowers = {host};
+    req.upper = rw + "/upper";
+    req.work = rw + "/work";
+    req.target = rw + "/mnt";
+    p.unions.emplace_back(*opt_.mounter, req);
+    return req.target;
+  }
+
+  // Removes the mount points in STUBS that are still empty (deepest first),
+  // each through its parent opened inside ROOT.
+  static void remove_stubs(int root, const std::vector<std::string>& stubs) noexcept {
+    for (auto it = stubs.rbegin(); it != stubs.rend(); ++it) {
+      UniqueFd parent = files::open_in_root(root, dirname_of(*it), O_PATH | O_DIRECTORY);
+      if (!parent) continue;
+      std::string name = basename_of(*it);
+      struct stat st {};
+      if (::fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+      if (S_ISDIR(st.st_mode)) {
+        ::unlinkat(parent.get(), name.c_str(), AT_REMOVEDIR);  // fails when not empty: kept
+      } else if (S_ISREG(st.st_mode) && st.st_size == 0) {
+        ::unlinkat(parent.get(), name.c_str(), 0);
+      }
+    }
+  }
+
+  void run_command(const Step& step, const MountRequest& mount, int root, const std::string& work_dir) {
     RunRequest r;
     r.rootfs = mount.target;
     r.mount = mount;
@@ -390,7 +616,11 @@ class Executor {
       }
     }
     if (!opt_.run) throw Error("RUN is not available in this build");
+    PreparedMounts prepared;
+    prepare_mounts(step, root, work_dir, r, prepared);
     int rc = opt_.run(r);
+    remove_stubs(root, prepared.stubs);
+    prepared.unions.clear();
     if (rc != 0) {
       std::string cmd;
       for (const auto& a : step.argv) cmd += (cmd.empty() ? "" : " ") + a;
@@ -635,6 +865,34 @@ void write_cache_entry(const std::string& dir, const std::string& tmp_dir, const
   if (::fsync(fd.get()) != 0 || ::rename(tmpl.c_str(), entry.c_str()) != 0)
     throw_errno("write the build cache entry " + quote(entry));
   staged.placed = true;
+}
+
+int prune_cache_mounts(const std::string& dir) {
+  int removed = 0;
+  UniqueFd base(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!base) {
+    if (errno == ENOENT) return 0;
+    throw_errno("open " + quote(dir));
+  }
+  for (const auto& cache : read_dir_names(base.get(), dir)) {
+    UniqueFd cdir = open_at(base.get(), cache, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+    bool in_use = false;
+    for (const auto& name : read_dir_names(cdir.get(), dir + "/" + cache)) {
+      if (name.size() <= 5 || name.substr(name.size() - 5) != ".lock") continue;
+      UniqueFd lock = open_at(cdir.get(), name, O_RDWR | O_NOFOLLOW);
+      if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+        in_use = true;
+        continue;
+      }
+      remove_tree_at(cdir.get(), name.substr(0, name.size() - 5));
+      if (::unlinkat(cdir.get(), name.c_str(), 0) != 0) throw_errno("remove " + quote(dir + "/" + cache + "/" + name));
+    }
+    if (!in_use) {
+      remove_tree_at(base.get(), cache);
+      ++removed;
+    }
+  }
+  return removed;
 }
 
 BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options) {

@@ -579,11 +579,63 @@ class Planner {
     step.used_args = std::move(used);
   }
 
+  // COPY --from and RUN --mount=...,from=: an earlier stage (by name or
+  // index) or an image of the local store; the stage is evaluated and needed.
+  void resolve_from(StageState& s, const std::string& from, Position pos, const std::string& what,
+                    std::optional<int>& from_stage, std::string& from_image) {
+    if (all_digits(from)) {
+      long n = std::strtol(from.c_str(), nullptr, 10);
+      if (n >= s.stage.index) {
+        fail(pos, "invalid from flag value " + from + ": refers to the current or a later build stage");
+      }
+      from_stage = static_cast<int>(n);
+    } else if (auto earlier = stage_by_name(from, s.stage.index)) {
+      from_stage = *earlier;
+    } else if (to_lower(from) == to_lower(s.stage.name)) {
+      fail(pos, (what == "--from" ? "COPY --from" : what) + "=" + from + " refers to its own stage");
+    } else {
+      std::optional<BaseImage> image = opt_.resolve ? opt_.resolve(from) : std::nullopt;
+      if (!image) {
+        fail(pos, what + "=" + from + ": no build stage of that name and no such image in the local store; get "
+                  "it with 'strata import', 'strata load' or 'strata pull'");
+      }
+      from_image = image->id;
+      s.stage.images_needed.push_back(from);
+    }
+    if (from_stage) {
+      evaluate(*from_stage);
+      if (std::find(s.stage.needs.begin(), s.stage.needs.end(), *from_stage) == s.stage.needs.end()) {
+        s.stage.needs.push_back(*from_stage);
+      }
+    }
+  }
+
   void dispatch_run(StageState& s, const Instruction& ins) {
     Step step = new_step(s, ins, StepKind::run);
     const ImageConfig& c = step.config;
+    const std::string mount_workdir = c.working_dir.empty() ? "/" : c.working_dir;
     for (const auto& f : ins.flags) {
-      if (f.name == "mount") fail(f.pos, "RUN --mount is not supported by strata build");
+      if (f.name == "mount") {
+        // Variables expand; the quotes of the mount's CSV fields stay.
+        ShellLexer lexer(df_.escape);
+        lexer.process_quotes = false;
+        std::string text;
+        try {
+          text = lexer.process_word(*f.value, stage_lookup(s));
+        } catch (const ExpansionError& e) {
+          fail(f.pos, e.what());
+        }
+        RunMount m;
+        try {
+          m = parse_run_mount(text, mount_workdir);
+        } catch (const Error& e) {
+          fail(f.pos, std::string("RUN --mount: ") + e.what());
+        }
+        if (m.type == MountType::bind && !m.from.empty()) {
+          resolve_from(s, m.from, f.pos, "RUN --mount from", m.from_stage, m.from_image);
+        }
+        step.mounts.push_back(std::move(m));
+      }
       if (f.name == "security" && *f.value != "sandbox") {
         fail(f.pos, "RUN --security=" + *f.value + " is not supported (only sandbox)");
       }
@@ -633,6 +685,7 @@ class Planner {
     add_history(step, "RUN " + prefix + join(step.argv, " ") + " # buildkit", false);
     nlohmann::json norm = {{"op", "RUN"}, {"argv", step.argv}, {"network", step.network}};
     for (const auto& f : step.files) norm["files"].push_back({f.path, f.content});
+    for (const auto& m : step.mounts) norm["mounts"].push_back(run_mount_json(m));
     step.normalized = norm.dump();
     s.stage.steps.push_back(std::move(step));
   }
@@ -741,31 +794,7 @@ class Planner {
     if (const Flag* f = ins.flag("from")) {
       std::string from = expand({*f->value, f->pos}, lookup);
       if (from.empty()) fail(f->pos, "--from needs a stage or an image");
-      if (all_digits(from)) {
-        long n = std::strtol(from.c_str(), nullptr, 10);
-        if (n >= s.stage.index) {
-          fail(f->pos, "invalid from flag value " + from + ": refers to the current or a later build stage");
-        }
-        step.from_stage = static_cast<int>(n);
-      } else if (auto earlier = stage_by_name(from, s.stage.index)) {
-        step.from_stage = *earlier;
-      } else if (to_lower(from) == to_lower(s.stage.name)) {
-        fail(f->pos, "COPY --from=" + from + " refers to its own stage");
-      } else {
-        std::optional<BaseImage> image = opt_.resolve ? opt_.resolve(from) : std::nullopt;
-        if (!image) {
-          fail(f->pos, "--from=" + from + ": no build stage of that name and no such image in the local store; get "
-                       "it with 'strata import', 'strata load' or 'strata pull'");
-        }
-        step.from_image = image->id;
-        s.stage.images_needed.push_back(from);
-      }
-      if (step.from_stage) {
-        evaluate(*step.from_stage);
-        if (std::find(s.stage.needs.begin(), s.stage.needs.end(), *step.from_stage) == s.stage.needs.end()) {
-          s.stage.needs.push_back(*step.from_stage);
-        }
-      }
+      resolve_from(s, from, f->pos, "--from", step.from_stage, step.from_image);
     }
     add_history(step, ins.keyword + " " + join(history_sources, " ") + " " + dest + " # buildkit", false);
     nlohmann::json norm = {{"op", ins.keyword}, {"sources", step.sources}, {"dest", step.dest},

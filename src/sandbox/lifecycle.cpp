@@ -509,7 +509,7 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   if (j->contains("Volumes") && (*j)["Volumes"].is_array())
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())
-        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", "")});
+        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", ""), {}, {}, {}});
   for (const auto& t : strings("Tmpfs")) o.tmpfs.push_back(sandbox::parse_tmpfs(t));
   o.read_only_root = j->value("ReadonlyRootfs", false);
   o.capabilities = j->value("Capabilities", sandbox::default_capabilities());

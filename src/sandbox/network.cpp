@@ -260,9 +260,9 @@ std::vector<BindMount> ContainerNetwork::name_files() const {
   std::vector<BindMount> out;
   for (const char* f : {"/etc/resolv.conf", "/etc/hosts"}) {
     if (dir_) {
-      out.push_back({dir_->path() + "/" + (std::strrchr(f, '/') + 1), f, false, {}});
+      out.push_back({dir_->path() + "/" + (std::strrchr(f, '/') + 1), f, false, {}, {}, {}, {}});
     } else if (::access(f, R_OK) == 0) {
-      out.push_back({f, f, true, {}});
+      out.push_back({f, f, true, {}, {}, {}, {}});
     }
   }
   return out;

@@ -286,6 +286,11 @@ UniqueFd build_root(const ChildContext& ctx, int& master_out) {
   }
   for (const auto& v : spec.volumes) {
     if (!v.volume.empty() && spec.fill_volume) spec.fill_volume(r, v);
+    if (v.uid && ::lchown(v.source.c_str(), *v.uid, v.gid.value_or(0)) != 0) {
+      throw_errno("give " + quote(v.target) + " the owner " + std::to_string(*v.uid) + ":" +
+                  std::to_string(v.gid.value_or(0)));
+    }
+    if (v.mode && ::chmod(v.source.c_str(), *v.mode) != 0) throw_errno("set the mode of " + quote(v.target));
     bind_into(r, v.source, v.target, v.read_only, true);
   }
   for (const auto& t : spec.tmpfs) {

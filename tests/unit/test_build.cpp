@@ -180,7 +180,7 @@ TEST_CASE("RUN: environment, build args in history, proxy args, shell, heredocs"
   CHECK(ss[4].argv == std::vector<std::string>{"/bin/sh", "-c", "cat <<  'Q' > /q\n$X\nQ"});
   CHECK(plan_error("FROM busybox\nCOPY << EOF /x\nhi\nEOF\n") ==
         "Dockerfile:2:6: COPY takes a here-document as one word: write <<NAME, with no blank after <<: 'COPY << EOF /x'");
-  CHECK(plan_error("FROM busybox\nRUN --mount=type=cache,target=/x make\n").find("RUN --mount is not supported") !=
+  CHECK(plan_error("FROM busybox\nRUN --mount=type=tmpfs,target=/x,size=lots make\n").find("RUN --mount: invalid mount option size") !=
         std::string::npos);
   CHECK(plan_error("FROM busybox\nRUN --network=bridge x\n").find("unsupported network mode 'bridge'") !=
         std::string::npos);
@@ -460,4 +460,72 @@ TEST_CASE("--chmod modes: octal replaces, symbolic changes each entry's own mode
                           "u+ug", "a=rwxq", "0x755", "-0755"}) {
     CHECK_FALSE_MESSAGE(ModeChange::parse(bad).has_value(), bad);
   }
+}
+
+TEST_CASE("RUN --mount: the mount spec parser") {
+  RunMount c = parse_run_mount("type=cache,target=/root/.cache,sharing=locked,mode=0700,uid=1000,gid=100", "/");
+  CHECK(c.type == MountType::cache);
+  CHECK(c.target == "/root/.cache");
+  CHECK(c.id == "/root/.cache");  // the id defaults to the target
+  CHECK(c.sharing == CacheSharing::locked);
+  CHECK(c.mode == 0700U);
+  CHECK(c.uid == 1000U);
+  CHECK(c.gid == 100U);
+  CHECK_FALSE(c.read_only);
+  RunMount b = parse_run_mount("source=../../etc,dst=rel", "/work");
+  CHECK(b.type == MountType::bind);  // the default type
+  CHECK(b.target == "/work/rel");
+  CHECK(b.source == "/etc");  // cleaned: `..` never climbs out of the source root
+  CHECK(b.read_only);
+  CHECK_FALSE(parse_run_mount("type=bind,target=/x,rw", "/").read_only);
+  CHECK_FALSE(parse_run_mount("type=bind,target=/x,readwrite=true", "/").read_only);
+  CHECK(parse_run_mount("type=cache,target=/x,ro", "/").read_only);
+  CHECK(parse_run_mount("type=tmpfs,target=/t,size=64m", "/").size == 64ULL << 20);
+  RunMount s = parse_run_mount("type=secret,id=tok", "/");
+  CHECK(s.target == "/run/secrets/tok");
+  CHECK(s.mode == std::nullopt);
+  RunMount e = parse_run_mount("type=secret,id=tok,env=TOKEN,required", "/");
+  CHECK(e.target.empty());
+  CHECK(e.env == "TOKEN");
+  CHECK(e.required);
+  CHECK(parse_run_mount("type=secret,target=/a/key", "/").id == "key");
+  CHECK(parse_run_mount("\"type=cache\",\"target=/a,b\"", "/").target == "/a,b");
+  CHECK(parse_run_mount("type=cache,target=/../../etc", "/").target == "/etc");
+  CHECK(parse_run_mount("type=cache,id=../../x,target=/c", "/").id == "../../x");  // never used as a path
+
+  auto error = [](const std::string& spec) {
+    try {
+      parse_run_mount(spec, "/");
+    } catch (const strata::Error& err) {
+      return std::string(err.what());
+    }
+    return std::string("no error");
+  };
+  CHECK(error("type=nfs,target=/x").find("unsupported mount type 'nfs'") != std::string::npos);
+  CHECK(error("type=cache,target=/x,colour=red").find("unexpected key 'colour'") != std::string::npos);
+  CHECK(error("type=tmpfs,target=/x,id=a").find("'id' does not apply to type=tmpfs") != std::string::npos);
+  CHECK(error("type=cache").find("needs a target") != std::string::npos);
+  CHECK(error("type=cache,target=/").find("root directory") != std::string::npos);
+  CHECK(error("type=cache,target=/x,sharing=all").find("sharing") != std::string::npos);
+  CHECK(error("type=cache,target=/x,mode=999").find("mode") != std::string::npos);
+  CHECK(error("type=cache,target=/x,uid=-1").find("uid") != std::string::npos);
+  CHECK(error("type=cache,target=/x,from=stage").find("not supported") != std::string::npos);
+  CHECK(error("type=ssh").find("type=ssh is not supported") != std::string::npos);
+  CHECK(error("type=bind,target=/x,ro=maybe").find("true or false") != std::string::npos);
+  CHECK(error("type=bind,target=\"/x").find("quote") != std::string::npos);
+  CHECK(error("type=secret").find("needs an id or a target") != std::string::npos);
+}
+
+TEST_CASE("RUN --mount in a plan: errors name the line, the spec is in the key, from= is a stage") {
+  CHECK(plan_error("FROM busybox\nRUN --mount=type=nfs,target=/x true\n").find("Dockerfile:2:") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nRUN --mount=type=ssh true\n").find("type=ssh is not supported") != std::string::npos);
+  Plan p = plan("FROM busybox AS a\nFROM busybox\nARG T=/c\nRUN --mount=type=cache,target=$T --mount=from=a,target=/a true\n");
+  const Step& run = p.stages.back().steps.back();
+  REQUIRE(run.mounts.size() == 2);
+  CHECK(run.mounts[0].target == "/c");
+  CHECK(run.mounts[1].from_stage == 0);
+  CHECK(run.normalized.find("\"mounts\"") != std::string::npos);
+  CHECK(run.history.created_by.find("mount") == std::string::npos);
+  Plan q = plan("FROM busybox\nRUN --mount=type=cache,target=/d true\n");
+  CHECK(q.stages.back().steps.back().normalized != plan("FROM busybox\nRUN --mount=type=cache,target=/e true\n").stages.back().steps.back().normalized);
 }

@@ -1,6 +1,7 @@
 // strata build: an image from a Dockerfile and a context directory.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 
 #include "cli.hpp"
 #include "registry_common.hpp"
+#include "store_common.hpp"
 #include "strata/archive.hpp"
 #include "strata/build.hpp"
 #include "strata/build_executor.hpp"
@@ -25,12 +27,16 @@
 #include "strata/sandbox.hpp"
 #include "strata/stratafs_client.hpp"
 #include "strata/store.hpp"
+#include "strata/text.hpp"
 
 namespace strata::cli {
 
 namespace {
 
 namespace b = strata::build;
+
+// Under the store's root: RUN --mount=type=cache directories.
+constexpr const char* kCacheMountsDir = "build-cache-mounts";
 
 // The store as the executor sees it.
 class StoreAdapter : public b::BuildStore {
@@ -57,6 +63,7 @@ class StoreAdapter : public b::BuildStore {
   std::optional<std::string> cache_get(const std::string& key) override {
     return b::read_cache_entry(s_.root() + "/cache", key);
   }
+  std::string cache_mounts_dir() override { return s_.root() + "/" + kCacheMountsDir; }
   void cache_put(const std::string& key, const std::string& value) override {
     b::write_cache_entry(s_.root() + "/cache", s_.tmp_dir(), key, value);
   }
@@ -80,9 +87,57 @@ void catch_interrupts() {
 
 std::string read_text(std::istream& in) { return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()}; }
 
+// `--secret id=ID[,src=PATH|,env=VAR][,type=file|env]`, as docker build
+// takes it: a file (src, source) or a variable of strata's environment (env);
+// without either, the variable named ID if it is set, else the file ID.
+// Returns the id and the value.
+std::pair<std::string, std::string> read_secret(const std::string& spec) {
+  std::string id, src, env, type;
+  for (auto field : split(spec, ',')) {
+    auto eq = field.find('=');
+    std::string key(field.substr(0, eq));
+    std::string value(eq == std::string_view::npos ? std::string_view() : field.substr(eq + 1));
+    if (eq == std::string_view::npos || value.empty()) throw UsageError("build: --secret " + quote(spec) + ": " + quote(key) + " needs a value");
+    if (key == "id") {
+      id = value;
+    } else if (key == "src" || key == "source") {
+      src = value;
+    } else if (key == "env") {
+      env = value;
+    } else if (key == "type") {
+      if (value != "file" && value != "env") throw UsageError("build: --secret " + quote(spec) + ": type is file or env");
+      type = value;
+    } else {
+      throw UsageError("build: --secret " + quote(spec) + ": unknown key " + quote(key) + " (id, src, env, type)");
+    }
+  }
+  if (!src.empty() && !env.empty()) throw UsageError("build: --secret " + quote(spec) + ": give src or env, not both");
+  if (type == "env" && env.empty()) env = src.empty() ? id : src;
+  if (type == "env") src.clear();
+  if (id.empty()) id = !env.empty() ? env : src.substr(src.rfind('/') + 1);
+  if (id.empty()) throw UsageError("build: --secret " + quote(spec) + " has no id");
+  if (src.empty() && env.empty()) {
+    if (type != "file" && std::getenv(id.c_str()) != nullptr) {
+      env = id;
+    } else {
+      src = id;
+    }
+  }
+  if (!env.empty()) {
+    const char* v = std::getenv(env.c_str());
+    if (v == nullptr) throw UsageError("build: --secret " + quote(spec) + ": the variable " + env + " is not set");
+    return {id, v};
+  }
+  try {
+    return {id, read_file(src)};
+  } catch (const Error& e) {
+    throw UsageError("build: --secret " + quote(spec) + ": " + e.what());
+  }
+}
+
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
-  std::vector<std::string> tags, build_args, labels;
+  std::vector<std::string> tags, build_args, labels, secrets;
   std::string file, target, progress = "plain", context;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
@@ -92,6 +147,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("no-cache", po::bool_switch(), "run every step, using no cached layer")
       ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
+      ("secret", po::value(&secrets), "give RUN --mount=type=secret a secret: id=ID,src=PATH or id=ID,env=VAR (repeatable; never stored in the image or the cache)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("quiet,q", po::bool_switch(), "print only the image id")
       ("context", po::value(&context)->required(), "the build context directory ('-': a tar, or a Dockerfile, on standard input)");
@@ -114,6 +170,11 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       continue;
     }
     arg_map[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+  std::map<std::string, std::string> secret_map;
+  for (const auto& spec : secrets) {
+    auto [id, value] = read_secret(spec);
+    secret_map.insert_or_assign(id, std::move(value));
   }
   std::map<std::string, std::string> label_map;
   for (const auto& l : labels) {
@@ -211,6 +272,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.out = &std::cout;
   eo.store = &adapter;
   eo.mounter = &mounter;
+  eo.secrets = std::move(secret_map);
   eo.run = [quiet = eo.quiet](const b::RunRequest& r) -> int {
     sandbox::RunSpec spec;
     spec.rootfs = r.rootfs;
@@ -220,6 +282,24 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     spec.user = r.user;
     spec.network = r.network == "none" ? sandbox::Network::none : sandbox::Network::host;
     spec.signals_end_command = true;  // Ctrl-C cancels the step, as in docker build
+    for (const auto& m : r.mounts) {
+      if (m.tmpfs) {
+        sandbox::TmpfsMount t;
+        t.target = m.target;
+        t.flags = MS_NOSUID | MS_NODEV;
+        if (m.size != 0) t.data = "size=" + std::to_string(m.size);
+        spec.tmpfs.push_back(std::move(t));
+      } else {
+        sandbox::BindMount b;
+        b.source = m.source;
+        b.target = m.target;
+        b.read_only = m.read_only;
+        b.uid = m.uid;
+        b.gid = m.gid;
+        b.mode = m.mode;
+        spec.volumes.push_back(std::move(b));
+      }
+    }
     std::cout.flush();
     // -q: the command's output is not shown.
     UniqueFd saved_out, saved_err;
@@ -253,7 +333,30 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   return 0;
 }
 
+int builder_prune(const GlobalOptions& global, const std::vector<std::string>& args) {
+  po::options_description options("Options");
+  options.add_options()("force,f", "do not ask for confirmation");
+  po::positional_options_description positional;
+  po::variables_map vm;
+  if (!parse_args("builder prune",
+                  "strata builder prune [-f]\n\nRemoves the directories RUN --mount=type=cache keeps between builds\n"
+                  "(those no running build uses). The cache of built steps is kept.",
+                  options, positional, args, vm)) {
+    return 0;
+  }
+  auto store = open_store(global);
+  confirm("builder prune", "This will remove all build cache mounts.", vm.count("force") != 0U);
+  int removed = b::prune_cache_mounts(store.root() + "/" + kCacheMountsDir);
+  std::cout << "Deleted cache mounts: " << removed << "\n";
+  return 0;
+}
+
+int builder_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
+  return dispatch("builder", {{"prune", builder_prune}}, global, args);
+}
+
 const VerbRegistration registration("build", "build an image from a Dockerfile", build_verb);
+const VerbRegistration builder_registration("builder", "builder prune: remove the build's cache mounts", builder_verb);
 
 }  // namespace
 

@@ -145,7 +145,7 @@ void add_mount(sandbox::RunSpec& spec, const std::string& text) {
     if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a bind mount");
     if (source.empty() || source[0] != '/') throw UsageError("bad mount " + quote(text) + ": the source must be an absolute host path");
     if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
-    spec.volumes.push_back({source, target, read_only, ""});
+    spec.volumes.push_back({source, target, read_only, "", {}, {}, {}});
   } else if (type == "tmpfs") {
     if (!source.empty()) throw UsageError("bad mount " + quote(text) + ": a tmpfs has no source");
     std::string options = "rw";

@@ -1,0 +1,155 @@
+"""strata build: RUN --mount (cache, tmpfs, bind, secret) and --secret, seen
+as a user sees them: what the command sees, what the image keeps (nothing of
+the mounts), what the cache does, and hostile specs.
+"""
+import os
+import re
+
+import pytest
+
+from test_build import Env  # noqa: F401  (the same fixture as test_build.py)
+from test_build import env  # noqa: F401
+
+
+def tree_has(env, name, path):
+    mnt = env.mount(name)
+    return os.path.lexists(mnt + path)
+
+
+def all_layer_bytes(env):
+    data = b""
+    for top, dirs, files in os.walk(os.path.join(env.root, "layers")):
+        for f in files:
+            p = os.path.join(top, f)
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as fh:
+                    data += fh.read()
+    return data
+
+
+def test_cache_persists_between_builds_and_is_not_in_the_image(env):
+    env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app sh -c 'echo one >> /var/cache/app/log'\n",
+              "-t", "c:1")
+    r = env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app,sharing=locked "
+                  "sh -c 'echo two >> /var/cache/app/log; cat /var/cache/app/log'\n", "-t", "c:2")
+    assert "one\ntwo" in r.stdout
+    assert not tree_has(env, "c:2", "/var/cache/app/log")
+    assert not tree_has(env, "c:2", "/var/cache/app")  # the mount point is not kept either
+    # private: a fresh copy only when the cache is in use; here it is not.
+    r = env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app,sharing=private cat /var/cache/app/log\n")
+    assert "one\ntwo" in r.stdout
+    # Cache directories are named by a hash, never by the id.
+    names = os.listdir(os.path.join(env.root, "build-cache-mounts"))
+    assert names and all(re.fullmatch(r"[0-9a-f]{32}", n) for n in names)
+    r = env.strata("builder", "prune", "-f")
+    assert r.returncode == 0, r.stderr
+    assert os.listdir(os.path.join(env.root, "build-cache-mounts")) == []
+    r = env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app ls -A /var/cache/app && echo listed\n")
+    assert "log" not in r.stdout and "listed" in r.stdout
+
+
+def test_hostile_cache_id_and_target_stay_inside(env, workdir):
+    escape = os.path.join(workdir, "escape")
+    env.build("FROM base:1\n"
+              f"RUN ln -s {escape} /link\n"
+              "RUN --mount=type=cache,id=../../x,target=/../../etc/c --mount=type=tmpfs,target=/link "
+              "sh -c 'echo hi > /link/f && echo x > /etc/c/f'\n", "-t", "h:1")
+    assert not os.path.exists(escape)
+    assert not os.path.exists(os.path.join(env.root, "x"))
+    assert not os.path.exists(os.path.join(workdir, "x"))
+    assert all(re.fullmatch(r"[0-9a-f]{32}", n) for n in os.listdir(os.path.join(env.root, "build-cache-mounts")))
+    assert not tree_has(env, "h:1", "/etc/c")
+
+
+def test_tmpfs_is_not_in_the_layer(env):
+    env.build("FROM base:1\nRUN --mount=type=tmpfs,target=/scratch,size=1m "
+              "sh -c 'echo x > /scratch/f && grep \" /scratch tmpfs\" /proc/mounts && touch /kept'\n", "-t", "t:1")
+    assert tree_has(env, "t:1", "/kept")
+    assert not tree_has(env, "t:1", "/scratch")
+
+
+def test_bind_from_context_stage_and_rw_discarded(env):
+    env.write("data/hello.txt", "hello from the context\n")
+    env.build("FROM base:1 AS first\nRUN echo staged > /s.txt\n"
+              "FROM base:1\n"
+              "RUN --mount=target=/src,source=data cat /src/hello.txt > /copied\n"
+              "RUN --mount=from=first,source=/s.txt,target=/s cat /s > /from-stage\n"
+              "RUN --mount=target=/w,rw sh -c 'echo junk > /w/new && rm /w/data/hello.txt'\n"
+              "RUN --mount=target=/up,source=../../ ls /up > /listing\n", "-t", "b:1")
+    mnt = env.mount("b:1")
+    assert open(mnt + "/copied").read() == "hello from the context\n"
+    assert open(mnt + "/from-stage").read() == "staged\n"
+    assert "Dockerfile" in open(mnt + "/listing").read()  # `..` stops at the context's root
+    assert not os.path.lexists(mnt + "/src") and not os.path.lexists(mnt + "/w")
+    assert not os.path.exists(os.path.join(env.ctx, "new"))
+    assert os.path.exists(os.path.join(env.ctx, "data/hello.txt"))
+    # Read-only by default.
+    r = env.build("FROM base:1\nRUN --mount=target=/src touch /src/x\n", ok=False)
+    assert r.returncode != 0
+    assert not os.path.exists(os.path.join(env.ctx, "x"))
+    # A symlink in the context cannot lead the source out of it.
+    os.symlink("/etc", os.path.join(env.ctx, "esc"))
+    r = env.build("FROM base:1\nRUN --mount=target=/p,source=esc/passwd cat /p\n", ok=False)
+    assert r.returncode != 0
+    assert "root:" not in r.stdout
+    # Changing a bound file changes the key.
+    env.write("data/hello.txt", "changed\n")
+    r = env.build("FROM base:1\nRUN --mount=target=/src,source=data cat /src/hello.txt > /copied\n")
+    assert "Using cache" not in r.stdout
+
+
+def test_secret_from_file_and_env_is_nowhere_in_the_image(env, workdir, monkeypatch):
+    monkeypatch.setenv("MY_TOKEN", "from-env")
+    secret = os.path.join(workdir, "token")
+    with open(secret, "w") as f:
+        f.write("s3cret-value")
+    dockerfile = ("FROM base:1\n"
+                  "RUN --mount=type=secret,id=tok test \"$(cat /run/secrets/tok)\" = s3cret-value && "
+                  "test \"$(stat -c %a /run/secrets/tok)\" = 400 && echo file-ok\n"
+                  "RUN --mount=type=secret,id=envtok,env=TOK sh -c 'test \"$TOK\" = from-env && echo env-ok'\n")
+    r = env.build(dockerfile, "--secret", f"id=tok,src={secret}", "--secret", "id=envtok,env=MY_TOKEN", "-t", "s:1")
+    assert "file-ok" in r.stdout and "env-ok" in r.stdout
+    assert not tree_has(env, "s:1", "/run/secrets")
+    for args in (("history", "--no-trunc", "s:1"), ("inspect", "s:1")):
+        out = env.strata(*args)
+        assert out.returncode == 0, out.stderr
+        assert "s3cret" not in out.stdout and "from-env" not in out.stdout
+    assert "s3cret" not in str(env.config("s:1"))
+    assert b"s3cret" not in all_layer_bytes(env) and b"from-env" not in all_layer_bytes(env)
+    # A new value does not invalidate the cache; a new spec does.
+    with open(secret, "w") as f:
+        f.write("other")
+    r = env.build(dockerfile.split("RUN --mount=type=secret,id=envtok")[0], "--secret", f"id=tok,src={secret}")
+    assert "Using cache" in r.stdout
+    r = env.build("FROM base:1\nRUN --mount=type=secret,id=tok,mode=0440 cat /run/secrets/tok\n",
+                  "--secret", f"id=tok,src={secret}")
+    assert "Using cache" not in r.stdout and "other" in r.stdout
+
+
+def test_missing_secrets(env):
+    r = env.build("FROM base:1\nRUN --mount=type=secret,id=nope sh -c 'test ! -e /run/secrets/nope && echo skipped'\n")
+    assert "skipped" in r.stdout
+    r = env.build("FROM base:1\nRUN --mount=type=secret,id=must,required=true true\n", ok=False)
+    assert r.returncode != 0
+    assert "secret 'must' is required" in r.stderr
+    r = env.strata("build", "--secret", "id=x,src=/nonexistent/file", env.ctx)
+    assert r.returncode != 0 and "--secret" in r.stderr
+
+
+def test_planner_errors_name_the_line(env):
+    r = env.build("FROM base:1\n\nRUN --mount=type=nfs,target=/x true\n", ok=False)
+    assert r.returncode != 0
+    assert "Dockerfile:3:" in r.stderr and "unsupported mount type 'nfs'" in r.stderr
+    r = env.build("FROM base:1\nRUN --mount=type=cache,target=/x,colour=red true\n", ok=False)
+    assert "Dockerfile:2:" in r.stderr and "unexpected key 'colour'" in r.stderr
+    r = env.build("FROM base:1\nRUN --mount=type=ssh true\n", ok=False)
+    assert "Dockerfile:2:" in r.stderr and "type=ssh is not supported" in r.stderr
+
+
+@pytest.mark.parametrize("spec", ["type=cache,target=/c,id=a", "type=cache,target=/c,id=b"])
+def test_mount_spec_is_in_the_cache_key(env, spec):
+    env.build(f"FROM base:1\nRUN --mount={spec} true\n")
+    r = env.build(f"FROM base:1\nRUN --mount={spec} true\n")
+    assert "Using cache" in r.stdout
+    r = env.build(f"FROM base:1\nRUN --mount={spec},sharing=locked true\n")
+    assert "Using cache" not in r.stdout
