@@ -122,3 +122,79 @@ def remove_all_containers(store):
     ids = store("ps", "-a", "-q", "--no-trunc").stdout.split()
     if ids:
         store("rm", "-f", *ids)
+
+
+# ---- unprivileged users ---------------------------------------------------
+
+
+class User:
+    def __init__(self, name, subids):
+        self.name = name
+        args = ["useradd", "--no-create-home", "--shell", "/bin/sh"]
+        if not subids:
+            args += ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
+        run(args + [name])
+        if subids:
+            # Own ranges, whatever useradd's defaults are.
+            for opt in ("--del-subuids", "--del-subgids"):
+                subprocess.run(["usermod", opt, "1-4294967294", name], capture_output=True)
+            run(["usermod", "--add-subuids", "400000-465535", "--add-subgids", "400000-465535", name])
+        self.uid = int(run(["id", "-u", name]).stdout)
+        self.gid = int(run(["id", "-g", name]).stdout)
+
+    def remove(self):
+        subprocess.run(["userdel", self.name], capture_output=True)
+
+    def strata(self, *args, **kw):
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env",
+               tool("strata"), "run", *args]
+        kw.setdefault("timeout", 60)
+        return run(with_open_tun(cmd), check=False, **kw)
+
+    def shell_with_fuse(self, script, workdir, timeout=120):
+        """Runs SCRIPT with sh as the user, where the user can open /dev/fuse and /dev/net/tun."""
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env", "sh", "-c",
+               script]
+        if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+            # /dev/fuse is usually 0666; where this host keeps it root-only, give
+            # the test its own node in a private mount namespace.
+            dev = os.path.join(workdir, "devfuse")
+            os.mkdir(dev)
+            cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                   f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
+                   f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
+        return run(with_open_tun(cmd), check=False, timeout=timeout)
+
+
+def with_open_tun(cmd):
+    """CMD, run where the user can open /dev/net/tun (slirp4netns opens it as the user): it is usually 0666;
+    where this host keeps it root-only, the command gets its own node in a private mount namespace."""
+    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
+        return cmd
+    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
+            "mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$@\"", "sh", *cmd]
+
+
+@pytest.fixture(params=[True, False], ids=["subuid", "single-id"])
+def user(request):
+    if os.geteuid() != 0:
+        pytest.skip("creating a user needs root")
+    u = User(f"strun{os.getpid() % 100000}{'s' if request.param else 'n'}", request.param)
+    u.subids = request.param
+    try:
+        yield u
+    finally:
+        u.remove()
+
+
+def user_home_and_base_tar(user, workdir, base_tar):
+    """A home directory owned by USER in WORKDIR, and a copy of the base
+    image's tar that USER can read. Returns (home, tar)."""
+    os.chmod(workdir, 0o755)
+    home = os.path.join(workdir, "user")
+    os.mkdir(home)
+    os.chown(home, user.uid, user.gid)
+    tar = os.path.join(workdir, "base.tar")
+    shutil.copy(base_tar, tar)
+    os.chmod(tar, 0o644)
+    return home, tar

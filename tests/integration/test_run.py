@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, base_store, is_mounted, run, tool
+from conftest import SOURCE_DIR, base_store, is_mounted, run, tool, user_home_and_base_tar
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB
 
@@ -554,65 +554,6 @@ def test_dangling_symlink_destinations_resolve_inside_the_root(rootfs, workdir):
 # ---- unprivileged users ---------------------------------------------------
 
 
-class User:
-    def __init__(self, name, subids):
-        self.name = name
-        args = ["useradd", "--no-create-home", "--shell", "/bin/sh"]
-        if not subids:
-            args += ["-K", "SUB_UID_COUNT=0", "-K", "SUB_GID_COUNT=0"]
-        run(args + [name])
-        if subids:
-            # Own ranges, whatever useradd's defaults are.
-            for opt in ("--del-subuids", "--del-subgids"):
-                subprocess.run(["usermod", opt, "1-4294967294", name], capture_output=True)
-            run(["usermod", "--add-subuids", "400000-465535", "--add-subgids", "400000-465535", name])
-        self.uid = int(run(["id", "-u", name]).stdout)
-        self.gid = int(run(["id", "-g", name]).stdout)
-
-    def remove(self):
-        subprocess.run(["userdel", self.name], capture_output=True)
-
-    def strata(self, *args, **kw):
-        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env",
-               tool("strata"), "run", *args]
-        kw.setdefault("timeout", 60)
-        return run(with_open_tun(cmd), check=False, **kw)
-
-
-def with_open_tun(cmd):
-    """CMD, run where the user can open /dev/net/tun (slirp4netns opens it as the user): it is usually 0666;
-    where this host keeps it root-only, the command gets its own node in a private mount namespace."""
-    if os.stat("/dev/net/tun").st_mode & 0o006 == 0o006:
-        return cmd
-    return ["unshare", "-m", "--propagation", "private", "sh", "-c",
-            "mount -t tmpfs -o mode=755 none /dev/net && mknod -m 666 /dev/net/tun c 10 200 && exec \"$@\"", "sh", *cmd]
-
-
-@pytest.fixture(params=[True, False], ids=["subuid", "single-id"])
-def user(request):
-    if os.geteuid() != 0:
-        pytest.skip("creating a user needs root")
-    u = User(f"strun{os.getpid() % 100000}{'s' if request.param else 'n'}", request.param)
-    u.subids = request.param
-    try:
-        yield u
-    finally:
-        u.remove()
-
-
-def user_home_and_base_tar(user, workdir, base_tar):
-    """A home directory owned by USER in WORKDIR, and a copy of the base
-    image's tar that USER can read. Returns (home, tar)."""
-    os.chmod(workdir, 0o755)
-    home = os.path.join(workdir, "user")
-    os.mkdir(home)
-    os.chown(home, user.uid, user.gid)
-    tar = os.path.join(workdir, "base.tar")
-    shutil.copy(base_tar, tar)
-    os.chmod(tar, 0o644)
-    return home, tar
-
-
 @pytest.fixture
 def user_rootfs(user, workdir, base_tar):
     home, tar = user_home_and_base_tar(user, workdir, base_tar)
@@ -918,16 +859,7 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
               "$S --root $R commit -c 'CMD [\"cat\", \"/made\"]' c1 made:1 >/dev/null && "
               "$S --root $R run --rm made:1 && "
               "$S --root $R run --rm -u app base:1 id -un; echo rc=$?")
-    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--reset-env", "sh", "-c", script]
-    if os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
-        # /dev/fuse is usually 0666; where this host keeps it root-only, give
-        # the test its own node in a private mount namespace.
-        dev = os.path.join(workdir, "devfuse")
-        os.mkdir(dev)
-        cmd = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-               f"mount -t tmpfs -o mode=755 none {dev} && mknod -m 666 {dev}/fuse c 10 229 && "
-               f"mount --bind {dev}/fuse /dev/fuse && exec \"$@\"", "sh", *cmd]
-    r = run(with_open_tun(cmd), check=False, timeout=120)
+    r = user.shell_with_fuse(script, workdir)
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0", "hi"], r.stderr
     if user.subids:
