@@ -5,13 +5,16 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <fcntl.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -22,6 +25,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/override_stat.hpp"
+#include "strata/tar_entry.hpp"
 #include "strata/text.hpp"
 
 namespace strata::archive {
@@ -119,10 +123,20 @@ la_ssize_t sink_tar_write(struct archive* a, void* data, const void* buf, size_t
 
 int sink_close(struct archive*, void*) { return ARCHIVE_OK; }
 
+// Whether the directory open at FD is on a file system of the kernel's
+// (proc, sysfs, cgroup) rather than of files.
+bool pseudo_fs(int fd) {
+  struct statfs sf {};
+  if (::fstatfs(fd, &sf) != 0) return false;
+  return sf.f_type == PROC_SUPER_MAGIC || sf.f_type == SYSFS_MAGIC || sf.f_type == CGROUP_SUPER_MAGIC ||
+         sf.f_type == CGROUP2_SUPER_MAGIC;
+}
+
 struct Walker {
   struct archive* a = nullptr;
   bool changeset = true;
   bool plain_owner = false;  // pack_directory: owners 0, mtime 0
+  bool skip_pseudo = false;  // write_entry: the contents of proc, sysfs and cgroup mounts are left out
   std::optional<std::int64_t> clamp;
   std::map<std::pair<dev_t, ino_t>, std::string> links;
 
@@ -227,6 +241,7 @@ struct Walker {
         {
           UniqueFd child(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
           if (!child) throw_errno("read directory " + quote(path));
+          if (skip_pseudo && pseudo_fs(child.get())) return;
           walk(child.get(), base, rel);
         }
         return;
@@ -297,8 +312,9 @@ struct Walker {
   std::set<std::string> add_marker_later_;
 };
 
-LayerDigests write_tree(const std::string& dir, int out_fd, Compression compression, bool changeset, bool plain,
-                        std::optional<std::int64_t> clamp) {
+// Writes a tar of what BODY gives the walker to OUT_FD.
+LayerDigests write_tar(int out_fd, Compression compression, bool changeset, bool plain,
+                       std::optional<std::int64_t> clamp, const std::function<void(Walker&)>& body) {
   HashSink sink;
   sink.fd = out_fd;
   struct archive* comp = nullptr;
@@ -339,9 +355,7 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
     w.changeset = changeset;
     w.plain_owner = plain;
     w.clamp = clamp;
-    UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!root) throw_errno("read directory " + quote(dir));
-    w.walk(root.get(), dir, "");
+    body(w);
     if (::archive_write_close(a) != ARCHIVE_OK) throw Error("finish layer tar: " + archive_message(a));
     if (gzip) gzip->finish();
     if (comp != nullptr && ::archive_write_close(comp) != ARCHIVE_OK)
@@ -368,7 +382,29 @@ LayerDigests write_tree(const std::string& dir, int out_fd, Compression compress
   return out;
 }
 
+LayerDigests write_tree(const std::string& dir, int out_fd, Compression compression, bool changeset, bool plain,
+                        std::optional<std::int64_t> clamp) {
+  return write_tar(out_fd, compression, changeset, plain, clamp, [&](Walker& w) {
+    UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!root) throw_errno("read directory " + quote(dir));
+    w.walk(root.get(), dir, "");
+  });
+}
+
 }  // namespace
+
+void write_entry(int dirfd, const std::string& name, const std::string& as, int out_fd, const std::string& shown) {
+  write_tar(out_fd, Compression::none, false, false, std::nullopt, [&](Walker& w) {
+    w.skip_pseudo = true;
+    if (name.empty()) {
+      UniqueFd dir(::openat(dirfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      if (!dir) throw_errno("read directory " + quote(shown));
+      w.walk(dir.get(), shown == "/" ? "" : shown, as);  // below AS/ (no entry of its own) when given
+      return;
+    }
+    w.add(dirfd, name, shown, as);
+  });
+}
 
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options) {
   return write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime);

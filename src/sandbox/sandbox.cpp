@@ -42,10 +42,12 @@
 #include <cstring>
 #include <fstream>
 #include <iostream>
+#include <span>
 #include <sstream>
 
 #include "sandbox_internal.hpp"
 #include "strata/error.hpp"
+#include "strata/container_helper.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
@@ -687,28 +689,107 @@ void enter_namespaces(int pidfd, int flags, const std::vector<std::pair<int, Uni
   }
 }
 
+// The namespaces a ContainerHelper joins: its user namespace, and with
+// Namespaces::user_and_mount its mount namespace.
+constexpr NamespaceToJoin kHelperNamespaces[] = {{"user", CLONE_NEWUSER}, {"mnt", CLONE_NEWNS}};
+
+// What exec_in and ContainerHelper open of the container's pid 1 on the
+// host before they enter it: a pidfd, its root as it sees it, and those of
+// NAMESPACES that differ from the caller's (FLAGS, and their fds for
+// enter_namespaces).
+struct ContainerEntry {
+  std::string proc;  // "/proc/PID"
+  UniqueFd pidfd, root;
+  int flags = 0;
+  std::vector<std::pair<int, UniqueFd>> ns_fds;
+
+  ContainerEntry(pid_t pid, std::span<const NamespaceToJoin> namespaces) : proc("/proc/" + std::to_string(pid)) {
+    pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+    if (!pidfd) throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
+    root = open_at(AT_FDCWD, proc + "/root", O_PATH | O_DIRECTORY);
+    for (const auto& ns : namespaces) {
+      if (same_namespace(pid, ns.name)) continue;
+      flags |= ns.flag;
+      ns_fds.emplace_back(ns.flag, open_at(AT_FDCWD, proc + "/ns/" + ns.name, O_RDONLY));
+    }
+  }
+  // Proof that what was opened belongs to the process the pidfd names.
+  void check_alive() const {
+    if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) != 0)
+      throw Error("the container's process " + proc.substr(6) + " is gone", ExitCode::run_failed);
+  }
+};
+
 }  // namespace
+
+ContainerHelper::ContainerHelper(pid_t pid, Namespaces namespaces, const std::function<void(int root)>& work) {
+  ContainerEntry entry(pid, std::span(kHelperNamespaces).first(namespaces == Namespaces::user ? 1 : 2));
+  entry.check_alive();
+  auto& [proc, pidfd, root, flags, ns_fds] = entry;
+  int ep[2];
+  if (::pipe2(ep, O_CLOEXEC) != 0) throw_errno("pipe");
+  err_.reset(ep[0]);
+  UniqueFd err_write(ep[1]);
+  std::cout.flush();
+  std::cerr.flush();
+  pid_t child = ::fork();
+  if (child < 0) throw_errno("start a process in the container");
+  if (child == 0) {
+    err_.reset();
+    try {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
+      ::prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+      enter_namespaces(pidfd.get(), flags, ns_fds);
+      if (namespaces == Namespaces::user_and_mount) {
+        if (::fchdir(root.get()) != 0 || ::chroot(".") != 0 || ::chdir("/") != 0) throw_errno("enter the container's root");
+        root = open_at(AT_FDCWD, "/", O_PATH | O_DIRECTORY);
+      }
+      pidfd.reset();
+      ns_fds.clear();
+      if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");
+      work(root.get());
+    } catch (const Error& e) {
+      report_and_exit(err_write.get(), e.code(), e.what());
+    } catch (const std::exception& e) {
+      report_and_exit(err_write.get(), ExitCode::failure, e.what());
+    }
+    ::_exit(0);
+  }
+  child_ = child;
+}
+
+ContainerHelper::~ContainerHelper() {
+  if (child_ <= 0) return;
+  ::kill(child_, SIGKILL);
+  int st;
+  while (::waitpid(child_, &st, 0) < 0 && errno == EINTR) {
+  }
+}
+
+void ContainerHelper::wait() {
+  if (child_ <= 0) return;
+  int st = 0;
+  while (::waitpid(child_, &st, 0) < 0) {
+    if (errno != EINTR) throw_errno("wait for the process in the container");
+  }
+  child_ = -1;
+  std::string msg;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(err_.get(), buf, sizeof buf)) > 0) msg.append(buf, static_cast<std::size_t>(n));
+  if (msg.size() > 1) throw Error(msg.substr(1), static_cast<ExitCode>(static_cast<unsigned char>(msg[0])));
+  if (WIFSIGNALED(st)) throw Error("the process in the container was killed by signal " + std::to_string(WTERMSIG(st)));
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0) throw Error("the process in the container failed");
+}
 
 int exec_in(pid_t pid, const RunSpec& spec) {
   if (spec.argv.empty()) throw Error("exec: no command given", ExitCode::run_failed);
-  UniqueFd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
-  if (!pidfd) throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
-  std::string proc = "/proc/" + std::to_string(pid);
-  // Its root as it sees it, opened on the host; then proof that PID is still
-  // the process the pidfd names.
-  UniqueFd root = open_at(AT_FDCWD, proc + "/root", O_PATH | O_DIRECTORY);
-  int flags = 0;
-  std::vector<std::pair<int, UniqueFd>> ns_fds;
-  for (const auto& ns : kExecNamespaces) {
-    if (same_namespace(pid, ns.name)) continue;
-    flags |= ns.flag;
-    ns_fds.emplace_back(ns.flag, open_at(AT_FDCWD, proc + "/ns/" + ns.name, O_RDONLY));
-  }
+  ContainerEntry entry(pid, kExecNamespaces);
+  auto& [proc, pidfd, root, flags, ns_fds] = entry;
   UniqueFd pid_ns = open_at(AT_FDCWD, proc + "/ns/pid", O_RDONLY);
   // The command joins the container's cgroup (and its limits).
   UniqueFd cgroup_procs = open_container_cgroup_procs(pid, spec.cgroup_name);
-  if (::syscall(SYS_pidfd_send_signal, pidfd.get(), 0, nullptr, 0) != 0)
-    throw Error("the container's process " + std::to_string(pid) + " is gone", ExitCode::run_failed);
+  entry.check_alive();
   IdMapPlan::Kind map_kind = IdMapPlan::Kind::identity;
   if (read_file_or_empty(proc + "/setgroups").rfind("deny", 0) == 0) map_kind = IdMapPlan::Kind::single;
   std::vector<std::string> env = command_env(spec);

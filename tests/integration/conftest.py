@@ -151,6 +151,12 @@ class User:
         kw.setdefault("timeout", 60)
         return run(with_open_tun(cmd), check=False, **kw)
 
+    def shell_with_fuse(self, script, workdir, timeout=120):
+        """Runs SCRIPT with sh as the user, where the user can open /dev/fuse and /dev/net/tun."""
+        cmd = ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups", "--reset-env", "sh", "-c",
+               script]
+        return run(with_open_tun(with_open_fuse(cmd, workdir)), check=False, timeout=timeout)
+
 
 def with_open_fuse(cmd, workdir):
     """CMD, run where the user can open /dev/fuse: it is usually 0666; where this host keeps it

@@ -9,7 +9,7 @@ import tempfile
 
 import pytest
 
-from conftest import tool
+from conftest import tool, user_home_and_base_tar
 from test_lifecycle import eventually, store  # noqa: F401 (the fixture: base:1, everything removed afterwards)
 
 
@@ -127,7 +127,23 @@ def test_mistakes_get_one_clear_line(store, workdir):
     assert not os.path.exists(f"{workdir}/x") and not os.path.exists(f"{workdir}/g")
 
 
-def test_symlinks_resolve_inside_the_container(store, workdir, request):
+def make_running(store, name="c"):
+    """Replaces the stopped container NAME by a running one of the same image."""
+    ok(store("rm", name))
+    ok(store("run", "-d", "--name", name, "base:1", "sleep", "300"))
+
+
+def seen_inside(store, script, running):
+    """SCRIPT's output in container c as it is now: by exec when it runs, else in a commit of it."""
+    if running:
+        return ok(store("exec", "c", "sh", "-c", script)).stdout
+    return committed(store, script)
+
+
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_symlinks_resolve_inside_the_container(store, workdir, request, running):
+    if running:
+        make_running(store)
     victim = os.path.join(workdir, "victim")
     write(f"{victim}/secret", "host secret\n")
     links = os.path.join(workdir, "links")
@@ -167,7 +183,7 @@ def test_symlinks_resolve_inside_the_container(store, workdir, request):
     assert r.returncode == 1 and "does not exist" in r.stderr
     assert not os.path.exists("/etc/owned") and not os.path.exists("/etc/owned2")
     assert read(f"{victim}/secret") == "host secret\n" and os.listdir(victim) == ["secret"] and read(hostfile) == ""
-    assert committed(store, f"cat /etc/owned /etc/owned2 {hostfile}") == "pwned\n" * 3
+    assert seen_inside(store, f"cat /etc/owned /etc/owned2 {hostfile}", running) == "pwned\n" * 3
 
     # A container-made link does not redirect the host side of a copy out.
     r = subprocess.run([tool("strata"), "--root", store.root, "cp", "-", "c:/tmp"], capture_output=True,
@@ -200,7 +216,10 @@ def tar_bytes(entries):
     [("l", "/tmp", tarfile.SYMTYPE), ("l/x", "through a link\n", tarfile.REGTYPE)],
     [("h", "/etc/passwd", tarfile.LNKTYPE)],
 ])
-def test_hostile_tar_on_stdin_is_refused(store, workdir, entries):
+@pytest.mark.parametrize("running", [False, True], ids=["stopped", "running"])
+def test_hostile_tar_on_stdin_is_refused(store, workdir, entries, running):
+    if running:
+        make_running(store)
     cwd = os.path.join(workdir, "cwd")
     os.mkdir(cwd)
     r = subprocess.run([tool("strata"), "--root", store.root, "cp", "-", "c:/tmp"], capture_output=True,
@@ -208,24 +227,95 @@ def test_hostile_tar_on_stdin_is_refused(store, workdir, entries):
     assert r.returncode == 1 and r.stderr.count(b"\n") == 1, r.stderr
     assert os.listdir(cwd) == [] and not os.path.exists("/x") and not os.path.exists("/tmp/x")
     assert ok(store("diff", "c")).stdout == ""
+    if running:
+        assert seen_inside(store, "ls -A /tmp; ls /x 2>&1 || true", running) == "ls: /x: No such file or directory\n"
 
 
-def test_a_running_container_is_refused_and_left_alone(store, workdir):
-    ok(store("run", "-d", "--name", "r", "base:1", "sleep", "60"))
+def test_a_running_container_is_copied_through_its_own_view(store, workdir):
+    ok(store("run", "-d", "--name", "r", "base:1", "sh", "-c",
+             "echo made after start > /tmp/late.txt; mkdir -p /srv/d; echo x > /srv/d/x; exec sleep 300"))
+    eventually(lambda: store("exec", "r", "test", "-f", "/srv/d/x").returncode == 0, "the container wrote its files")
+    # Out: a file and a directory the container wrote after it started.
+    ok(store("cp", "r:/tmp/late.txt", f"{workdir}/late"))
+    assert read(f"{workdir}/late") == "made after start\n"
+    assert os.stat(f"{workdir}/late").st_uid == os.getuid()
+    ok(store("cp", "r:/srv/d", f"{workdir}/d"))
+    assert read(f"{workdir}/d/x") == "x\n"
+    ok(store("cp", "r:/srv/d/.", f"{workdir}/contents"))
+    assert os.listdir(f"{workdir}/contents") == ["x"]
+    # In: seen by the container's processes at once.
     write(f"{workdir}/f", "into a running one\n")
-    for args in (["cp", f"{workdir}/f", "r:/tmp/in.txt"], ["cp", "r:/etc/passwd", f"{workdir}/p"], ["export", "r"]):
-        r = store(*args)
-        assert r.returncode == 1 and "container 'r' is running; stop it first" in r.stderr, (args, r.stderr)
-        assert r.stdout == "" and r.stderr.count("\n") == 1
-    assert not os.path.exists(f"{workdir}/p")
-    assert ok(store("diff", "r")).stdout == ""
+    write(f"{workdir}/tree/sub/a", "A\n")
+    ok(store("cp", f"{workdir}/f", "r:/tmp/in.txt"))
+    ok(store("cp", f"{workdir}/f", "r:/etc/"))
+    ok(store("cp", f"{workdir}/tree", "r:/srv"))
+    out = ok(store("exec", "r", "sh", "-c", "cat /tmp/in.txt /etc/f /srv/tree/sub/a; stat -c '%u:%g %a' /tmp/in.txt"))
+    assert out.stdout == "into a running one\n" * 2 + "A\n0:0 644\n"
+    # Tar streams both ways.
+    r = store("cp", "r:/srv/d", "-", text=False, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert tar_names(r.stdout) == ["d", "d/x"]
+    r = subprocess.run([tool("strata"), "--root", store.root, "cp", "-", "r:/tmp"], capture_output=True,
+                       input=tar_bytes([("pkg/f", "F\n", tarfile.REGTYPE)]))
+    assert r.returncode == 0, r.stderr
+    assert ok(store("exec", "r", "cat", "/tmp/pkg/f")).stdout == "F\n"
+    # Mistakes are the stopped container's.
+    r = store("cp", "r:/nope", f"{workdir}/x")
+    assert r.returncode == 1 and r.stderr == "strata: Could not find the file /nope in container r\n", r.stderr
+    r = store("cp", "-", "r:/etc/hosts", text=False, capture_output=True, input=b"")
+    assert r.returncode == 1 and b"must be an existing directory" in r.stderr
+    r = store("cp", f"{workdir}/tree", "r:/etc/hosts")
+    assert r.returncode == 1 and "cannot copy a directory to the file" in r.stderr
+    assert not os.path.exists(f"{workdir}/x")
+    # No mount on the host, and the container runs on.
+    assert strata_mounts() == []
     assert ok(store("inspect", "-f", "{{.State.Status}}", "r")).stdout == "running\n"
     ok(store("kill", "r"))
     ok(store("wait", "r"))
-    # Stopped, it can be copied from and into.
-    ok(store("cp", f"{workdir}/f", "r:/tmp/in.txt"))
+    # Stopped, what was copied in is in its upper.
     ok(store("cp", "r:/tmp/in.txt", f"{workdir}/back"))
     assert read(f"{workdir}/back") == "into a running one\n"
+
+
+def test_export_of_a_running_container_writes_its_merged_view(store, workdir):
+    ok(store("run", "-d", "--name", "r", "-v", f"{workdir}:/vol", "base:1", "sh", "-c",
+             "rm /etc/os-release; echo new > /new; exec sleep 300"))
+    eventually(lambda: store("exec", "r", "test", "-f", "/new").returncode == 0, "the container wrote /new")
+    write(f"{workdir}/on-volume", "v\n")
+    r = store("export", "r", text=False, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    names = tar_names(r.stdout)
+    assert "new" in names and "etc/passwd" in names and "etc/os-release" not in names
+    # What is mounted in the container is not part of its file system.
+    assert "vol/on-volume" not in names and not any(n.startswith("proc/") for n in names)
+    ok(store("export", "-o", f"{workdir}/r.tar", "r"))
+    assert "new" in tar_names(open(f"{workdir}/r.tar", "rb").read())
+    assert ok(store("inspect", "-f", "{{.State.Status}}", "r")).stdout == "running\n"
+
+
+def test_cp_into_a_container_that_ends_midway_fails_cleanly(store, workdir):
+    ok(store("run", "-d", "--name", "r", "base:1", "sleep", "300"))
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "cp", "-", "r:/tmp"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        data = tar_bytes([("big", "x" * (1 << 20), tarfile.REGTYPE), ("after", "late\n", tarfile.REGTYPE)])
+        p.stdin.write(data[:200 << 10])  # cp is copying when the container ends
+        p.stdin.flush()
+        ok(store("kill", "r"))
+        ok(store("wait", "r"))
+        p.stdin.write(data[200 << 10:])
+        p.stdin.close()
+        err = p.stderr.read().decode()
+        assert p.wait(timeout=60) == 1, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert err.startswith("strata: ") and err.count("\n") == 1, err
+    assert ok(store("inspect", "-f", "{{.State.Status}}", "r")).stdout == "exited\n"
+    assert strata_mounts() == []
+    r = store("cp", "r:/tmp/after", f"{workdir}/after")
+    assert r.returncode == 1 and not os.path.exists(f"{workdir}/after")
 
 
 def test_export_writes_the_merged_tree(store, workdir):
@@ -279,3 +369,18 @@ def test_a_killed_cp_leaves_no_mount(store, workdir):
     # The daemon watches its owner and unmounts when it dies.
     eventually(lambda: strata_mounts() == [], "the killed cp's mount went away")
     ok(store("start", "-a", "c"))
+
+
+def test_an_unprivileged_users_running_container(user, workdir, base_tar):
+    """Rootless: the container's root is a FUSE mount that only its user namespace may use."""
+    home, tar = user_home_and_base_tar(user, workdir, base_tar)
+    script = (f"S={tool('strata')}; R={home}/store; H={home}; $S --root $R import {tar} base:1 >/dev/null && "
+              "$S --root $R run -d --network none --name r base:1 sh -c 'echo inside > /made; exec sleep 300' "
+              ">/dev/null && until $S --root $R exec r test -f /made; do sleep 0.1; done && "
+              "echo hi > $H/f && $S --root $R cp $H/f r:/tmp/f && $S --root $R exec r cat /tmp/f && "
+              "$S --root $R cp r:/made $H/made && cat $H/made && "
+              "$S --root $R export r | tar -t | grep -x made; "
+              "echo rc=$?; $S --root $R rm -f r >/dev/null")
+    r = user.shell_with_fuse(script, workdir)
+    assert r.stdout.splitlines() == ["hi", "inside", "made", "rc=0"], r.stderr
+    assert strata_mounts() == []

@@ -298,3 +298,73 @@ def test_init_reaps_orphans_and_passes_signals(store):
     assert store("wait", "reaped").stdout == "143\n"
     r = store("run", "--rm", "--init", "base:1", "sh", "-c", "echo $$; exit 5")
     assert (r.returncode, r.stdout) == (5, "2\n")
+
+
+def attach(store, *args, wait=True):
+    """strata attach ARGS; with WAIT, returns once it follows the log (it has the file open)."""
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "attach", *args], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+
+    def follows():
+        try:
+            return any(os.readlink(f).endswith("/ctr.log") for f in glob.glob(f"/proc/{p.pid}/fd/*"))
+        except OSError:
+            return False
+    if wait:
+        eventually(lambda: follows() or p.poll() is not None, "attach opened the log")
+        time.sleep(0.2)  # past its first read of what was there
+    return p
+
+
+def test_attach_follows_output_from_now_and_exits_with_the_code(store):
+    assert store("run", "-d", "--name", "a", "base:1", "sh", "-c",
+                 "echo before; while [ ! -f /go ]; do sleep 0.05; done; echo out; echo err >&2; exit 7").returncode == 0
+    eventually(lambda: "before" in store("logs", "a").stdout, "the container wrote its first line")
+    p = attach(store, "a")
+    try:
+        assert store("exec", "a", "touch", "/go").returncode == 0
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 7, err
+    assert out == "out\n" and err == "err\n"
+
+
+def test_attach_passes_ctrl_c_unless_told_not_to(store):
+    assert store("run", "-d", "--name", "a", "base:1", "sh", "-c", "trap 'echo got INT; exit 3' INT; "
+                 "while :; do sleep 0.1; done").returncode == 0
+    # --sig-proxy=false: the signal ends attach alone.
+    p = attach(store, "--sig-proxy=false", "a")
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert status(store, "a").startswith("Up")
+    # By default it goes to the container, whose exit code attach returns.
+    p = attach(store, "a")
+    try:
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 3, err
+    assert out == "got INT\n"
+
+
+def test_attach_mistakes(store):
+    assert store("create", "--name", "made", "base:1").returncode == 0
+    for args, code, text in [(["made"], 1, "is not running"), (["ghost"], 1, "no such container"),
+                             ([], 2, "container"), (["--sig-proxy=maybe", "made"], 2, "sig-proxy")]:
+        r = store("attach", *args)
+        assert r.returncode == code and text in r.stderr and r.stderr.count("\n") == 1, (args, r.returncode, r.stderr)
+    assert store("run", "-d", "--name", "k", "base:1", "sleep", "300").returncode == 0
+    p = attach(store, "--no-stdin", "k")
+    assert store("kill", "k").returncode == 0
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 137 and out == "" and err == ""
+    p = attach(store, "--no-stdin", "made", wait=False)
+    p.communicate(timeout=60)
+    assert p.returncode == 1

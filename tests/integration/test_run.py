@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import SOURCE_DIR, base_store, is_mounted, run, tool, user_home_and_base_tar, with_open_fuse, with_open_tun
+from conftest import SOURCE_DIR, base_store, is_mounted, run, tool, user_home_and_base_tar
 
 DOCKER_DEFAULT_CAPS = 0xA80425FB
 
@@ -872,8 +872,7 @@ def test_unprivileged_image_run_and_commit(user, workdir, base_tar):
               "$S --root $R commit -c 'CMD [\"cat\", \"/made\"]' c1 made:1 >/dev/null && "
               "$S --root $R run --rm made:1 && "
               "$S --root $R run --rm -u app base:1 id -un; echo rc=$?")
-    cmd = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--init-groups", "--reset-env", "sh", "-c", script]
-    r = run(with_open_tun(with_open_fuse(cmd, workdir)), check=False, timeout=120)
+    r = user.shell_with_fuse(script, workdir)
     lines = r.stdout.splitlines()
     assert lines[:2] == ["0", "hi"], r.stderr
     if user.subids:

@@ -1,19 +1,27 @@
 // Verbs that move files between a container and the host: cp and export.
 //
-// Both work on the container's merged (union) view: a stopped container is
+// Both work on the container's merged (union) view. A stopped container is
 // mounted writable through stratafs for the duration of the command (or the
-// mount of `strata mount` is used). A running container is refused: its root
-// is a FUSE mount of its own user namespace that the host cannot enter, and a
-// second stratafs must never run over its upper. Every path inside
-// the container is resolved with openat2(RESOLVE_IN_ROOT) on the root's fd,
-// so a symlink in the container resolves as it would inside it; below the
-// named path nothing is followed (O_NOFOLLOW on both sides).
+// mount of `strata mount` is used). A running container's root is a FUSE
+// mount of its own user namespace that the host cannot enter, and a second
+// stratafs must never run over its upper: its files are reached through a
+// sandbox::ContainerHelper in its user and mount namespaces, and cross
+// between it and the host as a tar on a pipe. Whatever comes out of a
+// container is extracted by the archive module's hostile-input extractor
+// into a staging directory, then placed with the same rules as for a
+// stopped container. Every path inside the container is resolved with
+// openat2(RESOLVE_IN_ROOT) on the root's fd, so a symlink in the container
+// resolves as it would inside it; below the named path nothing is followed
+// (O_NOFOLLOW on both sides).
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -22,27 +30,24 @@
 #include "cli.hpp"
 #include "store_common.hpp"
 #include "strata/archive.hpp"
+#include "strata/container_helper.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/lifecycle.hpp"
 #include "strata/stratafs_client.hpp"
+#include "strata/tar_entry.hpp"
 
 namespace strata::cli {
 namespace {
 
 namespace files = build::files;
 
-// The merged root of a container, open for the life of this object.
+// The merged root of a stopped container, open for the life of this object.
 class ContainerRoot {
  public:
+  // C must not be running (see the top); the lock refuses one being started.
   ContainerRoot(const store::Store& store, const store::Container& c) {
-    lifecycle::State state = lifecycle::container_state(store, c);
-    if (state.running()) {
-      // Its root is a FUSE mount of its own user namespace, which no process
-      // outside may enter; a second stratafs over its upper would race it.
-      throw Error("container " + quote(c.name) + " is running; stop it first (cp and export work on a stopped container)");
-    }
     if (auto mounted = store.mounted_at(c); !mounted.empty()) {
       path_ = mounted[0];  // already mounted by `strata mount`
     } else {
@@ -219,6 +224,135 @@ UniqueFd host_root() {
   return fd;
 }
 
+// ---- a running container ----------------------------------------------------
+
+// The pid 1 of C when it runs, else 0.
+pid_t running_pid(const store::Store& store, const store::Container& c) {
+  lifecycle::State state = lifecycle::container_state(store, c);
+  return state.running() && state.pid > 0 ? state.pid : 0;
+}
+
+// A pipe whose ends the host and a helper each keep one of.
+struct Pipe {
+  UniqueFd read, write;
+  Pipe() {
+    int p[2];
+    if (::pipe2(p, O_CLOEXEC) != 0) throw_errno("pipe");
+    read.reset(p[0]);
+    write.reset(p[1]);
+  }
+};
+
+// Writes the source F inside ROOT (a final symlink followed with FOLLOW) as
+// a tar to OUT_FD, named by its base name (its contents for the root);
+// throws NOT_FOUND when it does not exist.
+void write_source_tar(int root, const PathForm& f, bool follow, int out_fd, const std::string& not_found) {
+  std::string path = follow && f.clean != "/" ? resolve_in_root(root, f.clean) : f.clean;
+  std::string dir = path == "/" ? "/" : dir_of(path);
+  std::string name = base_of(path);
+  UniqueFd parent = files::open_in_root(root, dir, O_RDONLY | O_DIRECTORY);
+  struct stat st {};
+  if (!parent || (!name.empty() && ::fstatat(parent.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0)) {
+    if (errno == ENOENT || errno == ENOTDIR) throw Error(not_found);
+    throw_errno("open " + quote(f.clean));
+  }
+  archive::write_entry(parent.get(), name, base_of(f.clean), out_fd, dir);
+}
+
+// The form of a source staged by name in a staging directory open as a root:
+// "/NAME", or "/" (its contents) for a source that is a root.
+PathForm staged_form(const PathForm& f) {
+  PathForm g = f;
+  g.clean = "/" + base_of(f.clean);
+  if (f.clean == "/") g.contents = g.want_dir = true;
+  return g;
+}
+
+// Runs WORK in a helper in the container whose pid 1 is PID while the host
+// does HOST_SIDE; throws the helper's error before the host side's, which
+// is often only its consequence (a broken pipe, a cut tar).
+void with_helper(pid_t pid, const std::function<void(int root)>& work, const std::function<void()>& host_side) {
+  sandbox::ContainerHelper helper(pid, sandbox::ContainerHelper::Namespaces::user, work);
+  try {
+    host_side();
+  } catch (const Error&) {
+    helper.wait();
+    throw;
+  }
+  helper.wait();
+}
+
+// Copies the source F out of the running container with pid 1 PID: a helper
+// writes its tar, extracted here into STAGING, which then holds it as
+// staged_form(F) names it.
+void stage_out_of_running(pid_t pid, const PathForm& f, bool follow, const std::string& container,
+                          const TempDir& staging) {
+  Pipe p;
+  std::string not_found = "Could not find the file " + f.clean + " in container " + container;
+  with_helper(
+      pid,
+      [&](int root) {
+        p.read.reset();
+        write_source_tar(root, f, follow, p.write.get(), not_found);
+      },
+      [&] {
+        p.write.reset();
+        try {
+          archive::ExtractOptions eo;
+          eo.privileged = ::geteuid() == 0;
+          archive::extract_layer(p.read.get(), staging.path(), eo);
+        } catch (...) {
+          p.read.reset();  // a helper still writing ends (EPIPE) rather than wait
+          throw;
+        }
+      });
+}
+
+// Copies a tar into the running container with pid 1 PID: a helper reads it
+// from IN (closing WRITER, the host's end, when there is one), extracts it
+// into a staging directory of the host (opened before it enters the
+// container) and places FROM (a form inside it, see staged_form) at DEST
+// with place's rules; with STDIN_TAR, DEST must be an existing directory.
+// WRITE_TAR runs on the host meanwhile.
+void copy_into_running(pid_t pid, const PathForm& from, const PathForm& dest, const std::string& shown,
+                       const files::CopySpec& spec, bool stdin_tar, int in, UniqueFd* writer,
+                       const std::function<void()>& write_tar) {
+  TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
+  UniqueFd staged = open_at(AT_FDCWD, staging.path(), O_RDONLY | O_DIRECTORY);
+  with_helper(
+      pid,
+      [&](int root) {
+        if (writer != nullptr) writer->reset();
+        if (stdin_tar && !files::open_in_root(root, dest.clean, O_PATH | O_DIRECTORY))
+          throw Error("cp: the destination " + shown + " must be an existing directory");
+        // As root of the container's user namespace: other owners stay in
+        // the override_stat xattr of the staged files.
+        archive::extract_into(in, staged.get(), {});
+        struct stat st {};
+        UniqueFd src = open_source(staged.get(), from, false, st);
+        if (!src) throw Error("cp: nothing to copy into " + shown);
+        place(src.get(), st, from, root, dest, shown, spec);
+      },
+      write_tar);
+}
+
+// Copies the source SRC (open O_PATH, ST its stat, F its form) out of a
+// container to the host's TO ("-": a tar on stdout), relative to CWD.
+void copy_to_host(int src, const struct stat& st, const PathForm& f, const std::string& to, const std::string& cwd,
+                  const files::CopySpec& spec) {
+  UniqueFd host = host_root();
+  if (to == "-") {
+    if (::isatty(STDOUT_FILENO) != 0) throw Error("cp: refusing to write a tar to a terminal");
+    TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
+    place(src, st, f, host.get(), path_form(staging.path(), "/"), staging.path(), spec);
+    archive::WriteLayerOptions o;
+    o.changeset = false;
+    archive::write_layer(staging.path(), STDOUT_FILENO, o);
+    return;
+  }
+  place(src, st, f, host.get(), path_form(to, cwd), to, spec);
+}
+
 int cp_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("archive,a", "keep uid and gid of the copied files")(
@@ -246,7 +380,9 @@ int cp_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
   auto store = open_store(g);
   store::Container c = store.container(from.container ? *from.container : *to.container);
-  ContainerRoot root(store, c);
+  pid_t pid = running_pid(store, c);
+  std::optional<ContainerRoot> root;
+  if (pid == 0) root.emplace(store, c);
   std::string cwd = current_dir();
   files::CopySpec spec;
 
@@ -254,21 +390,21 @@ int cp_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     // Out of the container: owned by the caller unless -a.
     if (!keep_owner) spec.owner = build::Owner{::getuid(), ::getgid()};
     PathForm f = path_form(from.path, "/");
+    std::string not_found = "Could not find the file " + f.clean + " in container " + c.name;
     struct stat st {};
-    UniqueFd src = open_source(root.fd(), f, follow, st);
-    if (!src) throw Error("Could not find the file " + f.clean + " in container " + c.name);
-    if (to.path == "-") {
-      if (::isatty(STDOUT_FILENO) != 0) throw Error("cp: refusing to write a tar to a terminal");
+    if (pid != 0) {
       TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
-      UniqueFd host = host_root();
-      place(src.get(), st, f, host.get(), path_form(staging.path(), "/"), staging.path(), spec);
-      archive::WriteLayerOptions o;
-      o.changeset = false;
-      archive::write_layer(staging.path(), STDOUT_FILENO, o);
+      stage_out_of_running(pid, f, follow, c.name, staging);
+      UniqueFd staged = open_at(AT_FDCWD, staging.path(), O_PATH | O_DIRECTORY);
+      PathForm sf = staged_form(f);
+      UniqueFd src = open_source(staged.get(), sf, false, st);
+      if (!src) throw Error(not_found);
+      copy_to_host(src.get(), st, sf, to.path, cwd, spec);
       return 0;
     }
-    UniqueFd host = host_root();
-    place(src.get(), st, f, host.get(), path_form(to.path, cwd), to.path, spec);
+    UniqueFd src = open_source(root->fd(), f, follow, st);
+    if (!src) throw Error(not_found);
+    copy_to_host(src.get(), st, f, to.path, cwd, spec);
     return 0;
   }
 
@@ -280,32 +416,70 @@ int cp_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     // A tar on stdin: extracted by the archive module's hostile-input
     // extractor into a staging directory, whose contents then go into DEST,
     // which must be an existing directory.
-    UniqueFd target = files::open_in_root(root.fd(), dest.clean, O_PATH | O_DIRECTORY);
+    PathForm f = path_form("/.", "/");
+    dest.want_dir = true;
+    if (pid != 0) {
+      copy_into_running(pid, f, dest, shown, spec, true, STDIN_FILENO, nullptr, [] {});
+      return 0;
+    }
+    UniqueFd target = files::open_in_root(root->fd(), dest.clean, O_PATH | O_DIRECTORY);
     if (!target) throw Error("cp: the destination " + shown + " must be an existing directory");
     TempDir staging(std::filesystem::temp_directory_path().string(), "strata-cp.");
     archive::ExtractOptions eo;
     eo.privileged = ::geteuid() == 0;
     archive::extract_layer(STDIN_FILENO, staging.path(), eo);
-    PathForm f = path_form(staging.path() + "/.", "/");
-    UniqueFd host = host_root();
+    UniqueFd staged = open_at(AT_FDCWD, staging.path(), O_PATH | O_DIRECTORY);
     struct stat st {};
-    UniqueFd src = open_source(host.get(), f, false, st);
+    UniqueFd src = open_source(staged.get(), f, false, st);
     if (!src) throw_errno("open " + quote(staging.path()));
-    dest.want_dir = true;
-    place(src.get(), st, f, root.fd(), dest, shown, spec);
+    place(src.get(), st, f, root->fd(), dest, shown, spec);
     return 0;
   }
   PathForm f = path_form(from.path, cwd);
   UniqueFd host = host_root();
+  std::string not_found = "cp: no such file or directory: " + quote(from.path);
   struct stat st {};
   UniqueFd src = open_source(host.get(), f, follow, st);
-  if (!src) throw Error("cp: no such file or directory: " + quote(from.path));
-  place(src.get(), st, f, root.fd(), dest, shown, spec);
+  if (!src) throw Error(not_found);
+  if (pid != 0) {
+    // The source as a tar, written here while the helper reads it; a helper
+    // that fails first makes the write fail (EPIPE), not this process end.
+    Pipe p;
+    struct sigaction ignore {}, old {};
+    ignore.sa_handler = SIG_IGN;
+    ::sigaction(SIGPIPE, &ignore, &old);
+    copy_into_running(pid, staged_form(f), dest, shown, spec, false, p.read.get(), &p.write, [&] {
+      p.read.reset();
+      try {
+        write_source_tar(host.get(), f, follow, p.write.get(), not_found);
+      } catch (...) {
+        p.write.reset();  // the helper sees the tar end and fails
+        throw;
+      }
+      p.write.reset();
+    });
+    ::sigaction(SIGPIPE, &old, nullptr);
+    return 0;
+  }
+  place(src.get(), st, f, root->fd(), dest, shown, spec);
   return 0;
 }
 
-// Writes the tar of the container's merged root to OUT_FD.
-void write_root_tar(const ContainerRoot& root, int out_fd) {
+// Writes the tar of container C's merged root to OUT_FD: of a running one
+// (pid 1 PID) through a helper that writes the root mount alone (a clone of
+// it without what is mounted below it: /proc, /dev, volumes, ...), else of
+// the mount ContainerRoot makes.
+void write_root_tar(const store::Store& store, const store::Container& c, pid_t pid, int out_fd) {
+  if (pid != 0) {
+    sandbox::ContainerHelper helper(pid, sandbox::ContainerHelper::Namespaces::user_and_mount, [&](int) {
+      UniqueFd tree(::open_tree(AT_FDCWD, "/", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC));
+      if (!tree) throw_errno("open the root of container " + quote(c.name));
+      archive::write_entry(tree.get(), "", "", out_fd, "/");
+    });
+    helper.wait();
+    return;
+  }
+  ContainerRoot root(store, c);
   archive::WriteLayerOptions o;
   o.changeset = false;
   archive::write_layer(root.path(), out_fd, o);
@@ -328,9 +502,9 @@ int export_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   }
   auto store = open_store(g);
   store::Container c = store.container(vm["container"].as<std::string>());
-  ContainerRoot root(store, c);
+  pid_t pid = running_pid(store, c);
   if (!out) {
-    write_root_tar(root, STDOUT_FILENO);
+    write_root_tar(store, c, pid, STDOUT_FILENO);
     return 0;
   }
   // Staged next to FILE and renamed, so a failure leaves no half file.
@@ -338,7 +512,7 @@ int export_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!fd) throw_errno("create " + quote(tmp));
   try {
-    write_root_tar(root, fd.get());
+    write_root_tar(store, c, pid, fd.get());
     if (::fsync(fd.get()) != 0) throw_errno("sync " + quote(tmp));
     if (::rename(tmp.c_str(), out->c_str()) != 0) throw_errno("rename to " + quote(*out));
   } catch (...) {

@@ -1,6 +1,9 @@
-// Verbs of running containers: stop, kill, wait, logs, restart, exec.
+// Verbs of running containers: stop, kill, wait, logs, attach, restart, exec.
+#include <pthread.h>
+
 #include <csignal>
 #include <iostream>
+#include <thread>
 
 #include "cli.hpp"
 #include "store_common.hpp"
@@ -110,6 +113,53 @@ int logs_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return 0;
 }
 
+// Forwards SIGINT and SIGTERM to the running container C for as long as the
+// process lives (attach --sig-proxy): the signals are blocked in every
+// thread and taken by one of its own with sigwait.
+void proxy_signals(const store::Store& store, const store::Container& c) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  if (::pthread_sigmask(SIG_BLOCK, &set, nullptr) != 0) throw Error("attach: cannot block signals");
+  std::thread([store, c, set] {
+    for (;;) {
+      int sig = 0;
+      if (::sigwait(&set, &sig) != 0) continue;
+      try {
+        lifecycle::kill_container(store, c, sig);
+      } catch (const Error& e) {
+        std::cerr << "strata: " << e.what() << std::endl;
+      }
+    }
+  }).detach();
+}
+
+int attach_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("no-stdin", po::bool_switch(), "do not attach stdin (it never is: a detached container has none)")(
+      "sig-proxy", po::value<bool>()->default_value(true, "true")->implicit_value(true, "true"), "forward SIGINT and SIGTERM to the container")(
+      "container", po::value<std::string>()->required(), "container");
+  po::positional_options_description pos;
+  pos.add("container", 1);
+  po::variables_map vm;
+  if (!parse_args("attach", "strata attach [--no-stdin] [--sig-proxy=true|false] CONTAINER", opts, pos, args, vm))
+    return 0;
+  auto store = open_store(g);
+  store::Container c = store.container(vm["container"].as<std::string>());
+  if (!lifecycle::container_state(store, c).running())
+    throw Error("container " + quote(c.name) + " is not running; you cannot attach to a stopped container");
+  if (vm["sig-proxy"].as<bool>()) proxy_signals(store, c);
+  // Its output from now on, as `logs -f --tail 0`, until it ends.
+  lifecycle::LogsOptions o;
+  o.follow = true;
+  o.tail = 0;
+  lifecycle::print_logs(store, c, o, std::cout, std::cerr);
+  std::cout.flush();
+  lifecycle::wait_stopped(store, c);
+  return lifecycle::container_state(store, c).exit_code;
+}
+
 int restart_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::variables_map vm;
   if (!parse_timed("restart", args, vm)) return 0;
@@ -188,6 +238,7 @@ const VerbRegistration reg_stop("stop", "stop running containers (STOPSIGNAL, th
 const VerbRegistration reg_kill("kill", "send a signal to running containers", kill_verb);
 const VerbRegistration reg_wait("wait", "wait for containers to end and print their exit codes", wait_verb);
 const VerbRegistration reg_logs("logs", "print a container's output", logs_verb);
+const VerbRegistration reg_attach("attach", "follow a detached container's output until it ends", attach_verb);
 const VerbRegistration reg_restart("restart", "stop and start containers again", restart_verb);
 const VerbRegistration reg_exec("exec", "run a command in a running container", exec_verb);
 

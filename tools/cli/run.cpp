@@ -384,7 +384,7 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   ContainerSettings s = read_container_settings("run", vm);
   sandbox::RunSpec& spec = s.spec;
   bool detach = vm["detach"].as<bool>();
-  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (strata has no attach)");
+  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (a detached container's stdin is /dev/null; attach passes no input)");
 
   if (vm.count("rootfs") == 0U) {
     if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
