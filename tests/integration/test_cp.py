@@ -374,11 +374,15 @@ def test_a_killed_cp_leaves_no_mount(store, workdir):
 def test_an_unprivileged_users_running_container(user, workdir, base_tar):
     """Rootless: the container's root is a FUSE mount that only its user namespace may use."""
     home, tar = user_home_and_base_tar(user, workdir, base_tar)
+    # `strata exec` cannot enter an unprivileged user's container (see README), so the container
+    # itself shows that it sees what cp put in: it copies /tmp/f to /seen once it appears.
     script = (f"S={tool('strata')}; R={home}/store; H={home}; $S --root $R import {tar} base:1 >/dev/null && "
-              "$S --root $R run -d --network none --name r base:1 sh -c 'echo inside > /made; exec sleep 300' "
-              ">/dev/null && until $S --root $R exec r test -f /made; do sleep 0.1; done && "
-              "echo hi > $H/f && $S --root $R cp $H/f r:/tmp/f && $S --root $R exec r cat /tmp/f && "
-              "$S --root $R cp r:/made $H/made && cat $H/made && "
+              "$S --root $R run -d --network none --name r base:1 sh -c 'echo inside > /made; "
+              "until [ -f /tmp/f ]; do sleep 0.1; done; cat /tmp/f > /seen; exec sleep 300' >/dev/null && "
+              "until $S --root $R cp r:/made $H/made 2>/dev/null; do sleep 0.1; done && "
+              "echo hi > $H/f && $S --root $R cp $H/f r:/tmp/f && "
+              "until $S --root $R cp r:/seen $H/seen 2>/dev/null; do sleep 0.1; done && cat $H/seen && "
+              "cat $H/made && "
               "$S --root $R export r | tar -t | grep -x made; "
               "echo rc=$?; $S --root $R rm -f r >/dev/null")
     r = user.shell_with_fuse(script, workdir)
