@@ -67,6 +67,13 @@ std::string read_file_or_empty(const std::string& path) {
   return ss.str();
 }
 
+IdMapPlan own_id_maps() {
+  uid_t uid = ::geteuid();
+  std::string name;
+  if (passwd* pw = ::getpwuid(uid); pw != nullptr) name = pw->pw_name;
+  return plan_id_maps(uid, ::getegid(), name, read_file_or_empty("/etc/subuid"), read_file_or_empty("/etc/subgid"));
+}
+
 namespace {
 
 // Reads a small regular file of the container (its /etc/passwd or
@@ -558,14 +565,12 @@ int run(const RunSpec& spec) {
     }
     if (::access(v.source.c_str(), F_OK) != 0) throw Error("volume source " + quote(v.source) + ": " + std::strerror(errno), ExitCode::run_failed);
   }
-  uid_t uid = ::geteuid();
-  gid_t gid = ::getegid();
-  std::string name;
-  if (passwd* pw = ::getpwuid(uid); pw != nullptr) name = pw->pw_name;
-  IdMapPlan plan = plan_id_maps(uid, gid, name, read_file_or_empty("/etc/subuid"), read_file_or_empty("/etc/subgid"));
+  IdMapPlan plan = own_id_maps();
   if (plan.kind == IdMapPlan::Kind::single) {
-    std::cerr << "strata: warning: no range for " << quote(name.empty() ? std::to_string(uid) : name)
-              << " in /etc/subuid and /etc/subgid; the container has only uid and gid 0\n";
+    passwd* pw = ::getpwuid(::geteuid());
+    std::cerr << "strata: warning: no range for " << quote(pw != nullptr ? pw->pw_name : std::to_string(::geteuid()))
+              << " in /etc/subuid and /etc/subgid (newuidmap and newgidmap map only those); the container has only "
+                 "uid and gid 0\n";
   }
   bool gid5 = false;
   for (const auto& m : plan.gids) gid5 = gid5 || (m.inside <= 5 && 5 - m.inside < m.count);
@@ -720,6 +725,66 @@ struct ContainerEntry {
   }
 };
 
+// Forks a process in the pid namespace PID_NS, as fork() does: 0 in the new
+// process, its pid (as this process sees it) here. The pid namespace applies
+// to the children of a process that enters it, and entering takes
+// CAP_SYS_ADMIN in the user namespace that owns it. Root has that here: it
+// enters, forks, and returns to its own pid namespace (its later children,
+// such as the sanitizers' helper threads, stay on the host). Another user has
+// it only inside its container's user namespace USER_NS (>= 0): a short-lived
+// process joins that, then the pid namespace, and forks the new process with
+// CLONE_PARENT so that it is this process's child all the same (waited for,
+// signalled and reaped as any other). The new process is then in USER_NS.
+pid_t fork_into_pid_namespace(int pid_ns, int user_ns) {
+  if (user_ns < 0) {
+    UniqueFd own_pid_ns = open_at(AT_FDCWD, "/proc/self/ns/pid", O_RDONLY);
+    if (::setns(pid_ns, CLONE_NEWPID) != 0) throw_errno("enter the container's pid namespace");
+    pid_t child = ::fork();
+    if (child > 0 && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
+      ::kill(child, SIGKILL);
+      throw_errno("return to strata's pid namespace");
+    }
+    if (child < 0) throw_errno("start the command");
+    return child;
+  }
+  int report[2];
+  if (::pipe2(report, O_CLOEXEC) != 0) throw_errno("pipe");
+  UniqueFd report_read(report[0]), report_write(report[1]);
+  pid_t joiner = ::fork();
+  if (joiner < 0) throw_errno("start the command");
+  if (joiner == 0) {
+    report_read.reset();
+    long result[2] = {-1, 0};  // the new pid, or -1 and errno
+    if (::setns(user_ns, CLONE_NEWUSER) != 0 || ::setns(pid_ns, CLONE_NEWPID) != 0) {
+      result[1] = errno;
+    } else {
+      result[0] = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+      if (result[0] == 0) {
+        report_write.reset();
+        return 0;
+      }
+      if (result[0] < 0) result[1] = errno;
+    }
+    ssize_t written = ::write(report_write.get(), result, sizeof result);
+    ::_exit(written == sizeof result ? 0 : 1);
+  }
+  report_write.reset();
+  int status = 0;
+  while (::waitpid(joiner, &status, 0) < 0 && errno == EINTR) {
+  }
+  long result[2] = {-1, 0};
+  ssize_t n;
+  do {
+    n = ::read(report_read.get(), result, sizeof result);
+  } while (n < 0 && errno == EINTR);
+  if (n != sizeof result) throw Error("start the command: the process entering the container ended early", ExitCode::run_failed);
+  if (result[0] < 0) {
+    errno = static_cast<int>(result[1]);
+    throw_errno("enter the container's pid namespace");
+  }
+  return static_cast<pid_t>(result[0]);
+}
+
 }  // namespace
 
 ContainerHelper::ContainerHelper(pid_t pid, Namespaces namespaces, const std::function<void(int root)>& work) {
@@ -796,19 +861,12 @@ int exec_in(pid_t pid, const RunSpec& spec) {
   HostChannels channels;
   auto& [sync_parent, sync_child, err_read, err_write, sigfd, blocked] = channels;
 
-  // The pid namespace applies to the children of the process that enters
-  // it: the command's, and then this process's own again (its later
-  // children, such as the sanitizers' helper threads, stay on the host).
-  UniqueFd own_pid_ns = open_at(AT_FDCWD, "/proc/self/ns/pid", O_RDONLY);
-  if (::setns(pid_ns.get(), CLONE_NEWPID) != 0) throw_errno("enter the container's pid namespace");
   std::cout.flush();
   std::cerr.flush();
-  pid_t child = ::fork();
-  if (child > 0 && ::setns(own_pid_ns.get(), CLONE_NEWPID) != 0) {
-    ::kill(child, SIGKILL);
-    throw_errno("return to strata's pid namespace");
-  }
-  if (child < 0) throw_errno("start the command");
+  const bool via_user_ns = (flags & CLONE_NEWUSER) != 0;
+  UniqueFd user_ns;
+  if (via_user_ns) user_ns = open_at(AT_FDCWD, proc + "/ns/user", O_RDONLY);
+  pid_t child = fork_into_pid_namespace(pid_ns.get(), via_user_ns ? user_ns.get() : -1);
   if (child == 0) {
     sync_parent.reset();
     err_read.reset();
@@ -817,7 +875,8 @@ int exec_in(pid_t pid, const RunSpec& spec) {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
       if (cgroup_procs && ::write(cgroup_procs.get(), "0", 1) != 1) throw_errno("join the container's cgroup");
       cgroup_procs.reset();
-      enter_namespaces(pidfd.get(), flags, ns_fds);
+      // fork_into_pid_namespace has joined the user namespace already.
+      enter_namespaces(pidfd.get(), via_user_ns ? flags & ~CLONE_NEWUSER : flags, ns_fds);
       if (::fchdir(root.get()) != 0 || ::chroot(".") != 0 || ::chdir("/") != 0) throw_errno("enter the container's root");
       if (::setresgid(0, 0, 0) != 0 || ::setresuid(0, 0, 0) != 0) throw_errno("become root in the user namespace");
       UniqueFd slave, master;

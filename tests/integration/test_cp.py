@@ -374,8 +374,7 @@ def test_a_killed_cp_leaves_no_mount(store, workdir):
 def test_an_unprivileged_users_running_container(user, workdir, base_tar):
     """Rootless: the container's root is a FUSE mount that only its user namespace may use."""
     home, tar = user_home_and_base_tar(user, workdir, base_tar)
-    # `strata exec` cannot enter an unprivileged user's container (see README), so the container
-    # itself shows that it sees what cp put in: it copies /tmp/f to /seen once it appears.
+    # The container itself shows that it sees what cp put in: it copies /tmp/f to /seen once it appears.
     script = (f"S={tool('strata')}; R={home}/store; H={home}; $S --root $R import {tar} base:1 >/dev/null && "
               "$S --root $R run -d --network none --name r base:1 sh -c 'echo inside > /made; "
               "until [ -f /tmp/f ]; do sleep 0.1; done; cat /tmp/f > /seen; exec sleep 300' >/dev/null && "
@@ -387,4 +386,24 @@ def test_an_unprivileged_users_running_container(user, workdir, base_tar):
               "echo rc=$?; $S --root $R rm -f r >/dev/null")
     r = user.shell_with_fuse(script, workdir)
     assert r.stdout.splitlines() == ["hi", "inside", "made", "rc=0"], r.stderr
+    assert strata_mounts() == []
+
+
+def test_an_unprivileged_user_execs_into_its_running_container(user, workdir, base_tar):
+    """Rootless exec: the command joins the container's namespaces (its pid namespace too), runs as
+    its root or, with subordinate ids, as another of its users, and its exit code comes back."""
+    home, tar = user_home_and_base_tar(user, workdir, base_tar)
+    other = "$S --root $R exec -u 1000 r id -u; " if user.subids else ""
+    script = (f"S={tool('strata')}; R={home}/store; $S --root $R import {tar} base:1 >/dev/null && "
+              "$S --root $R run -d --network none --name r base:1 sh -c 'echo up > /up; exec sleep 300' >/dev/null && "
+              "until $S --root $R cp r:/up - >/dev/null 2>&1; do sleep 0.1; done; "
+              "$S --root $R exec r sh -c 'id -u; cat /proc/1/cmdline | tr \"\\0\" \" \"; echo; "
+              "echo made > /by-exec'; "
+              + other +
+              "$S --root $R exec r sh -c 'exit 7'; echo rc=$?; "
+              "$S --root $R cp r:/by-exec - | tar -xO; "
+              "$S --root $R rm -f r >/dev/null")
+    r = user.shell_with_fuse(script, workdir)
+    expected = ["0", "sleep 300 "] + (["1000"] if user.subids else []) + ["rc=7", "made"]
+    assert r.stdout.splitlines() == expected, r.stderr
     assert strata_mounts() == []
