@@ -41,6 +41,10 @@ struct LayerDigests {
   Compression compression = Compression::none;
 };
 
+// Turns an owner as the host numbers it into the owner a layer records
+// (see WriteLayerOptions::owner_map).
+using OwnerMap = std::function<void(std::uint32_t& uid, std::uint32_t& gid)>;
+
 struct WriteLayerOptions {
   Compression compression = Compression::none;
   // The tree is an overlay-style upper directory (a changeset): character
@@ -54,6 +58,10 @@ struct WriteLayerOptions {
   // When set, every mtime later than this (seconds since the epoch) is
   // clamped to it (SOURCE_DATE_EPOCH).
   std::optional<std::int64_t> clamp_mtime;
+  // Applied to the owner of every file without override_stat: a rootless
+  // store's files belong to host ids (the user and its subordinate ids)
+  // that the containers number otherwise. Unset: owners as on disk.
+  OwnerMap owner_map;
 };
 
 // Writes the tree under DIR (not including DIR itself; "./" prefixes are

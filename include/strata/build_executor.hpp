@@ -90,6 +90,7 @@ class StratafsMounter : public Mounter {
   explicit StratafsMounter(std::string stratafs) : stratafs_(std::move(stratafs)) {}
   void mount(const MountRequest& request) override;
   void unmount(const std::string& target) noexcept override;
+  const std::string& stratafs() const { return stratafs_; }
 
  private:
   std::string stratafs_;
@@ -111,9 +112,14 @@ struct RunMountRequest {
 // One RUN: the command and its environment. ROOTFS is the union of the
 // parent's layers and the step's fresh upper (MOUNT says which), mounted by
 // the executor for the duration of the command.
+// With ExecuteOptions::run_mounts_root the command mounts MOUNT itself on
+// ROOTFS, inside its own namespaces; INITDIR is then a directory of the
+// step's for the mount points it needs (see sandbox::UnionRoot::initdir).
+// Otherwise ROOTFS is the union, mounted by the executor for the command.
 struct RunRequest {
   std::string rootfs;
   MountRequest mount;
+  std::string initdir;
   std::vector<std::string> argv;
   std::vector<std::string> env;
   std::string user;     // "" (root), "name", "uid", "name:group", "uid:gid"
@@ -140,6 +146,10 @@ struct ExecuteOptions {
   BuildStore* store = nullptr;
   Mounter* mounter = nullptr;
   RunCommand run;
+  // RUN mounts RunRequest::mount itself, inside the command's namespaces.
+  // An unprivileged user's FUSE mount on the host lets in only that user,
+  // not the image's other users (the user's subordinate ids).
+  bool run_mounts_root = false;
   // `--secret`: id -> value, for RUN --mount=type=secret. A value is given
   // to the command only: never in a layer, the history, the config or a
   // cache key.

@@ -85,6 +85,15 @@ struct IdMapPlan {
 IdMapPlan plan_id_maps(std::uint32_t uid, std::uint32_t gid, std::string_view name, std::string_view subuid,
                        std::string_view subgid);
 
+// The mapping of the calling user's containers: plan_id_maps of its
+// effective ids and name, with /etc/subuid and /etc/subgid.
+IdMapPlan own_id_maps();
+
+// The owner PLAN's containers see for a file that host ids own (in place:
+// the form of archive::OwnerMap); host ids outside the maps become 65534,
+// as the kernel shows them. Empty for the identity map.
+std::function<void(std::uint32_t& uid, std::uint32_t& gid)> container_owners(const IdMapPlan& plan);
+
 // Formats mappings as /proc/PID/uid_map expects ("IN OUT COUNT\n" lines).
 std::string format_id_map(const std::vector<IdMapping>& map);
 

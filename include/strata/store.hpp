@@ -369,6 +369,9 @@ class Store {
   // Reports progress of long operations (load, import, save, commit) as
   // one-line messages ("Loading layer 2/5 sha256:..."); none by default.
   void set_progress(std::function<void(const std::string&)> fn) { progress_ = std::move(fn); }
+  // How the layers create_layer writes number the owners of the files on
+  // disk (archive::WriteLayerOptions::owner_map); unset: as on disk.
+  void set_owner_map(archive::OwnerMap map) { owner_map_ = std::move(map); }
 
   // Removes what nothing references: blobs not reachable from index.json or
   // a container's image, layer directories no stored image uses, staging
@@ -392,6 +395,7 @@ class Store {
     if (progress_) progress_(message);
   }
   std::function<void(const std::string&)> progress_;
+  archive::OwnerMap owner_map_;
   Image read_image(const oci::Digest& manifest_digest, const oci::json& index, Layers layers,
                    std::vector<oci::Digest>* missing) const;
 };

@@ -138,6 +138,7 @@ struct Walker {
   bool plain_owner = false;  // pack_directory: owners 0, mtime 0
   bool skip_pseudo = false;  // write_entry: the contents of proc, sysfs and cgroup mounts are left out
   std::optional<std::int64_t> clamp;
+  OwnerMap owner_map;  // for owners not recorded in override_stat
   std::map<std::pair<dev_t, ino_t>, std::string> links;
 
   void write_header(struct archive_entry* e, const std::string& name) {
@@ -200,8 +201,15 @@ struct Walker {
     mode_t type = st.st_mode & S_IFMT;
     mode_t perm = st.st_mode & 07777;
     dev_t rdev = st.st_rdev;
-    if (auto it = xs.find(kOverrideStat); it != xs.end()) {
-      if (auto o = parse_override_stat(it->second)) {
+    auto recorded_owner = xs.find(kOverrideStat);
+    if (recorded_owner == xs.end() && owner_map) {
+      std::uint32_t u = uid, g = gid;
+      owner_map(u, g);
+      uid = u;
+      gid = g;
+    }
+    if (recorded_owner != xs.end()) {
+      if (auto o = parse_override_stat(recorded_owner->second)) {
         uid = o->uid;
         gid = o->gid;
         perm = o->mode & 07777;
@@ -383,8 +391,9 @@ LayerDigests write_tar(int out_fd, Compression compression, bool changeset, bool
 }
 
 LayerDigests write_tree(const std::string& dir, int out_fd, Compression compression, bool changeset, bool plain,
-                        std::optional<std::int64_t> clamp) {
+                        std::optional<std::int64_t> clamp, const OwnerMap& owner_map = {}) {
   return write_tar(out_fd, compression, changeset, plain, clamp, [&](Walker& w) {
+    w.owner_map = owner_map;
     UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("read directory " + quote(dir));
     w.walk(root.get(), dir, "");
@@ -407,7 +416,7 @@ void write_entry(int dirfd, const std::string& name, const std::string& as, int 
 }
 
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options) {
-  return write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime);
+  return write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime, options.owner_map);
 }
 
 void pack_directory(const std::string& dir, const std::string& out_path) {

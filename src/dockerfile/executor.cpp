@@ -353,7 +353,9 @@ class Executor {
     if (step.kind == StepKind::run) {
       prepare_run(step, req);
     }
-    {
+    if (step.kind == StepKind::run && opt_.run_mounts_root) {
+      run_command(step, req, -1, work.path());
+    } else {
       ScopedMount mount(*opt_.mounter, req);
       UniqueFd root = open_at(AT_FDCWD, req.target, O_PATH | O_DIRECTORY);
       switch (step.kind) {
@@ -601,10 +603,15 @@ class Executor {
     }
   }
 
+  // Runs STEP's command on MOUNT, whose root is ROOT, or -1 when the command
+  // mounts it itself (ExecuteOptions::run_mounts_root): the executor then
+  // mounts it here only around the command and only for RUN --mount, to see
+  // which mount points the sandbox will create and to remove them after.
   void run_command(const Step& step, const MountRequest& mount, int root, const std::string& work_dir) {
     RunRequest r;
     r.rootfs = mount.target;
     r.mount = mount;
+    if (root < 0) r.initdir = work_dir + "/init";
     r.argv = step.argv;
     r.env = step.env;
     r.user = step.user;
@@ -617,9 +624,17 @@ class Executor {
     }
     if (!opt_.run) throw Error("RUN is not available in this build");
     PreparedMounts prepared;
-    prepare_mounts(step, root, work_dir, r, prepared);
+    auto with_root = [&](const std::function<void(int)>& work) {
+      if (root >= 0) return work(root);
+      ScopedMount view(*opt_.mounter, mount);
+      UniqueFd view_root = open_at(AT_FDCWD, mount.target, O_PATH | O_DIRECTORY);
+      work(view_root.get());
+      view_root.reset();
+      view.release();
+    };
+    if (!step.mounts.empty()) with_root([&](int at) { prepare_mounts(step, at, work_dir, r, prepared); });
     int rc = opt_.run(r);
-    remove_stubs(root, prepared.stubs);
+    if (!prepared.stubs.empty()) with_root([&](int at) { remove_stubs(at, prepared.stubs); });
     prepared.unions.clear();
     if (rc != 0) {
       std::string cmd;

@@ -214,7 +214,8 @@ void become_init(int err_fd, bool tty) {
     }
     auto unmapped = [&](const std::string& what) {
       std::string hint = map_kind == IdMapPlan::Kind::single
-                             ? " (only uid and gid 0 exist: add a range for the user in /etc/subuid and /etc/subgid)"
+                             ? " (only uid and gid 0 exist: add a range for the user to /etc/subuid and /etc/subgid, which "
+                               "newuidmap and newgidmap map)"
                              : "";
       throw Error(what + " is not mapped in the container's user namespace" + hint, ExitCode::run_failed);
     };

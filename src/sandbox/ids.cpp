@@ -65,6 +65,20 @@ IdMapPlan plan_id_maps(std::uint32_t uid, std::uint32_t gid, std::string_view na
   return plan;
 }
 
+std::function<void(std::uint32_t& uid, std::uint32_t& gid)> container_owners(const IdMapPlan& plan) {
+  if (plan.kind == IdMapPlan::Kind::identity) return {};
+  auto inside = [](const std::vector<IdMapping>& map, std::uint32_t host) -> std::uint32_t {
+    for (const auto& m : map) {
+      if (host >= m.outside && host - m.outside < m.count) return m.inside + (host - m.outside);
+    }
+    return 65534;
+  };
+  return [uids = plan.uids, gids = plan.gids, inside](std::uint32_t& uid, std::uint32_t& gid) {
+    uid = inside(uids, uid);
+    gid = inside(gids, gid);
+  };
+}
+
 std::string format_id_map(const std::vector<IdMapping>& map) {
   std::string out;
   for (const auto& m : map) {

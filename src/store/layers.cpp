@@ -130,6 +130,7 @@ Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
   archive::WriteLayerOptions wo;
   wo.changeset = options.changeset;
   wo.clamp_mtime = options.clamp_mtime;
+  wo.owner_map = owner_map_;
   wo.compression = archive::Compression::gzip;
   auto written = archive::write_layer(dir, blob.fd(), wo);
   if (auto existing = find_layer(written.diff_id); existing && exists(blob_path(existing->blob_digest)))

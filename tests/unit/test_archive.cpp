@@ -240,6 +240,41 @@ TEST_CASE("a file capability survives the owner being set") {
   CHECK(st.st_uid == 1000);
 }
 
+TEST_CASE("a layer's owner map renumbers owners from disk, not those recorded in override_stat") {
+  if (geteuid() != 0) return;  // chown needs privilege
+  TempDir t("/tmp");
+  std::string src = t.path() + "/src";
+  mkdir(src.c_str(), 0755);
+  put(src + "/mine", "x");
+  put(src + "/recorded", "y");
+  REQUIRE(chown((src + "/mine").c_str(), 400999, 401999) == 0);
+  const std::string recorded = "7:8:0640";
+  REQUIRE(setxattr((src + "/recorded").c_str(), "user.containers.override_stat", recorded.data(), recorded.size(), 0) == 0);
+  std::string tar = t.path() + "/mapped.tar";
+  {
+    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    archive::WriteLayerOptions wo;
+    wo.owner_map = [](std::uint32_t& uid, std::uint32_t& gid) {
+      uid = uid >= 400000 ? uid - 399999 : 65534;
+      gid = gid >= 400000 ? gid - 399999 : 65534;
+    };
+    archive::write_layer(src, out.get(), wo);
+  }
+  std::string dest = t.path() + "/dest";
+  mkdir(dest.c_str(), 0755);
+  UniqueFd in = open_at(AT_FDCWD, tar, O_RDONLY);
+  archive::ExtractOptions eo;
+  eo.privileged = true;
+  archive::extract_layer(in.get(), dest, eo);
+  struct stat st {};
+  REQUIRE(lstat((dest + "/mine").c_str(), &st) == 0);
+  CHECK(st.st_uid == 1000);
+  CHECK(st.st_gid == 2000);
+  REQUIRE(lstat((dest + "/recorded").c_str(), &st) == 0);
+  CHECK(st.st_uid == 7);
+  CHECK(st.st_gid == 8);
+}
+
 TEST_CASE("image archives whose JSON fields have the wrong type are refused with Error naming the file") {
   TempDir t("/tmp");
   const std::string& dir = t.path();

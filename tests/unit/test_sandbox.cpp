@@ -87,6 +87,30 @@ TEST_CASE("id map plan: a range in only one file, or none, gives a single-id map
   CHECK(plan_id_maps(1000, 1000, "alice", "bob:1:2\n", "bob:1:2\n").kind == IdMapPlan::Kind::single);
 }
 
+TEST_CASE("container_owners: host ids back to the container's, unmapped ones to 65534") {
+  auto sub = container_owners(plan_id_maps(1000, 1001, "alice", "alice:100000:65536\n", "alice:200000:1000\n"));
+  REQUIRE(sub);
+  std::uint32_t uid = 1000, gid = 1001;
+  sub(uid, gid);
+  CHECK(uid == 0);
+  CHECK(gid == 0);
+  uid = 100000 + 65535, gid = 200000 + 41;
+  sub(uid, gid);
+  CHECK(uid == 65536);
+  CHECK(gid == 42);
+  uid = 99999, gid = 201000;  // just outside both ranges
+  sub(uid, gid);
+  CHECK(uid == 65534);
+  CHECK(gid == 65534);
+  auto single = container_owners(plan_id_maps(1000, 1000, "alice", "", ""));
+  REQUIRE(single);
+  uid = 1000, gid = 5;
+  single(uid, gid);
+  CHECK(uid == 0);
+  CHECK(gid == 65534);
+  CHECK_FALSE(container_owners(plan_id_maps(0, 0, "root", "", "")));
+}
+
 TEST_CASE("resolve_user: empty spec is root with root's home") {
   auto u = resolve_user("", kPasswd, kGroup);
   CHECK(u.uid == 0);

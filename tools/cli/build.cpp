@@ -241,7 +241,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     ignore = b::IgnoreMatcher::parse(read_text(in), ignore_file);
   }
 
-  auto store = store::Store::open(global.root.empty() ? store::default_root() : global.root);
+  auto store = open_store(global);
   StoreAdapter adapter(store);
   b::Dockerfile df = b::parse_dockerfile(text, shown);
   b::PlanOptions popt;
@@ -273,9 +273,21 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.store = &adapter;
   eo.mounter = &mounter;
   eo.secrets = std::move(secret_map);
-  eo.run = [quiet = eo.quiet](const b::RunRequest& r) -> int {
+  // An unprivileged user's mount on the host lets in only that user, not
+  // the image's other users: the RUN mounts its root itself (as a run does).
+  eo.run_mounts_root = ::geteuid() != 0;
+  eo.run = [quiet = eo.quiet, &mounter, own_root = eo.run_mounts_root](const b::RunRequest& r) -> int {
     sandbox::RunSpec spec;
     spec.rootfs = r.rootfs;
+    if (own_root) {
+      sandbox::UnionRoot u;
+      u.stratafs = mounter.stratafs();
+      u.lowerdirs = r.mount.lowers;
+      u.upperdir = r.mount.upper;
+      u.workdir = r.mount.work;
+      u.initdir = r.initdir;
+      spec.union_root = std::move(u);
+    }
     spec.argv = r.argv;
     spec.env = r.env;
     spec.workdir = r.workdir.empty() ? "/" : r.workdir;

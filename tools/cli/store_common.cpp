@@ -19,12 +19,16 @@
 #include "strata/build.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/sandbox.hpp"
 #include "strata/stratafs_client.hpp"
 
 namespace strata::cli {
 
 store::Store open_store(const GlobalOptions& global) {
   auto s = store::Store::open(global.root.empty() ? store::default_root() : global.root);
+  // A rootless store's files belong to the user and its subordinate ids:
+  // the layers it writes record them as the containers number them.
+  if (::geteuid() != 0) s.set_owner_map(sandbox::container_owners(sandbox::own_id_maps()));
   if (global.debug) {
     // Every step, timed from the start, whoever reads it.
     auto start = std::chrono::steady_clock::now();
