@@ -213,6 +213,27 @@ TEST_CASE("a tree deeper than PATH_MAX is written and extracted whole") {
   CHECK(std::string(buf) == "deep");
 }
 
+namespace {
+
+// Writes SRC as a layer under T and extracts it (privileged) into T/dest,
+// which it returns.
+std::string write_and_extract(const TempDir& t, const std::string& src, const archive::WriteLayerOptions& wo = {}) {
+  std::string tar = t.path() + "/layer.tar";
+  {
+    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    archive::write_layer(src, out.get(), wo);
+  }
+  std::string dest = t.path() + "/dest";
+  mkdir(dest.c_str(), 0755);
+  UniqueFd in = open_at(AT_FDCWD, tar, O_RDONLY);
+  archive::ExtractOptions eo;
+  eo.privileged = true;
+  archive::extract_layer(in.get(), dest, eo);
+  return dest;
+}
+
+}  // namespace
+
 TEST_CASE("a file capability survives the owner being set") {
   if (geteuid() != 0) return;  // chown and security.capability need privilege
   TempDir t("/tmp");
@@ -222,17 +243,7 @@ TEST_CASE("a file capability survives the owner being set") {
   REQUIRE(chown((src + "/ping").c_str(), 1000, 1000) == 0);
   const unsigned char cap[20] = {0x01, 0, 0, 0x02, 0, 0x20};  // cap_net_raw=ep
   REQUIRE(setxattr((src + "/ping").c_str(), "security.capability", cap, sizeof cap, 0) == 0);
-  std::string tar = t.path() + "/caps.tar";
-  {
-    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
-    archive::write_layer(src, out.get());
-  }
-  std::string dest = t.path() + "/dest";
-  mkdir(dest.c_str(), 0755);
-  UniqueFd in = open_at(AT_FDCWD, tar, O_RDONLY);
-  archive::ExtractOptions eo;
-  eo.privileged = true;
-  archive::extract_layer(in.get(), dest, eo);
+  std::string dest = write_and_extract(t, src);
   unsigned char got[32];
   CHECK(getxattr((dest + "/ping").c_str(), "security.capability", got, sizeof got) == sizeof cap);
   struct stat st {};
@@ -250,22 +261,12 @@ TEST_CASE("a layer's owner map renumbers owners from disk, not those recorded in
   REQUIRE(chown((src + "/mine").c_str(), 400999, 401999) == 0);
   const std::string recorded = "7:8:0640";
   REQUIRE(setxattr((src + "/recorded").c_str(), "user.containers.override_stat", recorded.data(), recorded.size(), 0) == 0);
-  std::string tar = t.path() + "/mapped.tar";
-  {
-    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
-    archive::WriteLayerOptions wo;
-    wo.owner_map = [](std::uint32_t& uid, std::uint32_t& gid) {
-      uid = uid >= 400000 ? uid - 399999 : 65534;
-      gid = gid >= 400000 ? gid - 399999 : 65534;
-    };
-    archive::write_layer(src, out.get(), wo);
-  }
-  std::string dest = t.path() + "/dest";
-  mkdir(dest.c_str(), 0755);
-  UniqueFd in = open_at(AT_FDCWD, tar, O_RDONLY);
-  archive::ExtractOptions eo;
-  eo.privileged = true;
-  archive::extract_layer(in.get(), dest, eo);
+  archive::WriteLayerOptions wo;
+  wo.owner_map = [](std::uint32_t& uid, std::uint32_t& gid) {
+    uid = uid >= 400000 ? uid - 399999 : 65534;
+    gid = gid >= 400000 ? gid - 399999 : 65534;
+  };
+  std::string dest = write_and_extract(t, src, wo);
   struct stat st {};
   REQUIRE(lstat((dest + "/mine").c_str(), &st) == 0);
   CHECK(st.st_uid == 1000);
