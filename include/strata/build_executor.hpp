@@ -111,11 +111,10 @@ struct RunMountRequest {
 
 // One RUN: the command and its environment. ROOTFS is the union of the
 // parent's layers and the step's fresh upper (MOUNT says which), mounted by
-// the executor for the duration of the command.
-// With ExecuteOptions::run_mounts_root the command mounts MOUNT itself on
-// ROOTFS, inside its own namespaces; INITDIR is then a directory of the
-// step's for the mount points it needs (see sandbox::UnionRoot::initdir).
-// Otherwise ROOTFS is the union, mounted by the executor for the command.
+// the executor for the duration of the command; with
+// ExecuteOptions::run_mounts_root the command mounts MOUNT on ROOTFS itself,
+// inside its own namespaces, and INITDIR is a directory of the step's for
+// the mount points it needs (see sandbox::UnionRoot::initdir).
 struct RunRequest {
   std::string rootfs;
   MountRequest mount;
