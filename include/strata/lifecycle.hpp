@@ -12,6 +12,8 @@
 //   ctr.log      the command's stdout and stderr, one record a line in the
 //                CRI format ("TIME STREAM F|P TEXT"), rotated to ctr.log.1
 //                .. ctr.log.N-1 at LogOptions::max_size
+//   stdin        a FIFO, while a detached container made with -i runs: its
+//                stdin (its terminal's input with -t), which `attach` writes
 //
 // The process that runs a container (the `strata run` process in the
 // foreground, the monitor for a detached one) holds the container's lock
@@ -21,7 +23,9 @@
 // Error naming the monitor that died (container_state).
 //
 // The monitor (start_detached): a process of its own session, double-forked
-// so that nothing waits for it, with stdin at /dev/null and stdout and stderr
+// so that nothing waits for it, with stdin at /dev/null (or, with -i, the
+// stdin FIFO, which it holds open for reading and writing so that the command
+// never sees its end, as docker keeps a detached stdin open) and stdout and stderr
 // into pipes that its log writer child copies into ctr.log. It takes the lock,
 // runs the container through sandbox::run (which owns the supervisor and,
 // through it, the stratafs mount inside the container's mount namespace),
@@ -39,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "strata/fd.hpp"
 #include "strata/oci.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
@@ -88,6 +93,10 @@ void parse_log_opt(LogOptions& options, const std::string& opt);
 // removes the container when it ends.
 void start_detached(const std::string& store_root, const store::Container& c, const sandbox::ContainerRunOptions& options,
                     const LogOptions& log, bool remove);
+
+// The write end of the stdin of running container C (made with -i), for
+// `attach`. Throws Error when it has none or is not running.
+UniqueFd open_container_stdin(const store::Container& c);
 
 // Sends SIGNAL to the running container: signals that strata forwards
 // (HUP, INT, QUIT, TERM, USR1, USR2, ALRM) through the monitor and the

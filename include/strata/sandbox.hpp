@@ -404,6 +404,9 @@ struct ContainerRunOptions {
   std::optional<std::string> hostname;  // else the first 12 hex digits of the container id
   bool tty = false;
   bool interactive = false;
+  // `-i` (saved as OpenStdin): a detached run keeps a stdin of its own,
+  // which `attach` writes to (lifecycle::open_container_stdin).
+  bool open_stdin = false;
   bool remove = false;  // `--rm`
   Network network = Network::private_net;
   std::vector<PortMapping> ports;

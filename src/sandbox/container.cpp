@@ -203,6 +203,7 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   j["Config"] = {{"Hostname", o.hostname ? *o.hostname : c.id.substr(0, 12)},
                  {"User", o.user ? *o.user : string_field(cfg, "User")},
                  {"Tty", o.tty},
+                 {"OpenStdin", o.open_stdin},
                  {"Env", env},
                  {"Cmd", cmd},
                  {"Entrypoint", entrypoint},

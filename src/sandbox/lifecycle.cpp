@@ -31,6 +31,7 @@ namespace {
 constexpr const char* kStateFile = "state.json";
 constexpr const char* kConfigFile = "config.json";
 constexpr const char* kLogFile = "ctr.log";
+constexpr const char* kStdinFifo = "stdin";
 
 // The signals sandbox::run passes on to the container (its kForwarded).
 constexpr int kForwarded[] = {SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2, SIGALRM};
@@ -327,7 +328,16 @@ void redirect(int fd, int to) {
         throw Error("container " + quote(c.name) + " is mounted at " + quote(m[0]) + " (unmount it first)",
                     ExitCode::run_failed);
       sandbox::ContainerRunOptions o = options;
-      o.interactive = false;
+      o.interactive = options.open_stdin;
+      const std::string fifo = c.dir + "/" + kStdinFifo;
+      UniqueFd input;
+      if (o.interactive) {
+        // Made only now, under the lock: a FIFO of an earlier run may be left.
+        if (::unlink(fifo.c_str()) != 0 && errno != ENOENT) throw_errno("remove " + quote(fifo));
+        if (::mkfifo(fifo.c_str(), 0600) != 0) throw_errno("create " + quote(fifo));
+        input = open_at(AT_FDCWD, fifo, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+        redirect(0, input.get());
+      }
       try {
         status = sandbox::run_container(store, c, o, [&] {
           report(status_fd, kStarted, "");
@@ -342,6 +352,8 @@ void redirect(int fd, int to) {
         std::fprintf(stderr, "strata: %s\n", e.what());
       }
       // The log is complete before the lock says the container has ended.
+      redirect(0, null.get());
+      if (input) ::unlink(fifo.c_str());
       redirect(1, null.get());
       redirect(2, null.get());
       while (::waitpid(writer, nullptr, 0) < 0 && errno == EINTR) {
@@ -437,6 +449,7 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
   json j = {{"Args", o.args},
             {"Env", o.env},
             {"Tty", o.tty},
+            {"OpenStdin", o.open_stdin},
             {"Network", sandbox::network_name(o.network)},
             {"Ports", ports},
             {"Dns", o.dns},
@@ -485,6 +498,7 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   o.user = optional_string("User");
   o.hostname = optional_string("Hostname");
   o.tty = j->value("Tty", false);
+  o.open_stdin = j->value("OpenStdin", false);
   // Containers made before private networking have host networking.
   try {
     o.network = sandbox::parse_network(j->value("Network", "host"));
@@ -643,6 +657,18 @@ int stop_signal(const store::Store& store, const store::Container& c) {
   } catch (const Error&) {
   }
   return SIGTERM;
+}
+
+UniqueFd open_container_stdin(const store::Container& c) {
+  std::string path = c.dir + "/" + kStdinFifo;
+  // Non-blocking: with no reader (the container has just ended) this fails
+  // at once (ENXIO) instead of waiting for one.
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC));
+  struct stat st {};
+  if (!fd || ::fstat(fd.get(), &st) != 0 || !S_ISFIFO(st.st_mode))
+    throw Error("container " + quote(c.name) + " has no stdin to attach to (it was not started with -i, or has ended)");
+  if (::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) & ~O_NONBLOCK) != 0) throw_errno("attach to the stdin of " + quote(c.name));
+  return fd;
 }
 
 void kill_container(const store::Store& store, const store::Container& c, int sig) {

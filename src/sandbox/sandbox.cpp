@@ -51,6 +51,7 @@
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
+#include "strata/terminal.hpp"
 #include "strata/text.hpp"
 #include "cgroup.hpp"
 #include "network.hpp"
@@ -407,26 +408,6 @@ void write_id_maps(pid_t pid, const IdMapPlan& plan) {
       break;
   }
 }
-
-// Puts the terminal on fd 0 in raw mode for as long as it lives.
-class RawTerminal {
- public:
-  RawTerminal() {
-    if (::isatty(0) == 0 || ::tcgetattr(0, &saved_) != 0) return;
-    termios raw = saved_;
-    ::cfmakeraw(&raw);
-    if (::tcsetattr(0, TCSANOW, &raw) == 0) active_ = true;
-  }
-  RawTerminal(const RawTerminal&) = delete;
-  RawTerminal& operator=(const RawTerminal&) = delete;
-  ~RawTerminal() {
-    if (active_) ::tcsetattr(0, TCSANOW, &saved_);
-  }
-
- private:
-  termios saved_{};
-  bool active_ = false;
-};
 
 class SignalMask {
  public:

@@ -2,7 +2,9 @@
 import glob
 import json
 import os
+import pty
 import re
+import select
 import signal
 import subprocess
 import time
@@ -302,8 +304,8 @@ def test_init_reaps_orphans_and_passes_signals(store):
 
 def attach(store, *args, wait=True):
     """strata attach ARGS; with WAIT, returns once it follows the log (it has the file open)."""
-    p = subprocess.Popen([tool("strata"), "--root", store.root, "attach", *args], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen([tool("strata"), "--root", store.root, "attach", *args], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def follows():
         try:
@@ -352,6 +354,86 @@ def test_attach_passes_ctrl_c_unless_told_not_to(store):
             p.wait()
     assert p.returncode == 3, err
     assert out == "got INT\n"
+
+
+def test_attach_passes_stdin_to_a_container_made_with_i(store):
+    # Without a terminal: the command reads the FIFO that is its stdin; what attach reads goes there.
+    assert store("run", "-di", "--name", "cat", "base:1", "sh", "-c",
+                 "read a; echo got:$a; read b; echo got:$b; exit 4").returncode == 0
+    p = attach(store, "cat")
+    try:
+        out, err = p.communicate(input="one\ntwo\n", timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert (p.returncode, out, err) == (4, "got:one\ngot:two\n", ""), err
+    assert json.loads(store("inspect", "cat").stdout)[0]["Config"]["OpenStdin"] is True
+    # The FIFO goes with the run: a stopped container has none to attach to.
+    cid = json.loads(store("inspect", "cat").stdout)[0]["Id"]
+    assert not os.path.exists(os.path.join(store.root, "containers", cid, "stdin"))
+    r = store("start", "-a", "cat")  # started again attached: its input is strata's (none here)
+    assert "got:" in r.stdout
+
+
+def test_attach_without_i_or_with_no_stdin_passes_nothing(store):
+    # Made without -i: the command's stdin is /dev/null whatever attach is given.
+    assert store("run", "-d", "--name", "plain", "base:1", "sh", "-c",
+                 "if read a; then echo got:$a; else echo none; fi; sleep 5; echo done").returncode == 0
+    eventually(lambda: "none" in store("logs", "plain").stdout, "the read found the end of /dev/null")
+    p = attach(store, "plain")
+    out, err = p.communicate(input="typed\n", timeout=60)
+    assert (p.returncode, out) == (0, "done\n"), err
+    # Made with -i, attached with --no-stdin: nothing is passed and the read goes on waiting.
+    assert store("run", "-di", "--name", "waits", "base:1", "sh", "-c", "read a; echo got:$a").returncode == 0
+    p = attach(store, "--no-stdin", "waits")
+    try:
+        p.stdin.write("typed\n")
+        p.stdin.close()
+        time.sleep(2)
+        assert p.poll() is None  # still following the output of a container that runs on
+    finally:
+        p.kill()
+        p.wait()
+    assert status(store, "waits").startswith("Up")
+    assert "got:" not in store("logs", "waits").stdout
+
+
+def test_attach_to_a_terminal_and_detach_with_ctrl_p_ctrl_q(store):
+    assert store("run", "-dit", "--name", "sh", "base:1", "sh").returncode == 0
+
+    def session(steps):
+        pid, fd = pty.fork()
+        if pid == 0:
+            os.execv(tool("strata"), [tool("strata"), "--root", store.root, "attach", "sh"])
+        out = b""
+        try:
+            for typed, expect in steps:
+                time.sleep(0.5)  # attach has its terminal raw and follows the log
+                os.write(fd, typed)
+                end = time.time() + 30
+                while expect.encode() not in out and time.time() < end:
+                    r, _, _ = select.select([fd], [], [], 0.1)
+                    if r:
+                        try:
+                            out += os.read(fd, 4096)
+                        except OSError:
+                            break
+                assert expect.encode() in out, out.decode(errors="replace")
+            _, st = os.waitpid(pid, 0)
+            return os.waitstatus_to_exitcode(st), out.decode(errors="replace")
+        finally:
+            os.close(fd)
+
+    # \x10 alone (Ctrl-P, then not Ctrl-Q) goes on to the shell: tr shows it as 16 in octal.
+    code, out = session([(b"echo hi-$((40+2))\r", "hi-42"), (b"printf '\x10x' | od -An -c | tr -d ' '\r", "020x"),
+                         (b"\x10\x11", "detached")])
+    assert code == 0, out
+    assert status(store, "sh").startswith("Up")
+    # A second attach finds the same shell; `exit 3` ends it, and attach with it.
+    code, out = session([(b"echo again\r", "again"), (b"exit 3\r", "exit")])
+    assert code == 3, out
+    eventually(lambda: status(store, "sh").startswith("Exited (3)"), "the shell ended")
 
 
 def test_attach_mistakes(store):

@@ -1,15 +1,20 @@
 // Verbs of running containers: stop, kill, wait, logs, attach, restart, exec.
 #include <pthread.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "cli.hpp"
 #include "store_common.hpp"
 #include "strata/error.hpp"
+#include "strata/fileio.hpp"
 #include "strata/lifecycle.hpp"
 #include "strata/sandbox.hpp"
+#include "strata/terminal.hpp"
 
 namespace strata::cli {
 namespace {
@@ -135,9 +140,47 @@ void proxy_signals(const store::Store& store, const store::Container& c) {
   }).detach();
 }
 
+// Copies what is typed (fd 0) into the container's stdin TO until the input
+// ends, from a thread of its own. With a terminal in raw mode (RESTORE: its
+// settings before) Ctrl-P Ctrl-Q detaches, as docker's default detach keys
+// do: the terminal is restored and strata exits 0, the container runs on.
+void pass_input(UniqueFd to, std::optional<termios> restore) {
+  std::thread([fd = to.release(), restore] {
+    const bool terminal = restore.has_value();
+    UniqueFd input(fd);
+    constexpr char kCtrlP = 0x10, kCtrlQ = 0x11;
+    bool after_ctrl_p = false;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(0, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      std::string out;
+      for (ssize_t i = 0; i < n; ++i) {
+        char ch = buf[i];
+        if (terminal && after_ctrl_p && ch == kCtrlQ) {
+          if (!out.empty()) static_cast<void>(::write(input.get(), out.data(), out.size()));
+          ::tcsetattr(0, TCSANOW, &*restore);
+          static constexpr char kDetached[] = "\r\nstrata: detached (Ctrl-P Ctrl-Q); the container runs on\n";
+          static_cast<void>(::write(2, kDetached, sizeof kDetached - 1));
+          ::_exit(0);
+        }
+        if (after_ctrl_p) out += kCtrlP;  // not a detach: the held Ctrl-P goes on
+        after_ctrl_p = terminal && ch == kCtrlP;
+        if (!after_ctrl_p) out += ch;
+      }
+      try {
+        write_all(input.get(), out.data(), out.size(), "the container's stdin");
+      } catch (const Error&) {
+        return;  // the container has ended; its end ends attach
+      }
+    }
+  }).detach();
+}
+
 int attach_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("no-stdin", po::bool_switch(), "do not attach stdin (it never is: a detached container has none)")(
+  opts.add_options()("no-stdin", po::bool_switch(), "do not pass stdin to the container (a container made with -i gets it)")(
       "sig-proxy", po::value<bool>()->default_value(true, "true")->implicit_value(true, "true"), "forward SIGINT and SIGTERM to the container")(
       "container", po::value<std::string>()->required(), "container");
   po::positional_options_description pos;
@@ -149,6 +192,14 @@ int attach_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   store::Container c = store.container(vm["container"].as<std::string>());
   if (!lifecycle::container_state(store, c).running())
     throw Error("container " + quote(c.name) + " is not running; you cannot attach to a stopped container");
+  auto config = lifecycle::load_config(c);
+  std::optional<RawTerminal> raw;
+  if (!vm["no-stdin"].as<bool>() && config && config->open_stdin) {
+    UniqueFd input = lifecycle::open_container_stdin(c);
+    if (config->tty) raw.emplace();
+    const termios* saved = raw ? raw->saved() : nullptr;
+    pass_input(std::move(input), saved != nullptr ? std::optional<termios>(*saved) : std::nullopt);
+  }
   if (vm["sig-proxy"].as<bool>()) proxy_signals(store, c);
   // Its output from now on, as `logs -f --tail 0`, until it ends.
   lifecycle::LogsOptions o;

@@ -345,6 +345,7 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   if (vm.count("hostname") != 0U) o.hostname = spec.hostname;
   o.tty = spec.tty;
   o.interactive = spec.interactive;
+  o.open_stdin = spec.interactive;
   o.network = spec.network;
   o.fill_volume = fill_new_volume;
   o.ports = spec.ports;
@@ -384,7 +385,6 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   ContainerSettings s = read_container_settings("run", vm);
   sandbox::RunSpec& spec = s.spec;
   bool detach = vm["detach"].as<bool>();
-  if (detach && spec.interactive) throw UsageError("run: -d and -i do not go together (a detached container's stdin is /dev/null; attach passes no input)");
 
   if (vm.count("rootfs") == 0U) {
     if (rest.empty()) throw UsageError("run: an IMAGE or --rootfs DIR is required (see 'strata run --help')");
