@@ -272,17 +272,28 @@ void check_resources(const Resources& r);
 // cpu.max for NANO_CPUS: "QUOTA 100000" ("50000 100000" for half a CPU).
 std::string cpu_max(std::int64_t nano_cpus);
 
-// A host path bound into the container (`-v HOST:CTR[:ro]`), or a named
-// volume of the store (`-v NAME:CTR`): then SOURCE is the volume's _data.
+// A host path bound into the container (`-v HOST:CTR[:ro]`), or a volume of
+// the store (`-v NAME:CTR`, or an anonymous one: `-v CTR`, the image's
+// VOLUMEs): then SOURCE is the volume's _data.
 struct BindMount {
   std::string source;  // host path (file or directory)
   std::string target;  // absolute path inside the container
   bool read_only = false;
-  std::string volume;  // the named volume's name; "" for a host path
+  std::string volume;  // the volume's name; "" for a host path
   // Set on SOURCE by the container's pid 1 (inside its user namespace, so
   // container ids) before the bind: a build's cache and secret mounts.
   std::optional<std::uint32_t> uid, gid, mode;
+  // An anonymous volume: VOLUME is a random name (store::new_volume_name)
+  // given when the container is made; `rm -v` and `run --rm` remove it.
+  bool anonymous = false;
 };
+
+// A volume's target as strata mounts it: PATH made canonical ("/a/../b/" is
+// "/b"); nullopt when PATH is not absolute or is the root itself.
+std::optional<std::string> clean_volume_target(const std::string& path);
+
+// The most VOLUME paths an image may declare: more is refused.
+inline constexpr std::size_t kMaxImageVolumes = 128;
 
 // Called by the container's pid 1 for each BindMount with a volume name,
 // after the root is mounted and before the volume is bound over its target:
@@ -421,8 +432,16 @@ struct ContainerRunOptions {
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
 
-// The names of the named volumes among O's volumes.
-std::vector<std::string> volume_names(const ContainerRunOptions& o);
+// The names of the named volumes among O's volumes, or with ANONYMOUS those
+// of its anonymous volumes.
+std::vector<std::string> volume_names(const ContainerRunOptions& o, bool anonymous = false);
+
+// Adds to O an anonymous volume (no name yet) for each path of
+// IMAGE_VOLUMES (the image config's Volumes) that none of O's volumes and
+// tmpfs mounts covers, then orders O's volumes parents first. Throws Error
+// naming the image for a path that is not absolute or is the root, and for
+// more than kMaxImageVolumes paths.
+void add_image_volumes(ContainerRunOptions& o, const std::vector<std::string>& image_volumes);
 
 // Creates a container in the store at STORE_ROOT from the image, mounts its
 // layers and upper with stratafs inside the container's mount namespace (the

@@ -4,8 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
@@ -51,11 +55,48 @@ void apply_container_settings(RunSpec& spec, const oci::json& cfg, const Contain
 
 }  // namespace
 
-std::vector<std::string> volume_names(const ContainerRunOptions& o) {
+std::vector<std::string> volume_names(const ContainerRunOptions& o, bool anonymous) {
   std::vector<std::string> out;
   for (const auto& v : o.volumes)
-    if (!v.volume.empty()) out.push_back(v.volume);
+    if (!v.volume.empty() && v.anonymous == anonymous) out.push_back(v.volume);
   return out;
+}
+
+std::optional<std::string> clean_volume_target(const std::string& path) {
+  if (path.empty() || path[0] != '/') return std::nullopt;
+  std::string out = std::filesystem::path(path).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out == "/") return std::nullopt;
+  return out;
+}
+
+void add_image_volumes(ContainerRunOptions& o, const std::vector<std::string>& image_volumes) {
+  if (image_volumes.size() > kMaxImageVolumes) {
+    throw Error("the image " + quote(o.image) + " declares " + std::to_string(image_volumes.size()) +
+                " volumes (at most " + std::to_string(kMaxImageVolumes) + ")");
+  }
+  std::set<std::string> covered;
+  for (const auto& v : o.volumes) covered.insert(clean_volume_target(v.target).value_or(v.target));
+  for (const auto& t : o.tmpfs) covered.insert(clean_volume_target(t.target).value_or(t.target));
+  for (const auto& path : image_volumes) {
+    auto target = clean_volume_target(path);
+    if (!target) {
+      throw Error("the image " + quote(o.image) + " declares the volume " + quote(path) +
+                  (path.empty() || path[0] != '/' ? ", which is not an absolute path" : " over its root"));
+    }
+    if (!covered.insert(*target).second) continue;  // the user's mount, or a duplicate, wins
+    BindMount m;
+    m.target = *target;
+    m.anonymous = true;
+    o.volumes.push_back(m);
+  }
+  // Parents first, as docker orders mounts, so that none hides another.
+  auto depth = [](const BindMount& m) {
+    std::string t = clean_volume_target(m.target).value_or(m.target);
+    return std::count(t.begin(), t.end(), '/');
+  };
+  std::stable_sort(o.volumes.begin(), o.volumes.end(),
+                   [&](const BindMount& a, const BindMount& b) { return depth(a) < depth(b); });
 }
 
 std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
@@ -95,9 +136,13 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.dns = o.dns;
   spec.extra_hosts = o.extra_hosts;
   spec.volumes = o.volumes;
-  // A named volume removed with `volume rm -f` since is made again, empty.
-  for (auto& v : spec.volumes)
-    if (!v.volume.empty()) v.source = store.create_volume(v.volume).data;
+  // A volume removed with `volume rm -f` since is made again, empty.
+  for (auto& v : spec.volumes) {
+    if (v.volume.empty()) continue;
+    std::map<std::string, std::string> labels;
+    if (v.anonymous) labels[store::kAnonymousVolumeLabel] = "";
+    v.source = store.create_volume(v.volume, labels).data;
+  }
   spec.fill_volume = o.fill_volume;
   spec.tmpfs = o.tmpfs;
   spec.read_only_root = o.read_only_root;
@@ -154,12 +199,12 @@ int run_container(store::Store& store, const store::Container& c, const Containe
 
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
-  store::Container c = store.create_container(o.image, o.name, volume_names(o));
+  store::Container c = store.create_container(o.image, o.name, volume_names(o), volume_names(o, true));
   lifecycle::save_config(c, o);
   std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
     try {
-      store.remove_container(c.id, true);
+      store.remove_container(c.id, true, true);
     } catch (const Error&) {
       // Reported by the error that caused the cleanup, if any.
     }
@@ -212,7 +257,8 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   json binds = json::array();
   json mounts = json::array();
   for (const auto& v : o.volumes) {
-    binds.push_back((v.volume.empty() ? v.source : v.volume) + ":" + v.target + (v.read_only ? ":ro" : ""));
+    if (!v.anonymous)
+      binds.push_back((v.volume.empty() ? v.source : v.volume) + ":" + v.target + (v.read_only ? ":ro" : ""));
     json m = {{"Type", v.volume.empty() ? "bind" : "volume"}, {"Source", v.source}, {"Destination", v.target},
               {"RW", !v.read_only}, {"Mode", v.read_only ? "ro" : ""}, {"Propagation", v.volume.empty() ? "rprivate" : ""}};
     if (!v.volume.empty()) {

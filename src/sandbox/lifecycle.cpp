@@ -350,7 +350,7 @@ void redirect(int fd, int to) {
     static_cast<void>(status);
     if (remove) {
       try {
-        store.remove_container(c.id, true);
+        store.remove_container(c.id, true, true);  // `run --rm`: with its anonymous volumes
       } catch (const Error&) {
         // `rm -f` got there first.
       }
@@ -424,6 +424,7 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
   for (const auto& v : o.volumes) {
     json one = {{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}};
     if (!v.volume.empty()) one["Volume"] = v.volume;
+    if (v.anonymous) one["Anonymous"] = true;
     volumes.push_back(one);
   }
   json tmpfs = json::array();
@@ -509,7 +510,8 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   if (j->contains("Volumes") && (*j)["Volumes"].is_array())
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())
-        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", ""), {}, {}, {}});
+        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", ""),
+                             {}, {}, {}, v.value("Anonymous", false)});
   for (const auto& t : strings("Tmpfs")) o.tmpfs.push_back(sandbox::parse_tmpfs(t));
   o.read_only_root = j->value("ReadonlyRootfs", false);
   o.capabilities = j->value("Capabilities", sandbox::default_capabilities());

@@ -463,3 +463,37 @@ TEST_CASE("parse_pids_limit and check_resources") {
   r.memory = 1 << 20;
   CHECK_THROWS_AS(check_resources(r), UsageError);  // below 6m
 }
+
+TEST_CASE("clean_volume_target: absolute, cleaned, never the root") {
+  CHECK(clean_volume_target("/data") == "/data");
+  CHECK(clean_volume_target("/a/../b/") == "/b");
+  CHECK(clean_volume_target("/../../etc/./x") == "/etc/x");
+  CHECK(clean_volume_target("//srv//") == "/srv");
+  CHECK_FALSE(clean_volume_target("/"));
+  CHECK_FALSE(clean_volume_target("/a/.."));
+  CHECK_FALSE(clean_volume_target("/.."));
+  CHECK_FALSE(clean_volume_target("relative"));
+  CHECK_FALSE(clean_volume_target(""));
+}
+
+TEST_CASE("add_image_volumes: what no mount covers, parents first, hostile lists refused") {
+  ContainerRunOptions o;
+  o.image = "img";
+  BindMount named;
+  named.target = "/srv/";
+  named.volume = "mine";
+  o.volumes.push_back(named);
+  o.tmpfs.push_back(parse_tmpfs("/tmp"));
+  add_image_volumes(o, {"/srv", "/tmp/", "/var/lib/db", "/var", "/var/../var", "/data"});
+  std::vector<std::string> targets;
+  for (const auto& v : o.volumes) targets.push_back(v.target + (v.anonymous ? "+" : ""));
+  CHECK(targets == std::vector<std::string>{"/srv/", "/var+", "/data+", "/var/lib/db+"});
+  CHECK(volume_names(o) == std::vector<std::string>{"mine"});
+
+  ContainerRunOptions bad;
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, {"rel"}), doctest::Contains("not an absolute path"), Error);
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, {"/x/.."}), doctest::Contains("over its root"), Error);
+  std::vector<std::string> many(kMaxImageVolumes + 1, "/v");
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, many), doctest::Contains("(at most 128)"), Error);
+  CHECK(bad.volumes.empty());
+}

@@ -165,12 +165,13 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("force,f", "kill it first if it runs, unmount it first if mounted")("containers", po::value<std::vector<std::string>>()->required(),
+  opts.add_options()("force,f", "kill it first if it runs, unmount it first if mounted")(
+      "volumes,v", "remove the container's anonymous volumes too (named volumes stay)")("containers", po::value<std::vector<std::string>>()->required(),
                                                             "containers");
   po::positional_options_description pos;
   pos.add("containers", -1);
   po::variables_map vm;
-  if (!parse_args("rm", "strata rm [-f] CONTAINER...", opts, pos, args, vm)) return 0;
+  if (!parse_args("rm", "strata rm [-f] [-v] CONTAINER...", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
   int rc = 0;
   for (const auto& n : vm["containers"].as<std::vector<std::string>>()) {
@@ -191,7 +192,7 @@ int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
       // What a killed `strata run` left on the host (its cgroup, its
       // network runtime directory).
       if (store::Container c = store.container(n); !store.running(c)) sandbox::remove_leftovers(c.dir);
-      store.remove_container(n, force);
+      store.remove_container(n, force, vm.count("volumes") != 0U);
       std::cout << n << "\n";
     } catch (const Error& e) {
       std::cerr << "strata: " << e.what() << "\n";
