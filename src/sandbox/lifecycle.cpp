@@ -432,6 +432,7 @@ State container_state(const store::Store& store, const store::Container& c) {
                 ") ended without recording its exit";
       s.finished_at = rfc3339_nano_now();
       s.pid = 0;
+      s.ports.clear();
       // The first to see it records it, so that the time stays that of the
       // discovery; under the lock, so that a start in between wins.
       try {

@@ -37,6 +37,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def fetcher(port):
+    """A function that GETs index.html from 127.0.0.1:PORT, None while nothing answers."""
+    def fetch():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+    return fetch
+
+
 def slirp_children(pid):
     """The slirp4netns processes whose parent is PID."""
     found = []
@@ -109,14 +120,7 @@ def test_published_port_is_reached_from_the_host_and_listed(store):
     r = store("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "base:1", "sh", "-c",
               "mkdir -p /www && echo hello from the container > /www/index.html && exec httpd -f -p 80 -h /www")
     assert r.returncode == 0, r.stderr
-
-    def fetch():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as resp:
-                return resp.read().decode()
-        except OSError:
-            return None
-
+    fetch = fetcher(port)
     assert eventually(fetch, "the published port answers") == "hello from the container\n"
     ps = store("ps", "--format", "{{.Names}} {{.Ports}}")
     assert ps.returncode == 0, ps.stderr
@@ -313,17 +317,6 @@ def test_publish_all_needs_a_private_network_and_an_image(store, workdir):
     r = store("run", "--rootfs", rootfs, "-p", "80", "true")
     assert r.returncode == 125
     assert "-p without a host port needs an IMAGE" in r.stderr
-
-
-def fetcher(port):
-    """A function that GETs index.html from 127.0.0.1:PORT, None while nothing answers."""
-    def fetch():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as resp:
-                return resp.read().decode()
-        except OSError:
-            return None
-    return fetch
 
 
 def serve(text, ports):
