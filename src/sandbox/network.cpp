@@ -462,10 +462,23 @@ void ContainerNetwork::attach(pid_t pid) {
   // The given host ports first, so that a chosen one cannot take one of them.
   for (const auto& port : ports_)
     if (port.host_port != 0) publish(port);
+  // Another process may take a chosen port before slirp4netns binds it: a
+  // few tries, each with a port chosen again.
+  constexpr int kTries = 3;
   for (auto& port : ports_) {
     if (port.host_port != 0) continue;
-    port.host_port = free_host_port(port);
-    publish(port);
+    for (int tried = 1;; ++tried) {
+      PortMapping chosen = port;
+      chosen.host_port = free_host_port(port);
+      try {
+        publish(chosen);
+      } catch (const Error&) {
+        if (tried == kTries) throw;
+        continue;
+      }
+      port = chosen;
+      break;
+    }
   }
 }
 

@@ -465,3 +465,19 @@ def test_missing_slirp4netns_is_a_clear_error(store, workdir):
         "(apt-get install slirp4netns) or use --network host or --network none"]
     # host and none do not need it.
     assert store("run", "--rm", "--network", "none", "base:1", "true", env=env).returncode == 0
+
+
+def test_an_edited_saved_port_is_refused_at_start(store):
+    r = store("create", "--name", "edited", "-p", "127.0.0.1::80", "base:1", "true")
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(store.root, "containers", r.stdout.strip(), "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    assert config["Ports"] == [{"HostIp": "127.0.0.1", "HostPort": 0, "ContainerPort": 80, "Protocol": "tcp"}]
+    for bad in ({"HostIp": "::1"}, {"HostPort": 70000}, {"ContainerPort": "80"}, {"Protocol": "sctp"}):
+        with open(path, "w") as f:
+            json.dump(dict(config, Ports=[dict(config["Ports"][0], **bad)]), f)
+        r = store("start", "edited")
+        assert r.returncode != 0, bad
+        assert "the network settings of 'edited': bad port mapping" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
