@@ -238,6 +238,10 @@ std::vector<PortMapping> publish_exposed(std::vector<PortMapping> ports, const s
 
 // "127.0.0.1:8080->80/tcp", as docker's PORTS column shows a mapping.
 std::string format_port(const PortMapping& port);
+// docker's PORTS column: the mappings joined by ", ", runs of consecutive
+// ports (both sides, one address and protocol) as ranges,
+// "0.0.0.0:8080-8082->80-82/tcp".
+std::string format_ports(const std::vector<PortMapping>& ports);
 
 // `--add-host NAME:IP`: a line "IP\tNAME" added to the container's
 // /etc/hosts. IP may be IPv4 or IPv6, or "host-gateway" (the host as the

@@ -287,6 +287,29 @@ std::string format_port(const PortMapping& p) {
   return p.host_ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.container_port) + "/" + p.protocol;
 }
 
+std::string format_ports(const std::vector<PortMapping>& ports) {
+  std::string out;
+  for (std::size_t i = 0; i < ports.size();) {
+    const PortMapping& first = ports[i];
+    std::size_t n = 1;
+    auto continues = [&](const PortMapping& p) {
+      return first.host_port != 0 && p.host_ip == first.host_ip && p.protocol == first.protocol &&
+             p.host_port == first.host_port + n && p.container_port == first.container_port + n;
+    };
+    while (i + n < ports.size() && continues(ports[i + n])) ++n;
+    const PortMapping& last = ports[i + n - 1];
+    if (!out.empty()) out += ", ";
+    if (n == 1) {
+      out += format_port(first);
+    } else {
+      out += first.host_ip + ":" + std::to_string(first.host_port) + "-" + std::to_string(last.host_port) + "->" +
+             std::to_string(first.container_port) + "-" + std::to_string(last.container_port) + "/" + first.protocol;
+    }
+    i += n;
+  }
+  return out;
+}
+
 HostEntry parse_add_host(const std::string& spec) {
   auto bad = [&](const std::string& why) {
     return UsageError("bad host entry " + quote(spec) + ": " + why + " (expected NAME:IP)");

@@ -373,6 +373,8 @@ def test_a_port_range_is_reached_on_each_port(store):
     assert eventually(fetcher(first), "the range's first port answers") == "ranged\n"
     assert eventually(fetcher(first + 1), "the range's second port answers") == "ranged\n"
     assert store("port", "range").stdout == f"80/tcp -> 127.0.0.1:{first}\n81/tcp -> 127.0.0.1:{first + 1}\n"
+    ps = store("ps", "--format", "{{.Names}} {{.Ports}}")
+    assert f"range 127.0.0.1:{first}-{first + 1}->80-81/tcp" in ps.stdout.splitlines()
     info = json.loads(store("inspect", "range").stdout)[0]
     assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(first)}],
                                                   "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(first + 1)}]}

@@ -416,6 +416,17 @@ TEST_CASE("parse_publish: ranges, one mapping a port; the errors say why") {
   CHECK(usage_message([] { parse_publish("0:80"); }).find("leave the host port out") != std::string::npos);
 }
 
+TEST_CASE("format_ports: docker's PORTS column, consecutive ports as ranges") {
+  CHECK(format_ports({}) == "");
+  CHECK(format_ports(parse_publish("127.0.0.1:8080-8082:80-82")) == "127.0.0.1:8080-8082->80-82/tcp");
+  std::vector<PortMapping> ports = parse_publish("8080-8081:80-81/udp");
+  ports.push_back({"0.0.0.0", 8082, 90, "udp"});  // the host port goes on, the container port does not
+  ports.push_back({"0.0.0.0", 9000, 91, "tcp"});
+  ports.push_back({"127.0.0.1", 9001, 92, "tcp"});  // another address
+  CHECK(format_ports(ports) ==
+        "0.0.0.0:8080-8081->80-81/udp, 0.0.0.0:8082->90/udp, 0.0.0.0:9000->91/tcp, 127.0.0.1:9001->92/tcp");
+}
+
 TEST_CASE("check_ports: no host port twice, at most kMaxPublishedPorts") {
   CHECK_NOTHROW(check_ports({{"0.0.0.0", 8080, 80, "tcp"}, {"0.0.0.0", 8080, 80, "udp"}, {"0.0.0.0", 0, 80, "tcp"},
                              {"0.0.0.0", 0, 81, "tcp"}, {"127.0.0.1", 9000, 1, "tcp"}, {"127.0.0.2", 9000, 2, "tcp"}}));

@@ -42,12 +42,9 @@ std::string container_command(const store::Store& store, const store::Container&
 }
 
 // docker's PORTS column: a running container's published ports,
-// "127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp".
+// "127.0.0.1:8080->80/tcp, 0.0.0.0:5353-5354->53-54/udp".
 std::string container_ports(const lifecycle::State& state) {
-  std::string out;
-  if (state.running())
-    for (const auto& p : state.ports) out += (out.empty() ? "" : ", ") + sandbox::format_port(p);
-  return out;
+  return state.running() ? sandbox::format_ports(state.ports) : "";
 }
 
 // What --filter leaves of the ps listing (docker's keys and meanings).
