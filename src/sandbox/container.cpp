@@ -38,6 +38,15 @@ std::string string_field(const oci::json& config, const char* key) {
   return it != config.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// The exposed ports of container C: the image's ExposedPorts keys and
+// `--expose`, sorted, each once.
+std::vector<std::string> exposed_ports(const oci::json& cfg, const ContainerRunOptions& o) {
+  std::set<std::string> keys(o.expose.begin(), o.expose.end());
+  if (cfg.is_object() && cfg.contains("ExposedPorts") && cfg["ExposedPorts"].is_object())
+    for (const auto& [key, value] : cfg["ExposedPorts"].items()) keys.insert(key);
+  return {keys.begin(), keys.end()};
+}
+
 void make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
 }
@@ -132,7 +141,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.tty = o.tty;
   spec.interactive = o.interactive;
   spec.network = o.network;
-  spec.ports = o.ports;
+  spec.ports = o.publish_all ? publish_exposed(o.ports, exposed_ports(cfg, o)) : o.ports;
   spec.dns = o.dns;
   spec.extra_hosts = o.extra_hosts;
   spec.volumes = o.volumes;
@@ -166,9 +175,10 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.union_root = std::move(u);
 
   lifecycle::State state;
-  spec.on_started = [&](pid_t pid1) {
+  spec.on_started = [&](pid_t pid1, const std::vector<PortMapping>& published) {
     state.status = "running";
     state.pid = pid1;
+    state.ports = published;
     state.monitor_pid = ::getpid();
     state.started_at = lifecycle::rfc3339_nano_now();
     lifecycle::write_state(c, state);
@@ -177,6 +187,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   auto finish = [&](int code, const std::string& error) {
     state.status = "exited";
     state.pid = 0;
+    state.ports.clear();
     state.exit_code = code;
     state.error = error;
     state.finished_at = lifecycle::rfc3339_nano_now();
@@ -269,22 +280,32 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   }
   json tmpfs = json::object();
   for (const auto& t : o.tmpfs) tmpfs[t.target] = t.options;
-  // docker's shape: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}.
-  json port_bindings = json::object();
-  for (const auto& p : o.ports) {
-    std::string key = std::to_string(p.container_port) + "/" + p.protocol;
-    if (!port_bindings.contains(key)) port_bindings[key] = json::array();
-    port_bindings[key].push_back({{"HostIp", p.host_ip}, {"HostPort", std::to_string(p.host_port)}});
-  }
+  // docker's shape: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+  // HostPort "" for a port chosen at start (what was asked for), the port
+  // chosen in NetworkSettings (what runs).
+  auto bindings = [](const std::vector<PortMapping>& ports) {
+    json out = json::object();
+    for (const auto& p : ports) {
+      std::string key = std::to_string(p.container_port) + "/" + p.protocol;
+      if (!out.contains(key)) out[key] = json::array();
+      out[key].push_back({{"HostIp", p.host_ip}, {"HostPort", p.host_port == 0 ? "" : std::to_string(p.host_port)}});
+    }
+    return out;
+  };
+  json port_bindings = bindings(o.ports);
+  json exposed = json::object();
+  for (const auto& key : exposed_ports(cfg, o)) exposed[key] = json::object();
   json extra_hosts = json::array();
   for (const auto& h : o.extra_hosts) extra_hosts.push_back(h.name + ":" + h.ip);
   bool private_running = o.network == Network::private_net && state.running();
   j["NetworkSettings"] = {{"IPAddress", private_running ? kPrivateAddress : ""},
                           {"IPPrefixLen", private_running ? 24 : 0},
                           {"Gateway", private_running ? kPrivateGateway : ""},
-                          {"Ports", private_running ? port_bindings : json::object()}};
+                          {"Ports", private_running ? bindings(state.ports) : json::object()}};
+  if (!exposed.empty()) j["Config"]["ExposedPorts"] = exposed;
   j["HostConfig"] = {{"NetworkMode", network_name(o.network)},
                      {"PortBindings", port_bindings},
+                     {"PublishAllPorts", o.publish_all},
                      {"Dns", o.dns},
                      {"ExtraHosts", extra_hosts},
                      {"Binds", binds},

@@ -34,7 +34,7 @@ const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--wor
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
                                               "--cap-add",  "--cap-drop", "--security-opt", "--log-opt",
-                                              "--mount",    "--tmpfs",    "--publish",  "--dns",
+                                              "--mount",    "--tmpfs",    "--publish",  "--expose", "--dns",
                                               "--add-host", "--memory",   "--memory-swap", "--cpus",
                                               "--pids-limit"};
 const std::string kShortWithValue = "ewuvpm";
@@ -252,7 +252,9 @@ void add_container_options(po::options_description& options) {
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
       ("network", po::value<std::string>()->default_value("private"), "private (the default; 'bridge' also names it: a network namespace of its own, connected through slirp4netns), host (share the host's network) or none (loopback only)")
-      ("publish,p", po::value<std::vector<std::string>>()->composing(), "publish a container port on the host (private network): [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]")
+      ("publish,p", po::value<std::vector<std::string>>()->composing(), "publish container ports on the host (private network): [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|/udp], ports or ranges FIRST-LAST; without HOSTPORT one is chosen")
+      ("publish-all,P", po::bool_switch(), "publish every exposed port (the image's EXPOSE and --expose) to a chosen host port")
+      ("expose", po::value<std::vector<std::string>>()->composing(), "expose a port or a range: PORT[/tcp|/udp] (published by -P)")
       ("dns", po::value<std::vector<std::string>>()->composing(), "a DNS server for the container's /etc/resolv.conf (repeatable)")
       ("add-host", po::value<std::vector<std::string>>()->composing(), "add NAME:IP to the container's /etc/hosts (IP may be host-gateway)")
       ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
@@ -274,6 +276,8 @@ struct ContainerSettings {
   std::string name;
   std::optional<std::string> entrypoint, workdir;
   lifecycle::LogOptions log;
+  bool publish_all = false;         // -P
+  std::vector<std::string> expose;  // --expose, as "80/tcp" keys
 };
 
 ContainerSettings read_container_settings(const std::string& verb, const po::variables_map& vm) {
@@ -307,7 +311,11 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(s.log, opt);
   try {
     spec.network = sandbox::parse_network(vm["network"].as<std::string>());
-    for (const auto& p : strings("publish")) spec.ports.push_back(sandbox::parse_publish(p));
+    for (const auto& p : strings("publish"))
+      for (auto& port : sandbox::parse_publish(p)) spec.ports.push_back(port);
+    sandbox::check_ports(spec.ports);
+    for (const auto& e : strings("expose"))
+      for (auto& key : sandbox::parse_expose(e)) s.expose.push_back(key);
     for (const auto& d : strings("dns")) {
       sandbox::check_dns_server(d);
       spec.dns.push_back(d);
@@ -316,9 +324,10 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   } catch (const Error& e) {
     throw UsageError(verb + ": " + e.what());
   }
-  if (!spec.ports.empty() && spec.network != sandbox::Network::private_net) {
-    throw UsageError(verb + ": -p publishes ports of a private network, not with --network " +
-                     sandbox::network_name(spec.network));
+  s.publish_all = vm["publish-all"].as<bool>();
+  if ((!spec.ports.empty() || s.publish_all) && spec.network != sandbox::Network::private_net) {
+    throw UsageError(verb + ": " + (spec.ports.empty() ? "-P" : "-p") +
+                     " publishes ports of a private network, not with --network " + sandbox::network_name(spec.network));
   }
   try {
     sandbox::Resources& r = spec.resources;
@@ -379,6 +388,8 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.network = spec.network;
   o.fill_volume = fill_new_volume;
   o.ports = spec.ports;
+  o.publish_all = s.publish_all;
+  o.expose = s.expose;
   o.dns = spec.dns;
   o.extra_hosts = spec.extra_hosts;
   o.read_only_root = spec.read_only_root;
@@ -430,6 +441,10 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
     if (!v.volume.empty() || v.anonymous)
       throw UsageError("run: volume " + quote(v.anonymous ? v.target : v.volume) +
                        " needs an IMAGE (a --rootfs run has no store)");
+  if (s.publish_all) throw UsageError("run: -P needs an IMAGE (a --rootfs run has no exposed ports)");
+  for (const auto& p : spec.ports)
+    if (p.host_port == 0)
+      throw UsageError("run: -p without a host port needs an IMAGE (a --rootfs run makes no container to show the chosen port)");
   spec.rootfs = vm["rootfs"].as<std::string>();
   spec.argv = sandbox::combine_command({}, {}, s.entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
