@@ -3,12 +3,14 @@
 //
 // Files in a container's directory (ROOT/containers/<id>/), beside the store's
 // container.json, upper/, work/ and lock:
-//   config.json  how the container runs (command, env, user, security), saved
+//   config.json  how the container runs (command, env, user, security, ports
+//                as asked for: HostPort 0 is chosen at each start), saved
 //                when it is created by `run`, so that `start` runs it the same
 //   state.json   Status ("created", "running", "exited"), Pid (the container's
 //                pid 1 as the host sees it), MonitorPid, StartedAt,
-//                FinishedAt, ExitCode, Error; replaced by rename, never
-//                written in place
+//                FinishedAt, ExitCode, Error, Ports (while it runs: the
+//                published ports, chosen host ports filled in); replaced by
+//                rename, never written in place
 //   ctr.log      the command's stdout and stderr, one record a line in the
 //                CRI format ("TIME STREAM F|P TEXT"), rotated to ctr.log.1
 //                .. ctr.log.N-1 at LogOptions::max_size
@@ -58,6 +60,8 @@ struct State {
   std::string finished_at;
   int exit_code = 0;
   std::string error;  // why it could not start, or why its end is unknown
+  // While it runs: its ports as published, chosen host ports filled in.
+  std::vector<sandbox::PortMapping> ports;
   bool running() const { return status == "running"; }
   oci::json to_json() const;  // docker's State object
 };

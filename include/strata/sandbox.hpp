@@ -201,22 +201,56 @@ Network parse_network(const std::string& name);
 // "host", "none" or "private".
 const char* network_name(Network network);
 
-// `-p [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`: connections to HOSTIP
-// (IPv4, default 0.0.0.0) port HOSTPORT on the host are forwarded to the
-// container's port CONTAINERPORT (private networking only).
+// One published port: connections to HOSTIP (IPv4, default 0.0.0.0) port
+// HOSTPORT on the host are forwarded to the container's port CONTAINERPORT
+// (private networking only). HOSTPORT 0: a free port of the host is chosen
+// each time the container starts.
 struct PortMapping {
   std::string host_ip = "0.0.0.0";
   std::uint16_t host_port = 0;
   std::uint16_t container_port = 0;
   std::string protocol = "tcp";
+  bool operator==(const PortMapping&) const = default;
 };
 
-// Parses a `-p` value; throws UsageError naming the bad part (ports are
-// 1..65535, both are required, the address is an IPv4 address).
-PortMapping parse_publish(const std::string& spec);
+// The most ports one container may publish: slirp4netns holds a socket for
+// each.
+inline constexpr std::size_t kMaxPublishedPorts = 1000;
+
+// Parses a `-p` value, docker's forms: CONTAINERPORT, HOSTPORT:CONTAINERPORT,
+// HOSTIP:HOSTPORT:CONTAINERPORT or HOSTIP::CONTAINERPORT, each port a number
+// or a range FIRST-LAST, with /tcp or /udp; one mapping a port, in order. A
+// host range needs a container range of the same length; an omitted host
+// port is chosen. Throws UsageError naming the bad part (ports are 1..65535,
+// at most kMaxPublishedPorts, the address IPv4: slirp4netns forwards no IPv6
+// host address).
+std::vector<PortMapping> parse_publish(const std::string& spec);
+
+// A mapping read back from a saved container: the same checks as
+// parse_publish (HOST_PORT 0: chosen), UsageError naming the bad field.
+PortMapping make_port(const std::string& host_ip, std::uint64_t host_port, std::uint64_t container_port,
+                      const std::string& protocol);
+
+// Checks a container's ports together: at most kMaxPublishedPorts, and no
+// host port (with its protocol) published twice on overlapping addresses.
+// Throws UsageError naming the port.
+void check_ports(const std::vector<PortMapping>& ports);
+
+// `--expose` and an image's ExposedPorts key: PORT[/tcp|/udp] or a range
+// FIRST-LAST[/PROTO], as "80/tcp" keys, one a port. Throws UsageError.
+std::vector<std::string> parse_expose(const std::string& spec);
+
+// `-P`: PORTS plus a mapping to a chosen host port (on 0.0.0.0) for each of
+// EXPOSED ("80/tcp" keys) that PORTS does not publish yet. Keys that are not
+// a port are ignored (an image's config may hold anything).
+std::vector<PortMapping> publish_exposed(std::vector<PortMapping> ports, const std::vector<std::string>& exposed);
 
 // "127.0.0.1:8080->80/tcp", as docker's PORTS column shows a mapping.
 std::string format_port(const PortMapping& port);
+// docker's PORTS column: the mappings joined by ", ", runs of consecutive
+// ports (both sides, one address and protocol) as ranges,
+// "0.0.0.0:8080-8082->80-82/tcp".
+std::string format_ports(const std::vector<PortMapping>& ports);
 
 // `--add-host NAME:IP`: a line "IP\tNAME" added to the container's
 // /etc/hosts. IP may be IPv4 or IPv6, or "host-gateway" (the host as the
@@ -272,17 +306,28 @@ void check_resources(const Resources& r);
 // cpu.max for NANO_CPUS: "QUOTA 100000" ("50000 100000" for half a CPU).
 std::string cpu_max(std::int64_t nano_cpus);
 
-// A host path bound into the container (`-v HOST:CTR[:ro]`), or a named
-// volume of the store (`-v NAME:CTR`): then SOURCE is the volume's _data.
+// A host path bound into the container (`-v HOST:CTR[:ro]`), or a volume of
+// the store (`-v NAME:CTR`, or an anonymous one: `-v CTR`, the image's
+// VOLUMEs): then SOURCE is the volume's _data.
 struct BindMount {
   std::string source;  // host path (file or directory)
   std::string target;  // absolute path inside the container
   bool read_only = false;
-  std::string volume;  // the named volume's name; "" for a host path
+  std::string volume;  // the volume's name; "" for a host path
   // Set on SOURCE by the container's pid 1 (inside its user namespace, so
   // container ids) before the bind: a build's cache and secret mounts.
   std::optional<std::uint32_t> uid, gid, mode;
+  // An anonymous volume: VOLUME is a random name (store::new_volume_name)
+  // given when the container is made; `rm -v` and `run --rm` remove it.
+  bool anonymous = false;
 };
+
+// A volume's target as strata mounts it: PATH made canonical ("/a/../b/" is
+// "/b"); nullopt when PATH is not absolute or is the root itself.
+std::optional<std::string> clean_volume_target(const std::string& path);
+
+// The most VOLUME paths an image may declare: more is refused.
+inline constexpr std::size_t kMaxImageVolumes = 128;
 
 // Called by the container's pid 1 for each BindMount with a volume name,
 // after the root is mounted and before the volume is bound over its target:
@@ -332,7 +377,7 @@ struct RunSpec {
   bool tty = false;          // a pseudo-terminal on stdin/stdout/stderr (devpts inside the container)
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
   Network network = Network::host;
-  std::vector<PortMapping> ports;     // `-p` (Network::private_net only)
+  std::vector<PortMapping> ports;     // `-p` (Network::private_net only); host port 0: chosen
   std::vector<std::string> dns;       // `--dns`
   std::vector<HostEntry> extra_hosts;  // `--add-host`
   std::vector<BindMount> volumes;
@@ -365,9 +410,10 @@ struct RunSpec {
   // runtime directory), for remove_leftovers after a SIGKILL. Empty: none.
   std::string state_dir;
   // Called in the calling process with the container's pid 1 (as the host
-  // numbers it) once the command has been executed (it exists, the root is
-  // built, the credentials are set); not called when it cannot start.
-  std::function<void(pid_t)> on_started;
+  // numbers it) and the ports as published (chosen host ports filled in)
+  // once the command has been executed (it exists, the root is built, the
+  // credentials are set); not called when it cannot start.
+  std::function<void(pid_t, const std::vector<PortMapping>&)> on_started;
 };
 
 // Runs SPEC and returns the command's exit status (128+N for signal N).
@@ -410,6 +456,8 @@ struct ContainerRunOptions {
   bool remove = false;  // `--rm`
   Network network = Network::private_net;
   std::vector<PortMapping> ports;
+  bool publish_all = false;         // `-P`: also every exposed port (the image's and `expose`) to a chosen port
+  std::vector<std::string> expose;  // `--expose`: "80/tcp" keys added to the image's ExposedPorts
   std::vector<std::string> dns;
   std::vector<HostEntry> extra_hosts;
   std::vector<BindMount> volumes;  // named volumes are recorded with the container
@@ -424,8 +472,16 @@ struct ContainerRunOptions {
   std::string stratafs;  // path of stratafs; empty: next to the running program, else $PATH
 };
 
-// The names of the named volumes among O's volumes.
-std::vector<std::string> volume_names(const ContainerRunOptions& o);
+// The names of the named volumes among O's volumes, or with ANONYMOUS those
+// of its anonymous volumes.
+std::vector<std::string> volume_names(const ContainerRunOptions& o, bool anonymous = false);
+
+// Adds to O an anonymous volume (no name yet) for each path of
+// IMAGE_VOLUMES (the image config's Volumes) that none of O's volumes and
+// tmpfs mounts covers, then orders O's volumes parents first. Throws Error
+// naming the image for a path that is not absolute or is the root, and for
+// more than kMaxImageVolumes paths.
+void add_image_volumes(ContainerRunOptions& o, const std::vector<std::string>& image_volumes);
 
 // Creates a container in the store at STORE_ROOT from the image, mounts its
 // layers and upper with stratafs inside the container's mount namespace (the

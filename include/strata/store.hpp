@@ -20,9 +20,12 @@
 //   ROOT/containers/<id>/   container.json, upper/, work/, lock (held by the
 //                           process that runs the container, see
 //                           lock_container)
-//   ROOT/volumes/<name>/    a named volume: volume.json (name, created,
-//                           labels) and _data/, the directory containers
-//                           mount; created by rename from tmp/ as a whole
+//   ROOT/volumes/<name>/    a volume: volume.json (name, created, labels)
+//                           and _data/, the directory containers mount;
+//                           created by rename from tmp/ as a whole. An
+//                           anonymous volume (`-v /path`, an image's VOLUME)
+//                           has a random 64-hex name and the label
+//                           com.docker.volume.anonymous (kAnonymousVolumeLabel)
 //   ROOT/cache/             the build cache (owned by the build module)
 //   ROOT/tmp/               staging: everything is written here, fsynced and
 //                           renamed into place
@@ -113,18 +116,29 @@ struct Container {
   std::string dir;          // ROOT/containers/<id>
   std::string upper;        // ROOT/containers/<id>/upper
   std::string work;         // ROOT/containers/<id>/work
-  std::vector<std::string> volumes;  // names of the named volumes it mounts
+  std::vector<std::string> volumes;  // names of the volumes it mounts
+  // Those of VOLUMES made for it as anonymous volumes (`-v /path`, the
+  // image's VOLUMEs): `rm -v` and `run --rm` remove them with it.
+  std::vector<std::string> anonymous_volumes;
 };
 
-// A named volume (`strata volume`, `run -v NAME:/path`): a directory of the
-// store that containers bind-mount and that outlives them.
+// The label that marks an anonymous volume (docker's name; value "").
+inline constexpr const char* kAnonymousVolumeLabel = "com.docker.volume.anonymous";
+
+// A volume (`strata volume`, `run -v NAME:/path`, or an anonymous one): a
+// directory of the store that containers bind-mount and that outlives them.
 struct Volume {
   std::string name;     // [a-zA-Z0-9][a-zA-Z0-9_.-]*, at most 128 characters
   std::string dir;      // ROOT/volumes/<name>
   std::string data;     // ROOT/volumes/<name>/_data: what containers mount
   std::string created;  // RFC 3339
   std::map<std::string, std::string> labels;
+
+  bool anonymous() const { return labels.count(kAnonymousVolumeLabel) != 0U; }
 };
+
+// A random 64-hex-digit volume name: what an anonymous volume is called.
+std::string new_volume_name();
 
 // Whether NAME may name a container or a volume: [a-zA-Z0-9][a-zA-Z0-9_.-]*,
 // 1 to 128 characters (so never "", ".", ".." or anything with a '/').
@@ -278,8 +292,10 @@ class Store {
   // NAME must be unique ([a-zA-Z0-9][a-zA-Z0-9_.-]*); empty: a generated one.
   // VOLUMES (names) are recorded as the container's; those that do not exist
   // are created (under the same lock, so no volume prune or rm comes between).
+  // ANONYMOUS (names, also recorded) are created as anonymous volumes.
   Container create_container(std::string_view image_ref, std::string_view name = {},
-                             const std::vector<std::string>& volumes = {});
+                             const std::vector<std::string>& volumes = {},
+                             const std::vector<std::string>& anonymous = {});
   // By name, full id or unique id prefix; nullopt when nothing matches.
   std::optional<Container> find_container(std::string_view name_or_id) const;
   // find_container() or throws Error "no such container: 'X'".
@@ -287,8 +303,10 @@ class Store {
   std::vector<Container> containers() const;  // oldest first
   // Removes the container and its upper. Refuses when it is mounted (see
   // mounted_at) unless FORCE, which unmounts first. Refuses when it is
-  // running (see lock_container), with or without FORCE.
-  void remove_container(std::string_view name_or_id, bool force = false);
+  // running (see lock_container), with or without FORCE. With VOLUMES its
+  // anonymous volumes go too (`rm -v`), except those another container
+  // uses; named volumes never do.
+  void remove_container(std::string_view name_or_id, bool force = false, bool volumes = false);
 
   // Exclusive use of a container: an open file description lock (fcntl
   // F_OFD_SETLK) on ROOT/containers/<id>/lock, held until the returned handle
@@ -349,9 +367,10 @@ class Store {
   // one that a container uses, running or not; with FORCE one that only
   // stopped containers use goes anyway, one a running container uses never.
   void remove_volume(std::string_view name, bool force = false);
-  // Removes every volume no container names. Returns the names removed and
-  // adds the space they took to BYTES.
-  std::vector<std::string> prune_volumes(std::int64_t& bytes);
+  // Removes the anonymous volumes no container names, or with ALL every
+  // volume no container names. Returns the names removed and adds the space
+  // they took to BYTES.
+  std::vector<std::string> prune_volumes(std::int64_t& bytes, bool all = false);
 
   // ------------------------------------------------------------ in and out
 

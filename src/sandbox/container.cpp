@@ -4,8 +4,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <filesystem>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "strata/error.hpp"
 #include "strata/lifecycle.hpp"
@@ -34,6 +38,15 @@ std::string string_field(const oci::json& config, const char* key) {
   return it != config.end() && it->is_string() ? it->get<std::string>() : std::string();
 }
 
+// The exposed ports of container C: the image's ExposedPorts keys and
+// `--expose`, sorted, each once.
+std::vector<std::string> exposed_ports(const oci::json& cfg, const ContainerRunOptions& o) {
+  std::set<std::string> keys(o.expose.begin(), o.expose.end());
+  if (cfg.is_object() && cfg.contains("ExposedPorts") && cfg["ExposedPorts"].is_object())
+    for (const auto& [key, value] : cfg["ExposedPorts"].items()) keys.insert(key);
+  return {keys.begin(), keys.end()};
+}
+
 void make_dir(const std::string& path) {
   if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) throw_errno("create " + quote(path));
 }
@@ -51,11 +64,48 @@ void apply_container_settings(RunSpec& spec, const oci::json& cfg, const Contain
 
 }  // namespace
 
-std::vector<std::string> volume_names(const ContainerRunOptions& o) {
+std::vector<std::string> volume_names(const ContainerRunOptions& o, bool anonymous) {
   std::vector<std::string> out;
   for (const auto& v : o.volumes)
-    if (!v.volume.empty()) out.push_back(v.volume);
+    if (!v.volume.empty() && v.anonymous == anonymous) out.push_back(v.volume);
   return out;
+}
+
+std::optional<std::string> clean_volume_target(const std::string& path) {
+  if (path.empty() || path[0] != '/') return std::nullopt;
+  std::string out = std::filesystem::path(path).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out == "/") return std::nullopt;
+  return out;
+}
+
+void add_image_volumes(ContainerRunOptions& o, const std::vector<std::string>& image_volumes) {
+  if (image_volumes.size() > kMaxImageVolumes) {
+    throw Error("the image " + quote(o.image) + " declares " + std::to_string(image_volumes.size()) +
+                " volumes (at most " + std::to_string(kMaxImageVolumes) + ")");
+  }
+  std::set<std::string> covered;
+  for (const auto& v : o.volumes) covered.insert(clean_volume_target(v.target).value_or(v.target));
+  for (const auto& t : o.tmpfs) covered.insert(clean_volume_target(t.target).value_or(t.target));
+  for (const auto& path : image_volumes) {
+    auto target = clean_volume_target(path);
+    if (!target) {
+      throw Error("the image " + quote(o.image) + " declares the volume " + quote(path) +
+                  (path.empty() || path[0] != '/' ? ", which is not an absolute path" : " over its root"));
+    }
+    if (!covered.insert(*target).second) continue;  // the user's mount, or a duplicate, wins
+    BindMount m;
+    m.target = *target;
+    m.anonymous = true;
+    o.volumes.push_back(m);
+  }
+  // Parents first, as docker orders mounts, so that none hides another.
+  auto depth = [](const BindMount& m) {
+    std::string t = clean_volume_target(m.target).value_or(m.target);
+    return std::count(t.begin(), t.end(), '/');
+  };
+  std::stable_sort(o.volumes.begin(), o.volumes.end(),
+                   [&](const BindMount& a, const BindMount& b) { return depth(a) < depth(b); });
 }
 
 std::vector<std::string> combine_command(const std::vector<std::string>& image_entrypoint,
@@ -91,13 +141,17 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.tty = o.tty;
   spec.interactive = o.interactive;
   spec.network = o.network;
-  spec.ports = o.ports;
+  spec.ports = o.publish_all ? publish_exposed(o.ports, exposed_ports(cfg, o)) : o.ports;
   spec.dns = o.dns;
   spec.extra_hosts = o.extra_hosts;
   spec.volumes = o.volumes;
-  // A named volume removed with `volume rm -f` since is made again, empty.
-  for (auto& v : spec.volumes)
-    if (!v.volume.empty()) v.source = store.create_volume(v.volume).data;
+  // A volume removed with `volume rm -f` since is made again, empty.
+  for (auto& v : spec.volumes) {
+    if (v.volume.empty()) continue;
+    std::map<std::string, std::string> labels;
+    if (v.anonymous) labels[store::kAnonymousVolumeLabel] = "";
+    v.source = store.create_volume(v.volume, labels).data;
+  }
   spec.fill_volume = o.fill_volume;
   spec.tmpfs = o.tmpfs;
   spec.read_only_root = o.read_only_root;
@@ -121,9 +175,10 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   spec.union_root = std::move(u);
 
   lifecycle::State state;
-  spec.on_started = [&](pid_t pid1) {
+  spec.on_started = [&](pid_t pid1, const std::vector<PortMapping>& published) {
     state.status = "running";
     state.pid = pid1;
+    state.ports = published;
     state.monitor_pid = ::getpid();
     state.started_at = lifecycle::rfc3339_nano_now();
     lifecycle::write_state(c, state);
@@ -132,6 +187,7 @@ int run_container(store::Store& store, const store::Container& c, const Containe
   auto finish = [&](int code, const std::string& error) {
     state.status = "exited";
     state.pid = 0;
+    state.ports.clear();
     state.exit_code = code;
     state.error = error;
     state.finished_at = lifecycle::rfc3339_nano_now();
@@ -154,12 +210,12 @@ int run_container(store::Store& store, const store::Container& c, const Containe
 
 int run_image(const std::string& store_root, const ContainerRunOptions& o) {
   auto store = store::Store::open(store_root);
-  store::Container c = store.create_container(o.image, o.name, volume_names(o));
+  store::Container c = store.create_container(o.image, o.name, volume_names(o), volume_names(o, true));
   lifecycle::save_config(c, o);
   std::optional<store::Store::ContainerLock> use;
   auto cleanup = [&] {
     try {
-      store.remove_container(c.id, true);
+      store.remove_container(c.id, true, true);
     } catch (const Error&) {
       // Reported by the error that caused the cleanup, if any.
     }
@@ -213,7 +269,8 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   json binds = json::array();
   json mounts = json::array();
   for (const auto& v : o.volumes) {
-    binds.push_back((v.volume.empty() ? v.source : v.volume) + ":" + v.target + (v.read_only ? ":ro" : ""));
+    if (!v.anonymous)
+      binds.push_back((v.volume.empty() ? v.source : v.volume) + ":" + v.target + (v.read_only ? ":ro" : ""));
     json m = {{"Type", v.volume.empty() ? "bind" : "volume"}, {"Source", v.source}, {"Destination", v.target},
               {"RW", !v.read_only}, {"Mode", v.read_only ? "ro" : ""}, {"Propagation", v.volume.empty() ? "rprivate" : ""}};
     if (!v.volume.empty()) {
@@ -224,22 +281,32 @@ oci::json inspect_container(const store::Store& store, const store::Container& c
   }
   json tmpfs = json::object();
   for (const auto& t : o.tmpfs) tmpfs[t.target] = t.options;
-  // docker's shape: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]}.
-  json port_bindings = json::object();
-  for (const auto& p : o.ports) {
-    std::string key = std::to_string(p.container_port) + "/" + p.protocol;
-    if (!port_bindings.contains(key)) port_bindings[key] = json::array();
-    port_bindings[key].push_back({{"HostIp", p.host_ip}, {"HostPort", std::to_string(p.host_port)}});
-  }
+  // docker's shape: {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+  // HostPort "" for a port chosen at start (what was asked for), the port
+  // chosen in NetworkSettings (what runs).
+  auto bindings = [](const std::vector<PortMapping>& ports) {
+    json out = json::object();
+    for (const auto& p : ports) {
+      std::string key = std::to_string(p.container_port) + "/" + p.protocol;
+      if (!out.contains(key)) out[key] = json::array();
+      out[key].push_back({{"HostIp", p.host_ip}, {"HostPort", p.host_port == 0 ? "" : std::to_string(p.host_port)}});
+    }
+    return out;
+  };
+  json port_bindings = bindings(o.ports);
+  json exposed = json::object();
+  for (const auto& key : exposed_ports(cfg, o)) exposed[key] = json::object();
   json extra_hosts = json::array();
   for (const auto& h : o.extra_hosts) extra_hosts.push_back(h.name + ":" + h.ip);
   bool private_running = o.network == Network::private_net && state.running();
   j["NetworkSettings"] = {{"IPAddress", private_running ? kPrivateAddress : ""},
                           {"IPPrefixLen", private_running ? 24 : 0},
                           {"Gateway", private_running ? kPrivateGateway : ""},
-                          {"Ports", private_running ? port_bindings : json::object()}};
+                          {"Ports", private_running ? bindings(state.ports) : json::object()}};
+  if (!exposed.empty()) j["Config"]["ExposedPorts"] = exposed;
   j["HostConfig"] = {{"NetworkMode", network_name(o.network)},
                      {"PortBindings", port_bindings},
+                     {"PublishAllPorts", o.publish_all},
                      {"Dns", o.dns},
                      {"ExtraHosts", extra_hosts},
                      {"Binds", binds},

@@ -66,6 +66,22 @@ std::optional<json> read_json_file(const std::string& path) {
   return j;
 }
 
+// A port mapping as config.json and state.json hold it, and back; checked as
+// -p checks it: the file may have been edited.
+json port_to_json(const sandbox::PortMapping& p) {
+  return {{"HostIp", p.host_ip}, {"HostPort", p.host_port}, {"ContainerPort", p.container_port}, {"Protocol", p.protocol}};
+}
+
+sandbox::PortMapping port_from_json(const json& p) {
+  auto number = [&](const char* key) -> std::uint64_t {
+    return p.is_object() && p.contains(key) && p[key].is_number_unsigned() ? p[key].get<std::uint64_t>() : UINT64_MAX;
+  };
+  auto text = [&](const char* key) {
+    return p.is_object() && p.contains(key) && p[key].is_string() ? p[key].get<std::string>() : std::string();
+  };
+  return sandbox::make_port(text("HostIp"), number("HostPort"), number("ContainerPort"), text("Protocol"));
+}
+
 State read_state_file(const store::Container& c) {
   State s;
   auto j = read_json_file(c.dir + "/" + kStateFile);
@@ -77,6 +93,13 @@ State read_state_file(const store::Container& c) {
   s.finished_at = j->value("FinishedAt", "");
   s.exit_code = j->value("ExitCode", 0);
   s.error = j->value("Error", "");
+  if (j->contains("Ports") && (*j)["Ports"].is_array()) {
+    try {
+      for (const auto& p : (*j)["Ports"]) s.ports.push_back(port_from_json(p));
+    } catch (const Error&) {
+      s.ports.clear();  // an edited file: no ports rather than wrong ones
+    }
+  }
   return s;
 }
 
@@ -362,7 +385,7 @@ void redirect(int fd, int to) {
     static_cast<void>(status);
     if (remove) {
       try {
-        store.remove_container(c.id, true);
+        store.remove_container(c.id, true, true);  // `run --rm`: with its anonymous volumes
       } catch (const Error&) {
         // `rm -f` got there first.
       }
@@ -403,6 +426,9 @@ void write_state(const store::Container& c, const State& s) {
   json j = {{"Status", s.status},         {"Pid", s.pid},           {"MonitorPid", s.monitor_pid},
             {"StartedAt", s.started_at},  {"FinishedAt", s.finished_at}, {"ExitCode", s.exit_code},
             {"Error", s.error}};
+  json ports = json::array();
+  for (const auto& p : s.ports) ports.push_back(port_to_json(p));
+  j["Ports"] = ports;
   replace_file(c.dir + "/" + kStateFile, j.dump());
 }
 
@@ -418,6 +444,7 @@ State container_state(const store::Store& store, const store::Container& c) {
                 ") ended without recording its exit";
       s.finished_at = rfc3339_nano_now();
       s.pid = 0;
+      s.ports.clear();
       // The first to see it records it, so that the time stays that of the
       // discovery; under the lock, so that a start in between wins.
       try {
@@ -436,14 +463,14 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
   for (const auto& v : o.volumes) {
     json one = {{"Source", v.source}, {"Target", v.target}, {"ReadOnly", v.read_only}};
     if (!v.volume.empty()) one["Volume"] = v.volume;
+    if (v.anonymous) one["Anonymous"] = true;
     volumes.push_back(one);
   }
   json tmpfs = json::array();
   for (const auto& t : o.tmpfs) tmpfs.push_back(t.options.empty() ? t.target : t.target + ":" + t.options);
   std::string seccomp = !o.seccomp ? "unconfined" : o.seccomp_profile_text.empty() ? "default" : "custom";
   json ports = json::array();
-  for (const auto& p : o.ports)
-    ports.push_back({{"HostIp", p.host_ip}, {"HostPort", p.host_port}, {"ContainerPort", p.container_port}, {"Protocol", p.protocol}});
+  for (const auto& p : o.ports) ports.push_back(port_to_json(p));
   json extra_hosts = json::array();
   for (const auto& h : o.extra_hosts) extra_hosts.push_back(h.name + ":" + h.ip);
   json j = {{"Args", o.args},
@@ -452,6 +479,8 @@ void save_config(const store::Container& c, const sandbox::ContainerRunOptions& 
             {"OpenStdin", o.open_stdin},
             {"Network", sandbox::network_name(o.network)},
             {"Ports", ports},
+            {"PublishAllPorts", o.publish_all},
+            {"Expose", o.expose},
             {"Dns", o.dns},
             {"ExtraHosts", extra_hosts},
             {"Volumes", volumes},
@@ -503,17 +532,11 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   try {
     o.network = sandbox::parse_network(j->value("Network", "host"));
     if (j->contains("Ports") && (*j)["Ports"].is_array())
-      for (const auto& p : (*j)["Ports"])
-        if (p.is_object()) {
-          // Checked again as -p checks it: the file may have been edited.
-          auto field = [&](const char* key) {
-            if (!p.contains(key)) return std::string();
-            if (p[key].is_number_unsigned()) return std::to_string(p[key].get<std::uint64_t>());
-            return p[key].is_string() ? p[key].get<std::string>() : std::string();
-          };
-          o.ports.push_back(sandbox::parse_publish(field("HostIp") + ":" + field("HostPort") + ":" + field("ContainerPort") +
-                                                   "/" + field("Protocol")));
-        }
+      for (const auto& p : (*j)["Ports"]) o.ports.push_back(port_from_json(p));
+    sandbox::check_ports(o.ports);
+    o.publish_all = j->value("PublishAllPorts", false);
+    for (const auto& e : strings("Expose"))
+      for (auto& key : sandbox::parse_expose(e)) o.expose.push_back(key);
     o.dns = strings("Dns");
     for (const auto& d : o.dns) sandbox::check_dns_server(d);
     for (const auto& h : strings("ExtraHosts")) o.extra_hosts.push_back(sandbox::parse_add_host(h));
@@ -523,7 +546,8 @@ std::optional<sandbox::ContainerRunOptions> load_config(const store::Container& 
   if (j->contains("Volumes") && (*j)["Volumes"].is_array())
     for (const auto& v : (*j)["Volumes"])
       if (v.is_object())
-        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", ""), {}, {}, {}});
+        o.volumes.push_back({v.value("Source", ""), v.value("Target", ""), v.value("ReadOnly", false), v.value("Volume", ""),
+                             {}, {}, {}, v.value("Anonymous", false)});
   for (const auto& t : strings("Tmpfs")) o.tmpfs.push_back(sandbox::parse_tmpfs(t));
   o.read_only_root = j->value("ReadonlyRootfs", false);
   o.capabilities = j->value("Capabilities", sandbox::default_capabilities());

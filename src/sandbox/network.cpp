@@ -126,37 +126,188 @@ const char* network_name(Network network) {
   return "private";
 }
 
-PortMapping parse_publish(const std::string& spec) {
+namespace {
+
+// A port or a range FIRST-LAST of them ("80", "8080-8082"); nullopt when
+// it is not one (a port is 1..65535; a range goes up).
+struct PortRange {
+  std::uint16_t first = 0, last = 0;
+  std::size_t size() const { return static_cast<std::size_t>(last - first) + 1; }
+};
+
+// Parses S as a PortRange for a message about WHAT ("host port"); WHY gets
+// the reason when it is not one.
+std::optional<PortRange> parse_range(std::string_view s, const std::string& what, std::string& why) {
+  auto dash = s.find('-');
+  std::string_view first = s.substr(0, dash), last = dash == std::string_view::npos ? first : s.substr(dash + 1);
+  auto a = parse_port(first), b = parse_port(last);
+  if (!a || !b) {
+    why = what + " " + quote(std::string(s)) + " is not a number from 1 to 65535 or a range FIRST-LAST of them";
+    return std::nullopt;
+  }
+  if (*b < *a) {
+    why = what + " range " + quote(std::string(s)) + " goes down";
+    return std::nullopt;
+  }
+  PortRange r{*a, *b};
+  if (r.size() > kMaxPublishedPorts) {
+    why = what + " range " + quote(std::string(s)) + " has " + std::to_string(r.size()) + " ports (at most " +
+          std::to_string(kMaxPublishedPorts) + ")";
+    return std::nullopt;
+  }
+  return r;
+}
+
+bool known_protocol(std::string_view protocol) { return protocol == "tcp" || protocol == "udp"; }
+
+constexpr const char* kNoIpv6 = "IPv6 host addresses cannot be published (slirp4netns forwards IPv4 ones only)";
+
+}  // namespace
+
+std::vector<PortMapping> parse_publish(const std::string& spec) {
   auto bad = [&](const std::string& why) {
-    return UsageError("bad port mapping " + quote(spec) + ": " + why + " (expected [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp])");
+    return UsageError("bad port mapping " + quote(spec) + ": " + why +
+                      " (expected [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|/udp], a port or a range FIRST-LAST)");
   };
-  PortMapping p;
-  std::string rest = spec;
+  std::string rest = spec, protocol = "tcp", host_ip = "0.0.0.0";
   if (auto slash = rest.rfind('/'); slash != std::string::npos) {
-    p.protocol = rest.substr(slash + 1);
+    protocol = rest.substr(slash + 1);
     rest.resize(slash);
-    if (p.protocol != "tcp" && p.protocol != "udp") throw bad("the protocol must be tcp or udp");
+    if (!known_protocol(protocol)) throw bad("the protocol must be tcp or udp");
+  }
+  if (rest.starts_with('[')) {
+    auto close = rest.find(']');
+    if (close == std::string::npos) throw bad("no ']' after the host address");
+    std::string ip = rest.substr(1, close - 1);
+    if (is_ip(ip, AF_INET6)) throw bad(kNoIpv6);
+    throw bad(quote(ip) + " is not an IPv6 address");
   }
   auto parts = split(rest, ':');
-  if (parts.size() < 2) throw bad("a host port and a container port are required");
-  if (parts.size() > 3) throw bad("too many ':'");
-  if (parts.size() == 3) {
-    p.host_ip = std::string(parts[0]);
-    if (!is_ip(p.host_ip, AF_INET)) throw bad(quote(p.host_ip) + " is not an IPv4 address");
+  if (parts.size() > 3) {
+    // "::1:8080:80", ":::80": an IPv6 address without brackets.
+    auto last = rest.rfind(':'), before_last = rest.rfind(':', last - 1);
+    if (is_ip(rest.substr(0, last), AF_INET6) || is_ip(rest.substr(0, before_last), AF_INET6)) throw bad(kNoIpv6);
+    throw bad("too many ':'");
   }
-  std::string_view host_port = parts[parts.size() - 2], container_port = parts.back();
-  if (host_port.empty()) throw bad("the host port is missing");
-  if (container_port.empty()) throw bad("the container port is missing");
-  auto hp = parse_port(host_port), cp = parse_port(container_port);
-  if (!hp) throw bad("host port " + quote(std::string(host_port)) + " is not a number from 1 to 65535");
-  if (!cp) throw bad("container port " + quote(std::string(container_port)) + " is not a number from 1 to 65535");
-  p.host_port = *hp;
-  p.container_port = *cp;
-  return p;
+  if (parts.size() == 3) {
+    host_ip = std::string(parts[0]);
+    if (host_ip.empty()) throw bad("the host address before the first ':' is empty");
+    if (!is_ip(host_ip, AF_INET)) throw bad(quote(host_ip) + " is not an IPv4 address");
+  }
+  std::string_view container_part = parts.back();
+  std::optional<std::string_view> host_part;
+  if (parts.size() >= 2) {
+    host_part = parts[parts.size() - 2];
+    if (host_part->empty() && parts.size() == 2) throw bad("the host port is missing (give only the container port to have one chosen)");
+    if (host_part->empty()) host_part.reset();  // HOSTIP::CONTAINERPORT
+  }
+  if (container_part.empty()) throw bad("the container port is missing");
+  std::string why;
+  auto container = parse_range(container_part, "container port", why);
+  if (!container) throw bad(why);
+  std::optional<PortRange> host;
+  if (host_part) {
+    if (*host_part == "0") throw bad("host port '0' is not a number from 1 to 65535 (leave the host port out to have one chosen)");
+    host = parse_range(*host_part, "host port", why);
+    if (!host) throw bad(why);
+    if (host->size() != container->size()) {
+      throw bad("the host ports (" + std::to_string(host->size()) + ") and the container ports (" +
+                std::to_string(container->size()) + ") differ in number (a host range needs a container range of the same " +
+                "length; strata does not choose one port of a host range)");
+    }
+  }
+  std::vector<PortMapping> out;
+  for (std::size_t i = 0; i < container->size(); ++i) {
+    PortMapping p;
+    p.host_ip = host_ip;
+    p.host_port = host ? static_cast<std::uint16_t>(host->first + i) : 0;
+    p.container_port = static_cast<std::uint16_t>(container->first + i);
+    p.protocol = protocol;
+    out.push_back(p);
+  }
+  return out;
+}
+
+PortMapping make_port(const std::string& host_ip, std::uint64_t host_port, std::uint64_t container_port,
+                      const std::string& protocol) {
+  std::string what = "port mapping " + quote(host_ip + ":" + std::to_string(host_port) + "->" +
+                                             std::to_string(container_port) + "/" + protocol);
+  if (!is_ip(host_ip, AF_INET)) throw UsageError("bad " + what + ": the host address is not IPv4");
+  if (host_port > 65535 || container_port == 0 || container_port > 65535)
+    throw UsageError("bad " + what + ": a port is out of range");
+  if (!known_protocol(protocol)) throw UsageError("bad " + what + ": the protocol must be tcp or udp");
+  return {host_ip, static_cast<std::uint16_t>(host_port), static_cast<std::uint16_t>(container_port), protocol};
+}
+
+void check_ports(const std::vector<PortMapping>& ports) {
+  if (ports.size() > kMaxPublishedPorts) {
+    throw UsageError(std::to_string(ports.size()) + " ports published (at most " + std::to_string(kMaxPublishedPorts) + ")");
+  }
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    const PortMapping& a = ports[i];
+    if (a.host_port == 0) continue;
+    for (std::size_t k = 0; k < i; ++k) {
+      const PortMapping& b = ports[k];
+      bool overlap = a.host_ip == b.host_ip || a.host_ip == "0.0.0.0" || b.host_ip == "0.0.0.0";
+      if (b.host_port == a.host_port && b.protocol == a.protocol && overlap) {
+        throw UsageError("host port " + std::to_string(a.host_port) + "/" + a.protocol + " is published twice (" +
+                         format_port(b) + ", " + format_port(a) + ")");
+      }
+    }
+  }
+}
+
+std::vector<std::string> parse_expose(const std::string& spec) {
+  auto slash = spec.find('/');
+  std::string protocol = slash == std::string::npos ? "tcp" : spec.substr(slash + 1);
+  std::string why;
+  auto range = parse_range(std::string_view(spec).substr(0, slash), "port", why);
+  if (!known_protocol(protocol)) why = "the protocol must be tcp or udp";
+  if (!range || !why.empty())
+    throw UsageError("bad exposed port " + quote(spec) + ": " + why + " (expected PORT[/tcp|/udp] or FIRST-LAST[/PROTO])");
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < range->size(); ++i) out.push_back(std::to_string(range->first + i) + "/" + protocol);
+  return out;
+}
+
+std::vector<PortMapping> publish_exposed(std::vector<PortMapping> ports, const std::vector<std::string>& exposed) {
+  for (const auto& key : exposed) {
+    auto slash = key.find('/');
+    std::string protocol = slash == std::string::npos ? "tcp" : key.substr(slash + 1);
+    auto port = parse_port(std::string_view(key).substr(0, slash));
+    if (!port || !known_protocol(protocol)) continue;
+    bool published = false;
+    for (const auto& p : ports) published = published || (p.container_port == *port && p.protocol == protocol);
+    if (!published) ports.push_back({"0.0.0.0", 0, *port, protocol});
+  }
+  return ports;
 }
 
 std::string format_port(const PortMapping& p) {
   return p.host_ip + ":" + std::to_string(p.host_port) + "->" + std::to_string(p.container_port) + "/" + p.protocol;
+}
+
+std::string format_ports(const std::vector<PortMapping>& ports) {
+  std::string out;
+  for (std::size_t i = 0; i < ports.size();) {
+    const PortMapping& first = ports[i];
+    std::size_t n = 1;
+    auto continues = [&](const PortMapping& p) {
+      return first.host_port != 0 && p.host_ip == first.host_ip && p.protocol == first.protocol &&
+             p.host_port == first.host_port + n && p.container_port == first.container_port + n;
+    };
+    while (i + n < ports.size() && continues(ports[i + n])) ++n;
+    const PortMapping& last = ports[i + n - 1];
+    if (!out.empty()) out += ", ";
+    if (n == 1) {
+      out += format_port(first);
+    } else {
+      out += first.host_ip + ":" + std::to_string(first.host_port) + "-" + std::to_string(last.host_port) + "->" +
+             std::to_string(first.container_port) + "-" + std::to_string(last.container_port) + "/" + first.protocol;
+    }
+    i += n;
+  }
+  return out;
 }
 
 HostEntry parse_add_host(const std::string& spec) {
@@ -216,6 +367,11 @@ std::string container_hosts(std::string_view host, const std::string& hostname, 
 
 ContainerNetwork::ContainerNetwork(const RunSpec& spec)
     : network_(spec.network), ports_(spec.ports), state_dir_(spec.state_dir) {
+  try {
+    check_ports(ports_);
+  } catch (const Error& e) {
+    throw Error(e.what(), ExitCode::run_failed);
+  }
   if (!ports_.empty() && network_ != Network::private_net) {
     throw Error(std::string("ports cannot be published with --network ") + network_name(network_) +
                     " (only with private networking)",
@@ -326,7 +482,44 @@ void ContainerNetwork::attach(pid_t pid) {
   if (n == 0) fail("did not start within " + std::to_string(kReadyTimeoutMs / 1000) + " seconds");
   char byte = 0;
   if (n < 0 || ::read(ready_read.get(), &byte, 1) != 1 || byte != '1') fail("failed");
-  for (const auto& port : ports_) publish(port);
+  // The given host ports first, so that a chosen one cannot take one of them.
+  for (const auto& port : ports_)
+    if (port.host_port != 0) publish(port);
+  // Another process may take a chosen port before slirp4netns binds it: a
+  // few tries, each with a port chosen again.
+  constexpr int kTries = 3;
+  for (auto& port : ports_) {
+    if (port.host_port != 0) continue;
+    for (int tried = 1;; ++tried) {
+      PortMapping chosen = port;
+      chosen.host_port = free_host_port(port);
+      try {
+        publish(chosen);
+      } catch (const Error&) {
+        if (tried == kTries) throw;
+        continue;
+      }
+      port = chosen;
+      break;
+    }
+  }
+}
+
+// A port of PORT's host address that nothing uses for its protocol now: the
+// kernel's pick for a socket bound to port 0. slirp4netns takes no port 0.
+std::uint16_t ContainerNetwork::free_host_port(const PortMapping& port) {
+  std::string what = "choose a host port for " + std::to_string(port.container_port) + "/" + port.protocol;
+  UniqueFd sock(::socket(AF_INET, (port.protocol == "udp" ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0));
+  if (!sock) throw_errno(what);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  if (::inet_pton(AF_INET, port.host_ip.c_str(), &addr.sin_addr) != 1)
+    throw Error(what + ": " + quote(port.host_ip) + " is not an IPv4 address", ExitCode::run_failed);
+  socklen_t len = sizeof addr;
+  if (::bind(sock.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
+      ::getsockname(sock.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    throw Error(what + " on " + port.host_ip + ": " + std::strerror(errno), ExitCode::run_failed);
+  return ntohs(addr.sin_port);
 }
 
 void ContainerNetwork::publish(const PortMapping& port) {

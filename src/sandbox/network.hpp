@@ -17,7 +17,7 @@ namespace strata::sandbox {
 class ContainerNetwork {
  public:
   // Checks SPEC's network settings (slirp4netns installed for private
-  // networking, -p only with it) and writes the container's /etc/resolv.conf
+  // networking, -p only with it; the ports as check_ports wants them) and writes the container's /etc/resolv.conf
   // and /etc/hosts into a private runtime directory when it needs its own.
   // Throws Error (ExitCode::run_failed) naming what is wrong.
   explicit ContainerNetwork(const RunSpec& spec);
@@ -41,8 +41,12 @@ class ContainerNetwork {
   // exist).
   std::vector<BindMount> name_files() const;
 
+  // The ports as attach() published them: chosen host ports filled in.
+  const std::vector<PortMapping>& published() const { return ports_; }
+
  private:
   void publish(const PortMapping& port);
+  static std::uint16_t free_host_port(const PortMapping& port);
   void stop() noexcept;
   void make_dir();
 

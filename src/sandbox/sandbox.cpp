@@ -621,7 +621,7 @@ int run(const RunSpec& spec) {
       early_error.assign(buf, static_cast<std::size_t>(n));
     } else if (started.pid1 > 0) {
       try {
-        spec.on_started(started.pid1);
+        spec.on_started(started.pid1, network.published());
       } catch (...) {
         raw.reset();
         kill_child();

@@ -58,6 +58,10 @@ Container read_container(const std::string& root, const std::string& id) {
   if (j.contains("volumes") && j["volumes"].is_array())
     for (const auto& v : j["volumes"])
       if (v.is_string()) c.volumes.push_back(v.get<std::string>());
+  if (j.contains("anonymousVolumes") && j["anonymousVolumes"].is_array())
+    for (const auto& v : j["anonymousVolumes"])
+      if (v.is_string() && std::find(c.volumes.begin(), c.volumes.end(), v.get<std::string>()) != c.volumes.end())
+        c.anonymous_volumes.push_back(v.get<std::string>());
   c.dir = dir;
   c.upper = dir + "/upper";
   c.work = dir + "/work";
@@ -68,6 +72,7 @@ json container_json(const Container& c, const std::vector<std::string>& mounts) 
   json j = {{"id", c.id}, {"name", c.name}, {"image", c.image.str()}, {"imageName", c.image_name}, {"created", c.created}};
   j["mounts"] = mounts;
   if (!c.volumes.empty()) j["volumes"] = c.volumes;
+  if (!c.anonymous_volumes.empty()) j["anonymousVolumes"] = c.anonymous_volumes;
   return j;
 }
 
@@ -115,12 +120,14 @@ Container Store::container(std::string_view name_or_id) const {
 }
 
 Container Store::create_container(std::string_view image_ref, std::string_view name,
-                                  const std::vector<std::string>& volumes) {
+                                  const std::vector<std::string>& volumes,
+                                  const std::vector<std::string>& anonymous) {
   hold_gc();
   Image img = image(image_ref);
   if (!name.empty() && !valid_name(name))
     throw UsageError("invalid container name " + quote(name) + " (letters, digits, '_', '.', '-')");
   for (const auto& v : volumes) volume_data(v);  // checks the name
+  for (const auto& v : anonymous) volume_data(v);
   Container c;
   c.id = random_hex(64);
   c.name = name.empty() ? "strata-" + c.id.substr(0, 12) : std::string(name);
@@ -129,6 +136,12 @@ Container Store::create_container(std::string_view image_ref, std::string_view n
   c.created = oci::now_rfc3339();
   for (const auto& v : volumes)
     if (std::find(c.volumes.begin(), c.volumes.end(), v) == c.volumes.end()) c.volumes.push_back(v);
+  for (const auto& v : anonymous) {
+    if (std::find(c.volumes.begin(), c.volumes.end(), v) != c.volumes.end())
+      throw UsageError("volume " + quote(v) + " is given twice");
+    c.volumes.push_back(v);
+    c.anonymous_volumes.push_back(v);
+  }
   Staged st(tmp_dir(), "ctr", true);
   mkdir_if_missing(st.path() + "/upper", 0755);
   mkdir_if_missing(st.path() + "/work", 0700);
@@ -143,7 +156,10 @@ Container Store::create_container(std::string_view image_ref, std::string_view n
   }
   FileLock lock(root_ + "/lock");
   if (find_container(c.name)) throw Error("container name " + quote(c.name) + " is already in use");
-  for (const auto& v : c.volumes) ensure_volume(root_, v, {});
+  for (const auto& v : c.volumes) {
+    bool anon = std::find(c.anonymous_volumes.begin(), c.anonymous_volumes.end(), v) != c.anonymous_volumes.end();
+    ensure_volume(root_, v, anon ? std::map<std::string, std::string>{{kAnonymousVolumeLabel, ""}} : std::map<std::string, std::string>{});
+  }
   if (!st.commit(c.dir)) throw Error("container id collision: " + c.id);
   return c;
 }
@@ -196,7 +212,7 @@ bool Store::running(const Container& c) const {
   return l.l_type != F_UNLCK;
 }
 
-void Store::remove_container(std::string_view name_or_id, bool force) {
+void Store::remove_container(std::string_view name_or_id, bool force, bool volumes) {
   hold_gc();
   Container c = container(name_or_id);
   ContainerLock use = lock_container(c);
@@ -206,12 +222,17 @@ void Store::remove_container(std::string_view name_or_id, bool force) {
       throw Error("container " + quote(c.name) + " is mounted at " + quote(mounted[0]) + " (unmount it first, or use -f)");
     for (const auto& m : mounted) fs::detach_stratafs(m);
   }
-  std::string trash = tmp_dir() + "/rm-" + std::to_string(::getpid()) + "-" + random_hex(8);
+  std::vector<std::string> trash{tmp_dir() + "/rm-" + std::to_string(::getpid()) + "-" + random_hex(8)};
   {
     FileLock lock(root_ + "/lock");
-    if (::rename(c.dir.c_str(), trash.c_str()) != 0) throw_errno("remove container " + quote(c.name));
+    if (::rename(c.dir.c_str(), trash[0].c_str()) != 0) throw_errno("remove container " + quote(c.name));
+    // Its anonymous volumes, unless another container names them too.
+    for (const auto& name : volumes ? c.anonymous_volumes : std::vector<std::string>{}) {
+      auto v = find_volume(name);
+      if (v && volume_users(name).empty()) trash.push_back(discard_volume(root_, *v));
+    }
   }
-  remove_tree_at(AT_FDCWD, trash);
+  for (const auto& t : trash) remove_tree_at(AT_FDCWD, t);
 }
 
 }  // namespace strata::store

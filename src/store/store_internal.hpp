@@ -96,6 +96,9 @@ oci::json container_json(const Container& c, const std::vector<std::string>& mou
 
 // volumes/<name>: the volume NAME, created when missing (call under ROOT/lock).
 Volume ensure_volume(const std::string& root, std::string_view name, const std::map<std::string, std::string>& labels);
+// Renames the volume V's directory to a fresh name in ROOT/tmp (call under
+// ROOT/lock) and returns that path, for remove_tree_at once unlocked.
+std::string discard_volume(const std::string& root, const Volume& v);
 std::vector<std::string> recorded_mounts(const Container& c);
 
 }  // namespace strata::store

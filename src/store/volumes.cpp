@@ -1,4 +1,4 @@
-// Named volumes: volumes/<name>/ holds volume.json and _data/, the directory
+// Volumes, named and anonymous: volumes/<name>/ holds volume.json and _data/, the directory
 // containers bind-mount. A volume is staged in tmp/ whole and renamed into
 // place under ROOT/lock; removal renames it back into tmp/ under the same
 // lock after checking the container records, so a container being created
@@ -41,6 +41,14 @@ Volume read_volume(const std::string& root, const std::string& name) {
 
 }  // namespace
 
+std::string new_volume_name() { return random_hex(64); }
+
+std::string discard_volume(const std::string& root, const Volume& v) {
+  std::string to = root + "/tmp/rm-" + std::to_string(::getpid()) + "-" + random_hex(8);
+  if (::rename(v.dir.c_str(), to.c_str()) != 0) throw_errno("remove volume " + quote(v.name));
+  return to;
+}
+
 Volume ensure_volume(const std::string& root, std::string_view name_in, const std::map<std::string, std::string>& labels) {
   std::string name(name_in);
   std::string dir = root + "/volumes/" + name;
@@ -60,7 +68,7 @@ Volume ensure_volume(const std::string& root, std::string_view name_in, const st
 }
 
 Volume Store::create_volume(std::string_view name, const std::map<std::string, std::string>& labels) {
-  std::string n = name.empty() ? random_hex(64) : std::string(name);
+  std::string n = name.empty() ? new_volume_name() : std::string(name);
   check_volume_name(n);
   hold_gc();
   FileLock lock(root_ + "/lock");
@@ -106,7 +114,7 @@ std::vector<Container> Store::volume_users(std::string_view name) const {
 
 void Store::remove_volume(std::string_view name, bool force) {
   hold_gc();
-  std::string trash = tmp_dir() + "/rm-" + std::to_string(::getpid()) + "-" + random_hex(8);
+  std::string trash;
   {
     FileLock lock(root_ + "/lock");
     Volume v = volume(name);
@@ -116,12 +124,12 @@ void Store::remove_volume(std::string_view name, bool force) {
     if (!users.empty() && !force)
       throw Error("volume " + quote(v.name) + " is in use by container " + quote(users[0].name) +
                   " (remove the container first, or use -f)");
-    if (::rename(v.dir.c_str(), trash.c_str()) != 0) throw_errno("remove volume " + quote(v.name));
+    trash = discard_volume(root_, v);
   }
   remove_tree_at(AT_FDCWD, trash);
 }
 
-std::vector<std::string> Store::prune_volumes(std::int64_t& bytes) {
+std::vector<std::string> Store::prune_volumes(std::int64_t& bytes, bool all) {
   hold_gc();
   std::vector<std::string> removed, trash;
   {
@@ -129,13 +137,11 @@ std::vector<std::string> Store::prune_volumes(std::int64_t& bytes) {
     std::vector<std::string> used;
     for (const auto& c : containers()) used.insert(used.end(), c.volumes.begin(), c.volumes.end());
     for (const auto& v : volumes()) {
-      if (std::find(used.begin(), used.end(), v.name) != used.end()) continue;
-      std::string to = tmp_dir() + "/rm-" + std::to_string(::getpid()) + "-" + random_hex(8);
+      if (std::find(used.begin(), used.end(), v.name) != used.end() || (!all && !v.anonymous())) continue;
       std::int64_t size = disk_usage_at(AT_FDCWD, v.dir);
-      if (::rename(v.dir.c_str(), to.c_str()) != 0) throw_errno("remove volume " + quote(v.name));
+      trash.push_back(discard_volume(root_, v));
       bytes += size;
       removed.push_back(v.name);
-      trash.push_back(to);
     }
   }
   for (const auto& t : trash) remove_tree_at(AT_FDCWD, t);

@@ -37,6 +37,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def fetcher(port):
+    """A function that GETs index.html from 127.0.0.1:PORT, None while nothing answers."""
+    def fetch():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as resp:
+                return resp.read().decode()
+        except OSError:
+            return None
+    return fetch
+
+
 def slirp_children(pid):
     """The slirp4netns processes whose parent is PID."""
     found = []
@@ -109,14 +120,7 @@ def test_published_port_is_reached_from_the_host_and_listed(store):
     r = store("run", "-d", "--name", "web", "-p", f"127.0.0.1:{port}:80", "base:1", "sh", "-c",
               "mkdir -p /www && echo hello from the container > /www/index.html && exec httpd -f -p 80 -h /www")
     assert r.returncode == 0, r.stderr
-
-    def fetch():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=5) as resp:
-                return resp.read().decode()
-        except OSError:
-            return None
-
+    fetch = fetcher(port)
     assert eventually(fetch, "the published port answers") == "hello from the container\n"
     ps = store("ps", "--format", "{{.Names}} {{.Ports}}")
     assert ps.returncode == 0, ps.stderr
@@ -250,17 +254,26 @@ def test_publish_needs_a_private_network(store):
 
 
 BAD_PUBLISH = [
-    ("127.0.0.1:0:80", "host port '0' is not a number from 1 to 65535"),
+    ("127.0.0.1:0:80", "host port '0' is not a number from 1 to 65535 (leave the host port out to have one chosen)"),
+    ("0:80", "host port '0' is not a number from 1 to 65535"),
     ("127.0.0.1:70000:80", "host port '70000' is not a number from 1 to 65535"),
+    ("70000:80", "host port '70000' is not a number from 1 to 65535"),
     ("8080:0", "container port '0' is not a number from 1 to 65535"),
-    ("garbage", "a host port and a container port are required"),
-    ("8080", "a host port and a container port are required"),
+    ("garbage", "container port 'garbage' is not a number from 1 to 65535"),
     ("127.0.0.1:8080:", "the container port is missing"),
     ("8080:", "the container port is missing"),
     (":80", "the host port is missing"),
     ("8080:80/sctp", "the protocol must be tcp or udp"),
     ("localhost:8080:80", "'localhost' is not an IPv4 address"),
     ("1:2:3:4", "too many ':'"),
+    ("80-70:80-70", "range '80-70' goes down"),
+    ("8080-8082:80", "a host range needs a container range of the same length"),
+    ("8080:80-82", "a host range needs a container range of the same length"),
+    ("1-1001", "container port range '1-1001' has 1001 ports (at most 1000)"),
+    ("[::1]:8080:80", "IPv6 host addresses cannot be published (slirp4netns forwards IPv4 ones only)"),
+    (":::80", "IPv6 host addresses cannot be published"),
+    ("[::1:8080:80", "no ']' after the host address"),
+    ("[10.0.0.1]:8080:80", "'10.0.0.1' is not an IPv6 address"),
 ]
 
 
@@ -268,7 +281,134 @@ def test_bad_publish_specs_are_refused(store):
     for spec, why in BAD_PUBLISH:
         r = store("run", "--rm", "-p", spec, "base:1", "true")
         assert r.returncode == 125, spec
-        assert f"bad port mapping '{spec}': {why}" in r.stderr
+        assert f"bad port mapping '{spec}': " in r.stderr
+        assert why in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # Nothing was created.
+    assert store("ps", "-aq").stdout == ""
+
+
+def test_a_host_port_published_twice_is_refused(store):
+    for specs in (["8080:80", "8080:81"], ["127.0.0.1:8080:80", "8080:81"], ["8080-8081:80-81", "8081:90"]):
+        args = [a for spec in specs for a in ("-p", spec)]
+        r = store("run", "--rm", *args, "base:1", "true")
+        assert r.returncode == 125, specs
+        assert "is published twice" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    # The same host port for tcp and udp is two ports.
+    port = free_port()
+    r = store("run", "--rm", "-p", f"127.0.0.1:{port}:80", "-p", f"127.0.0.1:{port}:80/udp", "base:1", "true")
+    assert r.returncode == 0, r.stderr
+    assert store("ps", "-aq").stdout == ""
+
+
+def test_publish_all_needs_a_private_network_and_an_image(store, workdir):
+    r = store("run", "--rm", "--network", "host", "-P", "base:1", "true")
+    assert r.returncode == 125
+    assert "-P publishes ports of a private network, not with --network host" in r.stderr
+    r = store("run", "--rm", "--expose", "80/sctp", "base:1", "true")
+    assert r.returncode == 125
+    assert "bad exposed port '80/sctp': the protocol must be tcp or udp" in r.stderr
+    rootfs = os.path.join(workdir, "rootfs")
+    os.mkdir(rootfs)
+    r = store("run", "--rootfs", rootfs, "-P", "true")
+    assert r.returncode == 125
+    assert "-P needs an IMAGE" in r.stderr
+    r = store("run", "--rootfs", rootfs, "-p", "80", "true")
+    assert r.returncode == 125
+    assert "-p without a host port needs an IMAGE" in r.stderr
+
+
+def serve(text, ports):
+    """A container command: httpd serving TEXT as index.html on each of PORTS (until stopped)."""
+    servers = " ".join(f"httpd -p {p} -h /www;" for p in ports)
+    return ["sh", "-c", f"mkdir -p /www && echo {text} > /www/index.html && {servers} exec sleep 300"]
+
+
+def test_a_chosen_host_port_is_reached_and_reported_alike(store):
+    r = store("run", "-d", "--name", "web", "-p", "127.0.0.1::80", "base:1", *serve("chosen", [80]))
+    assert r.returncode == 0, r.stderr
+    port = store("port", "web", "80")
+    assert port.returncode == 0, port.stderr
+    host, _, number = port.stdout.strip().rpartition(":")
+    assert host == "127.0.0.1"
+    assert number.isdigit() and int(number) > 0
+    assert eventually(fetcher(number), "the chosen port answers") == "chosen\n"
+    assert store("port", "web").stdout == f"80/tcp -> 127.0.0.1:{number}\n"
+    assert store("port", "web", "80/tcp").stdout == f"127.0.0.1:{number}\n"
+    ps = store("ps", "--format", "{{.Names}} {{.Ports}}")
+    assert f"web 127.0.0.1:{number}->80/tcp" in ps.stdout.splitlines()
+    info = json.loads(store("inspect", "web").stdout)[0]
+    assert info["NetworkSettings"]["Ports"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": number}]}
+    # What was asked for: a chosen port, as docker shows it.
+    assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+    # Stopped, it has no published port, as docker's.
+    assert store("stop", "-t", "1", "web").returncode == 0
+    r = store("port", "web")
+    assert r.returncode == 0 and r.stdout == ""
+    r = store("port", "web", "80")
+    assert r.returncode == 1
+    assert r.stderr.strip() == "strata: no public port '80/tcp' published for 'web'"
+    assert json.loads(store("inspect", "web").stdout)[0]["NetworkSettings"]["Ports"] == {}
+    # start chooses again, and reports the new port.
+    assert store("start", "web").returncode == 0
+    number = store("port", "web", "80").stdout.strip().rpartition(":")[2]
+    assert eventually(fetcher(number), "the port chosen at start answers") == "chosen\n"
+
+
+def test_a_port_range_is_reached_on_each_port(store):
+    first = free_port()
+    while True:
+        # Two free neighbours.
+        with socket.socket() as a, socket.socket() as b:
+            try:
+                a.bind(("127.0.0.1", first))
+                b.bind(("127.0.0.1", first + 1))
+                break
+            except OSError:
+                first = free_port()
+    r = store("run", "-d", "--name", "range", "-p", f"127.0.0.1:{first}-{first + 1}:80-81", "base:1",
+              *serve("ranged", [80, 81]))
+    assert r.returncode == 0, r.stderr
+    assert eventually(fetcher(first), "the range's first port answers") == "ranged\n"
+    assert eventually(fetcher(first + 1), "the range's second port answers") == "ranged\n"
+    assert store("port", "range").stdout == f"80/tcp -> 127.0.0.1:{first}\n81/tcp -> 127.0.0.1:{first + 1}\n"
+    ps = store("ps", "--format", "{{.Names}} {{.Ports}}")
+    assert f"range 127.0.0.1:{first}-{first + 1}->80-81/tcp" in ps.stdout.splitlines()
+    info = json.loads(store("inspect", "range").stdout)[0]
+    assert info["HostConfig"]["PortBindings"] == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(first)}],
+                                                  "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(first + 1)}]}
+
+
+def test_publish_all_publishes_every_exposed_port(store):
+    assert store("create", "--name", "tmp", "base:1").returncode == 0
+    r = store("commit", "-c", "EXPOSE 80", "-c", "EXPOSE 53/udp", "tmp", "exposing:1")
+    assert r.returncode == 0, r.stderr
+    r = store("run", "-d", "--name", "all", "-P", "--expose", "81", "exposing:1", *serve("everything", [80, 81]))
+    assert r.returncode == 0, r.stderr
+    lines = store("port", "all").stdout.splitlines()
+    assert sorted(line.split(" -> ")[0] for line in lines) == ["53/udp", "80/tcp", "81/tcp"]
+    for line in lines:
+        assert line.split(" -> ")[1].startswith("0.0.0.0:")
+    for private in ("80", "81"):
+        number = store("port", "all", private).stdout.strip().rpartition(":")[2]
+        assert eventually(fetcher(number), f"the port published for {private} answers") == "everything\n"
+    info = json.loads(store("inspect", "all").stdout)[0]
+    assert info["HostConfig"]["PublishAllPorts"] is True
+    assert info["Config"]["ExposedPorts"] == {"53/udp": {}, "80/tcp": {}, "81/tcp": {}}
+    assert sorted(info["NetworkSettings"]["Ports"]) == ["53/udp", "80/tcp", "81/tcp"]
+
+
+def test_port_refuses_bad_arguments(store):
+    assert store("create", "--name", "quiet", "base:1").returncode == 0
+    for args, code, message in ((["port"], 2, "container"), (["port", "nosuch"], 1, "nosuch"),
+                                (["port", "quiet", "80/sctp"], 2, "port: bad private port '80/sctp'"),
+                                (["port", "quiet", "80-81"], 2, "port: bad private port '80-81'"),
+                                (["port", "quiet", "80", "81"], 2, ""),
+                                (["port", "quiet", "../../etc"], 2, "port: bad private port")):
+        r = store(*args)
+        assert r.returncode == code, (args, r.stderr)
+        assert message in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
@@ -327,3 +467,19 @@ def test_missing_slirp4netns_is_a_clear_error(store, workdir):
         "(apt-get install slirp4netns) or use --network host or --network none"]
     # host and none do not need it.
     assert store("run", "--rm", "--network", "none", "base:1", "true", env=env).returncode == 0
+
+
+def test_an_edited_saved_port_is_refused_at_start(store):
+    r = store("create", "--name", "edited", "-p", "127.0.0.1::80", "base:1", "true")
+    assert r.returncode == 0, r.stderr
+    path = os.path.join(store.root, "containers", r.stdout.strip(), "config.json")
+    with open(path) as f:
+        config = json.load(f)
+    assert config["Ports"] == [{"HostIp": "127.0.0.1", "HostPort": 0, "ContainerPort": 80, "Protocol": "tcp"}]
+    for bad in ({"HostIp": "::1"}, {"HostPort": 70000}, {"ContainerPort": "80"}, {"Protocol": "sctp"}):
+        with open(path, "w") as f:
+            json.dump(dict(config, Ports=[dict(config["Ports"][0], **bad)]), f)
+        r = store("start", "edited")
+        assert r.returncode != 0, bad
+        assert "the network settings of 'edited': bad port mapping" in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr

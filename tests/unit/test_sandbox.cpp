@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <functional>
 #include <random>
 
 #include "strata/error.hpp"
@@ -377,19 +378,111 @@ TEST_CASE("parse_network: docker's bridge is private; unknown names are refused"
   CHECK(std::string(network_name(Network::private_net)) == "private");
 }
 
-TEST_CASE("parse_publish: [HOSTIP:]HOSTPORT:CONTAINERPORT[/PROTO]") {
-  PortMapping p = parse_publish("8080:80");
+namespace {
+
+// The one mapping SPEC gives.
+PortMapping publish_one(const std::string& spec) {
+  auto ports = parse_publish(spec);
+  REQUIRE(ports.size() == 1);
+  return ports[0];
+}
+
+// What throws UsageError, with the message.
+std::string usage_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UsageError& e) {
+    return e.what();
+  }
+  return "(nothing thrown)";
+}
+
+}  // namespace
+
+TEST_CASE("parse_publish: [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/PROTO]") {
+  PortMapping p = publish_one("8080:80");
   CHECK(p.host_ip == "0.0.0.0");
   CHECK(p.host_port == 8080);
   CHECK(p.container_port == 80);
   CHECK(p.protocol == "tcp");
-  p = parse_publish("127.0.0.1:65535:1/udp");
+  p = publish_one("127.0.0.1:65535:1/udp");
   CHECK(format_port(p) == "127.0.0.1:65535->1/udp");
-  for (const char* bad : {"", "80", "0:80", "80:0", "65536:80", "80:65536", "a:80", "80:b", "+80:80", "80:80/sctp",
-                          "80:80/", "::1:80:80", "300.1.1.1:80:80", "1.2.3.4:80:", ":80", "99999999999999999999:80"}) {
+  // No host port: one is chosen (0 until the container starts).
+  CHECK(publish_one("80") == PortMapping{"0.0.0.0", 0, 80, "tcp"});
+  CHECK(publish_one("53/udp") == PortMapping{"0.0.0.0", 0, 53, "udp"});
+  CHECK(publish_one("127.0.0.1::80") == PortMapping{"127.0.0.1", 0, 80, "tcp"});
+  for (const char* bad : {"", "0:80", "80:0", "65536:80", "80:65536", "a:80", "80:b", "+80:80", "80:80/sctp", "80:80/",
+                          "::1:80:80", "300.1.1.1:80:80", "1.2.3.4:80:", ":80", "99999999999999999999:80", "0", "70000:80",
+                          "80-70:80-70", "80-:80", "-80:80", "8080-8082:80", "8080:80-82", "8080-8081:80-82", ":::80",
+                          "[::1]:8080:80", "[::1]::80", "[nonsense]:80:80", "[::1:8080:80", "[", ":8080:80", "1.2.3.4:5:6:7", "80:80/tcp/udp",
+                          "a-b", "80--81", "1-2-3:1-2-3"}) {
     CAPTURE(bad);
     CHECK_THROWS_AS(parse_publish(bad), UsageError);
   }
+}
+
+TEST_CASE("parse_publish: ranges, one mapping a port; the errors say why") {
+  auto ports = parse_publish("8080-8082:80-82/udp");
+  REQUIRE(ports.size() == 3);
+  CHECK(ports[0] == PortMapping{"0.0.0.0", 8080, 80, "udp"});
+  CHECK(ports[2] == PortMapping{"0.0.0.0", 8082, 82, "udp"});
+  ports = parse_publish("127.0.0.1::9000-9001");
+  REQUIRE(ports.size() == 2);
+  CHECK(ports[1] == PortMapping{"127.0.0.1", 0, 9001, "tcp"});
+  CHECK(parse_publish("1-1000").size() == 1000);
+  CHECK(usage_message([] { parse_publish("1-1001"); }).find("1001 ports (at most 1000)") != std::string::npos);
+  CHECK(usage_message([] { parse_publish("8080-8082:80"); }).find("a host range needs a container range of the same length") !=
+        std::string::npos);
+  CHECK(usage_message([] { parse_publish("80-70:80-70"); }).find("goes down") != std::string::npos);
+  CHECK(usage_message([] { parse_publish("[::1]:8080:80"); }).find("IPv6 host addresses cannot be published") !=
+        std::string::npos);
+  CHECK(usage_message([] { parse_publish(":::80"); }).find("IPv6") != std::string::npos);
+  CHECK(usage_message([] { parse_publish("0:80"); }).find("leave the host port out") != std::string::npos);
+}
+
+TEST_CASE("format_ports: docker's PORTS column, consecutive ports as ranges") {
+  CHECK(format_ports({}) == "");
+  CHECK(format_ports(parse_publish("127.0.0.1:8080-8082:80-82")) == "127.0.0.1:8080-8082->80-82/tcp");
+  std::vector<PortMapping> ports = parse_publish("8080-8081:80-81/udp");
+  ports.push_back({"0.0.0.0", 8082, 90, "udp"});  // the host port goes on, the container port does not
+  ports.push_back({"0.0.0.0", 9000, 91, "tcp"});
+  ports.push_back({"127.0.0.1", 9001, 92, "tcp"});  // another address
+  CHECK(format_ports(ports) ==
+        "0.0.0.0:8080-8081->80-81/udp, 0.0.0.0:8082->90/udp, 0.0.0.0:9000->91/tcp, 127.0.0.1:9001->92/tcp");
+}
+
+TEST_CASE("check_ports: no host port twice, at most kMaxPublishedPorts") {
+  CHECK_NOTHROW(check_ports({{"0.0.0.0", 8080, 80, "tcp"}, {"0.0.0.0", 8080, 80, "udp"}, {"0.0.0.0", 0, 80, "tcp"},
+                             {"0.0.0.0", 0, 81, "tcp"}, {"127.0.0.1", 9000, 1, "tcp"}, {"127.0.0.2", 9000, 2, "tcp"}}));
+  CHECK(usage_message([] { check_ports({{"0.0.0.0", 8080, 80, "tcp"}, {"0.0.0.0", 8080, 81, "tcp"}}); })
+            .find("host port 8080/tcp is published twice") != std::string::npos);
+  CHECK_THROWS_AS(check_ports({{"127.0.0.1", 8080, 80, "tcp"}, {"0.0.0.0", 8080, 81, "tcp"}}), UsageError);
+  std::vector<PortMapping> many(kMaxPublishedPorts + 1, PortMapping{"0.0.0.0", 0, 80, "tcp"});
+  CHECK_THROWS_AS(check_ports(many), UsageError);
+}
+
+TEST_CASE("make_port checks what a saved container holds") {
+  CHECK(make_port("127.0.0.1", 0, 80, "udp") == PortMapping{"127.0.0.1", 0, 80, "udp"});
+  CHECK_THROWS_AS(make_port("::1", 8080, 80, "tcp"), UsageError);
+  CHECK_THROWS_AS(make_port("0.0.0.0", 65536, 80, "tcp"), UsageError);
+  CHECK_THROWS_AS(make_port("0.0.0.0", 8080, 0, "tcp"), UsageError);
+  CHECK_THROWS_AS(make_port("0.0.0.0", 8080, 80, "sctp"), UsageError);
+  CHECK_THROWS_AS(make_port("", 8080, 80, "tcp"), UsageError);
+}
+
+TEST_CASE("parse_expose and publish_exposed (-P)") {
+  CHECK(parse_expose("80") == std::vector<std::string>{"80/tcp"});
+  CHECK(parse_expose("53/udp") == std::vector<std::string>{"53/udp"});
+  CHECK(parse_expose("8000-8001") == std::vector<std::string>{"8000/tcp", "8001/tcp"});
+  for (const char* bad : {"", "0", "80/sctp", "a", "90-80", "8080:80", "1-2000"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(parse_expose(bad), UsageError);
+  }
+  auto ports = publish_exposed({{"127.0.0.1", 8080, 80, "tcp"}}, {"80/tcp", "80/udp", "443", "nonsense", "99999/tcp", "7/sctp"});
+  REQUIRE(ports.size() == 3);
+  CHECK(ports[0] == PortMapping{"127.0.0.1", 8080, 80, "tcp"});
+  CHECK(ports[1] == PortMapping{"0.0.0.0", 0, 80, "udp"});
+  CHECK(ports[2] == PortMapping{"0.0.0.0", 0, 443, "tcp"});
 }
 
 TEST_CASE("parse_add_host and check_dns_server take IPv4 and IPv6 addresses only") {
@@ -462,4 +555,38 @@ TEST_CASE("parse_pids_limit and check_resources") {
   check_resources(r);
   r.memory = 1 << 20;
   CHECK_THROWS_AS(check_resources(r), UsageError);  // below 6m
+}
+
+TEST_CASE("clean_volume_target: absolute, cleaned, never the root") {
+  CHECK(clean_volume_target("/data") == "/data");
+  CHECK(clean_volume_target("/a/../b/") == "/b");
+  CHECK(clean_volume_target("/../../etc/./x") == "/etc/x");
+  CHECK(clean_volume_target("//srv//") == "/srv");
+  CHECK_FALSE(clean_volume_target("/"));
+  CHECK_FALSE(clean_volume_target("/a/.."));
+  CHECK_FALSE(clean_volume_target("/.."));
+  CHECK_FALSE(clean_volume_target("relative"));
+  CHECK_FALSE(clean_volume_target(""));
+}
+
+TEST_CASE("add_image_volumes: what no mount covers, parents first, hostile lists refused") {
+  ContainerRunOptions o;
+  o.image = "img";
+  BindMount named;
+  named.target = "/srv/";
+  named.volume = "mine";
+  o.volumes.push_back(named);
+  o.tmpfs.push_back(parse_tmpfs("/tmp"));
+  add_image_volumes(o, {"/srv", "/tmp/", "/var/lib/db", "/var", "/var/../var", "/data"});
+  std::vector<std::string> targets;
+  for (const auto& v : o.volumes) targets.push_back(v.target + (v.anonymous ? "+" : ""));
+  CHECK(targets == std::vector<std::string>{"/srv/", "/var+", "/data+", "/var/lib/db+"});
+  CHECK(volume_names(o) == std::vector<std::string>{"mine"});
+
+  ContainerRunOptions bad;
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, {"rel"}), doctest::Contains("not an absolute path"), Error);
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, {"/x/.."}), doctest::Contains("over its root"), Error);
+  std::vector<std::string> many(kMaxImageVolumes + 1, "/v");
+  CHECK_THROWS_WITH_AS(add_image_volumes(bad, many), doctest::Contains("(at most 128)"), Error);
+  CHECK(bad.volumes.empty());
 }

@@ -1,4 +1,4 @@
-// Container verbs: create, ps, rm, mount, umount, diff, commit.
+// Container verbs: ps, rm, mount, umount, diff, port, commit.
 #include <unistd.h>
 
 #include <algorithm>
@@ -42,19 +42,9 @@ std::string container_command(const store::Store& store, const store::Container&
 }
 
 // docker's PORTS column: a running container's published ports,
-// "127.0.0.1:8080->80/tcp, 0.0.0.0:5353->53/udp".
-std::string container_ports(const store::Container& c, const lifecycle::State& state) {
-  if (!state.running()) return "";
-  std::optional<sandbox::ContainerRunOptions> o;
-  try {
-    o = lifecycle::load_config(c);
-  } catch (const Error&) {
-    return "";
-  }
-  std::string out;
-  if (o)
-    for (const auto& p : o->ports) out += (out.empty() ? "" : ", ") + sandbox::format_port(p);
-  return out;
+// "127.0.0.1:8080->80/tcp, 0.0.0.0:5353-5354->53-54/udp".
+std::string container_ports(const lifecycle::State& state) {
+  return state.running() ? sandbox::format_ports(state.ports) : "";
 }
 
 // What --filter leaves of the ps listing (docker's keys and meanings).
@@ -133,7 +123,7 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     lifecycle::State state = lifecycle::container_state(store, c);
     std::string status = !state.running() && !mounts.empty() ? "Mounted" : lifecycle::status_text(state);
     if (!filter.matches(c, status)) continue;
-    std::string ports = container_ports(c, state);
+    std::string ports = container_ports(state);
     rows.push_back({{"ID", no_trunc ? c.id : c.id.substr(0, 12)},
                     {"Image", c.image_name},
                     {"Command", container_command(store, c, no_trunc)},
@@ -165,12 +155,13 @@ int ps_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("force,f", "kill it first if it runs, unmount it first if mounted")("containers", po::value<std::vector<std::string>>()->required(),
+  opts.add_options()("force,f", "kill it first if it runs, unmount it first if mounted")(
+      "volumes,v", "remove the container's anonymous volumes too (named volumes stay)")("containers", po::value<std::vector<std::string>>()->required(),
                                                             "containers");
   po::positional_options_description pos;
   pos.add("containers", -1);
   po::variables_map vm;
-  if (!parse_args("rm", "strata rm [-f] CONTAINER...", opts, pos, args, vm)) return 0;
+  if (!parse_args("rm", "strata rm [-f] [-v] CONTAINER...", opts, pos, args, vm)) return 0;
   auto store = open_store(g);
   int rc = 0;
   for (const auto& n : vm["containers"].as<std::vector<std::string>>()) {
@@ -191,7 +182,7 @@ int rm_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
       // What a killed `strata run` left on the host (its cgroup, its
       // network runtime directory).
       if (store::Container c = store.container(n); !store.running(c)) sandbox::remove_leftovers(c.dir);
-      store.remove_container(n, force);
+      store.remove_container(n, force, vm.count("volumes") != 0U);
       std::cout << n << "\n";
     } catch (const Error& e) {
       std::cerr << "strata: " << e.what() << "\n";
@@ -288,6 +279,45 @@ int diff_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return 0;
 }
 
+// docker port: a container's published ports ("80/tcp -> 0.0.0.0:8080"),
+// or where one private port is published ("0.0.0.0:8080"). Only a running
+// container has any, as docker's NetworkSettings.
+int port_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
+  po::options_description opts("Options");
+  opts.add_options()("container", po::value<std::string>()->required(), "container")(
+      "private-port", po::value<std::string>(), "PRIVATE_PORT[/PROTO]");
+  po::positional_options_description pos;
+  pos.add("container", 1).add("private-port", 1);
+  po::variables_map vm;
+  if (!parse_args("port", "strata port CONTAINER [PRIVATE_PORT[/tcp|/udp]]", opts, pos, args, vm)) return 0;
+  std::optional<std::string> wanted;  // "80/tcp"
+  if (vm.count("private-port") != 0U) {
+    std::string given = vm["private-port"].as<std::string>();
+    std::vector<std::string> keys;
+    try {
+      keys = sandbox::parse_expose(given);
+    } catch (const Error&) {
+    }
+    if (keys.size() != 1) throw UsageError("port: bad private port " + quote(given) + " (PORT[/tcp|/udp], one port)");
+    wanted = keys[0];
+  }
+  auto store = open_store(g);
+  store::Container c = store.container(vm["container"].as<std::string>());
+  lifecycle::State state = lifecycle::container_state(store, c);
+  std::string out;
+  for (const auto& p : state.running() ? state.ports : std::vector<sandbox::PortMapping>{}) {
+    std::string key = std::to_string(p.container_port) + "/" + p.protocol;
+    std::string host = p.host_ip + ":" + std::to_string(p.host_port);
+    if (!wanted)
+      out += key + " -> " + host + "\n";
+    else if (key == *wanted)
+      out += host + "\n";
+  }
+  if (wanted && out.empty()) throw Error("no public port " + quote(*wanted) + " published for " + quote(c.name));
+  std::cout << out;
+  return 0;
+}
+
 int commit_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("message,m", po::value<std::string>(), "commit message (history comment)")(
@@ -315,6 +345,7 @@ const VerbRegistration reg_rm("rm", "remove containers", rm_verb);
 const VerbRegistration reg_mount("mount", "mount an image (read-only) or a container (writable)", mount_verb);
 const VerbRegistration reg_umount("umount", "unmount what strata mount mounted", umount_verb);
 const VerbRegistration reg_diff("diff", "list a container's changes (A/C/D)", diff_verb);
+const VerbRegistration reg_port("port", "list a container's published ports, or where one port is published", port_verb);
 const VerbRegistration reg_commit("commit", "make a new image from a container's changes", commit_verb);
 
 }  // namespace

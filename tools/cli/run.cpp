@@ -34,7 +34,7 @@ const std::set<std::string> kLongWithValue = {"--env",      "--env-file", "--wor
                                               "--name",     "--entrypoint", "--hostname", "--network", "--rootfs",
                                               "--pull",     "--platform", "--cert-dir", "--authfile",
                                               "--cap-add",  "--cap-drop", "--security-opt", "--log-opt",
-                                              "--mount",    "--tmpfs",    "--publish",  "--dns",
+                                              "--mount",    "--tmpfs",    "--publish",  "--expose", "--dns",
                                               "--add-host", "--memory",   "--memory-swap", "--cpus",
                                               "--pids-limit"};
 const std::string kShortWithValue = "ewuvpm";
@@ -97,8 +97,23 @@ void set_volume_source(sandbox::BindMount& m, const std::string& source, const s
   }
 }
 
+// A volume target: absolute, and not the root. An anonymous volume's is
+// cleaned ("/a/../b" is "/b"); others are kept as given.
+std::string volume_target(const std::string& what, const std::string& target, bool anonymous) {
+  if (target.empty() || target[0] != '/') throw UsageError(what + " " + quote(target) + " is not an absolute path");
+  auto clean = sandbox::clean_volume_target(target);
+  if (!clean) throw UsageError(what + " " + quote(target) + " is the container's root");
+  return anonymous ? *clean : target;
+}
+
 sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec) {
   sandbox::BindMount m;
+  if (!spec.empty() && spec[0] == '/' && spec.find(':') == std::string::npos) {
+    // `-v /path`: an anonymous volume.
+    m.anonymous = true;
+    m.target = volume_target(verb + ": volume target", spec, true);
+    return m;
+  }
   std::vector<std::string> parts;
   for (std::string_view p : split(spec, ':')) parts.emplace_back(p);
   if (parts.size() == 3 && (parts[2] == "ro" || parts[2] == "rw")) {
@@ -106,11 +121,11 @@ sandbox::BindMount parse_volume(const std::string& verb, const std::string& spec
     parts.pop_back();
   }
   if (parts.size() != 2 || parts[0].empty() || parts[1].empty()) {
-    throw UsageError(verb + ": bad volume " + quote(spec) + " (expected HOSTPATH:CTRPATH[:ro] or NAME:CTRPATH[:ro])");
+    throw UsageError(verb + ": bad volume " + quote(spec) +
+                     " (expected HOSTPATH:CTRPATH[:ro], NAME:CTRPATH[:ro] or CTRPATH)");
   }
   set_volume_source(m, parts[0], verb + ": volume source");
-  if (parts[1][0] != '/') throw UsageError(verb + ": volume target " + quote(parts[1]) + " is not an absolute path");
-  m.target = parts[1];
+  m.target = volume_target(verb + ": volume target", parts[1], false);
   return m;
 }
 
@@ -144,8 +159,7 @@ void add_mount(sandbox::RunSpec& spec, const std::string& text) {
   if (type == "bind") {
     if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a bind mount");
     if (source.empty() || source[0] != '/') throw UsageError("bad mount " + quote(text) + ": the source must be an absolute host path");
-    if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
-    spec.volumes.push_back({source, target, read_only, "", {}, {}, {}});
+    spec.volumes.push_back({source, volume_target("bad mount " + quote(text) + ": target", target, false), read_only, "", {}, {}, {}});
   } else if (type == "tmpfs") {
     if (!source.empty()) throw UsageError("bad mount " + quote(text) + ": a tmpfs has no source");
     std::string options = "rw";
@@ -155,12 +169,15 @@ void add_mount(sandbox::RunSpec& spec, const std::string& text) {
     spec.tmpfs.push_back(sandbox::parse_tmpfs(target + ":" + options));
   } else if (type == "volume") {
     if (!size.empty() || !mode.empty()) throw UsageError("bad mount " + quote(text) + ": tmpfs options on a volume");
-    if (source.empty() || source[0] == '/' || source[0] == '.')
+    if (!source.empty() && (source[0] == '/' || source[0] == '.'))
       throw UsageError("bad mount " + quote(text) + ": the source must be a volume name");
-    if (target[0] != '/') throw UsageError("bad mount " + quote(text) + ": the target must be an absolute path");
     sandbox::BindMount m;
-    set_volume_source(m, source, "bad mount " + quote(text) + ": source");
-    m.target = target;
+    if (source.empty()) {
+      m.anonymous = true;  // no source: an anonymous volume
+    } else {
+      set_volume_source(m, source, "bad mount " + quote(text) + ": source");
+    }
+    m.target = volume_target("bad mount " + quote(text) + ": target", target, m.anonymous);
     m.read_only = read_only;
     spec.volumes.push_back(m);
   } else {
@@ -199,14 +216,14 @@ void apply_security_opt(const std::string& verb, sandbox::RunSpec& spec, std::st
 // that cannot start is removed, as a foreground run removes it.
 int run_detached(const std::string& root, const sandbox::ContainerRunOptions& o, const lifecycle::LogOptions& log) {
   auto store = store::Store::open(root);
-  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o));
+  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o), sandbox::volume_names(o, true));
   try {
     lifecycle::save_config(c, o, log);
     lifecycle::start_detached(root, c, o, log, o.remove);
   } catch (...) {
     try {
       lifecycle::wait_stopped(store, c, 10000);  // the monitor lets go once its log is written
-      store.remove_container(c.id, true);
+      store.remove_container(c.id, true, true);
     } catch (const Error&) {
       // Reported by the error that caused the cleanup.
     }
@@ -227,15 +244,17 @@ void add_container_options(po::options_description& options) {
       ("env-file", po::value<std::vector<std::string>>()->composing(), "read environment variables from a file, one KEY=VALUE a line")
       ("workdir,w", po::value<std::string>(), "working directory inside the container (created when missing)")
       ("user,u", po::value<std::string>(), "run as USER[:GROUP] or UID[:GID] of the image")
-      ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path or mount a named volume (created when missing): HOSTPATH:CTRPATH[:ro] or NAME:CTRPATH[:ro]")
-      ("mount", po::value<std::vector<std::string>>()->composing(), "type=bind,source=HOSTPATH,target=CTRPATH[,readonly], type=volume,source=NAME,target=CTRPATH[,readonly] or type=tmpfs,target=CTRPATH[,tmpfs-size=N][,tmpfs-mode=OCTAL]")
+      ("volume,v", po::value<std::vector<std::string>>()->composing(), "bind a host path, mount a named volume (created when missing) or a new anonymous one: HOSTPATH:CTRPATH[:ro], NAME:CTRPATH[:ro] or CTRPATH")
+      ("mount", po::value<std::vector<std::string>>()->composing(), "type=bind,source=HOSTPATH,target=CTRPATH[,readonly], type=volume[,source=NAME],target=CTRPATH[,readonly] (no source: an anonymous volume) or type=tmpfs,target=CTRPATH[,tmpfs-size=N][,tmpfs-mode=OCTAL]")
       ("tmpfs", po::value<std::vector<std::string>>()->composing(), "mount a tmpfs: CTRPATH[:OPTIONS] (default rw,noexec,nosuid,nodev)")
       ("read-only", po::bool_switch(), "mount the container's root read-only")
       ("name", po::value<std::string>(), "name of the container")
       ("entrypoint", po::value<std::string>(), "override the image's entrypoint ('' clears it)")
       ("hostname", po::value<std::string>(), "host name inside the container")
       ("network", po::value<std::string>()->default_value("private"), "private (the default; 'bridge' also names it: a network namespace of its own, connected through slirp4netns), host (share the host's network) or none (loopback only)")
-      ("publish,p", po::value<std::vector<std::string>>()->composing(), "publish a container port on the host (private network): [HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]")
+      ("publish,p", po::value<std::vector<std::string>>()->composing(), "publish container ports on the host (private network): [[HOSTIP:]HOSTPORT:]CONTAINERPORT[/tcp|/udp], ports or ranges FIRST-LAST; without HOSTPORT one is chosen")
+      ("publish-all,P", po::bool_switch(), "publish every exposed port (the image's EXPOSE and --expose) to a chosen host port")
+      ("expose", po::value<std::vector<std::string>>()->composing(), "expose a port or a range: PORT[/tcp|/udp] (published by -P)")
       ("dns", po::value<std::vector<std::string>>()->composing(), "a DNS server for the container's /etc/resolv.conf (repeatable)")
       ("add-host", po::value<std::vector<std::string>>()->composing(), "add NAME:IP to the container's /etc/hosts (IP may be host-gateway)")
       ("cap-add", po::value<std::vector<std::string>>()->composing(), "add a capability to docker's default set (NAME or ALL)")
@@ -257,6 +276,8 @@ struct ContainerSettings {
   std::string name;
   std::optional<std::string> entrypoint, workdir;
   lifecycle::LogOptions log;
+  bool publish_all = false;         // -P
+  std::vector<std::string> expose;  // --expose, as "80/tcp" keys
 };
 
 ContainerSettings read_container_settings(const std::string& verb, const po::variables_map& vm) {
@@ -290,7 +311,11 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   for (const auto& opt : strings("log-opt")) lifecycle::parse_log_opt(s.log, opt);
   try {
     spec.network = sandbox::parse_network(vm["network"].as<std::string>());
-    for (const auto& p : strings("publish")) spec.ports.push_back(sandbox::parse_publish(p));
+    for (const auto& p : strings("publish"))
+      for (auto& port : sandbox::parse_publish(p)) spec.ports.push_back(port);
+    sandbox::check_ports(spec.ports);
+    for (const auto& e : strings("expose"))
+      for (auto& key : sandbox::parse_expose(e)) s.expose.push_back(key);
     for (const auto& d : strings("dns")) {
       sandbox::check_dns_server(d);
       spec.dns.push_back(d);
@@ -299,9 +324,10 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   } catch (const Error& e) {
     throw UsageError(verb + ": " + e.what());
   }
-  if (!spec.ports.empty() && spec.network != sandbox::Network::private_net) {
-    throw UsageError(verb + ": -p publishes ports of a private network, not with --network " +
-                     sandbox::network_name(spec.network));
+  s.publish_all = vm["publish-all"].as<bool>();
+  if ((!spec.ports.empty() || s.publish_all) && spec.network != sandbox::Network::private_net) {
+    throw UsageError(verb + ": " + (spec.ports.empty() ? "-P" : "-p") +
+                     " publishes ports of a private network, not with --network " + sandbox::network_name(spec.network));
   }
   try {
     sandbox::Resources& r = spec.resources;
@@ -321,6 +347,16 @@ ContainerSettings read_container_settings(const std::string& verb, const po::var
   return s;
 }
 
+// The image config's Volumes (Dockerfile VOLUME): its keys.
+std::vector<std::string> image_volume_paths(const store::Image& image) {
+  std::vector<std::string> out;
+  if (!image.config.contains("config") || !image.config["config"].is_object()) return out;
+  const auto& cfg = image.config["config"];
+  if (!cfg.contains("Volumes") || !cfg["Volumes"].is_object()) return out;
+  for (auto it = cfg["Volumes"].begin(); it != cfg["Volumes"].end(); ++it) out.push_back(it.key());
+  return out;
+}
+
 // The container REST names (its image, then the command), with the image
 // pulled when the store lacks it.
 sandbox::ContainerRunOptions container_run_options(const std::string& verb, const std::string& root,
@@ -333,8 +369,12 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
     auto store = store::Store::open(root);
     o.image = ensure_image(store, rest.at(0), pull_policy(vm, verb.c_str()), vm, std::cerr);
     o.volumes = spec.volumes;
-    for (auto& v : o.volumes)
+    o.tmpfs = spec.tmpfs;
+    sandbox::add_image_volumes(o, image_volume_paths(store.image(o.image, store::Layers::as_blobs)));
+    for (auto& v : o.volumes) {
+      if (v.anonymous) v.volume = store::new_volume_name();
       if (!v.volume.empty()) v.source = store.volume_data(v.volume);
+    }
   }
   o.args.assign(rest.begin() + 1, rest.end());
   o.name = s.name;
@@ -349,9 +389,10 @@ sandbox::ContainerRunOptions container_run_options(const std::string& verb, cons
   o.network = spec.network;
   o.fill_volume = fill_new_volume;
   o.ports = spec.ports;
+  o.publish_all = s.publish_all;
+  o.expose = s.expose;
   o.dns = spec.dns;
   o.extra_hosts = spec.extra_hosts;
-  o.tmpfs = spec.tmpfs;
   o.read_only_root = spec.read_only_root;
   o.capabilities = spec.capabilities;
   o.seccomp = spec.seccomp;
@@ -397,7 +438,13 @@ int run_verb(const GlobalOptions& global, const std::vector<std::string>& args) 
   if (detach) throw UsageError("run: -d needs an IMAGE (a --rootfs run makes no container)");
   if (!s.name.empty()) throw UsageError("run: --name needs an IMAGE (a --rootfs run makes no container)");
   for (const auto& v : spec.volumes)
-    if (!v.volume.empty()) throw UsageError("run: volume " + quote(v.volume) + " needs an IMAGE (a --rootfs run has no store)");
+    if (!v.volume.empty() || v.anonymous)
+      throw UsageError("run: volume " + quote(v.anonymous ? v.target : v.volume) +
+                       " needs an IMAGE (a --rootfs run has no store)");
+  if (s.publish_all) throw UsageError("run: -P needs an IMAGE (a --rootfs run has no exposed ports)");
+  for (const auto& p : spec.ports)
+    if (p.host_port == 0)
+      throw UsageError("run: -p without a host port needs an IMAGE (a --rootfs run makes no container to show the chosen port)");
   spec.rootfs = vm["rootfs"].as<std::string>();
   spec.argv = sandbox::combine_command({}, {}, s.entrypoint, rest);
   if (spec.argv.empty()) throw UsageError("run: no command given");
@@ -423,12 +470,12 @@ int create_verb(const GlobalOptions& global, const std::vector<std::string>& arg
   std::string root = global.root.empty() ? store::default_root() : global.root;
   sandbox::ContainerRunOptions o = container_run_options("create", root, s, vm, rest);
   auto store = store::Store::open(root);
-  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o));
+  store::Container c = store.create_container(o.image, o.name, sandbox::volume_names(o), sandbox::volume_names(o, true));
   try {
     lifecycle::save_config(c, o, s.log);
   } catch (...) {
     try {
-      store.remove_container(c.id, true);
+      store.remove_container(c.id, true, true);
     } catch (const Error&) {
       // Reported by the error that caused the cleanup.
     }

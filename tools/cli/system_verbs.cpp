@@ -78,11 +78,11 @@ std::vector<std::string> prune_containers(store::Store& store) {
 }
 
 // Prints a prune's removals and the space that the store's own prune (of
-// what nothing references any more) gives back.
-void finish_prune(store::Store& store, const std::vector<std::string>& lines) {
+// what nothing references any more) gives back, plus EXTRA_BYTES.
+void finish_prune(store::Store& store, const std::vector<std::string>& lines, std::int64_t extra_bytes = 0) {
   for (const auto& l : lines) std::cout << l << "\n";
   auto r = store.prune();
-  std::cout << "Total reclaimed space: " << human_size(r.bytes) << "\n";
+  std::cout << "Total reclaimed space: " << human_size(r.bytes + extra_bytes) << "\n";
 }
 
 // image prune and system prune (which removes stopped containers first).
@@ -91,27 +91,35 @@ int prune_images_command(const char* verb, bool with_containers, const GlobalOpt
   po::options_description opts("Options");
   opts.add_options()("all,a", "remove every image no container uses, not only untagged ones")(
       "force,f", "do not ask for confirmation");
+  if (with_containers) opts.add_options()("volumes", "remove the anonymous volumes no container uses too");
   po::positional_options_description pos;
   po::variables_map vm;
-  std::string usage = std::string("strata ") + verb + " [-a] [-f]";
+  std::string usage = std::string("strata ") + verb + (with_containers ? " [-a] [-f] [--volumes]" : " [-a] [-f]");
   if (!parse_args(verb, usage.c_str(), opts, pos, args, vm)) return 0;
   bool all = vm.count("all") != 0U;
+  bool volumes = vm.count("volumes") != 0U;
   auto store = open_store(g);
   std::string images = all ? "all images without at least one container associated to them" : "all dangling images";
   confirm(verb,
-          with_containers ? "This will remove:\n  - all stopped containers\n  - " + images +
-                                "\n  - every blob, layer and staging leftover nothing refers to"
+          with_containers ? "This will remove:\n  - all stopped containers\n" +
+                                std::string(volumes ? "  - all anonymous volumes not used by at least one container\n" : "") +
+                                "  - " + images + "\n  - every blob, layer and staging leftover nothing refers to"
                           : "This will remove " + images + ".",
           vm.count("force") != 0U);
   std::vector<std::string> lines;
+  std::int64_t volume_bytes = 0;
   if (with_containers) {
     lines = prune_containers(store);
     if (!lines.empty()) lines.insert(lines.begin(), "Deleted Containers:");
+    // docker: --volumes removes anonymous volumes only, whatever -a says.
+    auto gone = volumes ? store.prune_volumes(volume_bytes, false) : std::vector<std::string>{};
+    if (!gone.empty()) lines.emplace_back("Deleted Volumes:");
+    lines.insert(lines.end(), gone.begin(), gone.end());
   }
   auto removed = prune_images(store, all);
   if (with_containers && !removed.lines.empty()) lines.emplace_back("Deleted Images:");
   lines.insert(lines.end(), removed.lines.begin(), removed.lines.end());
-  finish_prune(store, lines);
+  finish_prune(store, lines, volume_bytes);
   return 0;
 }
 
@@ -181,6 +189,19 @@ int system_df(const GlobalOptions& g, const std::vector<std::string>& args) {
     if (store.running(c)) ++running;
     else container_reclaimable += size;
   }
+  // Volumes: active when a container (running or not) names them.
+  std::set<std::string> used_volumes;
+  for (const auto& c : containers) used_volumes.insert(c.volumes.begin(), c.volumes.end());
+  auto volumes = store.volumes();
+  std::int64_t volume_bytes = 0;
+  std::int64_t volume_reclaimable = 0;
+  std::int64_t active_volumes = 0;
+  for (const auto& v : volumes) {
+    std::int64_t size = tree_size(v.data);
+    volume_bytes += size;
+    if (used_volumes.count(v.name) != 0U) ++active_volumes;
+    else volume_reclaimable += size;
+  }
   std::int64_t cache_bytes = tree_size(store.root() + "/cache");
   auto percent = [](std::int64_t part, std::int64_t whole) {
     return whole == 0 ? std::string() : " (" + std::to_string(part * 100 / whole) + "%)";
@@ -196,6 +217,11 @@ int system_df(const GlobalOptions& g, const std::vector<std::string>& args) {
        {"Active", std::to_string(running)},
        {"Size", human_size(container_bytes)},
        {"Reclaimable", human_size(container_reclaimable) + percent(container_reclaimable, container_bytes)}},
+      {{"Type", "Local Volumes"},
+       {"TotalCount", std::to_string(volumes.size())},
+       {"Active", std::to_string(active_volumes)},
+       {"Size", human_size(volume_bytes)},
+       {"Reclaimable", human_size(volume_reclaimable) + percent(volume_reclaimable, volume_bytes)}},
       {{"Type", "Build Cache"},
        {"TotalCount", "-"},
        {"Active", "0"},
@@ -206,6 +232,8 @@ int system_df(const GlobalOptions& g, const std::vector<std::string>& args) {
                             {"Reclaimable", image_reclaimable}}},
                 {"Containers", {{"Total", containers.size()}, {"Active", running}, {"Size", container_bytes},
                                 {"Reclaimable", container_reclaimable}}},
+                {"Volumes", {{"Total", volumes.size()}, {"Active", active_volumes}, {"Size", volume_bytes},
+                             {"Reclaimable", volume_reclaimable}}},
                 {"BuildCache", {{"Size", cache_bytes}}}};
     std::cout << out.dump(2) << "\n";
   } else {

@@ -1,12 +1,14 @@
-// strata volume create|ls|inspect|rm|prune: the store's named volumes, and
+// strata volume create|ls|inspect|rm|prune: the store's volumes, and
 // the copy of an image's content into a new volume when a container first
 // mounts it.
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 #include "../../src/dockerfile/files.hpp"
@@ -86,15 +88,58 @@ int volume_create(const GlobalOptions& g, const std::vector<std::string>& args) 
   return 0;
 }
 
+// What --filter leaves of the volume listing, as docker combines filters:
+// values of one key match when any does (label: when all do), and every key
+// given must match.
+class VolumeFilter {
+ public:
+  explicit VolumeFilter(const po::variables_map& vm) {
+    for (auto& [key, value] : filters(vm, "volume ls", {"dangling", "driver", "label", "name"})) {
+      if (key == "dangling") {
+        if (value != "true" && value != "false" && value != "1" && value != "0")
+          throw UsageError("volume ls: --filter dangling=" + value + ": true or false");
+        dangling_.insert(value == "true" || value == "1");
+      } else {
+        (key == "driver" ? drivers_ : key == "label" ? labels_ : names_).push_back(value);
+      }
+    }
+  }
+
+  // USED: whether a container names V.
+  bool matches(const store::Volume& v, bool used) const {
+    if (!dangling_.empty() && dangling_.count(!used) == 0U) return false;
+    auto contains = [](const std::vector<std::string>& subs, const std::string& s) {
+      return subs.empty() ||
+             std::any_of(subs.begin(), subs.end(), [&](const std::string& sub) { return s.find(sub) != std::string::npos; });
+    };
+    if (!contains(names_, v.name) || !contains(drivers_, "local")) return false;
+    return std::all_of(labels_.begin(), labels_.end(), [&](const std::string& l) {
+      auto eq = l.find('=');
+      auto it = v.labels.find(l.substr(0, eq));
+      return it != v.labels.end() && (eq == std::string::npos || it->second == l.substr(eq + 1));
+    });
+  }
+
+ private:
+  std::set<bool> dangling_;
+  std::vector<std::string> drivers_, labels_, names_;
+};
+
 int volume_ls(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
   opts.add_options()("quiet,q", "print only the names")(
+      "filter,f", po::value<std::vector<std::string>>(),
+      "dangling=true|false, driver=SUBSTR, label=KEY[=VALUE], name=SUBSTR (repeatable)")(
       "format", po::value<std::string>(), "table (default), json, or a Go template: '{{.Name}} {{.Mountpoint}}'");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("volume ls", "strata volume ls [-q] [--format FORMAT]\n\nLists the named volumes.", opts, pos,
-                  args, vm))
+  if (!parse_args("volume ls", "strata volume ls [-q] [--filter KEY=VALUE]... [--format FORMAT]\n\n"
+                               "Lists the volumes, named and anonymous. Filters: dangling (no container uses it),\n"
+                               "driver, label (KEY or KEY=VALUE), name (part of the name). Values of one key\n"
+                               "match when any does (label: when all do); different keys must all match.",
+                  opts, pos, args, vm))
     return 0;
+  VolumeFilter filter(vm);
   Format format(format_option(vm), "table {{.Driver}}\t{{.Name}}",
                 {{"Driver", "DRIVER"},
                  {"Name", "VOLUME NAME"},
@@ -103,9 +148,12 @@ int volume_ls(const GlobalOptions& g, const std::vector<std::string>& args) {
                  {"Labels", "LABELS"},
                  {"Scope", "SCOPE"}});
   auto store = open_store(g);
+  std::set<std::string> used;
+  for (const auto& c : store.containers()) used.insert(c.volumes.begin(), c.volumes.end());
   json out = json::array();
   std::vector<json> rows;
   for (const auto& v : store.volumes()) {
+    if (!filter.matches(v, used.count(v.name) != 0U)) continue;
     std::string labels;
     for (const auto& [k, val] : v.labels) labels += (labels.empty() ? "" : ",") + k + "=" + val;
     rows.push_back({{"Driver", "local"},
@@ -188,18 +236,22 @@ int volume_rm(const GlobalOptions& g, const std::vector<std::string>& args) {
 
 int volume_prune(const GlobalOptions& g, const std::vector<std::string>& args) {
   po::options_description opts("Options");
-  opts.add_options()("all,a", "every unused volume (what strata always removes)")("force,f",
-                                                                               "do not ask for confirmation");
+  opts.add_options()("all,a", "every unused volume, not only anonymous ones")("force,f",
+                                                                          "do not ask for confirmation");
   po::positional_options_description pos;
   po::variables_map vm;
-  if (!parse_args("volume prune", "strata volume prune [-f]\n\nRemoves every volume that no container uses.", opts,
-                  pos, args, vm))
+  if (!parse_args("volume prune", "strata volume prune [-a] [-f]\n\n"
+                                  "Removes the anonymous volumes that no container uses; with -a every unused volume.",
+                  opts, pos, args, vm))
     return 0;
+  bool all = vm.count("all") != 0U;
   auto store = open_store(g);
-  confirm("volume prune", "This will remove all local volumes not used by at least one container.",
+  confirm("volume prune",
+          all ? "This will remove all local volumes not used by at least one container."
+              : "This will remove anonymous local volumes not used by at least one container.",
           vm.count("force") != 0U);
   std::int64_t bytes = 0;
-  auto removed = store.prune_volumes(bytes);
+  auto removed = store.prune_volumes(bytes, all);
   if (!removed.empty()) {
     std::cout << "Deleted Volumes:\n";
     for (const auto& n : removed) std::cout << n << "\n";
@@ -219,7 +271,7 @@ int volume_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
                   g, args);
 }
 
-const VerbRegistration reg_volume("volume", "volume create, ls, inspect, rm, prune: named volumes", volume_verb);
+const VerbRegistration reg_volume("volume", "volume create, ls, inspect, rm, prune: volumes", volume_verb);
 
 }  // namespace
 }  // namespace strata::cli
