@@ -206,6 +206,9 @@ struct Step {
   std::string chown, chmod, checksum;
   std::vector<std::string> excludes;
   bool link = false;
+  // COPY --parents: each source keeps its path (from the context's root,
+  // or from a `/./` in the source) under the destination directory.
+  bool parents = false;
   std::optional<bool> unpack;    // ADD --unpack (default: local archives only)
 
   // WORKDIR: the directory the executor creates if it is missing.
@@ -240,6 +243,12 @@ struct Plan {
   int target = 0;                // index into `stages` of the stage that becomes the image
   int total_steps = 0;
   std::vector<std::string> warnings;
+  // Build checks that found something, after the check policy (the `check`
+  // directive, or the build argument BUILDKIT_DOCKERFILE_CHECK, which wins)
+  // dropped the skipped rules; in line order.
+  std::vector<CheckWarning> checks;
+  bool checks_are_errors = false;  // check=error=true: a finding fails the build
+  int check_directive_line = 0;    // where that policy was written (0: a build argument)
 };
 
 // Evaluates DOCKERFILE. Throws DockerfileError (with the position) for

@@ -24,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <ostream>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -136,6 +137,9 @@ struct ExecuteOptions {
   IgnoreMatcher ignore;             // .dockerignore of the context
   std::vector<std::string> tags;    // references to point at the image
   bool no_cache = false;
+  // --no-cache-filter: the stages (Stage::index) whose steps run without
+  // the cache; the other stages still use it.
+  std::set<int> no_cache_stages;
   // The layers the target stage made on top of its FROM are merged into
   // one; the history keeps every entry, only the last one that made a layer
   // points to the merged layer. The cache keeps the separate steps.

@@ -14,6 +14,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,7 @@ struct HealthcheckSpec {
 
 struct Instruction {
   std::string keyword;   // upper case: "RUN"
+  std::string keyword_as_written;  // "run", "Run": the casing build checks look at
   Position pos;          // the keyword's first character
   int last_line = 0;     // last physical line (continuations, heredocs included)
   std::string original;  // the logical line: continuations joined, comment lines in them dropped
@@ -102,6 +104,9 @@ struct Instruction {
   std::vector<ArgDecl> arg_decls;  // ARG
   std::vector<Heredoc> heredocs;   // RUN, COPY, ADD (and through ONBUILD)
   std::string stage_name;          // FROM ... AS name (lower-cased, as docker does)
+  std::string as_keyword;          // FROM: the AS word as written ("as", "AS"), or empty
+  std::string stage_name_as_written;
+  bool legacy_key_value = false;   // ENV, LABEL: `ENV name value` (no `=`)
   HealthcheckSpec health;          // HEALTHCHECK
   std::shared_ptr<const Instruction> trigger;  // ONBUILD: the instruction it stores
   std::string trigger_text;                    // ONBUILD: the text recorded in the image's OnBuild
@@ -118,13 +123,45 @@ struct Directive {
   int line = 0;
 };
 
+// A finding of a build check (BuildKit's rule names and messages).
+struct CheckWarning {
+  std::string rule;     // "JSONArgsRecommended"
+  std::string message;  // "JSON arguments recommended for CMD to ..."
+  int line = 0;         // of the instruction (1-based)
+};
+
 struct Dockerfile {
   std::string path;  // as used in messages
   char escape = '\\';
   std::vector<Directive> directives;
   std::vector<Instruction> instructions;
   std::vector<std::string> warnings;  // "FILE:LINE: ..." for things docker warns about
+  std::vector<CheckWarning> checks;   // the parser's own finding: NoEmptyContinuation
+
+  // The directive NAME (lower case), or null.
+  const Directive* directive(std::string_view name) const;
 };
+
+// Which build checks run and what a finding does: `# check=skip=A,B;error=true`
+// or the build argument BUILDKIT_DOCKERFILE_CHECK with the same text.
+struct CheckPolicy {
+  bool skip_all = false;
+  std::set<std::string> skip;  // rule names, as written (case-sensitive)
+  bool error = false;          // a finding fails the build before any step runs
+};
+// Parses the check directive's value; throws Error naming what is wrong.
+CheckPolicy parse_check_policy(std::string_view text);
+
+// The build checks that need only the Dockerfile (every stage, used or not):
+// casing, stage names, JSON arguments, MAINTAINER, repeated CMD/ENTRYPOINT/
+// HEALTHCHECK, the legacy `ENV k v` form, secret-looking ARG/ENV names,
+// relative WORKDIR, EXPOSE formats and FROM --platform values. The planner
+// adds those that need expansion (UndefinedVar, UndefinedArgInFrom,
+// InvalidDefaultArgInFrom). In line order.
+std::vector<CheckWarning> lint_dockerfile(const Dockerfile& df);
+
+// The declared name closest to NAME for a "did you mean" hint, or "".
+std::string closest_name(std::string_view name, const std::vector<std::string>& candidates);
 
 // Parses TEXT. PATH names the file in error messages. Throws DockerfileError.
 Dockerfile parse_dockerfile(std::string_view text, const std::string& path);
@@ -172,6 +209,10 @@ class ShellLexer {
   // as BuildKit splits a line when it looks for here-document markers
   // (`<< EOF` is one word).
   bool heredoc_words = false;
+  // When set, receives the name of each variable referenced while unset in
+  // a form without a fallback ($v, ${v}, ${v#p}, ${v/p/r}; not ${v:-w},
+  // ${v+w} or ${v?m}): the UndefinedVar build check.
+  std::vector<std::string>* unset_references = nullptr;
 
   // The word with quotes removed and variables expanded; no field splitting.
   std::string process_word(std::string_view word, const VariableLookup& lookup) const;

@@ -41,6 +41,13 @@ const Flag* Instruction::flag(std::string_view name) const {
   return found;
 }
 
+const Directive* Dockerfile::directive(std::string_view name) const {
+  for (const auto& d : directives) {
+    if (d.name == name) return &d;
+  }
+  return nullptr;
+}
+
 std::vector<std::string> Instruction::flag_values(std::string_view name) const {
   std::vector<std::string> out;
   for (const auto& f : flags) {
@@ -170,9 +177,7 @@ class Parser {
         more = append_piece(logical, piece, line_no, 1);
       }
       if (trim(logical.text).empty()) continue;  // only continuations up to the end of the file
-      if (empty_continuation) {
-        df.warnings.push_back(path_ + ":" + std::to_string(first_line) + ": empty continuation line");
-      }
+      if (empty_continuation) df.checks.push_back({"NoEmptyContinuation", "Empty continuation line", first_line});
       Instruction ins = parse_logical(logical, 0);
       ins.last_line = static_cast<int>(i);
       read_heredocs(ins, i, logical);
@@ -385,7 +390,8 @@ class Parser {
     size_t kw_start = p;
     while (p < text.size() && !is_space(text[p])) ++p;
     Instruction ins;
-    ins.keyword = to_upper(text.substr(kw_start, p - kw_start));
+    ins.keyword_as_written = std::string(text.substr(kw_start, p - kw_start));
+    ins.keyword = to_upper(ins.keyword_as_written);
     ins.pos = position(logical, kw_start);
     ins.original = std::string(trim(text.substr(kw_start)));
     if (instruction_names().count(ins.keyword) == 0) {
@@ -554,6 +560,7 @@ class Parser {
       size_t q = p;
       while (q < rest.size() && is_space(rest[q])) ++q;
       if (q >= rest.size()) fail_args(logical, offset, ins, "must have two arguments");
+      ins.legacy_key_value = true;
       ins.pairs.push_back({{std::string(rest.substr(0, p)), position(logical, offset)},
                            {std::string(rest.substr(q)), position(logical, offset + q)}});
       return;
@@ -666,6 +673,8 @@ class Parser {
     } else if (k == "FROM") {
       auto words = split_blanks(rest, offset);
       if (words.size() == 3 && to_lower(words[1].text) == "as") {
+        ins.as_keyword = words[1].text;
+        ins.stage_name_as_written = words[2].text;
         ins.stage_name = to_lower(words[2].text);
         if (!valid_stage_name(ins.stage_name)) {
           fail_at(logical, words[2].offset,
@@ -820,6 +829,25 @@ Dockerfile parse_dockerfile(std::string_view text, const std::string& path) {
 Instruction parse_instruction(std::string_view line, const std::string& origin) {
   Parser parser(line, origin);
   return parser.parse_single(line);
+}
+
+std::string closest_name(std::string_view name, const std::vector<std::string>& candidates) {
+  // The same name in another case first ($path for PATH), else the nearest
+  // within two edits (a swapped pair of letters is two), never a name that
+  // shares nothing with it.
+  for (const auto& c : candidates) {
+    if (to_lower(c) == to_lower(name)) return c;
+  }
+  std::string best;
+  size_t best_distance = 3;
+  for (const auto& c : candidates) {
+    size_t d = edit_distance(name, c);
+    if (d < best_distance && d < name.size() && d < c.size()) {
+      best = c;
+      best_distance = d;
+    }
+  }
+  return best;
 }
 
 }  // namespace strata::build

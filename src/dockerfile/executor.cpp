@@ -67,7 +67,7 @@ bool dir_is_empty(const std::string& path) {
 struct State {
   std::vector<std::string> layers;  // diff_ids, bottom first
   nlohmann::json history = nlohmann::json::array();
-  std::string chain;                // cache key of the last step
+  std::string chain;                // the last step's cache key, with the layer it made
   size_t base_layers = 0;           // layers of the stage's FROM
   size_t base_history = 0;          // history entries of the stage's FROM
   std::string created;              // of the last step
@@ -237,7 +237,7 @@ class Executor {
     }
     std::string key = cache_key(s.chain, step.normalized, step.used_args, digest);
     std::optional<nlohmann::json> cached;
-    if (!opt_.no_cache) {
+    if (!opt_.no_cache && opt_.no_cache_stages.count(step.stage) == 0) {
       if (auto v = store_.cache_get(key)) {
         try {
           nlohmann::json j = nlohmann::json::parse(*v);
@@ -273,7 +273,12 @@ class Executor {
       store_.cache_put(key, entry.dump());
     }
     if (!layer.empty()) s.layers.push_back(layer);
-    s.chain = key;
+    // The chain names what the stage holds, not only how it got there: a
+    // step run again without the cache (--no-cache-filter) may give another
+    // layer, and every later step, a COPY --from or a FROM of this stage
+    // must then miss the cache too. A cache hit gives the same layer, so the
+    // same chain.
+    s.chain = layer.empty() ? key : cache_key(key, "layer", {}, layer);
     s.created = created;
     if (step.has_history) {
       nlohmann::json h = {{"created", created}, {"created_by", step.history.created_by}};
@@ -692,16 +697,23 @@ class Executor {
     }
 
     struct Item {
-      std::string rel;  // in the source root
+      std::string rel;   // in the source root
       std::string url;
+      std::string kept;  // --parents: the path it keeps under the destination ("." for the pivot itself)
     };
     std::vector<Item> items;
     for (const auto& src : step.sources) {
       if (is_url(src)) {
-        items.push_back({{}, src});
+        items.push_back({{}, src, {}});
         continue;
       }
       std::string s = from_context ? src : clean_path("/" + src);
+      // --parents keeps each path from the root, or from the `/./` in the
+      // source (`./app/./src/*.go` keeps `src/...`).
+      std::string pivot;
+      if (auto mark = src.find("/./"); step.parents && mark != std::string::npos) {
+        pivot = clean_path("/" + src.substr(0, mark)).substr(1);
+      }
       auto paths = expand_sources(src_root, s, ignore);
       std::vector<std::string> kept;
       for (const auto& p : paths) {
@@ -714,12 +726,20 @@ class Executor {
                                              : "file not found in the source stage: ") +
                     quote(src));
       }
-      for (auto& p : kept) items.push_back({p, {}});
+      for (auto& p : kept) {
+        std::string keep;
+        if (step.parents) {
+          keep = p;
+          if (!pivot.empty() && p == pivot) keep = ".";
+          else if (!pivot.empty() && p.rfind(pivot + "/", 0) == 0) keep = p.substr(pivot.size() + 1);
+        }
+        items.push_back({p, {}, keep});
+      }
     }
     // Symlinks in the destination lead where they lead in the container,
     // dangling ones included (their target is created), never outside it.
     std::string dest = resolve_in_root(root, step.dest);
-    bool into_dir = step.dest_is_dir || items.size() + step.inline_sources.size() > 1;
+    bool into_dir = step.dest_is_dir || step.parents || items.size() + step.inline_sources.size() > 1;
     if (!into_dir) {
       UniqueFd d = files::open_in_root(root, dest, O_PATH | O_DIRECTORY);
       into_dir = static_cast<bool>(d);
@@ -767,9 +787,11 @@ class Executor {
       if (!src) throw SysError(errno, "open " + quote(item.rel));
       struct stat st {};
       if (::fstat(src.get(), &st) != 0) throw_errno("stat " + quote(item.rel));
+      // --parents: the source's path, less the pivot, under the destination.
+      const std::string item_dest = step.parents ? clean_path(dest + "/" + item.kept) : dest;
       if (S_ISDIR(st.st_mode)) {
         // A directory's contents are copied, not the directory itself.
-        UniqueFd target = files::make_dirs(root, dest, created_owner);
+        UniqueFd target = files::make_dirs(root, item_dest, created_owner);
         UniqueFd in = files::open_in_root(src_root, item.rel, O_RDONLY | O_DIRECTORY);
         files::CopySpec sub = spec;
         std::vector<std::string> names = read_dir_names(in.get(), item.rel);
@@ -791,7 +813,13 @@ class Executor {
         if (data && unpack(data.get(), item.rel)) continue;
       }
       std::string leaf;
-      UniqueFd parent = target_of(basename_of(item.rel), leaf);
+      UniqueFd parent;
+      if (step.parents) {
+        leaf = basename_of(item_dest);
+        parent = files::make_dirs(root, dirname_of(item_dest), created_owner);
+      } else {
+        parent = target_of(basename_of(item.rel), leaf);
+      }
       files::CopySpec s2 = spec;
       s2.ignore_prefix = item.rel;
       s2.exclude_prefix = basename_of(item.rel);

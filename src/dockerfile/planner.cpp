@@ -9,6 +9,7 @@
 
 #include "strata/build.hpp"
 #include "strata/dockerignore.hpp"
+#include "strata/oci.hpp"
 
 namespace strata::build {
 
@@ -64,6 +65,9 @@ std::string to_lower(std::string s) {
 bool all_digits(std::string_view s) {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)); });
 }
+
+// The build argument that sets the check policy, as the `check` directive does.
+constexpr const char* kCheckArg = "BUILDKIT_DOCKERFILE_CHECK";
 
 const std::set<std::string>& proxy_args() {
   static const std::set<std::string> names = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
@@ -157,16 +161,108 @@ class Planner {
     plan.total_steps = number;
     std::vector<std::string> unused;
     for (const auto& [name, value] : opt_.build_args) {
-      if (consumed_.count(name) == 0 && proxy_args().count(name) == 0) unused.push_back(name);
+      if (consumed_.count(name) == 0 && proxy_args().count(name) == 0 && name != kCheckArg) unused.push_back(name);
     }
     if (!unused.empty()) {
       plan.warnings.push_back("one or more build-args [" + join(unused, " ") + "] were not consumed");
     }
     for (const auto& w : df_.warnings) plan.warnings.push_back(w);
+    apply_check_policy(plan);
     return plan;
   }
 
  private:
+  // The findings of every check, less those the policy skips.
+  void apply_check_policy(Plan& plan) const {
+    CheckPolicy policy;
+    if (auto it = opt_.build_args.find(kCheckArg); it != opt_.build_args.end()) {
+      try {
+        policy = parse_check_policy(it->second);
+      } catch (const Error& e) {
+        throw Error("build argument " + std::string(kCheckArg) + ": " + e.what());
+      }
+    } else if (const Directive* d = df_.directive("check")) {
+      try {
+        policy = parse_check_policy(d->value);
+      } catch (const Error& e) {
+        throw DockerfileError(df_.path, {d->line, 1}, e.what(), "# check=" + d->value);
+      }
+      plan.check_directive_line = d->line;
+    }
+    if (policy.skip_all) return;
+    std::vector<CheckWarning> all = lint_dockerfile(df_);
+    all.insert(all.end(), df_.checks.begin(), df_.checks.end());
+    all.insert(all.end(), found_.begin(), found_.end());
+    std::stable_sort(all.begin(), all.end(), [](const CheckWarning& a, const CheckWarning& b) { return a.line < b.line; });
+    for (auto& w : all) {
+      if (policy.skip.count(w.rule) == 0) plan.checks.push_back(std::move(w));
+    }
+    plan.checks_are_errors = policy.error;
+  }
+
+  // UndefinedVar: NAMES were referenced unset in an instruction of the
+  // stage being evaluated; those neither ENV nor ARG declares are reported.
+  void note_undefined(const std::vector<std::string>& names, Position pos) {
+    if (current_ == nullptr) return;
+    const StageState& s = *current_;
+    std::vector<std::string> known;
+    for (const auto& e : s.stage.steps.back().config.env) known.push_back(e.substr(0, e.find('=')));
+    for (const auto& a : s.args) known.push_back(a.first);
+    for (const auto& name : names) {
+      if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+      std::string message = "Usage of undefined variable '$" + name + "'";
+      std::string hint = closest_name(name, known);
+      if (!hint.empty()) message += " (did you mean $" + hint + "?)";
+      CheckWarning w{"UndefinedVar", message, pos.line};
+      bool seen = std::any_of(found_.begin(), found_.end(), [&](const CheckWarning& f) {
+        return f.rule == w.rule && f.message == w.message && f.line == w.line;
+      });
+      if (!seen) found_.push_back(std::move(w));
+    }
+  }
+
+  // UndefinedArgInFrom and InvalidDefaultArgInFrom for a FROM's WORD (the
+  // image or --platform): the ARGs it names must be declared before the first
+  // FROM, and the image must be a valid name with their defaults alone.
+  void check_from_word(const Word& w, bool is_image) {
+    std::vector<std::string> unset;
+    ShellLexer lexer(df_.escape);
+    lexer.unset_references = &unset;
+    std::vector<std::string> declared;
+    for (const auto& a : global_args_) declared.push_back(a.first);
+    try {
+      lexer.process_word(w.text, global_lookup());
+    } catch (const ExpansionError&) {
+      return;  // expand() reports it
+    }
+    for (const auto& name : unset) {
+      if (std::find(declared.begin(), declared.end(), name) != declared.end() || auto_arg(name)) continue;
+      std::string message = "FROM argument '" + name + "' is not declared";
+      std::string hint = closest_name(name, declared);
+      if (!hint.empty()) message += " (did you mean " + hint + "?)";
+      found_.push_back({"UndefinedArgInFrom", message, w.pos.line});
+    }
+    if (!is_image || w.text.find('$') == std::string::npos) return;
+    std::string with_defaults;
+    try {
+      with_defaults = ShellLexer(df_.escape).process_word(w.text, [this](std::string_view name) -> std::optional<std::string> {
+        for (auto it = global_defaults_.rbegin(); it != global_defaults_.rend(); ++it) {
+          if (it->first == name) return it->second;
+        }
+        return auto_arg(name);
+      });
+    } catch (const ExpansionError&) {
+      with_defaults.clear();
+    }
+    bool valid = !with_defaults.empty() &&
+                 (to_lower(with_defaults) == "scratch" || stage_by_name(with_defaults, static_cast<int>(stage_names_.size())) ||
+                  oci::Reference::try_parse(with_defaults));
+    if (!valid) {
+      found_.push_back({"InvalidDefaultArgInFrom",
+                        "Default value for ARG " + w.text + " results in empty or invalid base image name", w.pos.line});
+    }
+  }
+
   [[noreturn]] void fail(Position pos, const std::string& message) const {
     throw DockerfileError(df_.path, pos, message, instruction_text(pos));
   }
@@ -193,17 +289,29 @@ class Planner {
     }
   }
 
-  std::string expand(const Word& w, const VariableLookup& lookup) const {
+  // Expands W; in a stage's own instructions, variables neither ENV nor ARG
+  // declares are noted for the UndefinedVar check.
+  std::string expand(const Word& w, const VariableLookup& lookup) {
+    std::vector<std::string> unset;
+    ShellLexer lexer(df_.escape);
+    lexer.unset_references = &unset;
     try {
-      return ShellLexer(df_.escape).process_word(w.text, lookup);
+      std::string out = lexer.process_word(w.text, lookup);
+      note_undefined(unset, w.pos);
+      return out;
     } catch (const ExpansionError& e) {
       fail(w.pos, e.what());
     }
   }
 
-  std::vector<std::string> expand_fields(const Word& w, const VariableLookup& lookup) const {
+  std::vector<std::string> expand_fields(const Word& w, const VariableLookup& lookup) {
+    std::vector<std::string> unset;
+    ShellLexer lexer(df_.escape);
+    lexer.unset_references = &unset;
     try {
-      return ShellLexer(df_.escape).process_words(w.text, lookup);
+      auto out = lexer.process_words(w.text, lookup);
+      note_undefined(unset, w.pos);
+      return out;
     } catch (const ExpansionError& e) {
       fail(w.pos, e.what());
     }
@@ -238,6 +346,21 @@ class Planner {
         }
         consumed_.insert(d.name.text);
         values.emplace_back(d.name.text, value);
+        // What the ARG holds when no --build-arg is given (InvalidDefaultArgInFrom).
+        std::optional<std::string> default_value;
+        if (d.value) {
+          try {
+            default_value = ShellLexer(df_.escape).process_word(d.value->text, [this](std::string_view name) {
+              for (auto it = global_defaults_.rbegin(); it != global_defaults_.rend(); ++it) {
+                if (it->first == name) return it->second;
+              }
+              return auto_arg(name);
+            });
+          } catch (const ExpansionError&) {
+            default_value.reset();
+          }
+        }
+        global_defaults_.emplace_back(d.name.text, default_value);
       }
       for (auto& v : values) global_args_.push_back(std::move(v));
     }
@@ -277,9 +400,15 @@ class Planner {
     StageState s;
     s.stage.index = index;
     s.stage.name = stage_names_[static_cast<size_t>(index)];
+    // FROM expands with the global ARGs and ONBUILD triggers come from the
+    // base image: neither is this stage's text for UndefinedVar.
+    StageState* outer = current_;
+    current_ = nullptr;
     dispatch_from(s, df_.instructions[begin]);
     run_triggers(s);
+    current_ = &s;
     for (size_t i = begin + 1; i < end; ++i) dispatch(s, df_.instructions[i]);
+    current_ = outer;
     s.stage.config = s.stage.steps.back().config;
     return done_.emplace(index, std::move(s.stage)).first->second;
   }
@@ -297,6 +426,8 @@ class Planner {
 
   void dispatch_from(StageState& s, const Instruction& ins) {
     Step step = new_step(s, ins, StepKind::from);
+    if (const Flag* f = ins.flag("platform")) check_from_word({*f->value, f->pos}, false);
+    check_from_word(ins.args[0], true);
     if (const Flag* f = ins.flag("platform")) {
       std::string platform = expand({*f->value, f->pos}, global_lookup());
       if (platform != platform_ && platform != platform_ + "/" && !platform.empty()) {
@@ -516,15 +647,15 @@ class Planner {
   }
 
   std::vector<std::string> parse_port_spec(const std::string& spec, Position pos) const {
-    if (spec.find(':') != std::string::npos) {
-      fail(pos, "EXPOSE takes container ports only, not a host mapping: " + quote(spec));
-    }
     std::string port = spec;
     std::string proto = "tcp";
     if (auto slash = spec.find('/'); slash != std::string::npos) {
       port = spec.substr(0, slash);
       proto = to_lower(spec.substr(slash + 1));
     }
+    // IP:HOST:CONTAINER and HOST:CONTAINER expose the container port, as
+    // docker does (the ExposeInvalidFormat check warns about them).
+    if (auto colon = port.rfind(':'); colon != std::string::npos) port = port.substr(colon + 1);
     if (proto != "tcp" && proto != "udp" && proto != "sctp") fail(pos, "invalid proto: " + quote(proto));
     auto number = [&](const std::string& s) -> long {
       if (!all_digits(s) || s.size() > 5) fail(pos, "invalid containerPort: " + quote(port));
@@ -765,9 +896,7 @@ class Planner {
     }
     if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
     if (const Flag* f = ins.flag("unpack")) step.unpack = *f->value == "true";
-    if (const Flag* f = ins.flag("parents"); f != nullptr && *f->value == "true") {
-      fail(f->pos, "COPY --parents is not supported by strata build");
-    }
+    if (const Flag* f = ins.flag("parents")) step.parents = *f->value == "true";
     if (const Flag* f = ins.flag("keep-git-dir"); f != nullptr && *f->value == "true") {
       fail(f->pos, "ADD --keep-git-dir is not supported: strata does not fetch git repositories");
     }
@@ -815,7 +944,10 @@ class Planner {
   std::vector<size_t> stage_starts_;
   std::vector<std::string> stage_names_;
   std::vector<std::pair<std::string, std::optional<std::string>>> global_args_;
+  std::vector<std::pair<std::string, std::optional<std::string>>> global_defaults_;  // without --build-arg
   std::set<std::string> consumed_;
+  std::vector<CheckWarning> found_;  // the planner's own check findings
+  StageState* current_ = nullptr;    // the stage whose instructions are being dispatched
   std::map<int, Stage> done_;
 };
 

@@ -192,12 +192,19 @@ class WordProcessor {
     return lookup_(name);
   }
 
+  // A reference with no fallback for an unset variable.
+  std::optional<std::string> get_plain(const std::string& name) const {
+    auto value = get(name);
+    if (!value && opt_.unset_references != nullptr) opt_.unset_references->push_back(name);
+    return value;
+  }
+
   std::string process_dollar() {
     next();  // '$'
     if (peek() != '{') {
       std::string name = process_name();
       if (name.empty()) return "$";
-      auto value = get(name);
+      auto value = get_plain(name);
       if (!value && opt_.skip_unset) return "$" + name;
       return value.value_or("");
     }
@@ -208,7 +215,7 @@ class WordProcessor {
     std::string name = process_name();
     int op = next();
     if (op == '}') {
-      auto value = get(name);
+      auto value = get_plain(name);
       if (!value && opt_.skip_unset) return "${" + name + "}";
       return value.value_or("");
     }
@@ -231,7 +238,7 @@ class WordProcessor {
     bool pattern_op = op == '#' || op == '%';
     if (null_is_unset && pattern_op) throw ExpansionError("unsupported modifier (" + modifier + ") in substitution");
     std::string word = process_operand('}', pattern_op);
-    auto value = get(name);
+    auto value = pattern_op ? get_plain(name) : get(name);
     if (!value && opt_.skip_unset) return "${" + name + modifier + word + "}";
     bool absent = !value || (null_is_unset && value->empty());
     switch (op) {
@@ -294,7 +301,7 @@ class WordProcessor {
     if (all) next();
     std::string pattern = process_operand('/', true);
     std::string replacement = process_operand('}', false);
-    auto value = get(name);
+    auto value = get_plain(name);
     if (!value && opt_.skip_unset) return "${" + name + (all ? "//" : "/") + pattern + "/" + replacement + "}";
     std::string v = value.value_or("");
     std::string out;

@@ -470,7 +470,7 @@ def test_dockerfile_specific_ignore_file_wins_over_the_contexts(env, workdir):
     ("FROM base:1\nRUNN echo hi\n", "Dockerfile:2:1: unknown instruction: RUNN"),
     ("FROM base:1\nCOPY onlyone\n", "Dockerfile:2:6: COPY requires at least two arguments"),
     ("FROM nothere:1\n", "Dockerfile:1:6: base image 'nothere:1' is not in the local store"),
-    ("FROM base:1\nEXPOSE 80:80\n", "Dockerfile:2:"),
+    ("FROM base:1\nEXPOSE 80/xyz\n", "Dockerfile:2:"),
     ("FROM base:1\nENV A=${B:?B is required}\n", "Dockerfile:2:"),
 ])
 def test_malformed_dockerfile_errors_name_file_line_column(env, dockerfile, expected):
@@ -797,3 +797,163 @@ def test_copy_heredoc_named_like_a_path_writes_nothing_outside(env, workdir, nam
     r = env.build(f"FROM base:1\nCOPY <<{marker} /d/\nbody\n{marker}\n", ok=False)
     assert r.returncode == 1 and "cannot be a file name" in r.stderr, r.stderr
     assert not os.path.exists(out)
+
+
+def test_build_checks_warn_and_the_build_goes_on(env):
+    r = env.build("FROM base:1\nENV A b\nCMD echo hi\n", "-t", "checked:1")
+    assert "strata: warning: Dockerfile:2: LegacyKeyValueFormat: " in r.stderr
+    assert ("strata: warning: Dockerfile:3: JSONArgsRecommended: JSON arguments recommended for CMD "
+            "to prevent unintended behavior related to OS signals") in r.stderr
+    assert "checked:1" in env.tags()
+    # A clean Dockerfile prints no check line.
+    r = env.build('FROM base:1\nCMD ["sh"]\n')
+    assert "warning" not in r.stderr
+
+
+def test_check_error_true_fails_before_any_step_and_tags_nothing(env):
+    r = env.build("# check=error=true\nFROM base:1\nRUN touch /ran\nCMD echo hi\nMAINTAINER me\n",
+                  "-t", "lint:1", ok=False)
+    assert r.returncode == 1, r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last == ("strata: Dockerfile:1:1: lint violation found for rules: "
+                    "JSONArgsRecommended, MaintainerDeprecated"), r.stderr
+    assert "RUN touch" not in r.stdout
+    assert "lint:1" not in env.tags()
+    # The build argument overrides the directive; skipped rules do not count.
+    r = env.build("# check=error=true\nFROM base:1\nCMD echo hi\n", "-t", "lint:2",
+                  "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=skip=JSONArgsRecommended;error=true")
+    assert "lint:2" in env.tags()
+    assert "warning" not in r.stderr
+    r = env.build("FROM base:1\n", "--build-arg", "BUILDKIT_DOCKERFILE_CHECK=bogus", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.strip() == ("strata: build argument BUILDKIT_DOCKERFILE_CHECK: check 'bogus' is not "
+                                "KEY=VALUE (skip=RULES, error=true|false, experimental=RULES)")
+
+
+def test_check_flag_reports_without_building(env):
+    before = env.layer_dirs()
+    r = env.build("FROM base:1\nRUN touch /x\nLABEL x=$nothere\n", "--check", "-t", "never:1", ok=False)
+    assert r.returncode == 1
+    assert r.stdout.splitlines() == ["Dockerfile:3: UndefinedVar: Usage of undefined variable '$nothere'"]
+    assert r.stderr.strip() == "strata: 1 build check warning found in Dockerfile"
+    assert "never:1" not in env.tags()
+    assert env.layer_dirs() == before
+    r = env.build('FROM base:1\nRUN ["true"]\n', "--check")
+    assert r.stdout == "Check complete, no warnings found.\n"
+
+
+def test_iidfile_holds_the_image_id_and_a_failed_build_leaves_none(env, workdir):
+    iid = os.path.join(workdir, "iid")
+    env.build("FROM base:1\nRUN echo x > /x\n", "-t", "iid:1", "--iidfile", iid)
+    with open(iid) as f:
+        assert f.read() == env.image_id("iid:1")
+    r = env.build("FROM base:1\nRUN exit 3\n", "--iidfile", iid, ok=False)
+    assert r.returncode == 1
+    assert not os.path.exists(iid)
+    assert [n for n in os.listdir(workdir) if n.startswith("iid")] == []
+
+
+OUTPUT_DOCKERFILE = "FROM base:1\nRUN echo made > /made && rm -f /bin/true\n"
+
+
+def test_output_local_writes_the_merged_tree(env, workdir):
+    dest = os.path.join(workdir, "out", "tree")
+    r = env.build(OUTPUT_DOCKERFILE, "-o", dest)
+    assert "Successfully built" in r.stdout
+    with open(os.path.join(dest, "made")) as f:
+        assert f.read() == "made\n"
+    assert os.path.exists(os.path.join(dest, "bin", "sh"))
+    # What a later layer removed is not there, and no whiteout marks it.
+    assert not os.path.lexists(os.path.join(dest, "bin", "true"))
+    assert not [n for n in os.listdir(os.path.join(dest, "bin")) if n.startswith(".wh.")]
+
+
+def test_output_tar_to_a_file_and_to_standard_output(env, workdir):
+    dest = os.path.join(workdir, "img.tar")
+    env.build(OUTPUT_DOCKERFILE, "--output", f"type=tar,dest={dest}")
+    with tarfile.open(dest) as t:
+        names = t.getnames()
+    assert "made" in names and "bin/sh" in names and "bin/true" not in names
+    assert not [n for n in names if ".wh." in n]
+    assert [n for n in os.listdir(workdir) if "strata-output" in n] == []
+    # '-': the tar is standard output, the progress goes to standard error.
+    r = env.strata("build", "-o", "-", env.ctx, text=False)
+    assert r.returncode == 0, r.stderr
+    assert b"Successfully built" in r.stderr
+    with tarfile.open(fileobj=io.BytesIO(r.stdout)) as t:
+        assert t.extractfile("made").read() == b"made\n"
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_output_image_archives_load_into_another_store(env, workdir, kind):
+    dest = os.path.join(workdir, f"img-{kind}.tar")
+    env.build(OUTPUT_DOCKERFILE, "-t", "archived:1", "--output", f"type={kind},dest={dest}")
+    other = os.path.join(workdir, "other-store")
+    r = run([tool("strata"), "--root", other, "load", "-i", dest])
+    assert r.returncode == 0, r.stderr
+    r = run([tool("strata"), "--root", other, "images", "-q", "--no-trunc"])
+    assert env.image_id("archived:1") in r.stdout
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("type=registry,dest=x", "type=registry is not supported: tag the image with -t and use 'strata push'"),
+    ("type=zip,dest=x", "type must be local, tar, oci or docker"),
+    ("type=tar", "dest= is missing"),
+    ("type=tar,dest=x,compression=gzip", "unknown key 'compression' (type, dest)"),
+    ("type=local,dest=-", "type=local writes a directory, not standard output"),
+])
+def test_bad_output_specs_are_usage_errors_before_any_step(env, spec, message):
+    r = env.build("FROM base:1\nRUN echo should-not-run\n", "--output", spec, ok=False)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"strata: build: --output '{spec}': {message}"
+    assert "should-not-run" not in r.stdout
+
+
+def test_no_cache_filter_reruns_only_the_named_stages(env):
+    dockerfile = ("FROM base:1 AS deps\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+                  "FROM base:1 AS other\nRUN echo fixed > /fixed\n"
+                  "FROM base:1\nCOPY --from=deps /stamp /stamp\nCOPY --from=other /fixed /fixed\n")
+
+    def cached_steps(r):
+        lines = r.stdout.splitlines()
+        return [lines[i].split(" : ", 1)[1] for i in range(len(lines) - 1)
+                if lines[i].startswith("Step ") and lines[i + 1] == " ---> Using cache"]
+
+    env.build(dockerfile, "-t", "ncf:1")
+    first = env.image_id("ncf:1")
+    r = env.build(dockerfile, "-t", "ncf:1")
+    assert env.image_id("ncf:1") == first
+    r = env.build(dockerfile, "-t", "ncf:1", "--no-cache-filter", "DEPS")
+    cached = cached_steps(r)
+    assert "RUN cat /proc/sys/kernel/random/uuid > /stamp" not in cached
+    assert "RUN echo fixed > /fixed" in cached
+    assert env.image_id("ncf:1") != first
+    r = env.build(dockerfile, "--no-cache-filter", "nosuch", ok=False)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "strata: build: --no-cache-filter: no stage 'nosuch' in the Dockerfile"
+
+
+def test_copy_parents_keeps_the_source_paths(env):
+    env.write("app/a/one.txt", "one\n")
+    env.write("app/b/two.txt", "two\n")
+    env.write("app/b/skip.md", "skip\n")
+    env.write("other/deep/x.txt", "x\n")
+    env.build("FROM base:1 AS files\n"
+              "COPY --parents app/*/*.txt /dest/\n"
+              "FROM base:1\n"
+              "COPY --parents --from=files /dest/./app/a /from-stage/\n"
+              "COPY --from=files /dest /plain/\n", "-t", "parents:1")
+    mnt = env.mount("parents:1")
+    assert read(os.path.join(mnt, "plain/app/a/one.txt")) == "one\n"
+    assert read(os.path.join(mnt, "plain/app/b/two.txt")) == "two\n"
+    assert not os.path.exists(os.path.join(mnt, "plain/app/b/skip.md"))
+    assert read(os.path.join(mnt, "from-stage/app/a/one.txt")) == "one\n"
+    assert os.listdir(os.path.join(mnt, "from-stage")) == ["app"]
+    env.build("FROM base:1\nCOPY --parents ./app/./b/two.txt /pivot/\nCOPY --parents other /tree\n", "-t", "parents:2")
+    mnt = env.mount("parents:2")
+    assert read(os.path.join(mnt, "pivot/b/two.txt")) == "two\n"
+    assert read(os.path.join(mnt, "tree/other/deep/x.txt")) == "x\n"
+    # A path out of the context is refused as without --parents.
+    r = env.build("FROM base:1\nCOPY --parents ../x /d/\n", ok=False)
+    assert r.returncode == 1
+    assert "outside the build context" in r.stderr

@@ -2,6 +2,7 @@
 // config and history each instruction leaves, and the cache key.
 #include <doctest/doctest.h>
 
+#include <set>
 #include <string>
 
 #include "strata/build.hpp"
@@ -52,6 +53,13 @@ std::string plan_error(const std::string& text, std::map<std::string, std::strin
     return e.what();
   }
   return "(no error)";
+}
+
+// What the build checks found, each as "RULE@LINE: MESSAGE".
+std::vector<std::string> findings(const std::string& text, std::map<std::string, std::string> args = {}) {
+  std::vector<std::string> out;
+  for (const auto& c : plan(text, std::move(args)).checks) out.push_back(c.rule + "@" + std::to_string(c.line) + ": " + c.message);
+  return out;
 }
 
 const ImageConfig& final_config(const Plan& p) { return p.stages[static_cast<size_t>(p.target)].config; }
@@ -256,7 +264,9 @@ TEST_CASE("WORKDIR, USER, LABEL, EXPOSE, VOLUME, STOPSIGNAL, HEALTHCHECK, ONBUIL
   CHECK(h[14] == "MAINTAINER someone@example.com");
   CHECK(plan_error("FROM busybox\nEXPOSE 80/tcpx\n").find("invalid proto: 'tcpx'") != std::string::npos);
   CHECK(plan_error("FROM busybox\nEXPOSE 99999\n").find("invalid containerPort: '99999'") != std::string::npos);
-  CHECK(plan_error("FROM busybox\nEXPOSE 8080:80\n").find("container ports only") != std::string::npos);
+  // A host mapping exposes its container port, as in docker (a build check warns).
+  CHECK(final_config(plan("FROM busybox\nEXPOSE 8080:80 127.0.0.1::81/udp\n")).exposed_ports ==
+        std::set<std::string>{"80/tcp", "81/udp"});
   CHECK(plan_error("FROM busybox\nSTOPSIGNAL SIGFOO\n").find("invalid signal: 'SIGFOO'") != std::string::npos);
   CHECK(plan_error("FROM busybox\nUSER ${X:?needs X}\n") ==
         "Dockerfile:2:6: X: needs X: 'USER ${X:?needs X}'");
@@ -528,4 +538,119 @@ TEST_CASE("RUN --mount in a plan: errors name the line, the spec is in the key, 
   CHECK(run.history.created_by.find("mount") == std::string::npos);
   Plan q = plan("FROM busybox\nRUN --mount=type=cache,target=/d true\n");
   CHECK(q.stages.back().steps.back().normalized != plan("FROM busybox\nRUN --mount=type=cache,target=/e true\n").stages.back().steps.back().normalized);
+}
+
+TEST_CASE("build checks: a Dockerfile written as the reference advises has no findings") {
+  CHECK(findings("FROM busybox AS build\nWORKDIR /src\nARG VERSION=1\nENV PATH=$PATH:/src/bin V=$VERSION\n"
+                 "COPY . .\nRUN make ${TARGET:-all} && echo $UNDECLARED_IN_RUN\n"
+                 "FROM busybox\nCOPY --from=build /src/app /app\nENTRYPOINT [\"/app\"]\nCMD [\"--help\"]\n")
+            .empty());
+}
+
+TEST_CASE("build checks: casing of instructions, AS and stage names") {
+  CHECK(findings("FROM busybox\nrun echo\nRUN echo\n") ==
+        std::vector<std::string>{"ConsistentInstructionCasing@2: Command 'run' should match the case of the command majority (uppercase)"});
+  CHECK(findings("from busybox\nrun echo\nRun echo\n") ==
+        std::vector<std::string>{"ConsistentInstructionCasing@3: Command 'Run' should match the case of the command majority (lowercase)"});
+  CHECK(findings("FROM busybox as base\nFROM base\n") ==
+        std::vector<std::string>{"FromAsCasing@1: 'as' and 'FROM' keywords' casing do not match"});
+  CHECK(findings("from busybox AS base\nfrom base\n") ==
+        std::vector<std::string>{"FromAsCasing@1: 'AS' and 'from' keywords' casing do not match"});
+  CHECK(findings("FROM busybox AS Base\nFROM base\n") ==
+        std::vector<std::string>{"StageNameCasing@1: Stage name 'Base' should be lowercase"});
+}
+
+TEST_CASE("build checks: duplicate and reserved stage names") {
+  CHECK(findings("FROM busybox AS a\nFROM busybox AS a\n") ==
+        std::vector<std::string>{"DuplicateStageName@2: Duplicate stage name \"a\", stage names should be unique"});
+  CHECK(findings("FROM busybox AS context\n") ==
+        std::vector<std::string>{"ReservedStageName@1: Stage name should not use the same name as reserved stage \"context\""});
+}
+
+TEST_CASE("build checks: shell-form CMD and ENTRYPOINT, unless SHELL chose the shell; repeated CMD") {
+  CHECK(findings("FROM busybox\nENTRYPOINT my-program start\n") ==
+        std::vector<std::string>{"JSONArgsRecommended@2: JSON arguments recommended for ENTRYPOINT to prevent unintended behavior related to OS signals"});
+  CHECK(findings("FROM busybox\nSHELL [\"/bin/sh\", \"-c\"]\nCMD echo hello\n").empty());
+  // A stage built FROM a stage that set SHELL inherits it.
+  CHECK(findings("FROM busybox AS base\nSHELL [\"/bin/sh\", \"-c\"]\nFROM base\nCMD echo hello\n").empty());
+  CHECK(findings("FROM busybox\nCMD [\"a\"]\nHEALTHCHECK CMD [\"true\"]\nCMD [\"b\"]\n") ==
+        std::vector<std::string>{"MultipleInstructionsDisallowed@2: Multiple CMD instructions should not be used in the same stage because only the last one will be used"});
+  // Each stage has its own CMD.
+  CHECK(findings("FROM busybox AS a\nCMD [\"a\"]\nFROM busybox\nCMD [\"b\"]\n").empty());
+}
+
+TEST_CASE("build checks: MAINTAINER, legacy ENV and LABEL, secret-looking names") {
+  CHECK(findings("FROM busybox\nMAINTAINER me\n") ==
+        std::vector<std::string>{"MaintainerDeprecated@2: Maintainer instruction is deprecated in favor of using label"});
+  CHECK(findings("FROM busybox\nENV A b c\nLABEL x y\nENV B=c\n") ==
+        std::vector<std::string>{"LegacyKeyValueFormat@2: \"ENV key=value\" should be used instead of legacy \"ENV key value\" format",
+                                 "LegacyKeyValueFormat@3: \"LABEL key=value\" should be used instead of legacy \"LABEL key value\" format"});
+  CHECK(findings("ARG GITHUB_TOKEN\nFROM busybox\nARG AWS_SECRET_ACCESS_KEY\nENV DB_PASSWORD=x\n") ==
+        std::vector<std::string>{"SecretsUsedInArgOrEnv@1: Do not use ARG or ENV instructions for sensitive data (ARG \"GITHUB_TOKEN\")",
+                                 "SecretsUsedInArgOrEnv@3: Do not use ARG or ENV instructions for sensitive data (ARG \"AWS_SECRET_ACCESS_KEY\")",
+                                 "SecretsUsedInArgOrEnv@4: Do not use ARG or ENV instructions for sensitive data (ENV \"DB_PASSWORD\")"});
+  // A word that only contains a secret word, and a public key, are fine.
+  CHECK(findings("FROM busybox\nENV KEYBOARD=us PUBLIC_KEY=x MONKEY=1\n").empty());
+}
+
+TEST_CASE("build checks: relative WORKDIR, EXPOSE formats") {
+  CHECK(findings("FROM busybox\nWORKDIR app\n") ==
+        std::vector<std::string>{"WorkdirRelativePath@2: Relative workdir \"app\" can have unexpected results if the base image changes"});
+  CHECK(findings("FROM busybox AS base\nWORKDIR /srv\nWORKDIR app\nFROM base\nWORKDIR more\n").empty());
+  CHECK(findings("FROM busybox\nEXPOSE 80/TCP 127.0.0.1:8080:80\n") ==
+        std::vector<std::string>{"ExposeProtoCasing@2: Defined protocol '80/TCP' in EXPOSE instruction should be lowercase",
+                                 "ExposeInvalidFormat@2: EXPOSE instruction should not define an IP address or host-port mapping, found '127.0.0.1:8080:80'"});
+}
+
+TEST_CASE("build checks: FROM --platform, undeclared and invalid ARGs in FROM") {
+  std::string native = "linux/" + native_arch();
+  CHECK(findings("FROM --platform=" + native + " busybox\n") ==
+        std::vector<std::string>{"FromPlatformFlagConstDisallowed@1: FROM --platform flag should not use constant value \"" + native + "\""});
+  CHECK(findings("FROM --platform=" + native + " busybox AS build_" + native_arch() + "\n").empty());
+  CHECK(findings("FROM --platform=$TARGETPLATFORM busybox\n") ==
+        std::vector<std::string>{"RedundantTargetPlatform@1: Setting platform to predefined $TARGETPLATFORM in FROM is redundant as this is the default behavior"});
+  CHECK(findings("FROM --platform=$BUILDPLATFORM busybox\n").empty());
+  CHECK(findings("ARG SUFIX\nFROM busybox${SUFFIX}\n") ==
+        std::vector<std::string>{"UndefinedArgInFrom@2: FROM argument 'SUFFIX' is not declared (did you mean SUFIX?)"});
+  CHECK(findings("ARG TAG\nFROM busybox:${TAG}\n", {{"TAG", "latest"}}) ==
+        std::vector<std::string>{"InvalidDefaultArgInFrom@2: Default value for ARG busybox:${TAG} results in empty or invalid base image name"});
+  CHECK(findings("ARG TAG=latest\nFROM busybox:${TAG}\n").empty());
+  CHECK(findings("ARG VARIANT\nFROM busybox${VARIANT}\n").empty());
+}
+
+TEST_CASE("build checks: variables neither ENV nor ARG declares") {
+  CHECK(findings("FROM busybox\nLABEL a=$foo\n") ==
+        std::vector<std::string>{"UndefinedVar@2: Usage of undefined variable '$foo'"});
+  CHECK(findings("FROM busybox\nENV PATH=$PAHT:/app/bin\n") ==
+        std::vector<std::string>{"UndefinedVar@2: Usage of undefined variable '$PAHT' (did you mean $PATH?)"});
+  // Declared without a value, or with a fallback: no finding.
+  CHECK(findings("FROM busybox\nARG foo\nLABEL a=$foo b=${bar:-x} c=${baz+y}\nCOPY ${src:-.} /x\n").empty());
+  // A global ARG is not in scope in a stage until the stage declares it.
+  CHECK(findings("ARG V=1\nFROM busybox\nLABEL v=$V\n") ==
+        std::vector<std::string>{"UndefinedVar@3: Usage of undefined variable '$V'"});
+}
+
+TEST_CASE("build checks: the check directive and BUILDKIT_DOCKERFILE_CHECK") {
+  const std::string text = "FROM busybox\nCMD echo\nMAINTAINER me\n";
+  CHECK(findings("# check=skip=JSONArgsRecommended\n" + text) ==
+        std::vector<std::string>{"MaintainerDeprecated@4: Maintainer instruction is deprecated in favor of using label"});
+  CHECK(findings("# check=skip=all\n" + text).empty());
+  // Rule names are case-sensitive, as in BuildKit.
+  CHECK(findings("# check=skip=jsonargsrecommended\n" + text).size() == 2);
+  Plan p = plan("# check=skip=MaintainerDeprecated;error=true\n" + text);
+  CHECK(p.checks.size() == 1);
+  CHECK(p.checks_are_errors);
+  CHECK(p.check_directive_line == 1);
+  CHECK_FALSE(plan(text).checks_are_errors);
+  // The build argument wins over the directive and is never "not consumed".
+  Plan q = plan("# check=error=true\n" + text, {{"BUILDKIT_DOCKERFILE_CHECK", "skip=all"}});
+  CHECK(q.checks.empty());
+  CHECK_FALSE(q.checks_are_errors);
+  CHECK(q.warnings.empty());
+  CHECK(plan_error("# check=bogus\n" + text).find("Dockerfile:1:1: check 'bogus' is not KEY=VALUE") == 0);
+  CHECK(plan_error("# check=error=maybe\n" + text).find("Dockerfile:1:1: check error=maybe is not true or false") == 0);
+  CHECK(plan_error(text, {{"BUILDKIT_DOCKERFILE_CHECK", "nope=1"}}) ==
+        "build argument BUILDKIT_DOCKERFILE_CHECK: check key 'nope' is unknown (skip, error, experimental)");
+  CHECK(findings("FROM busybox\nRUN echo a \\\n\n  b\n") ==
+        std::vector<std::string>{"NoEmptyContinuation@2: Empty continuation line"});
 }

@@ -119,8 +119,10 @@ TEST_CASE("line continuations") {
     // "  \\" is not empty: its blanks stay, as in docker.
     CHECK(df.instructions[1].original == "RUN echo a     b");
     CHECK(df.instructions[2].pos.line == 7);
-    REQUIRE(df.warnings.size() == 1);
-    CHECK(df.warnings[0] == "Dockerfile:2: empty continuation line");
+    REQUIRE(df.checks.size() == 1);
+    CHECK(df.checks[0].rule == "NoEmptyContinuation");
+    CHECK(df.checks[0].message == "Empty continuation line");
+    CHECK(df.checks[0].line == 2);
   }
   SUBCASE("a continuation at the end of the file ends the instruction") {
     auto df = parse("FROM a\nRUN echo \\");

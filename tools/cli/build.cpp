@@ -5,14 +5,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <set>
 #include <sstream>
 
+#include "build_output.hpp"
 #include "cli.hpp"
 #include "registry_common.hpp"
 #include "store_common.hpp"
@@ -135,21 +139,98 @@ std::pair<std::string, std::string> read_secret(const std::string& spec) {
   }
 }
 
+// --iidfile: the id alone (as docker writes it, no newline), staged beside
+// the file and renamed, so a reader sees the whole id or none.
+void write_iidfile(const std::string& path, const std::string& id) {
+  std::string tmp = path + ".strata-" + std::to_string(::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) throw SysError(errno, "build: create the --iidfile " + quote(path));
+  try {
+    write_all(fd.get(), id, "--iidfile " + quote(path));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw SysError(errno, "build: write the --iidfile " + quote(path));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
+  }
+}
+
+// --no-cache-filter: stage names (any case) or numbers, comma-separated,
+// as Stage::index values; a name no FROM gives is a usage error.
+std::set<int> stages_named(const b::Dockerfile& df, const std::vector<std::string>& specs) {
+  std::vector<std::string> names;
+  for (const auto& ins : df.instructions) {
+    if (ins.keyword == "FROM") names.push_back(ins.stage_name);
+  }
+  std::set<int> out;
+  for (const auto& spec : specs) {
+    for (auto part : split(spec, ',')) {
+      std::string wanted(part);
+      for (auto& c : wanted) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      auto it = std::find(names.begin(), names.end(), wanted);
+      if (!wanted.empty() && it != names.end()) {
+        out.insert(static_cast<int>(it - names.begin()));
+        continue;
+      }
+      auto number = parse_unsigned(wanted);
+      if (!number || *number >= names.size()) {
+        throw UsageError("build: --no-cache-filter: no stage " + quote(part) + " in the Dockerfile");
+      }
+      out.insert(static_cast<int>(*number));
+    }
+  }
+  return out;
+}
+
+// Prints what the build checks found: as warnings before a build, or as
+// the result of --check (then returns true: nothing is to be built). With
+// check=error=true a finding fails the build before any step runs.
+bool report_checks(const b::Plan& plan, const std::string& dockerfile, bool check_only) {
+  std::vector<std::string> rules;
+  for (const auto& c : plan.checks) {
+    std::string line = dockerfile + ":" + std::to_string(c.line) + ": " + c.rule + ": " + c.message;
+    if (check_only) {
+      std::cout << line << "\n";
+    } else {
+      std::cerr << "strata: warning: " << line << "\n";
+    }
+    if (std::find(rules.begin(), rules.end(), c.rule) == rules.end()) rules.push_back(c.rule);
+  }
+  if (check_only) {
+    if (plan.checks.empty()) {
+      std::cout << "Check complete, no warnings found.\n";
+      return true;
+    }
+    throw Error(std::to_string(plan.checks.size()) + (plan.checks.size() == 1 ? " build check warning" : " build check warnings") +
+                " found in " + dockerfile);
+  }
+  if (!plan.checks_are_errors || rules.empty()) return false;
+  std::string list;
+  for (const auto& r : rules) list += (list.empty() ? "" : ", ") + r;
+  std::string message = "lint violation found for rules: " + list;
+  if (plan.check_directive_line == 0) throw Error(dockerfile + ": " + message + " (build argument BUILDKIT_DOCKERFILE_CHECK)");
+  throw b::DockerfileError(dockerfile, {plan.check_directive_line, 1}, message, "");
+}
+
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
-  std::vector<std::string> tags, build_args, labels, secrets;
-  std::string file, target, progress = "plain", context;
+  std::vector<std::string> tags, build_args, labels, secrets, no_cache_filter;
+  std::string file, target, progress = "plain", context, iidfile, output_spec;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
       ("file,f", po::value(&file), "the Dockerfile (default: CONTEXT/Dockerfile; '-' reads standard input)")
       ("target", po::value(&target), "build the stage of this name and stop")
       ("build-arg", po::value(&build_args), "set a build argument K=V (K alone: from the environment; repeatable)")
       ("no-cache", po::bool_switch(), "run every step, using no cached layer")
+      ("no-cache-filter", po::value(&no_cache_filter), "run the steps of these stages (names or numbers, comma-separated; repeatable) without the cache")
       ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("secret", po::value(&secrets), "give RUN --mount=type=secret a secret: id=ID,src=PATH or id=ID,env=VAR (repeatable; never stored in the image or the cache)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("quiet,q", po::bool_switch(), "print only the image id")
+      ("iidfile", po::value(&iidfile), "write the image id to FILE (removed first, so a failed build leaves none)")
+      ("output,o", po::value(&output_spec),
+       "also write the image out: DIR (its files), '-' (a tar on standard output) or type=local|tar|oci|docker,dest=PATH")
+      ("check", po::bool_switch(), "run the build checks only: print their findings, build nothing (exit 1 when there are any)")
       ("context", po::value(&context)->required(), "the build context directory ('-': a tar, or a Dockerfile, on standard input)");
   add_pull_options(options);
   po::positional_options_description positional;
@@ -160,6 +241,12 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
   }
   PullPolicy pull = pull_policy(vm, "build");
+  std::optional<BuildOutput> output;
+  if (!output_spec.empty()) output = parse_build_output(output_spec);
+  // As docker does: an id left from an earlier build must not pass for this one's.
+  if (!iidfile.empty() && ::unlink(iidfile.c_str()) != 0 && errno != ENOENT) {
+    throw SysError(errno, "build: remove the old --iidfile " + quote(iidfile));
+  }
 
   std::map<std::string, std::string> arg_map;
   for (const auto& a : build_args) {
@@ -259,6 +346,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   };
   b::Plan plan = b::plan_build(df, popt);
   for (const auto& w : plan.warnings) std::cerr << "strata: warning: " << w << "\n";
+  if (report_checks(plan, shown, vm["check"].as<bool>())) return 0;
   for (const auto& [k, v] : label_map) plan.stages[static_cast<size_t>(plan.target)].config.labels[k] = v;
 
   b::StratafsMounter mounter(fs::find_stratafs());
@@ -267,6 +355,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.ignore = ignore;
   eo.tags = tags;
   eo.no_cache = vm["no-cache"].as<bool>();
+  eo.no_cache_stages = stages_named(df, no_cache_filter);
   eo.squash = vm["squash"].as<bool>();
   eo.quiet = vm["quiet"].as<bool>();
   eo.out = &std::cout;
@@ -341,7 +430,21 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   };
   eo.cancelled = [] { return g_interrupted != 0; };
   catch_interrupts();
-  b::execute_plan(plan, shown, eo);
+  // With the output on standard output, everything the build prints (its
+  // steps, the commands' output) goes to standard error instead.
+  UniqueFd saved_stdout;
+  if (output && output->to_stdout()) {
+    std::cout.flush();
+    saved_stdout.reset(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+    if (!saved_stdout || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw SysError(errno, "build: redirect standard output");
+  }
+  b::BuildResult result = b::execute_plan(plan, shown, eo);
+  if (saved_stdout) {
+    std::cout.flush();
+    if (::dup2(saved_stdout.get(), STDOUT_FILENO) < 0) throw SysError(errno, "build: restore standard output");
+  }
+  if (output) write_build_output(store, *output, result.image_id, tags.empty() ? std::string() : tags.front());
+  if (!iidfile.empty()) write_iidfile(iidfile, result.image_id);
   return 0;
 }
 

@@ -329,26 +329,7 @@ int inspect_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
   return rc;
 }
 
-// A staging directory in the store for a stream (load and import from
-// standard input, save to standard output); named VERB-PID-... so that prune
-// removes it when this process dies before it does.
-TempDir stream_staging(const store::Store& store, const std::string& verb) {
-  return TempDir(store.tmp_dir(), verb + "-" + std::to_string(::getpid()) + "-");
-}
 
-// Copies everything readable from FROM to TO; returns the byte count.
-std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name) {
-  char buf[1 << 16];
-  std::int64_t total = 0;
-  for (;;) {
-    ssize_t n = ::read(from, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) throw_errno("read " + from_name);
-    if (n == 0) return total;
-    write_all(to, buf, static_cast<std::size_t>(n), to_name);
-    total += n;
-  }
-}
 
 // Standard input saved as the file STAGING/stdin (an archive reader may need
 // to seek); refuses a terminal and an empty stream, saying what to give.

@@ -19,6 +19,7 @@
 #include "strata/build.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/fileio.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/stratafs_client.hpp"
 
@@ -175,6 +176,27 @@ int dispatch(const char* group, const std::vector<std::pair<const char*, VerbFn>
   for (const auto& [name, fn] : subs)
     if (args[0] == name) return fn(g, std::vector<std::string>(args.begin() + 1, args.end()));
   throw UsageError(std::string(group) + ": unknown command " + quote(args[0]) + " (" + names + ")");
+}
+
+// A staging directory in the store for a stream (load and import from
+// standard input, save to standard output); named VERB-PID-... so that prune
+// removes it when this process dies before it does.
+TempDir stream_staging(const store::Store& store, const std::string& verb) {
+  return TempDir(store.tmp_dir(), verb + "-" + std::to_string(::getpid()) + "-");
+}
+
+// Copies everything readable from FROM to TO; returns the byte count.
+std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name) {
+  char buf[1 << 16];
+  std::int64_t total = 0;
+  for (;;) {
+    ssize_t n = ::read(from, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_errno("read " + from_name);
+    if (n == 0) return total;
+    write_all(to, buf, static_cast<std::size_t>(n), to_name);
+    total += n;
+  }
 }
 
 }  // namespace strata::cli

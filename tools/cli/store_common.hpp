@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cli.hpp"
+#include "strata/fd.hpp"
 #include "strata/sandbox.hpp"
 #include "strata/store.hpp"
 
@@ -65,5 +66,13 @@ int dispatch(const char* group, const std::vector<std::pair<const char*, VerbFn>
 // the directory's own owner and mode), as docker fills a new volume. Nothing
 // is followed out of the container's root or out of the volume.
 void fill_new_volume(int root, const sandbox::BindMount& volume);
+
+// A staging directory in the store for a stream (load and import from
+// standard input, save and build --output to standard output); named
+// VERB-PID-... so that prune removes it when this process dies first.
+TempDir stream_staging(const store::Store& store, const std::string& verb);
+
+// Copies everything readable from FROM to TO; returns the byte count.
+std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name);
 
 }  // namespace strata::cli
