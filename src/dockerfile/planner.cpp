@@ -245,12 +245,7 @@ class Planner {
     if (!is_image || w.text.find('$') == std::string::npos) return;
     std::string with_defaults;
     try {
-      with_defaults = ShellLexer(df_.escape).process_word(w.text, [this](std::string_view name) -> std::optional<std::string> {
-        for (auto it = global_defaults_.rbegin(); it != global_defaults_.rend(); ++it) {
-          if (it->first == name) return it->second;
-        }
-        return auto_arg(name);
-      });
+      with_defaults = ShellLexer(df_.escape).process_word(w.text, defaults_lookup());
     } catch (const ExpansionError&) {
       with_defaults.clear();
     }
@@ -333,6 +328,16 @@ class Planner {
     };
   }
 
+  // The global ARGs as their defaults alone make them (no --build-arg).
+  VariableLookup defaults_lookup() const {
+    return [this](std::string_view name) -> std::optional<std::string> {
+      for (auto it = global_defaults_.rbegin(); it != global_defaults_.rend(); ++it) {
+        if (it->first == name) return it->second;
+      }
+      return auto_arg(name);
+    };
+  }
+
   void evaluate_global_args() {
     for (size_t i = 0; i < (stage_starts_.empty() ? 0 : stage_starts_[0]); ++i) {
       const auto& ins = df_.instructions[i];
@@ -350,12 +355,7 @@ class Planner {
         std::optional<std::string> default_value;
         if (d.value) {
           try {
-            default_value = ShellLexer(df_.escape).process_word(d.value->text, [this](std::string_view name) {
-              for (auto it = global_defaults_.rbegin(); it != global_defaults_.rend(); ++it) {
-                if (it->first == name) return it->second;
-              }
-              return auto_arg(name);
-            });
+            default_value = ShellLexer(df_.escape).process_word(d.value->text, defaults_lookup());
           } catch (const ExpansionError&) {
             default_value.reset();
           }

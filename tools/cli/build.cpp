@@ -243,6 +243,14 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   PullPolicy pull = pull_policy(vm, "build");
   std::optional<BuildOutput> output;
   if (!output_spec.empty()) output = parse_build_output(output_spec);
+  // With the output on standard output, everything the build prints (a
+  // base image's pull, the steps, the commands' output) goes to standard error instead.
+  UniqueFd saved_stdout;
+  if (output && output->to_stdout()) {
+    std::cout.flush();
+    saved_stdout.reset(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
+    if (!saved_stdout || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw SysError(errno, "build: redirect standard output");
+  }
   // As docker does: an id left from an earlier build must not pass for this one's.
   if (!iidfile.empty() && ::unlink(iidfile.c_str()) != 0 && errno != ENOENT) {
     throw SysError(errno, "build: remove the old --iidfile " + quote(iidfile));
@@ -430,14 +438,6 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   };
   eo.cancelled = [] { return g_interrupted != 0; };
   catch_interrupts();
-  // With the output on standard output, everything the build prints (its
-  // steps, the commands' output) goes to standard error instead.
-  UniqueFd saved_stdout;
-  if (output && output->to_stdout()) {
-    std::cout.flush();
-    saved_stdout.reset(::fcntl(STDOUT_FILENO, F_DUPFD_CLOEXEC, 3));
-    if (!saved_stdout || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw SysError(errno, "build: redirect standard output");
-  }
   b::BuildResult result = b::execute_plan(plan, shown, eo);
   if (saved_stdout) {
     std::cout.flush();
