@@ -193,6 +193,7 @@ struct Step {
   std::string user;
   std::string workdir;
   std::string network;           // "default", "none" or "host"
+  bool insecure = false;         // RUN --security=insecure: every capability, no seccomp filter
   std::vector<RunFile> files;
   std::vector<RunMount> mounts;  // RUN --mount
 
@@ -236,6 +237,9 @@ struct PlanOptions {
   std::map<std::string, std::string> build_args;  // --build-arg K=V
   std::string target;                             // --target (empty: the last stage)
   ImageResolver resolve;                          // images in the local store
+  // `--allow security.insecure`: RUN --security=insecure may run (else the
+  // plan fails at that RUN, as BuildKit refuses the entitlement).
+  bool allow_insecure = false;
 };
 
 struct Plan {

@@ -125,6 +125,7 @@ struct RunRequest {
   std::string user;     // "" (root), "name", "uid", "name:group", "uid:gid"
   std::string workdir;  // absolute, inside the container
   std::string network;  // "default", "none" or "host"
+  bool insecure = false;  // RUN --security=insecure: every capability, no seccomp filter
   std::vector<RunMountRequest> mounts;  // in Dockerfile order
 };
 

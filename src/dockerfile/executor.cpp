@@ -622,6 +622,7 @@ class Executor {
     r.user = step.user;
     r.workdir = step.workdir;
     r.network = step.network;
+    r.insecure = step.insecure;
     for (const auto& f : step.files) {
       for (auto& a : r.argv) {
         if (a == f.path) a = std::string("/") + kScriptDir + "/" + basename_of(f.path);

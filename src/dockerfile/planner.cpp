@@ -767,8 +767,14 @@ class Planner {
         }
         step.mounts.push_back(std::move(m));
       }
-      if (f.name == "security" && *f.value != "sandbox") {
-        fail(f.pos, "RUN --security=" + *f.value + " is not supported (only sandbox)");
+      if (f.name == "security") {
+        if (*f.value != "sandbox" && *f.value != "insecure") {
+          fail(f.pos, "RUN --security=" + *f.value + " is not valid (sandbox or insecure)");
+        }
+        step.insecure = *f.value == "insecure";
+        if (step.insecure && !opt_.allow_insecure) {
+          fail(f.pos, "RUN --security=insecure is not allowed: give strata build --allow security.insecure");
+        }
       }
     }
     step.network = "default";
@@ -815,6 +821,7 @@ class Planner {
     }
     add_history(step, "RUN " + prefix + join(step.argv, " ") + " # buildkit", false);
     nlohmann::json norm = {{"op", "RUN"}, {"argv", step.argv}, {"network", step.network}};
+    if (step.insecure) norm["security"] = "insecure";
     for (const auto& f : step.files) norm["files"].push_back({f.path, f.content});
     for (const auto& m : step.mounts) norm["mounts"].push_back(run_mount_json(m));
     step.normalized = norm.dump();

@@ -957,3 +957,22 @@ def test_copy_parents_keeps_the_source_paths(env):
     r = env.build("FROM base:1\nCOPY --parents ../x /d/\n", ok=False)
     assert r.returncode == 1
     assert "outside the build context" in r.stderr
+
+
+def test_run_security_insecure_needs_allow_and_gets_every_capability(env):
+    dockerfile = ("FROM base:1\n"
+                  "RUN grep CapEff /proc/self/status > /default\n"
+                  "RUN --security=insecure grep CapEff /proc/self/status > /insecure\n")
+    r = env.build(dockerfile, "-t", "insecure:1", ok=False)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1].startswith(
+        "strata: Dockerfile:3:5: RUN --security=insecure is not allowed: give strata build --allow security.insecure")
+    assert "insecure:1" not in env.tags()
+    r = env.build(dockerfile, "-t", "insecure:1", "--allow", "security.insecure")
+    mnt = env.mount("insecure:1")
+    cap_sys_admin = 1 << 21
+    assert not int(read(os.path.join(mnt, "default")).split()[1], 16) & cap_sys_admin
+    assert int(read(os.path.join(mnt, "insecure")).split()[1], 16) & cap_sys_admin
+    r = env.build(dockerfile, "--allow", "network.host", ok=False)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "strata: build: --allow 'network.host': the only entitlement is security.insecure"

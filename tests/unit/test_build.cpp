@@ -654,3 +654,22 @@ TEST_CASE("build checks: the check directive and BUILDKIT_DOCKERFILE_CHECK") {
   CHECK(findings("FROM busybox\nRUN echo a \\\n\n  b\n") ==
         std::vector<std::string>{"NoEmptyContinuation@2: Empty continuation line"});
 }
+
+TEST_CASE("RUN --security=insecure needs --allow security.insecure and is part of the key") {
+  CHECK(plan_error("FROM busybox\nRUN --security=insecure mount -t tmpfs none /mnt\n") ==
+        "Dockerfile:2:5: RUN --security=insecure is not allowed: give strata build --allow security.insecure: "
+        "'RUN --security=insecure mount -t tmpfs none /mnt'");
+  CHECK(plan_error("FROM busybox\nRUN --security=lax true\n").find("RUN --security=lax is not valid (sandbox or insecure)") !=
+        std::string::npos);
+  static Dockerfile df;
+  df = parse_dockerfile("FROM busybox\nRUN --security=insecure true\nRUN --security=sandbox true\nRUN true\n", "Dockerfile");
+  PlanOptions opt;
+  opt.resolve = fake_store;
+  opt.allow_insecure = true;
+  Plan p = plan_build(df, opt);
+  const auto& steps = p.stages[0].steps;
+  CHECK(steps[1].insecure);
+  CHECK_FALSE(steps[2].insecure);
+  CHECK(steps[1].normalized != steps[2].normalized);
+  CHECK(steps[2].normalized == steps[3].normalized);
+}

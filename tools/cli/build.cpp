@@ -213,7 +213,7 @@ bool report_checks(const b::Plan& plan, const std::string& dockerfile, bool chec
 
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
-  std::vector<std::string> tags, build_args, labels, secrets, no_cache_filter;
+  std::vector<std::string> tags, build_args, labels, secrets, no_cache_filter, allow;
   std::string file, target, progress = "plain", context, iidfile, output_spec;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
@@ -230,6 +230,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("iidfile", po::value(&iidfile), "write the image id to FILE (removed first, so a failed build leaves none)")
       ("output,o", po::value(&output_spec),
        "also write the image out: DIR (its files), '-' (a tar on standard output) or type=local|tar|oci|docker,dest=PATH")
+      ("allow", po::value(&allow), "grant an entitlement: security.insecure (RUN --security=insecure may run)")
       ("check", po::bool_switch(), "run the build checks only: print their findings, build nothing (exit 1 when there are any)")
       ("context", po::value(&context)->required(), "the build context directory ('-': a tar, or a Dockerfile, on standard input)");
   add_pull_options(options);
@@ -241,6 +242,15 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
   }
   PullPolicy pull = pull_policy(vm, "build");
+  bool allow_insecure = false;
+  for (const auto& spec : allow) {
+    for (auto e : split(spec, ',')) {
+      if (e != "security.insecure") {
+        throw UsageError("build: --allow " + quote(e) + ": the only entitlement is security.insecure");
+      }
+      allow_insecure = true;
+    }
+  }
   std::optional<BuildOutput> output;
   if (!output_spec.empty()) output = parse_build_output(output_spec);
   // With the output on standard output, everything the build prints (a
@@ -341,6 +351,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   b::Dockerfile df = b::parse_dockerfile(text, shown);
   b::PlanOptions popt;
   popt.build_args = arg_map;
+  popt.allow_insecure = allow_insecure;
   popt.target = target;
   popt.resolve = [&store, &vm, pull](const std::string& ref) -> std::optional<b::BaseImage> {
     // A base the store lacks is pulled (FROM); its progress shares stdout with the steps.
@@ -390,6 +401,12 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     spec.workdir = r.workdir.empty() ? "/" : r.workdir;
     spec.user = r.user;
     spec.network = r.network == "none" ? sandbox::Network::none : sandbox::Network::host;
+    if (r.insecure) {
+      // As `strata run --privileged`: still the step's user namespace, so no
+      // more than the user running the build may do.
+      spec.capabilities = sandbox::capability_set({}, {}, true);
+      spec.seccomp.reset();
+    }
     spec.signals_end_command = true;  // Ctrl-C cancels the step, as in docker build
     for (const auto& m : r.mounts) {
       if (m.tmpfs) {
