@@ -710,10 +710,12 @@ class Executor {
       }
       std::string s = from_context ? src : clean_path("/" + src);
       // --parents keeps each path from the root, or from the `/./` in the
-      // source (`./app/./src/*.go` keeps `src/...`).
-      std::string pivot;
+      // source (`./app/./src/*.go` keeps `src/...`); a pattern before the
+      // `/./` makes each directory it matches a pivot (`*/./lib`).
+      std::vector<std::string> pivots;
       if (auto mark = src.find("/./"); step.parents && mark != std::string::npos) {
-        pivot = clean_path("/" + src.substr(0, mark)).substr(1);
+        std::string before = clean_path("/" + src.substr(0, mark)).substr(1);
+        if (!before.empty()) pivots = expand_sources(src_root, from_context ? before : "/" + before, ignore);
       }
       auto paths = expand_sources(src_root, s, ignore);
       std::vector<std::string> kept;
@@ -731,8 +733,11 @@ class Executor {
         std::string keep;
         if (step.parents) {
           keep = p;
-          if (!pivot.empty() && p == pivot) keep = ".";
-          else if (!pivot.empty() && p.rfind(pivot + "/", 0) == 0) keep = p.substr(pivot.size() + 1);
+          for (const auto& pivot : pivots) {
+            if (p == pivot) keep = ".";
+            else if (p.rfind(pivot + "/", 0) == 0) keep = p.substr(pivot.size() + 1);
+            if (keep != p) break;
+          }
         }
         items.push_back({p, {}, keep});
       }
@@ -815,7 +820,11 @@ class Executor {
       }
       std::string leaf;
       UniqueFd parent;
-      if (step.parents) {
+      if (step.parents && item.kept == ".") {
+        // A file that is its own pivot (`f.txt/./`) keeps only its name.
+        parent = files::make_dirs(root, dest, created_owner);
+        leaf = basename_of(item.rel);
+      } else if (step.parents) {
         leaf = basename_of(item_dest);
         parent = files::make_dirs(root, dirname_of(item_dest), created_owner);
       } else {

@@ -937,6 +937,7 @@ class Planner {
                            {"dir", step.dest_is_dir}, {"chown", step.chown}, {"chmod", step.chmod},
                            {"excludes", step.excludes}, {"checksum", step.checksum}};
     if (step.unpack) norm["unpack"] = *step.unpack;
+    if (step.parents) norm["parents"] = true;  // the same sources land elsewhere
     for (const auto& in : step.inline_sources) norm["inline"].push_back({in.name, in.content});
     if (step.from_stage) norm["from_stage"] = *step.from_stage;
     if (!step.from_image.empty()) norm["from_image"] = step.from_image;

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import tarfile
 import threading
@@ -876,6 +877,9 @@ def test_output_tar_to_a_file_and_to_standard_output(env, workdir):
     assert "made" in names and "bin/sh" in names and "bin/true" not in names
     assert not [n for n in names if ".wh." in n]
     assert [n for n in os.listdir(workdir) if "strata-output" in n] == []
+    # A destination that is not a regular file is written through, not replaced.
+    env.build(OUTPUT_DOCKERFILE, "--output", "type=tar,dest=/dev/null")
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     # '-': the tar is standard output, the progress goes to standard error.
     r = env.strata("build", "-o", "-", env.ctx, text=False)
     assert r.returncode == 0, r.stderr
@@ -953,6 +957,17 @@ def test_copy_parents_keeps_the_source_paths(env):
     mnt = env.mount("parents:2")
     assert read(os.path.join(mnt, "pivot/b/two.txt")) == "two\n"
     assert read(os.path.join(mnt, "tree/other/deep/x.txt")) == "x\n"
+    # A pattern before the pivot makes each match a pivot.
+    env.write("src/x/lib/l.txt", "l\n")
+    env.write("src/y/lib/m.txt", "m\n")
+    env.build("FROM base:1\nCOPY --parents src/*/./lib /g/\n", "-t", "parents:3")
+    mnt = env.mount("parents:3")
+    assert sorted(os.listdir(os.path.join(mnt, "g", "lib"))) == ["l.txt", "m.txt"]
+    # The same sources with and without --parents are different steps.
+    env.build("FROM base:1\nCOPY app/b/two.txt /out/\n", "-t", "parents:4")
+    env.build("FROM base:1\nCOPY --parents app/b/two.txt /out/\n", "-t", "parents:5")
+    assert os.listdir(os.path.join(env.mount("parents:4"), "out")) == ["two.txt"]
+    assert read(os.path.join(env.mount("parents:5"), "out/app/b/two.txt")) == "two\n"
     # A path out of the context is refused as without --parents.
     r = env.build("FROM base:1\nCOPY --parents ../x /d/\n", ok=False)
     assert r.returncode == 1

@@ -26,8 +26,8 @@ namespace {
 // and with this process (owner=) if it is killed.
 class ImageTree {
  public:
-  ImageTree(const store::Image& img, const std::string& shown)
-      : dir_(std::filesystem::temp_directory_path().string(), "strata-build-output.") {
+  ImageTree(const store::Store& store, const store::Image& img, const std::string& shown)
+      : dir_(stream_staging(store, "build-output-mount")) {
     if (img.layer_dirs.empty()) return;
     fs::StratafsMount m;
     m.lowerdirs = img.layer_dirs;
@@ -54,9 +54,18 @@ void write_tree_tar(const std::string& tree, int fd) {
   archive::write_layer(tree, fd, o);
 }
 
-// Runs WRITE on a file staged beside PATH, then renames it over PATH.
+// Runs WRITE on a file staged beside PATH, then renames it over PATH. A
+// PATH that exists and is not a regular file (/dev/null, a FIFO, a
+// terminal refused earlier, /dev/fd/N) is written through, never replaced.
 template <typename Write>
 void write_staged(const std::string& path, Write write) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw SysError(errno, "build --output: open " + quote(path));
+    write(fd.get(), path);
+    return;
+  }
   std::string tmp = path + ".strata-output-" + std::to_string(::getpid());
   UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
   if (!fd) throw SysError(errno, "build --output: create " + quote(tmp));
@@ -115,20 +124,22 @@ void write_build_output(store::Store& store, const BuildOutput& out, const std::
   if (out.type == "oci" || out.type == "docker") {
     store::SaveFormat format = out.type == "oci" ? store::SaveFormat::oci : store::SaveFormat::docker;
     std::vector<std::string> refs{name.empty() ? image_id : name};
-    if (!out.to_stdout()) {
-      store.save(refs, out.dest, format);
-      return;
-    }
+    // Written whole in the store first, then copied: what reaches DEST is
+    // the whole archive or nothing.
     TempDir staging = stream_staging(store, "build-output");
     std::string file = staging.path() + "/out.tar";
     store.save(refs, file, format);
     UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!in) throw SysError(errno, "open " + quote(file));
-    copy_stream(in.get(), STDOUT_FILENO, quote(file), "standard output");
+    if (out.to_stdout()) {
+      copy_stream(in.get(), STDOUT_FILENO, quote(file), "standard output");
+    } else {
+      write_staged(out.dest, [&](int fd, const std::string& where) { copy_stream(in.get(), fd, quote(file), quote(where)); });
+    }
     return;
   }
   store::Image img = store.image(image_id);
-  ImageTree tree(img, "image " + quote(image_id));
+  ImageTree tree(store, img, "image " + quote(image_id));
   if (out.type == "tar") {
     if (out.to_stdout()) {
       write_tree_tar(tree.path(), STDOUT_FILENO);
@@ -151,8 +162,11 @@ void write_build_output(store::Store& store, const BuildOutput& out, const std::
   if (ec) throw Error("build --output: create the directory " + quote(out.dest) + ": " + ec.message());
   UniqueFd in(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) throw SysError(errno, "open " + quote(file));
+  // Files for the user, as BuildKit's local exporter gives them: never the
+  // image's owners or device nodes on the host, even run as root (they are
+  // recorded in the override_stat xattr of a stand-in instead).
   archive::ExtractOptions xo;
-  xo.privileged = ::geteuid() == 0;
+  xo.privileged = false;
   xo.max_size = 0;  // the image's own size, already in the store
   archive::extract_layer(in.get(), out.dest, xo);
 }
