@@ -991,3 +991,9 @@ def test_run_security_insecure_needs_allow_and_gets_every_capability(env):
     r = env.build(dockerfile, "--allow", "network.host", ok=False)
     assert r.returncode == 2
     assert r.stderr.strip() == "strata: build: --allow 'network.host': the only entitlement is security.insecure"
+
+
+def test_iidfile_that_is_not_a_regular_file_is_written_through_not_removed(env):
+    r = env.build("FROM base:1\nRUN true\n", "-t", "iidnull:1", "--iidfile", "/dev/null")
+    assert r.returncode == 0
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)

@@ -139,21 +139,6 @@ std::pair<std::string, std::string> read_secret(const std::string& spec) {
   }
 }
 
-// --iidfile: the id alone (as docker writes it, no newline), staged beside
-// the file and renamed, so a reader sees the whole id or none.
-void write_iidfile(const std::string& path, const std::string& id) {
-  std::string tmp = path + ".strata-" + std::to_string(::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!fd) throw SysError(errno, "build: create the --iidfile " + quote(path));
-  try {
-    write_all(fd.get(), id, "--iidfile " + quote(path));
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw SysError(errno, "build: write the --iidfile " + quote(path));
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-}
-
 // --no-cache-filter: stage names (any case) or numbers, comma-separated,
 // as Stage::index values; a name no FROM gives is a usage error.
 std::set<int> stages_named(const b::Dockerfile& df, const std::vector<std::string>& specs) {
@@ -227,7 +212,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("secret", po::value(&secrets), "give RUN --mount=type=secret a secret: id=ID,src=PATH or id=ID,env=VAR (repeatable; never stored in the image or the cache)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("quiet,q", po::bool_switch(), "print only the image id")
-      ("iidfile", po::value(&iidfile), "write the image id to FILE (removed first, so a failed build leaves none)")
+      ("iidfile", po::value(&iidfile), "write the image id to FILE (a regular FILE is removed first, so a failed build leaves none)")
       ("output,o", po::value(&output_spec),
        "also write the image out: DIR (its files), '-' (a tar on standard output) or type=local|tar|oci|docker,dest=PATH")
       ("allow", po::value(&allow), "grant an entitlement: security.insecure (RUN --security=insecure may run)")
@@ -262,7 +247,10 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     if (!saved_stdout || ::dup2(STDERR_FILENO, STDOUT_FILENO) < 0) throw SysError(errno, "build: redirect standard output");
   }
   // As docker does: an id left from an earlier build must not pass for this one's.
-  if (!iidfile.empty() && ::unlink(iidfile.c_str()) != 0 && errno != ENOENT) {
+  // Only a regular file is removed: never /dev/null or /dev/stdout.
+  struct stat old_iid {};
+  if (!iidfile.empty() && ::stat(iidfile.c_str(), &old_iid) == 0 && S_ISREG(old_iid.st_mode) &&
+      ::unlink(iidfile.c_str()) != 0 && errno != ENOENT) {
     throw SysError(errno, "build: remove the old --iidfile " + quote(iidfile));
   }
 
@@ -461,7 +449,12 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     if (::dup2(saved_stdout.get(), STDOUT_FILENO) < 0) throw SysError(errno, "build: restore standard output");
   }
   if (output) write_build_output(store, *output, result.image_id, tags.empty() ? std::string() : tags.front());
-  if (!iidfile.empty()) write_iidfile(iidfile, result.image_id);
+  // The id alone, as docker writes it (no newline).
+  if (!iidfile.empty()) {
+    write_file_staged(
+        iidfile, [&](int fd, const std::string& where) { write_all(fd, result.image_id, quote(where)); },
+        "build --iidfile");
+  }
   return 0;
 }
 

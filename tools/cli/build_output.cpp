@@ -54,31 +54,6 @@ void write_tree_tar(const std::string& tree, int fd) {
   archive::write_layer(tree, fd, o);
 }
 
-// Runs WRITE on a file staged beside PATH, then renames it over PATH. A
-// PATH that exists and is not a regular file (/dev/null, a FIFO, a
-// terminal refused earlier, /dev/fd/N) is written through, never replaced.
-template <typename Write>
-void write_staged(const std::string& path, Write write) {
-  struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
-    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-    if (!fd) throw SysError(errno, "build --output: open " + quote(path));
-    write(fd.get(), path);
-    return;
-  }
-  std::string tmp = path + ".strata-output-" + std::to_string(::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!fd) throw SysError(errno, "build --output: create " + quote(tmp));
-  try {
-    write(fd.get(), tmp);
-    if (::fsync(fd.get()) != 0) throw SysError(errno, "build --output: sync " + quote(tmp));
-    if (::rename(tmp.c_str(), path.c_str()) != 0) throw SysError(errno, "build --output: rename to " + quote(path));
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
-}
-
 }  // namespace
 
 BuildOutput parse_build_output(const std::string& spec) {
@@ -134,7 +109,9 @@ void write_build_output(store::Store& store, const BuildOutput& out, const std::
     if (out.to_stdout()) {
       copy_stream(in.get(), STDOUT_FILENO, quote(file), "standard output");
     } else {
-      write_staged(out.dest, [&](int fd, const std::string& where) { copy_stream(in.get(), fd, quote(file), quote(where)); });
+      write_file_staged(
+          out.dest, [&](int fd, const std::string& where) { copy_stream(in.get(), fd, quote(file), quote(where)); },
+          "build --output");
     }
     return;
   }
@@ -144,7 +121,7 @@ void write_build_output(store::Store& store, const BuildOutput& out, const std::
     if (out.to_stdout()) {
       write_tree_tar(tree.path(), STDOUT_FILENO);
     } else {
-      write_staged(out.dest, [&](int fd, const std::string&) { write_tree_tar(tree.path(), fd); });
+      write_file_staged(out.dest, [&](int fd, const std::string&) { write_tree_tar(tree.path(), fd); }, "build --output");
     }
     return;
   }

@@ -11,6 +11,7 @@
 #include <fnmatch.h>
 #include <sys/file.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -196,6 +197,28 @@ std::int64_t copy_stream(int from, int to, const std::string& from_name, const s
     if (n == 0) return total;
     write_all(to, buf, static_cast<std::size_t>(n), to_name);
     total += n;
+  }
+}
+
+void write_file_staged(const std::string& path, const std::function<void(int fd, const std::string& where)>& write,
+                       const std::string& what) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (!fd) throw SysError(errno, what + ": open " + quote(path));
+    write(fd.get(), path);
+    return;
+  }
+  std::string tmp = path + ".strata-output-" + std::to_string(::getpid());
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (!fd) throw SysError(errno, what + ": create " + quote(tmp));
+  try {
+    write(fd.get(), tmp);
+    if (::fsync(fd.get()) != 0) throw SysError(errno, what + ": sync " + quote(tmp));
+    if (::rename(tmp.c_str(), path.c_str()) != 0) throw SysError(errno, what + ": rename to " + quote(path));
+  } catch (...) {
+    ::unlink(tmp.c_str());
+    throw;
   }
 }
 

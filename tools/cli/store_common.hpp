@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <boost/program_options.hpp>
 #include <string>
 #include <utility>
@@ -71,6 +72,13 @@ void fill_new_volume(int root, const sandbox::BindMount& volume);
 // standard input, save and build --output to standard output); named
 // VERB-PID-... so that prune removes it when this process dies first.
 TempDir stream_staging(const store::Store& store, const std::string& verb);
+
+// Runs WRITE(fd, name) on a file staged beside PATH and renames it over
+// PATH, so a reader sees the whole file or the old one; a failure leaves no
+// staged file. A PATH that exists and is not a regular file (/dev/null, a
+// FIFO, /dev/fd/N) is written through, never replaced. WHAT starts messages.
+void write_file_staged(const std::string& path, const std::function<void(int fd, const std::string& where)>& write,
+                       const std::string& what);
 
 // Copies everything readable from FROM to TO; returns the byte count.
 std::int64_t copy_stream(int from, int to, const std::string& from_name, const std::string& to_name);
