@@ -396,15 +396,8 @@ class Parser {
     ins.original = std::string(trim(text.substr(kw_start)));
     if (instruction_names().count(ins.keyword) == 0) {
       std::string message = "unknown instruction: " + std::string(text.substr(kw_start, p - kw_start));
-      std::string best;
-      size_t best_distance = 3;  // suggest only close names
-      for (const auto& name : instruction_names()) {
-        size_t d = edit_distance(ins.keyword, name);
-        if (d < best_distance && ins.keyword.size() > 2) {
-          best = name;
-          best_distance = d;
-        }
-      }
+      // Only for a word of three letters or more: "RU" suggests nothing.
+      std::string best = ins.keyword.size() > 2 ? closest_name(ins.keyword, {instruction_names().begin(), instruction_names().end()}) : "";
       if (!best.empty()) message += " (did you mean " + to_lower(best) + "?)";
       fail_at(logical, kw_start, message);
     }

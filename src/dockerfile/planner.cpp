@@ -203,7 +203,7 @@ class Planner {
   // UndefinedVar: NAMES were referenced unset in an instruction of the
   // stage being evaluated; those neither ENV nor ARG declares are reported.
   void note_undefined(const std::vector<std::string>& names, Position pos) {
-    if (current_ == nullptr) return;
+    if (current_ == nullptr || names.empty()) return;
     const StageState& s = *current_;
     std::vector<std::string> known;
     for (const auto& e : s.stage.steps.back().config.env) known.push_back(e.substr(0, e.find('=')));
