@@ -145,12 +145,12 @@ struct RunMount {
   std::string from;     // bind: a stage name or index, an image, or "" (the context)
   std::optional<int> from_stage;  // resolved by the planner
   std::string from_image;         // resolved by the planner (image id)
-  std::string id;       // cache (default: the target), secret (default: the target's base name)
+  std::string id;       // cache (default: the target), secret (default: the target's base name), ssh (default: "default")
   std::string env;      // secret: also (or only, without a target) set as this variable
   bool read_only = true;          // bind: true unless rw; cache: false unless ro
-  bool required = false;          // secret
+  bool required = false;          // secret, ssh
   CacheSharing sharing = CacheSharing::shared;
-  std::optional<std::uint32_t> mode;  // cache (0755), secret (0400)
+  std::optional<std::uint32_t> mode;  // cache (0755), secret (0400), ssh (0600)
   std::optional<std::uint32_t> uid, gid;
   std::uint64_t size = 0;         // tmpfs: bytes; 0 is the kernel's default
 };
@@ -160,7 +160,8 @@ struct RunMount {
 // target|dst|destination, source|src, from, id, sharing, mode, uid, gid,
 // size, env, ro|readonly, rw|readwrite, required (a bare boolean key is
 // true). A relative target is taken from WORKDIR. Throws Error naming the
-// field that is wrong; type=ssh and cache's from= are refused.
+// field that is wrong; cache's from= is refused. An ssh mount without a
+// target is left without one (the planner numbers them).
 RunMount parse_run_mount(std::string_view value, const std::string& workdir);
 
 // The mount as it enters a RUN's cache key and its `normalized` form.

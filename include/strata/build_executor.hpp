@@ -158,6 +158,10 @@ struct ExecuteOptions {
   // to the command only: never in a layer, the history, the config or a
   // cache key.
   std::map<std::string, std::string> secrets;
+  // `--ssh`: id -> the path of an ssh agent's socket, for RUN
+  // --mount=type=ssh. The command reaches the agent through a socket of
+  // its own; the path is in no layer, history or cache key.
+  std::map<std::string, std::string> ssh_agents;
   // Polled between steps and after each step's work: true stops the build
   // (SIGINT/SIGTERM), cleaning up as for a failing step.
   std::function<bool()> cancelled;

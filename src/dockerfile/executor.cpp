@@ -13,6 +13,7 @@
 #include <list>
 #include <map>
 
+#include "agent_forwarder.hpp"
 #include "files.hpp"
 #include "strata/build_executor.hpp"
 #include "strata/error.hpp"
@@ -446,15 +447,43 @@ class Executor {
     throw Error("the cache mount " + quote(m.id) + " has " + std::to_string(kMaxPrivate) + " private copies in use");
   }
 
+  // What the build was given for M's id (a secret's value, an agent's
+  // socket), or nullptr when nothing was and M is not required (skipped, as
+  // BuildKit skips it). WHAT names the kind, FLAG the option that gives it.
+  static const std::string* given_for(const std::map<std::string, std::string>& given, const RunMount& m,
+                                      const std::string& what, const std::string& flag) {
+    auto it = given.find(m.id);
+    if (it != given.end()) return &it->second;
+    if (m.required) throw Error(what + " " + quote(m.id) + " is required but not given (strata build " + flag + ")");
+    return nullptr;
+  }
+
+  // The mount's mode (DEFAULT_MODE unless given) and owner (unchanged
+  // unless given), set inside the container's user namespace.
+  static void set_owner_and_mode(RunMountRequest& req, const RunMount& m, std::uint32_t default_mode) {
+    req.mode = m.mode.value_or(default_mode);
+    if (m.uid || m.gid) {
+      req.uid = m.uid.value_or(0);
+      req.gid = m.gid.value_or(0);
+    }
+  }
+
   // What the mounts of STEP need on the host for its run (unmounted, unlocked
   // and removed when it ends).
   struct PreparedMounts {
     std::list<ScopedMount> unions;  // stages and images to bind, rw binds
     std::vector<HeldCache> caches;
     std::vector<std::string> stubs;  // mount points the run created, deepest last
+    AgentForwarder agents;           // last: its relay ends before the caches unlock
   };
 
   void prepare_mounts(const Step& step, int root, const std::string& work_dir, RunRequest& r, PreparedMounts& p) {
+    // As BuildKit: SSH_AUTH_SOCK names the first ssh mount unless the step sets it.
+    auto first_ssh = std::find_if(step.mounts.begin(), step.mounts.end(),
+                                  [](const RunMount& m) { return m.type == MountType::ssh; });
+    const bool env_has_agent = std::any_of(r.env.begin(), r.env.end(),
+                                           [](const std::string& e) { return e.rfind("SSH_AUTH_SOCK=", 0) == 0; });
+    if (first_ssh != step.mounts.end() && !env_has_agent) r.env.push_back("SSH_AUTH_SOCK=" + first_ssh->target);
     int n = 0;
     for (const auto& m : step.mounts) {
       std::string slot = work_dir + "/m" + std::to_string(n++);
@@ -469,38 +498,33 @@ class Executor {
         case MountType::cache: {
           p.caches.push_back(hold_cache(step, m));
           req.source = p.caches.back().dir;
-          req.mode = m.mode.value_or(0755);
-          if (m.uid || m.gid) {
-            req.uid = m.uid.value_or(0);
-            req.gid = m.gid.value_or(0);
-          }
+          set_owner_and_mode(req, m, 0755);
           break;
         }
         case MountType::bind: req.source = bind_source(m, slot, p); break;
         case MountType::secret: {
-          auto it = opt_.secrets.find(m.id);
-          if (it == opt_.secrets.end()) {
-            if (m.required) {
-              throw Error("secret " + quote(m.id) + " is required but not given (strata build --secret id=" + m.id +
-                          ",src=PATH)");
-            }
-            continue;  // as BuildKit: the mount is skipped
-          }
-          if (!m.env.empty()) r.env.push_back(m.env + "=" + it->second);
+          const std::string* value = given_for(opt_.secrets, m, "secret", "--secret id=" + m.id + ",src=PATH");
+          if (value == nullptr) continue;  // as BuildKit: the mount is skipped
+          if (!m.env.empty()) r.env.push_back(m.env + "=" + *value);
           if (m.target.empty()) continue;
           if (::mkdir(slot.c_str(), 0700) != 0) throw_errno("create " + quote(slot));
           UniqueFd d = open_at(AT_FDCWD, slot, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-          files::write_file(d.get(), "secret", it->second, 0400, Owner{});
+          files::write_file(d.get(), "secret", *value, 0400, Owner{});
           req.source = slot + "/secret";
           req.read_only = true;
-          req.mode = m.mode.value_or(0400);
-          if (m.uid || m.gid) {
-            req.uid = m.uid.value_or(0);
-            req.gid = m.gid.value_or(0);
-          }
+          set_owner_and_mode(req, m, 0400);
           break;
         }
-        case MountType::ssh: throw Error("RUN --mount=type=ssh is not supported by strata build");
+        case MountType::ssh: {
+          const std::string* agent = given_for(opt_.ssh_agents, m, "ssh agent", "--ssh " + m.id + "[=SOCKET]");
+          if (agent == nullptr) continue;
+          if (::mkdir(slot.c_str(), 0700) != 0) throw_errno("create " + quote(slot));
+          req.source = slot + "/agent.sock";
+          p.agents.add(req.source, *agent);
+          req.read_only = false;
+          set_owner_and_mode(req, m, 0600);
+          break;
+        }
       }
       // The mount points the sandbox will create (the target and its
       // missing parents, where symlinks lead inside the root): removed again
@@ -639,6 +663,7 @@ class Executor {
       view.release();
     };
     if (!step.mounts.empty()) with_root([&](int at) { prepare_mounts(step, at, work_dir, r, prepared); });
+    prepared.agents.start();
     int rc = opt_.run(r);
     if (!prepared.stubs.empty()) with_root([&](int at) { remove_stubs(at, prepared.stubs); });
     prepared.unions.clear();

@@ -765,6 +765,12 @@ class Planner {
         if (m.type == MountType::bind && !m.from.empty()) {
           resolve_from(s, m.from, f.pos, "RUN --mount from", m.from_stage, m.from_image);
         }
+        if (m.type == MountType::ssh && m.target.empty()) {
+          // BuildKit numbers a RUN's ssh mounts from 0, in order.
+          auto n = std::count_if(step.mounts.begin(), step.mounts.end(),
+                                 [](const RunMount& other) { return other.type == MountType::ssh; });
+          m.target = "/run/buildkit/ssh_agent." + std::to_string(n);
+        }
         step.mounts.push_back(std::move(m));
       }
       if (f.name == "security") {

@@ -94,8 +94,8 @@ bool takes(MountType type, const std::string& key) {
              key == "readonly";
     case MountType::tmpfs: return key == "size";
     case MountType::secret:
-    case MountType::ssh:
       return key == "id" || key == "env" || key == "required" || key == "mode" || key == "uid" || key == "gid";
+    case MountType::ssh: return key == "id" || key == "required" || key == "mode" || key == "uid" || key == "gid";
   }
   return false;
 }
@@ -133,10 +133,9 @@ RunMount parse_run_mount(std::string_view value, const std::string& workdir) {
   for (const auto& [key, v] : fields) {
     if (key != "type") continue;
     auto t = parse_type(v.value_or(""));
-    if (!t) throw Error("unsupported mount type " + quote(v.value_or("")) + " (bind, cache, tmpfs or secret)");
+    if (!t) throw Error("unsupported mount type " + quote(v.value_or("")) + " (bind, cache, tmpfs, secret or ssh)");
     m.type = *t;
   }
-  if (m.type == MountType::ssh) throw Error("RUN --mount=type=ssh is not supported by strata build");
   m.read_only = m.type == MountType::bind;
   std::string target;
   bool has_target = false;
@@ -223,8 +222,12 @@ RunMount parse_run_mount(std::string_view value, const std::string& workdir) {
       has_target = true;
     }
   }
+  if (m.type == MountType::ssh && m.id.empty()) m.id = "default";
   if (!has_target) {
-    if (m.type != MountType::secret) throw Error("mount type=" + std::string(mount_type_name(m.type)) + " needs a target");
+    // An ssh mount without a target gets /run/buildkit/ssh_agent.N from the planner.
+    if (m.type != MountType::secret && m.type != MountType::ssh) {
+      throw Error("mount type=" + std::string(mount_type_name(m.type)) + " needs a target");
+    }
   } else {
     if (target.empty()) throw Error("mount target is empty");
     m.target = clean_path(target[0] == '/' ? target : "/" + workdir + "/" + target);
@@ -254,9 +257,12 @@ nlohmann::json run_mount_json(const RunMount& m) {
       break;
     case MountType::tmpfs: j["size"] = m.size; break;
     case MountType::secret:
-    case MountType::ssh:
       j["id"] = m.id;
       j["env"] = m.env;
+      j["required"] = m.required;
+      break;
+    case MountType::ssh:
+      j["id"] = m.id;
       j["required"] = m.required;
       break;
   }

@@ -1,9 +1,12 @@
-"""strata build: RUN --mount (cache, tmpfs, bind, secret) and --secret, seen
+"""strata build: RUN --mount (cache, tmpfs, bind, secret, ssh), --secret and --ssh, seen
 as a user sees them: what the command sees, what the image keeps (nothing of
 the mounts), what the cache does, and hostile specs.
 """
+import json
 import os
 import re
+import subprocess
+import time
 
 import pytest
 
@@ -143,8 +146,6 @@ def test_planner_errors_name_the_line(env):
     assert "Dockerfile:3:" in r.stderr and "unsupported mount type 'nfs'" in r.stderr
     r = env.build("FROM base:1\nRUN --mount=type=cache,target=/x,colour=red true\n", ok=False)
     assert "Dockerfile:2:" in r.stderr and "unexpected key 'colour'" in r.stderr
-    r = env.build("FROM base:1\nRUN --mount=type=ssh true\n", ok=False)
-    assert "Dockerfile:2:" in r.stderr and "type=ssh is not supported" in r.stderr
 
 
 @pytest.mark.parametrize("spec", ["type=cache,target=/c,id=a", "type=cache,target=/c,id=b"])
@@ -154,3 +155,129 @@ def test_mount_spec_is_in_the_cache_key(env, spec):
     assert "Using cache" in r.stdout
     r = env.build(f"FROM base:1\nRUN --mount={spec},sharing=locked true\n")
     assert "Using cache" not in r.stdout
+
+
+# A static client of the ssh agent protocol for the busybox image: asks the
+# agent at $SSH_AUTH_SOCK (or ARGV[2]) for its identities and prints their
+# comments. "many" first holds 70 connections open (more than the relay
+# takes at once), then asks on a fresh one.
+AGENT_CLIENT = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+static int dial(const char *path) {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  strncpy(a.sun_path, path, sizeof a.sun_path - 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof a) != 0) { perror("connect"); exit(1); }
+  return fd;
+}
+static int full(int fd, unsigned char *b, size_t n) {
+  while (n > 0) { ssize_t r = read(fd, b, n); if (r <= 0) return -1; b += r; n -= (size_t)r; }
+  return 0;
+}
+static unsigned be32(const unsigned char *p) { return (unsigned)p[0] << 24 | p[1] << 16 | p[2] << 8 | p[3]; }
+int main(int argc, char **argv) {
+  const char *path = argc > 2 ? argv[2] : getenv("SSH_AUTH_SOCK");
+  if (!path) { fprintf(stderr, "no SSH_AUTH_SOCK\n"); return 1; }
+  printf("agent at %s\n", path);
+  if (argc > 1 && strcmp(argv[1], "many") == 0) {
+    int fds[70];
+    for (int i = 0; i < 70; ++i) fds[i] = dial(path);
+    for (int i = 0; i < 70; ++i) close(fds[i]);
+  }
+  int fd = dial(path);
+  for (int round = 0; round < 2; ++round) {
+    unsigned char req[5] = {0, 0, 0, 1, 11};  /* SSH2_AGENTC_REQUEST_IDENTITIES */
+    if (write(fd, req, 5) != 5) { perror("write"); return 1; }
+    unsigned char head[4];
+    if (full(fd, head, 4)) { fprintf(stderr, "no answer\n"); return 1; }
+    unsigned len = be32(head);
+    if (len < 5 || len > 1 << 20) return 1;
+    unsigned char *msg = malloc(len);
+    if (full(fd, msg, len) || msg[0] != 12) { fprintf(stderr, "bad answer\n"); return 1; }
+    unsigned n = be32(msg + 1), at = 5;
+    printf("identities %u\n", n);
+    for (unsigned i = 0; i < n; ++i) {
+      at += 4 + be32(msg + at);  /* the key */
+      unsigned clen = be32(msg + at);
+      printf("comment %.*s\n", (int)clen, (char *)msg + at + 4);
+      at += 4 + clen;
+    }
+    free(msg);
+  }
+  return 0;
+}
+"""
+
+
+@pytest.fixture
+def ssh_agent(workdir):
+    """A real ssh-agent holding one new key (comment strata-test-key): its socket's path."""
+    sock = os.path.join(workdir, "agent.sock")
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", sock], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.05)
+        key = os.path.join(workdir, "id_test")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "strata-test-key", "-f", key], check=True)
+        subprocess.run(["ssh-add", "-q", key], check=True, env={**os.environ, "SSH_AUTH_SOCK": sock},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        yield sock
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+@pytest.fixture
+def agent_client(env):
+    src = env.write("agentcli.c", AGENT_CLIENT)
+    subprocess.run(["gcc", "-static", "-O1", "-o", os.path.join(env.ctx, "agentcli"), src], check=True)
+    return "--mount=type=bind,source=agentcli,target=/agentcli"
+
+
+def test_ssh_mount_reaches_the_agent_and_leaves_nothing(env, ssh_agent, agent_client):
+    r = env.build("FROM base:1\n"
+                  f"RUN {agent_client} --mount=type=ssh /agentcli\n"
+                  f"RUN {agent_client} --mount=type=ssh,id=work,target=/tmp/a.sock,uid=1000,gid=100,mode=0660 "
+                  "sh -c 'stat -c \"%u %g %a %F\" /tmp/a.sock; /agentcli'\n"
+                  f"RUN {agent_client} --mount=type=ssh,id=work /agentcli many\n",
+                  "--ssh", f"default={ssh_agent}", "--ssh", f"work={ssh_agent}", "-t", "ssh:1")
+    out = r.stdout
+    assert "agent at /run/buildkit/ssh_agent.0\nidentities 1\ncomment strata-test-key\nidentities 1" in out
+    assert "1000 100 660 socket" in out
+    assert "agent at /tmp/a.sock\nidentities 1" in out  # SSH_AUTH_SOCK names the first ssh mount
+    assert out.count("comment strata-test-key") == 6
+    for path in ("/run/buildkit", "/tmp/a.sock", "/agentcli"):
+        assert not tree_has(env, "ssh:1", path)
+    config = json.dumps(env.config("ssh:1"))
+    assert "SSH_AUTH_SOCK" not in config and ssh_agent not in config
+    assert ssh_agent.encode() not in all_layer_bytes(env)
+
+
+def test_ssh_mount_without_an_agent_and_bad_specs(env, ssh_agent, monkeypatch):
+    r = env.build("FROM base:1\nRUN --mount=type=ssh sh -c 'test ! -e /run/buildkit/ssh_agent.0 && "
+                  "echo \"skipped $SSH_AUTH_SOCK\"'\n")
+    assert "skipped /run/buildkit/ssh_agent.0" in r.stdout  # as BuildKit: the variable is set all the same
+    r = env.build("FROM base:1\nRUN --mount=type=ssh,id=deploy,required=true true\n", ok=False)
+    assert r.returncode != 0
+    assert "Dockerfile:2:" in r.stderr and "ssh agent 'deploy' is required" in r.stderr
+    r = env.build("FROM base:1\nRUN --mount=type=ssh,env=X true\n", ok=False)
+    assert "Dockerfile:2:" in r.stderr and "'env' does not apply to type=ssh" in r.stderr
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    for spec, message in [("default", "SSH_AUTH_SOCK is not set"), ("x=/etc/passwd", "is not a socket"),
+                          ("x=/nonexistent/agent", "No such file"), ("x=k1,k2", "key files are not supported"),
+                          ("=/tmp/s", "no id")]:
+        r = env.strata("build", "--ssh", spec, env.ctx)
+        assert r.returncode == 2, (spec, r.stderr)
+        assert "--ssh" in r.stderr and message in r.stderr, (spec, r.stderr)
+    # Without a path: the agent of SSH_AUTH_SOCK.
+    monkeypatch.setenv("SSH_AUTH_SOCK", ssh_agent)
+    r = env.build("FROM base:1\nRUN --mount=type=ssh,required test -S \"$SSH_AUTH_SOCK\" && echo agent-there\n",
+                  "--ssh", "default")
+    assert "agent-there" in r.stdout

@@ -520,7 +520,15 @@ TEST_CASE("RUN --mount: the mount spec parser") {
   CHECK(error("type=cache,target=/x,mode=999").find("mode") != std::string::npos);
   CHECK(error("type=cache,target=/x,uid=-1").find("uid") != std::string::npos);
   CHECK(error("type=cache,target=/x,from=stage").find("not supported") != std::string::npos);
-  CHECK(error("type=ssh").find("type=ssh is not supported") != std::string::npos);
+  CHECK(error("type=ssh,env=X").find("'env' does not apply to type=ssh") != std::string::npos);
+  CHECK(error("type=ssh,source=/x").find("'source' does not apply to type=ssh") != std::string::npos);
+  RunMount ssh = parse_run_mount("type=ssh,mode=0640,uid=7,required", "/");
+  CHECK(ssh.id == "default");
+  CHECK(ssh.target.empty());
+  CHECK(ssh.required);
+  CHECK(ssh.mode == 0640U);
+  CHECK(ssh.uid == 7U);
+  CHECK(parse_run_mount("type=ssh,id=gh,target=agent", "/w").target == "/w/agent");
   CHECK(error("type=bind,target=/x,ro=maybe").find("true or false") != std::string::npos);
   CHECK(error("type=bind,target=\"/x").find("quote") != std::string::npos);
   CHECK(error("type=secret").find("needs an id or a target") != std::string::npos);
@@ -528,7 +536,12 @@ TEST_CASE("RUN --mount: the mount spec parser") {
 
 TEST_CASE("RUN --mount in a plan: errors name the line, the spec is in the key, from= is a stage") {
   CHECK(plan_error("FROM busybox\nRUN --mount=type=nfs,target=/x true\n").find("Dockerfile:2:") != std::string::npos);
-  CHECK(plan_error("FROM busybox\nRUN --mount=type=ssh true\n").find("type=ssh is not supported") != std::string::npos);
+  Plan with_ssh = plan("FROM busybox\nRUN --mount=type=ssh --mount=type=ssh,id=b,target=/s --mount=type=ssh,id=c true\n");
+  const Step& ssh_run = with_ssh.stages.back().steps.back();
+  REQUIRE(ssh_run.mounts.size() == 3);
+  CHECK(ssh_run.mounts[0].target == "/run/buildkit/ssh_agent.0");
+  CHECK(ssh_run.mounts[1].target == "/s");
+  CHECK(ssh_run.mounts[2].target == "/run/buildkit/ssh_agent.2");
   Plan p = plan("FROM busybox AS a\nFROM busybox\nARG T=/c\nRUN --mount=type=cache,target=$T --mount=from=a,target=/a true\n");
   const Step& run = p.stages.back().steps.back();
   REQUIRE(run.mounts.size() == 2);

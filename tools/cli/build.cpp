@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 #include <fstream>
@@ -139,6 +140,33 @@ std::pair<std::string, std::string> read_secret(const std::string& spec) {
   }
 }
 
+// `--ssh default|ID[=SOCKET]`, as docker build takes it: an ssh agent's
+// socket (without one, the agent of SSH_AUTH_SOCK). Returns the id and the
+// socket's absolute path. docker also takes private key files here (it runs
+// an agent of its own); strata does not: load them with ssh-add.
+std::pair<std::string, std::string> read_ssh(const std::string& spec) {
+  auto eq = spec.find('=');
+  std::string id = spec.substr(0, eq);
+  std::string path = eq == std::string::npos ? std::string() : spec.substr(eq + 1);
+  auto bad = [&](const std::string& why) { return UsageError("build: --ssh " + quote(spec) + ": " + why); };
+  if (id.empty()) throw bad("no id (default or a name)");
+  if (eq != std::string::npos && path.empty()) throw bad("no socket after '='");
+  if (path.empty()) {
+    const char* agent = std::getenv("SSH_AUTH_SOCK");
+    if (agent == nullptr || *agent == '\0') throw bad("SSH_AUTH_SOCK is not set (give ID=SOCKET)");
+    path = agent;
+  }
+  if (path.find(',') != std::string::npos) {
+    throw bad("key files are not supported; load them into an ssh agent (ssh-add) and give its socket");
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) throw bad(quote(path) + ": " + std::strerror(errno));
+  if (!S_ISSOCK(st.st_mode)) {
+    throw bad(quote(path) + " is not a socket; key files are not supported: load them into an ssh agent (ssh-add) and give its socket");
+  }
+  return {id, std::filesystem::absolute(path).string()};
+}
+
 // --no-cache-filter: stage names (any case) or numbers, comma-separated,
 // as Stage::index values; a name no FROM gives is a usage error.
 std::set<int> stages_named(const b::Dockerfile& df, const std::vector<std::string>& specs) {
@@ -198,7 +226,7 @@ bool report_checks(const b::Plan& plan, const std::string& dockerfile, bool chec
 
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
-  std::vector<std::string> tags, build_args, labels, secrets, no_cache_filter, allow;
+  std::vector<std::string> tags, build_args, labels, secrets, ssh_specs, no_cache_filter, allow;
   std::string file, target, progress = "plain", context, iidfile, output_spec;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
@@ -210,6 +238,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("secret", po::value(&secrets), "give RUN --mount=type=secret a secret: id=ID,src=PATH or id=ID,env=VAR (repeatable; never stored in the image or the cache)")
+      ("ssh", po::value(&ssh_specs), "give RUN --mount=type=ssh an ssh agent: default or ID, =SOCKET (default: SSH_AUTH_SOCK; repeatable)")
       ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
       ("quiet,q", po::bool_switch(), "print only the image id")
       ("iidfile", po::value(&iidfile), "write the image id to FILE (a regular FILE is removed first, so a failed build leaves none)")
@@ -263,6 +292,11 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       continue;
     }
     arg_map[a.substr(0, eq)] = a.substr(eq + 1);
+  }
+  std::map<std::string, std::string> ssh_map;
+  for (const auto& spec : ssh_specs) {
+    auto [id, socket] = read_ssh(spec);
+    ssh_map.insert_or_assign(id, std::move(socket));
   }
   std::map<std::string, std::string> secret_map;
   for (const auto& spec : secrets) {
@@ -369,6 +403,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.store = &adapter;
   eo.mounter = &mounter;
   eo.secrets = std::move(secret_map);
+  eo.ssh_agents = std::move(ssh_map);
   // An unprivileged user's mount on the host lets in only that user, not
   // the image's other users: the RUN mounts its root itself (as a run does).
   eo.run_mounts_root = ::geteuid() != 0;
