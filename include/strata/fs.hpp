@@ -72,6 +72,11 @@ struct MountOptions {
   bool allow_root = false;
   bool read_only = false;
   bool passthrough = true;  // let the kernel read and write layer files itself where it can
+  // `-o volatile`, as overlayfs's: nothing is synced to the upper's disk
+  // (copy-up, fsync, fsyncdir), for uppers that a crash makes worthless
+  // anyway (a build step's, which becomes a layer only through a commit that
+  // syncs it).
+  bool volatile_upper = false;
   // Process whose end unmounts the file system (0: none), so that a mount
   // never outlives the program that made it, even one killed with SIGKILL.
   int owner_pid = 0;

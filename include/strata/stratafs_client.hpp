@@ -45,6 +45,7 @@ struct StratafsMount {
   std::string workdir;                 // with upperdir, and only then
   bool read_only = false;              // -o ro
   bool allow_other = false;            // -o allow_other: other users (and the container's) may use it
+  bool volatile_upper = false;         // -o volatile: the upper is never synced
   int owner_pid = 0;                   // -o owner=PID: the mount ends with PID (0: it outlives us)
 };
 

@@ -18,6 +18,10 @@ void StratafsMounter::mount(const MountRequest& request) {
   m.upperdir = request.upper;
   m.workdir = request.work;
   m.read_only = request.upper.empty();
+  // A step's upper is thrown away after a crash: it becomes a layer only
+  // through the commit, which syncs what it writes. Syncing it as well
+  // (every copy-up, every fsync a package manager makes) is only time lost.
+  m.volatile_upper = !request.upper.empty();
   // RUN steps run as the image's users, not only as the mounting one.
   m.allow_other = ::geteuid() == 0;
   // The mount ends with this process, even when it is killed.

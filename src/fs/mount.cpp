@@ -307,6 +307,7 @@ void mount_and_serve(const MountOptions& o) {
     layers[0] = std::move(upper);
   }
   cfg.writable = writable;
+  cfg.sync_upper = !o.volatile_upper;
   cfg.daemon_uid = ::geteuid();
   cfg.daemon_gid = ::getegid();
   const bool in_userns = in_user_namespace();

@@ -92,6 +92,8 @@ void apply_option(const std::string& opt, MountOptions& o) {
     o.owner_pid = static_cast<int>(*pid);
   } else if (opt == "nopassthrough") {
     o.passthrough = false;
+  } else if (opt == "volatile") {
+    o.volatile_upper = true;
   } else if (key == "stats") {
     need_value();
     // Absolute now: the daemon changes to / when it detaches.
@@ -227,6 +229,8 @@ std::string usage_text(std::string_view program) {
          "  -o fsname=NAME       source name shown in /proc/mounts\n"
          "  -o owner=PID         unmount and exit when process PID ends\n"
          "  -o nopassthrough     serve every read and write through the daemon (no FUSE passthrough)\n"
+         "  -o volatile          never sync the upper to disk (copy-up, fsync): for uppers a crash\n"
+         "                       may lose, such as a build step's\n"
          "  -o stats=FILE        count requests per opcode with their latency; write the table\n"
          "                       to FILE on SIGUSR1 and at unmount\n"
          "  -f                   stay in the foreground\n"

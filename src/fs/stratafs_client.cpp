@@ -14,7 +14,9 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <string_view>
 
 #include "strata/fd.hpp"
 #include "strata/fs.hpp"
@@ -132,11 +134,17 @@ std::string format_mount_options(const StratafsMount& m) {
     throw Error(m.upperdir.empty() ? "a work directory " + quote(m.workdir) + " without an upper directory"
                                    : "an upper directory " + quote(m.upperdir) + " without a work directory");
   }
+  // An image may hold the same layer twice (two steps that made the same
+  // change). Only its topmost place counts: whatever the lower copy shows,
+  // the upper one shows too, and whatever a layer between them hides or
+  // replaces, the upper copy shows again. stratafs, like overlayfs, refuses
+  // a directory given twice, so the lower copies are left out.
   std::string out = "lowerdir=";
-  for (std::size_t i = 0; i < m.lowerdirs.size(); ++i) {
-    const std::string& dir = m.lowerdirs[i];
+  std::set<std::string_view> given;
+  for (const std::string& dir : m.lowerdirs) {
+    if (!given.insert(dir).second) continue;
     check_expressible(dir, "layer directory");
-    if (i != 0) out += ':';
+    if (given.size() != 1) out += ':';
     out += escape_lower_dir(dir);
   }
   if (!m.upperdir.empty()) {
@@ -146,6 +154,7 @@ std::string format_mount_options(const StratafsMount& m) {
   }
   if (m.read_only) out += ",ro";
   if (m.allow_other) out += ",allow_other";
+  if (m.volatile_upper) out += ",volatile";
   if (m.owner_pid < 0) throw Error("bad owner process id " + std::to_string(m.owner_pid) + " for a mount");
   if (m.owner_pid > 0) out += ",owner=" + std::to_string(m.owner_pid);
   return out;

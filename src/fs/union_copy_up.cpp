@@ -192,7 +192,8 @@ int UnionFs::copy_up(Node& node, bool with_data) {
     if (with_data) {
       UniqueFd in(dir_cache_.open_retrying([&] { return ::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); }));
       r = in ? copy_data(in.get(), out.get(), st.st_size) : transient(errno) ? errno : EIO;
-      if (r == 0 && ::fdatasync(out.get()) != 0) r = errno;
+      // As overlayfs: a crash must not leave a partial copy that hides the lower file.
+      if (r == 0 && cfg_.sync_upper && ::fdatasync(out.get()) != 0) r = errno;
     }
   } else if (S_ISLNK(st.st_mode)) {
     char target[PATH_MAX + 1];

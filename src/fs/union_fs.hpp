@@ -258,6 +258,7 @@ struct Config {
   // The daemon may register backing files for FUSE passthrough (root of the
   // initial user namespace, and the mount did not say nopassthrough).
   bool passthrough = false;
+  bool sync_upper = true;  // false with -o volatile: copy-up, fsync and fsyncdir do not sync
   uid_t daemon_uid = 0;  // the owner the daemon's new files get without a chown
   gid_t daemon_gid = 0;
 };

@@ -224,12 +224,14 @@ void UnionFs::write_buf(fuse_req_t req, fuse_ino_t, fuse_bufvec* in, off_t off, 
 // after the first one, which saves a round trip per close.
 
 void UnionFs::fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  if (!cfg_.sync_upper) return (void)fuse_reply_err(req, 0);  // -o volatile
   int fd = handle_fd(fi);
   int rc = datasync ? ::fdatasync(fd) : ::fsync(fd);
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
 
 void UnionFs::fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  if (!cfg_.sync_upper) return (void)fuse_reply_err(req, 0);  // -o volatile
   std::shared_lock lk(tree_mu_);
   Node& node = *node_of(ino);
   if (!node.has_upper()) return (void)fuse_reply_err(req, 0);  // nothing of it was written

@@ -625,3 +625,49 @@ def test_sigkill_then_remount(workdir, mounts):
     assert open(f"{mnt}/synced").read() == "durable"
     assert open(f"{mnt}/f").read() == "lower"
     assert os.listdir(f"{wk}/strata.work") == []
+
+
+@pytest.mark.parametrize("volatile", [False, True])
+def test_volatile_never_syncs_the_upper(workdir, mounts, volatile):
+    """-o volatile (as overlayfs's): copy-up, fsync and fdatasync reach the upper's disk never, and
+    everything else is as without it. The daemon runs under strace, which counts its syncs."""
+    bot, upper, work, mnt = (os.path.join(workdir, n) for n in ("bot", "upper", "work", "mnt"))
+    write(f"{bot}/big", b"x" * 100_000)
+    write(f"{bot}/dir/f", "f")
+    os.makedirs(upper)
+    os.makedirs(work)
+    os.makedirs(mnt)
+    log = os.path.join(workdir, "strace.log")
+    opts = f"lowerdir={bot},upperdir={upper},workdir={work}" + (",volatile" if volatile else "")
+    mounts.add(mnt)
+    daemon = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", log,
+                               tool("stratafs"), "-f", "-o", opts, mnt])
+    try:
+        for _ in range(200):
+            if is_mounted(mnt):
+                break
+            time.sleep(0.05)
+        assert is_mounted(mnt)
+        with open(f"{mnt}/big", "ab") as f:  # a copy-up
+            f.write(b"y")
+            f.flush()
+            os.fsync(f.fileno())
+            os.fdatasync(f.fileno())
+        dfd = os.open(f"{mnt}/dir", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+        with open(f"{mnt}/big", "rb") as f:
+            assert f.read() == b"x" * 100_000 + b"y"
+    finally:
+        unmount_now(mnt)
+        daemon.wait(timeout=30)
+    with open(f"{upper}/big", "rb") as f:
+        assert f.read() == b"x" * 100_000 + b"y"
+    with open(log) as f:
+        syncs = [line for line in f if "fsync(" in line or "fdatasync(" in line]
+    if volatile:
+        assert syncs == []
+    else:
+        assert len(syncs) >= 3, syncs  # the copy-up's, the file's two, the directory's

@@ -123,6 +123,7 @@ MountOptions round_trip(const StratafsMount& m) {
   CHECK(o.workdir == m.workdir);
   CHECK(o.read_only == m.read_only);
   CHECK(o.allow_other == m.allow_other);
+  CHECK(o.volatile_upper == m.volatile_upper);
   CHECK(o.owner_pid == m.owner_pid);
   CHECK(o.mountpoint == "/mnt");
   return o;
@@ -141,12 +142,20 @@ TEST_CASE("stratafs client: plain options round-trip through the parser") {
   m.lowerdirs = {"/store/layers/a", "/store/layers/b"};
   round_trip(m);
   CHECK(format_mount_options(m) == "lowerdir=/store/layers/a:/store/layers/b");
+  // A layer an image holds twice is mounted at its topmost place only.
+  StratafsMount twice;
+  twice.lowerdirs = {"/store/layers/a", "/store/layers/b", "/store/layers/a", "/store/layers/c", "/store/layers/b"};
+  CHECK(format_mount_options(twice) == "lowerdir=/store/layers/a:/store/layers/b:/store/layers/c");
   m.upperdir = "/c/upper";
   m.workdir = "/c/work";
   m.allow_other = true;
   m.owner_pid = 4242;
   round_trip(m);
   CHECK(format_mount_options(m) == "lowerdir=/store/layers/a:/store/layers/b,upperdir=/c/upper,workdir=/c/work,allow_other,owner=4242");
+  m.volatile_upper = true;
+  round_trip(m);
+  CHECK(format_mount_options(m) == "lowerdir=/store/layers/a:/store/layers/b,upperdir=/c/upper,workdir=/c/work,allow_other,volatile,owner=4242");
+  m.volatile_upper = false;
   m.upperdir.clear();
   m.workdir.clear();
   m.read_only = true;
@@ -187,7 +196,8 @@ TEST_CASE("stratafs client: what the -o grammar cannot carry is refused") {
   m.workdir = "/w";
   CHECK(format_error(m) == "a work directory '/w' without an upper directory");
   m.workdir.clear();
-  m.lowerdirs.assign(kMaxLowerLayers, "/l");
+  m.lowerdirs.clear();
+  for (std::size_t i = 0; i < kMaxLowerLayers; ++i) m.lowerdirs.push_back("/l" + std::to_string(i));
   round_trip(m);
   m.lowerdirs.push_back("/l");
   CHECK(format_error(m).starts_with("too many lower directories to mount: 256"));
