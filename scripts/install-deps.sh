@@ -23,6 +23,9 @@ test_pkgs+=(apache2-utils openssl python3-jwt python3-cryptography)
 test_pkgs+=(clang-tidy)
 # strata run's opt-in Debian test (STRATA_SLOW_TESTS=1) builds its base with debootstrap.
 test_pkgs+=(debootstrap)
+# stratafs -o volatile's test counts the daemon's syncs with strace; the ssh
+# mount's test runs a real ssh-agent and builds its static client with gcc.
+test_pkgs+=(strace openssh-client gcc libc6-dev)
 # The fuzz targets (scripts/fuzz.sh), on top of the build's: clang and its
 # runtime libraries (libFuzzer and the sanitizers; only a recommendation of
 # clang, so named here).

@@ -18,6 +18,7 @@
 // store; RUN is not run again.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -127,11 +128,25 @@ struct RunRequest {
   std::string network;  // "default", "none" or "host"
   bool insecure = false;  // RUN --security=insecure: every capability, no seccomp filter
   std::vector<RunMountRequest> mounts;  // in Dockerfile order
+  // With progress shown: each line the command prints is shown as
+  // LOG_PREFIX, the seconds since LOG_STARTED (three decimals), a space and
+  // the line, as BuildKit's plain progress shows it ("#6 0.215 hello").
+  std::string log_prefix;
+  std::chrono::steady_clock::time_point log_started;
 };
 
 // Runs a RUN step's command (in the sandbox); returns its exit status, or
 // 128+N when it was killed by signal N. Throws Error when it cannot run.
 using RunCommand = std::function<int(const RunRequest& request)>;
+
+// The key of the image config's field that holds its inline build cache:
+// [{"key": CACHE KEY, "layer": DIFF_ID or "", "created": RFC 3339}, ...].
+inline constexpr const char* kInlineCacheKey = "strata.build.cache.v1";
+
+// The inline cache entries of an image config DOC: key -> {"layer",
+// "created"}, keeping only entries whose layer is one of DOC's own layers
+// (or none) and whose fields have the right types.
+std::map<std::string, nlohmann::json> inline_cache_entries(const nlohmann::json& doc);
 
 struct ExecuteOptions {
   std::string context_dir;          // the build context
@@ -141,6 +156,13 @@ struct ExecuteOptions {
   // --no-cache-filter: the stages (Stage::index) whose steps run without
   // the cache; the other stages still use it.
   std::set<int> no_cache_stages;
+  // `--cache-to type=inline`: the image's config also holds the cache
+  // entries of the steps whose layers it has (kInlineCacheKey), so that a
+  // build elsewhere can take them with --cache-from.
+  bool inline_cache = false;
+  // `--cache-from`: cache entries read from images' configs
+  // (inline_cache_entries), looked up when the store's own cache misses.
+  std::map<std::string, nlohmann::json> imported_cache;
   // The layers the target stage made on top of its FROM are merged into
   // one; the history keeps every entry, only the last one that made a layer
   // points to the merged layer. The cache keeps the separate steps.
@@ -158,10 +180,11 @@ struct ExecuteOptions {
   // to the command only: never in a layer, the history, the config or a
   // cache key.
   std::map<std::string, std::string> secrets;
-  // `--ssh`: id -> the path of an ssh agent's socket, for RUN
+  // `--ssh`: id -> an O_PATH descriptor of an ssh agent's socket (checked
+  // when the build started; the caller keeps it open), for RUN
   // --mount=type=ssh. The command reaches the agent through a socket of
-  // its own; the path is in no layer, history or cache key.
-  std::map<std::string, std::string> ssh_agents;
+  // its own; the agent's path is in no layer, history or cache key.
+  std::map<std::string, int> ssh_agents;
   // Polled between steps and after each step's work: true stops the build
   // (SIGINT/SIGTERM), cleaning up as for a failing step.
   std::function<bool()> cancelled;

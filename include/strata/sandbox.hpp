@@ -358,6 +358,7 @@ struct UnionRoot {
   std::vector<std::string> lowerdirs;  // topmost first
   std::string upperdir;                // empty: read-only
   std::string workdir;
+  bool volatile_upper = false;         // stratafs -o volatile: a build step's upper, never synced
   // A directory (created when missing) that the sandbox fills with the mount
   // points it needs (/proc, /dev, /sys, /etc/resolv.conf, /etc/hosts) and
   // stacks between the layers and the upper, as docker's "init" layer: they
@@ -376,6 +377,9 @@ struct RunSpec {
   std::string hostname = "strata";
   bool tty = false;          // a pseudo-terminal on stdin/stdout/stderr (devpts inside the container)
   bool interactive = false;  // pass stdin (else stdin is /dev/null)
+  // Without tty: when >= 0, the command's standard output and error (else
+  // strata's own). strata's warnings still go to its own standard error.
+  int output_fd = -1;
   Network network = Network::host;
   std::vector<PortMapping> ports;     // `-p` (Network::private_net only); host port 0: chosen
   std::vector<std::string> dns;       // `--dns`

@@ -3,7 +3,6 @@
 #include "agent_forwarder.hpp"
 
 #include <fcntl.h>
-#include <linux/close_range.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -15,6 +14,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <list>
 
@@ -25,64 +25,106 @@ namespace strata::build {
 
 namespace {
 
-// A path too long for sun_path is reached through its directory's fd.
+// The socket DIR_FD/NAME, or the one an O_PATH descriptor names (NAME
+// empty), through /proc/self/fd: no path length limit, no path looked up again.
 sockaddr_un unix_address(int dir_fd, const std::string& name) {
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
-  std::string path = "/proc/self/fd/" + std::to_string(dir_fd) + "/" + name;
+  std::string path = "/proc/self/fd/" + std::to_string(dir_fd);
+  if (!name.empty()) path += "/" + name;
   if (path.size() >= sizeof addr.sun_path) throw Error("the socket name " + quote(name) + " is too long");
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
   return addr;
 }
 
+// The ssh agent protocol (draft-miller-ssh-agent): each message is a
+// 32-bit big-endian length, then that many bytes, the first its type.
+constexpr std::uint32_t kMaxMessage = 256 * 1024;  // as ssh-agent's own limit
+constexpr unsigned char kRequestIdentities = 11;
+constexpr unsigned char kSignRequest = 13;
+constexpr char kFailure[] = {0, 0, 0, 1, 5};  // SSH_AGENT_FAILURE
+
+// The length of the message at the front of BUF: 0 while it is incomplete,
+// -1 when it breaks the protocol (empty or too long).
+long long framed_length(const std::string& buf) {
+  if (buf.size() < 4) return 0;
+  std::uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len = (len << 8) | static_cast<unsigned char>(buf[static_cast<size_t>(i)]);
+  if (len == 0 || len > kMaxMessage) return -1;
+  return buf.size() >= 4 + static_cast<size_t>(len) ? 4 + static_cast<long long>(len) : 0;
+}
+
 // One connection from the container and its own connection to the agent.
-// Each side's bytes wait in a buffer until the other side takes them; a
-// side is read again only once its last bytes are written, so a peer that
-// stops reading holds back only its own connection.
+// One request is at the agent at a time, so answers (the agent's, or the
+// relay's refusals) keep their order.
 struct Link {
   UniqueFd client, agent;
-  std::string to_agent, to_client;
+  std::string from_client, to_agent;  // requests: not yet whole or looked at / passed on
+  std::string from_agent, to_client;  // answers
+  bool awaiting = false;              // a request is at the agent
   bool client_eof = false, agent_eof = false;
-  bool client_hup = false, agent_hup = false;  // poll said so: not polled again unless written to
+  bool client_hup = false, agent_hup = false;  // poll said so: not polled again while nothing is to do
   bool broken = false;
 
+  // Moves what is whole: the agent's answers to the client, then the
+  // client's next request to the agent or, when it may not pass, a refusal.
+  void route() {
+    while (true) {
+      long long n = framed_length(from_agent);
+      if (n < 0) broken = true;
+      if (n <= 0) break;
+      to_client.append(from_agent, 0, static_cast<size_t>(n));
+      from_agent.erase(0, static_cast<size_t>(n));
+      awaiting = false;
+    }
+    while (!broken && !awaiting && to_client.size() < kMaxMessage) {
+      long long n = framed_length(from_client);
+      if (n < 0) broken = true;
+      if (n <= 0) break;
+      const auto type = static_cast<unsigned char>(from_client[4]);
+      if (type == kRequestIdentities || type == kSignRequest) {
+        to_agent.append(from_client, 0, static_cast<size_t>(n));
+        awaiting = true;
+      } else {
+        to_client.append(kFailure, sizeof kFailure);
+      }
+      from_client.erase(0, static_cast<size_t>(n));
+    }
+  }
+
+  // Ended: broken, or the client is gone and nothing it asked is still
+  // due, or the agent is gone and nothing it answered is still to deliver.
   bool done() const {
-    return broken || (client_eof && agent_eof && to_agent.empty() && to_client.empty());
+    if (broken) return true;
+    if (client_eof && !awaiting && framed_length(from_client) <= 0 && to_client.empty()) return true;
+    return agent_eof && to_client.empty();
   }
 };
 
 constexpr size_t kMaxLinks = 64;
-constexpr size_t kChunk = 64 * 1024;
 
-// Reads what FROM has into BUF; false at end of file or on an error.
-bool pull(int from, std::string& buf, bool& eof, bool& broken) {
-  char chunk[kChunk];
-  ssize_t n = ::recv(from, chunk, sizeof chunk, MSG_DONTWAIT);
+// Reads what FD has onto BUF; sets EOF at its end and BROKEN on an error.
+void pull(int fd, std::string& buf, bool& eof, bool& broken) {
+  char chunk[16384];
+  ssize_t n = ::recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
   if (n > 0) {
     buf.append(chunk, static_cast<size_t>(n));
-    return true;
-  }
-  if (n == 0) {
+  } else if (n == 0) {
     eof = true;
   } else if (errno != EAGAIN && errno != EINTR) {
     broken = true;
   }
-  return false;
 }
 
-// Writes what BUF holds to TO; half-closes TO once BUF is empty and its
-// source has ended.
-void push(int to, std::string& buf, bool source_eof, bool& broken) {
-  if (!buf.empty()) {
-    ssize_t n = ::send(to, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (n > 0) {
-      buf.erase(0, static_cast<size_t>(n));
-    } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
-      broken = true;
-      return;
-    }
+// Writes what BUF holds to FD, as much as it takes now.
+void push(int fd, std::string& buf, bool& broken) {
+  if (buf.empty()) return;
+  ssize_t n = ::send(fd, buf.data(), buf.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+  if (n > 0) {
+    buf.erase(0, static_cast<size_t>(n));
+  } else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+    broken = true;
   }
-  if (buf.empty() && source_eof) ::shutdown(to, SHUT_WR);
 }
 
 }  // namespace
@@ -95,22 +137,17 @@ AgentForwarder::~AgentForwarder() {
   }
 }
 
-void AgentForwarder::add(const std::string& socket, const std::string& agent) {
+void AgentForwarder::add(const std::string& socket, int agent) {
   Route route;
-  route.agent = agent;
-  auto slash = agent.rfind('/');
-  std::string agent_dir = slash == std::string::npos ? "." : slash == 0 ? "/" : agent.substr(0, slash);
-  route.agent_name = agent.substr(slash == std::string::npos ? 0 : slash + 1);
-  route.agent_dir.reset(::open(agent_dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
-  if (!route.agent_dir) throw_errno("open the directory of the ssh agent socket " + quote(agent));
-
-  auto s_slash = socket.rfind('/');
-  std::string dir = s_slash == std::string::npos ? "." : socket.substr(0, s_slash);
+  route.agent.reset(::fcntl(agent, F_DUPFD_CLOEXEC, 3));
+  if (!route.agent) throw_errno("hold the ssh agent's socket");
+  auto slash = socket.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : socket.substr(0, slash);
   UniqueFd dir_fd(::open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd) throw_errno("open " + quote(dir));
   route.listener.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!route.listener) throw_errno("create a socket for the ssh agent " + quote(agent));
-  sockaddr_un addr = unix_address(dir_fd.get(), socket.substr(s_slash + 1));
+  if (!route.listener) throw_errno("create a socket for an ssh agent");
+  sockaddr_un addr = unix_address(dir_fd.get(), socket.substr(slash + 1));
   // Made 0600 from the start; the sandbox gives it the mount's owner and mode.
   mode_t old_mask = ::umask(0177);
   int rc = ::bind(route.listener.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
@@ -141,7 +178,7 @@ void AgentForwarder::relay() {
   std::vector<int> keep;
   for (const auto& r : routes_) {
     keep.push_back(r.listener.get());
-    keep.push_back(r.agent_dir.get());
+    keep.push_back(r.agent.get());
   }
   std::sort(keep.begin(), keep.end());
   unsigned from = 3;
@@ -154,7 +191,7 @@ void AgentForwarder::relay() {
 
   std::list<Link> links;
   std::vector<pollfd> fds;
-  std::vector<Link*> owners;  // the link of each entry of fds past the listeners
+  std::vector<Link*> owners;  // the link of each pair of entries of fds past the listeners
   while (true) {
     fds.clear();
     owners.clear();
@@ -162,17 +199,14 @@ void AgentForwarder::relay() {
     for (auto& l : links) {
       short client_events = 0;
       short agent_events = 0;
-      if (l.to_agent.empty() && !l.client_eof) client_events |= POLLIN;
+      if (!l.client_eof && l.from_client.size() <= kMaxMessage + 4) client_events |= POLLIN;
       if (!l.to_client.empty()) client_events |= POLLOUT;
-      if (l.to_client.empty() && !l.agent_eof) agent_events |= POLLIN;
+      if (!l.agent_eof && l.from_agent.size() <= kMaxMessage + 4) agent_events |= POLLIN;
       if (!l.to_agent.empty()) agent_events |= POLLOUT;
       // A side that hung up reports it at every poll: left out while
       // nothing is to be read from it or written to it.
-      bool skip_client = l.client_hup && client_events == 0;
-      bool skip_agent = l.agent_hup && agent_events == 0;
-      fds.push_back({skip_client ? -1 : l.client.get(), client_events, 0});
-      owners.push_back(&l);
-      fds.push_back({skip_agent ? -1 : l.agent.get(), agent_events, 0});
+      fds.push_back({l.client_hup && client_events == 0 ? -1 : l.client.get(), client_events, 0});
+      fds.push_back({l.agent_hup && agent_events == 0 ? -1 : l.agent.get(), agent_events, 0});
       owners.push_back(&l);
     }
     if (::poll(fds.data(), fds.size(), -1) < 0) {
@@ -185,12 +219,7 @@ void AgentForwarder::relay() {
       if (!client || links.size() >= kMaxLinks) continue;  // refused: closed at once
       UniqueFd agent(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
       if (!agent) continue;
-      sockaddr_un addr{};
-      try {
-        addr = unix_address(routes_[i].agent_dir.get(), routes_[i].agent_name);
-      } catch (const Error&) {
-        continue;
-      }
+      sockaddr_un addr = unix_address(routes_[i].agent.get(), "");
       timeval limit{5, 0};  // an agent whose backlog is full does not hold the relay up for long
       ::setsockopt(agent.get(), SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof limit);
       if (::connect(agent.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof addr) != 0) continue;
@@ -201,19 +230,20 @@ void AgentForwarder::relay() {
       l.agent = std::move(agent);
     }
     for (size_t i = routes_.size(); i < fds.size(); i += 2) {
-      Link& l = *owners[i - routes_.size()];
+      Link& l = *owners[(i - routes_.size()) / 2];
       const short c = fds[i].revents;
       const short a = fds[i + 1].revents;
       if ((c & (POLLHUP | POLLERR)) != 0) l.client_hup = true;
       if ((a & (POLLHUP | POLLERR)) != 0) l.agent_hup = true;
-      if ((c & (POLLIN | POLLHUP | POLLERR)) != 0 && l.to_agent.empty() && !l.client_eof) {
-        pull(l.client.get(), l.to_agent, l.client_eof, l.broken);
+      if ((c & (POLLIN | POLLHUP | POLLERR)) != 0 && (fds[i].events & POLLIN) != 0) {
+        pull(l.client.get(), l.from_client, l.client_eof, l.broken);
       }
-      if ((a & (POLLIN | POLLHUP | POLLERR)) != 0 && l.to_client.empty() && !l.agent_eof) {
-        pull(l.agent.get(), l.to_client, l.agent_eof, l.broken);
+      if ((a & (POLLIN | POLLHUP | POLLERR)) != 0 && (fds[i + 1].events & POLLIN) != 0) {
+        pull(l.agent.get(), l.from_agent, l.agent_eof, l.broken);
       }
-      if (!l.broken) push(l.agent.get(), l.to_agent, l.client_eof, l.broken);
-      if (!l.broken) push(l.client.get(), l.to_client, l.agent_eof, l.broken);
+      l.route();
+      if (!l.broken) push(l.agent.get(), l.to_agent, l.broken);
+      if (!l.broken) push(l.client.get(), l.to_client, l.broken);
     }
     links.remove_if([](const Link& l) { return l.done(); });
   }

@@ -73,6 +73,7 @@ struct State {
   size_t base_history = 0;          // history entries of the stage's FROM
   std::string created;              // of the last step
   nlohmann::json base_doc = nlohmann::json::object();
+  nlohmann::json cache_entries = nlohmann::json::array();  // of every step that led here, for --cache-to inline
 };
 
 // A union mount that is unmounted when it goes out of scope.
@@ -128,28 +129,44 @@ class Executor {
     doc["config"] = config_to_json(target.config);
     doc["rootfs"] = {{"type", "layers"}, {"diff_ids", s.layers}};
     doc["history"] = s.history;
-    result_.image_id = store_.write_image(doc);
-    for (const auto& tag : opt_.tags) store_.tag(result_.image_id, tag);
-    if (opt_.out != nullptr) {
-      if (opt_.quiet) {
-        *opt_.out << result_.image_id << "\n";
-      } else {
-        *opt_.out << "Successfully built " << short_id(result_.image_id) << "\n";
-        for (const auto& tag : opt_.tags) *opt_.out << "Successfully tagged " << tag << "\n";
+    doc.erase(kInlineCacheKey);
+    if (opt_.inline_cache) {
+      // Only the entries whose layer the image has: the others could not be used from it.
+      nlohmann::json entries = nlohmann::json::array();
+      for (const auto& e : s.cache_entries) {
+        const std::string& layer = e["layer"].get_ref<const std::string&>();
+        if (layer.empty() || std::find(s.layers.begin(), s.layers.end(), layer) != s.layers.end()) {
+          entries.push_back(e);
+        }
       }
+      doc[kInlineCacheKey] = std::move(entries);
     }
+    begin_vertex("exporting to image");
+    result_.image_id = store_.write_image(doc);
+    vertex_log("writing image " + result_.image_id + " done");
+    for (const auto& tag : opt_.tags) {
+      store_.tag(result_.image_id, tag);
+      vertex_log("naming to " + tag + " done");
+    }
+    end_vertex(done_text());
+    if (opt_.out != nullptr && opt_.quiet) *opt_.out << result_.image_id << "\n";
     return result_;
   }
 
  private:
   std::ostream* progress() const { return opt_.quiet ? nullptr : opt_.out; }
 
+  static bool makes_layer(const Step& step) {
+    return step.kind == StepKind::run || step.kind == StepKind::copy || step.kind == StepKind::add ||
+           step.kind == StepKind::workdir;
+  }
+
   // --squash: the stage's own layers become one; the history keeps its
   // entries, and only the last that made a layer still does.
   void squash(State& s) {
     if (s.layers.size() <= s.base_layers + 1) return;
     std::vector<std::string> own(s.layers.begin() + static_cast<std::ptrdiff_t>(s.base_layers), s.layers.end());
-    say("Squashing " + std::to_string(own.size()) + " layers");
+    begin_vertex("squashing " + std::to_string(own.size()) + " layers");
     std::string merged = store_.squash_layers(own);
     s.layers.resize(s.base_layers);
     s.layers.push_back(merged);
@@ -160,25 +177,63 @@ class Executor {
     for (size_t i = s.base_history; i < s.history.size(); ++i) {
       if (last && i != *last) s.history[i]["empty_layer"] = true;
     }
-    say(" ---> layer " + short_id(merged));
+    vertex_log("layer " + short_id(merged));
+    end_vertex(done_text());
   }
 
   void say(const std::string& line) const {
     if (auto* o = progress()) *o << line << "\n" << std::flush;
   }
 
-  [[noreturn]] void fail_step(const Step& step, const std::string& message) const {
+  // BuildKit's plain progress: each piece of work is a numbered vertex,
+  // "#N NAME", then its lines "#N TEXT" (a RUN's output with the seconds
+  // since the vertex began, see RunRequest::log_prefix), then "#N DONE 1.2s",
+  // "#N CACHED" or "#N ERROR: MESSAGE", and a blank line.
+  void begin_vertex(const std::string& name) {
+    vertex_ = ++vertices_;
+    vertex_started_ = std::chrono::steady_clock::now();
+    say(vertex_prefix() + name);
+  }
+  std::string vertex_prefix() const { return "#" + std::to_string(vertex_) + " "; }
+  void vertex_log(const std::string& text) const { say(vertex_ != 0 ? vertex_prefix() + text : text); }
+  void end_vertex(const std::string& outcome) {
+    if (vertex_ == 0) return;
+    say(vertex_prefix() + outcome);
+    say("");
+    vertex_ = 0;
+  }
+  std::string done_text() const {
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - vertex_started_).count();
+    char buf[48];
+    std::snprintf(buf, sizeof buf, "DONE %.1fs", secs);
+    return buf;
+  }
+
+  // "[NAME I/N] ": BuildKit's step label (the stage's name when it has one;
+  // I counts the FROM and each step that makes a layer, padded to N's width).
+  std::string step_label(int index) const {
+    std::string total = std::to_string(stage_total_);
+    std::string number = std::to_string(index);
+    if (number.size() < total.size()) number.insert(0, total.size() - number.size(), ' ');
+    return "[" + (stage_name_.empty() ? std::string() : stage_name_ + " ") + number + "/" + total + "] ";
+  }
+
+  [[noreturn]] void fail_step(const Step& step, const std::string& message) {
+    end_vertex("ERROR: " + message);
     throw DockerfileError(path_, step.pos, message, step.display);
   }
 
   void build_stage(const Stage& stage) {
     State s;
     const Step& from = stage.steps.front();
-    say("Step " + std::to_string(from.number) + "/" + std::to_string(plan_.total_steps) + " : " + from.display);
+    stage_name_ = stage.name;
+    stage_total_ = 1 + static_cast<int>(std::count_if(stage.steps.begin() + 1, stage.steps.end(),
+                                                        [](const Step& st) { return makes_layer(st); }));
+    stage_step_ = 1;
     if (stage.base_stage) {
       s = states_.at(*stage.base_stage);
-      say(" ---> stage " + std::to_string(*stage.base_stage));
     } else if (stage.base_image) {
+      begin_vertex(step_label(1) + from.display);
       nlohmann::json doc = store_.image_config(stage.base_image->id);
       s.base_doc = doc;
       if (doc.contains("rootfs") && doc["rootfs"].contains("diff_ids")) {
@@ -187,10 +242,10 @@ class Executor {
       if (doc.contains("history") && doc["history"].is_array()) s.history = doc["history"];
       s.created = doc.contains("created") && doc["created"].is_string() ? doc["created"].get<std::string>() : "";
       s.chain = stage.base_image->id;
-      say(" ---> " + short_id(stage.base_image->id));
+      vertex_log("image " + short_id(stage.base_image->id));
+      end_vertex(done_text());
     } else {
       s.chain = "scratch";
-      say(" ---> scratch");
     }
     s.base_layers = s.layers.size();
     s.base_history = s.history.size();
@@ -211,17 +266,15 @@ class Executor {
     return out;
   }
 
-  void check_cancelled(const Step& step) const {
+  void check_cancelled(const Step& step) {
     if (opt_.cancelled && opt_.cancelled()) fail_step(step, "the build was interrupted");
   }
 
   void run_step(const Stage& stage, const Step& step, State& s) {
     (void)stage;
     check_cancelled(step);
-    auto started = std::chrono::steady_clock::now();
-    say("Step " + std::to_string(step.number) + "/" + std::to_string(plan_.total_steps) + " : " + step.display);
-    bool makes_layer = step.kind == StepKind::run || step.kind == StepKind::copy || step.kind == StepKind::add ||
-                       step.kind == StepKind::workdir;
+    const bool makes_layer = Executor::makes_layer(step);
+    if (makes_layer) begin_vertex(step_label(++stage_step_) + step.display);
     // Sources of COPY/ADD that are downloaded are fetched before the cache
     // lookup: their content is part of the key.
     std::optional<TempDir> downloads;
@@ -247,6 +300,14 @@ class Executor {
         } catch (const nlohmann::json::exception&) {
         }
       }
+      // --cache-from: an image's entry, whose layer the store has with the image.
+      if (auto it = opt_.imported_cache.find(key); !cached && it != opt_.imported_cache.end()) {
+        std::string layer = it->second.value("layer", "");
+        if (layer.empty() || store_.layer_path(layer)) {
+          cached = it->second;
+          store_.cache_put(key, it->second.dump());
+        }
+      }
     }
     std::string layer;
     std::string created;
@@ -255,7 +316,7 @@ class Executor {
       created = cached->value("created", "");
       if (makes_layer) {
         ++result_.steps_cached;
-        say(" ---> Using cache");
+        end_vertex("CACHED");
       }
     } else {
       created = now_rfc3339();
@@ -274,6 +335,7 @@ class Executor {
       store_.cache_put(key, entry.dump());
     }
     if (!layer.empty()) s.layers.push_back(layer);
+    s.cache_entries.push_back({{"key", key}, {"layer", layer}, {"created", created}});
     // The chain names what the stage holds, not only how it got there: a
     // step run again without the cache (--no-cache-filter) may give another
     // layer, and every later step, a COPY --from or a FROM of this stage
@@ -288,10 +350,8 @@ class Executor {
       s.history.push_back(h);
     }
     if (makes_layer && !cached) {
-      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-      char buf[32];
-      std::snprintf(buf, sizeof buf, "%.2fs", secs);
-      say(" ---> " + (layer.empty() ? std::string("no changes") : "layer " + short_id(layer)) + " (" + buf + ")");
+      vertex_log(layer.empty() ? std::string("no changes") : "layer " + short_id(layer));
+      end_vertex(done_text());
     }
   }
 
@@ -306,7 +366,7 @@ class Executor {
         if (!downloads) downloads.emplace(store_.temp_parent(), staging_prefix("download"));
         std::string name = "f" + std::to_string(downloaded.size());
         UniqueFd dir = open_at(AT_FDCWD, downloads->path(), O_RDONLY | O_DIRECTORY);
-        say(" ---> downloading " + src);
+        vertex_log("downloading " + src);
         std::string fetched = files::download(src, dir.get(), name, step.checksum);
         // Appended piece by piece: one concatenated temporary trips GCC 12's -Wrestrict at -O3.
         digest.append("url:").append(src).append("=").append(fetched).append(";");
@@ -450,8 +510,9 @@ class Executor {
   // What the build was given for M's id (a secret's value, an agent's
   // socket), or nullptr when nothing was and M is not required (skipped, as
   // BuildKit skips it). WHAT names the kind, FLAG the option that gives it.
-  static const std::string* given_for(const std::map<std::string, std::string>& given, const RunMount& m,
-                                      const std::string& what, const std::string& flag) {
+  template <class Value>
+  static const Value* given_for(const std::map<std::string, Value>& given, const RunMount& m, const std::string& what,
+                                const std::string& flag) {
     auto it = given.find(m.id);
     if (it != given.end()) return &it->second;
     if (m.required) throw Error(what + " " + quote(m.id) + " is required but not given (strata build " + flag + ")");
@@ -516,7 +577,7 @@ class Executor {
           break;
         }
         case MountType::ssh: {
-          const std::string* agent = given_for(opt_.ssh_agents, m, "ssh agent", "--ssh " + m.id + "[=SOCKET]");
+          const int* agent = given_for(opt_.ssh_agents, m, "ssh agent", "--ssh " + m.id + "[=SOCKET]");
           if (agent == nullptr) continue;
           if (::mkdir(slot.c_str(), 0700) != 0) throw_errno("create " + quote(slot));
           req.source = slot + "/agent.sock";
@@ -664,6 +725,10 @@ class Executor {
     };
     if (!step.mounts.empty()) with_root([&](int at) { prepare_mounts(step, at, work_dir, r, prepared); });
     prepared.agents.start();
+    if (progress() != nullptr && vertex_ != 0) {
+      r.log_prefix = vertex_prefix();
+      r.log_started = vertex_started_;
+    }
     int rc = opt_.run(r);
     if (!prepared.stubs.empty()) with_root([&](int at) { remove_stubs(at, prepared.stubs); });
     prepared.unions.clear();
@@ -889,6 +954,14 @@ class Executor {
   UniqueFd ctx_;
   std::map<int, State> states_;
   BuildResult result_;
+  // Progress: the open vertex (0: none), how many there were, when it began;
+  // the stage being built, its step count and the last step's number.
+  int vertex_ = 0;
+  int vertices_ = 0;
+  std::chrono::steady_clock::time_point vertex_started_;
+  std::string stage_name_;
+  int stage_total_ = 0;
+  int stage_step_ = 0;
 };
 
 }  // namespace
@@ -971,6 +1044,28 @@ int prune_cache_mounts(const std::string& dir) {
     }
   }
   return removed;
+}
+
+std::map<std::string, nlohmann::json> inline_cache_entries(const nlohmann::json& doc) {
+  std::map<std::string, nlohmann::json> out;
+  if (!doc.is_object() || !doc.contains(kInlineCacheKey) || !doc[kInlineCacheKey].is_array()) return out;
+  std::set<std::string> layers;
+  if (doc.contains("rootfs") && doc["rootfs"].is_object() && doc["rootfs"].contains("diff_ids") &&
+      doc["rootfs"]["diff_ids"].is_array()) {
+    for (const auto& d : doc["rootfs"]["diff_ids"]) {
+      if (d.is_string()) layers.insert(d.get<std::string>());
+    }
+  }
+  for (const auto& e : doc[kInlineCacheKey]) {
+    if (!e.is_object() || !e.contains("key") || !e["key"].is_string() || !e.contains("layer") ||
+        !e["layer"].is_string() || !e.contains("created") || !e["created"].is_string()) {
+      continue;
+    }
+    const std::string& layer = e["layer"].get_ref<const std::string&>();
+    if (!layer.empty() && layers.count(layer) == 0) continue;  // not this image's: never taken
+    out.insert_or_assign(e["key"].get<std::string>(), nlohmann::json{{"layer", layer}, {"created", e["created"]}});
+  }
+  return out;
 }
 
 BuildResult execute_plan(const Plan& plan, const std::string& dockerfile_path, const ExecuteOptions& options) {

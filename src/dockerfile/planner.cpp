@@ -68,6 +68,7 @@ bool all_digits(std::string_view s) {
 
 // The build argument that sets the check policy, as the `check` directive does.
 constexpr const char* kCheckArg = "BUILDKIT_DOCKERFILE_CHECK";
+constexpr const char* kInlineCacheArg = "BUILDKIT_INLINE_CACHE";  // read by the CLI (--cache-to type=inline)
 
 const std::set<std::string>& proxy_args() {
   static const std::set<std::string> names = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy",
@@ -161,7 +162,9 @@ class Planner {
     plan.total_steps = number;
     std::vector<std::string> unused;
     for (const auto& [name, value] : opt_.build_args) {
-      if (consumed_.count(name) == 0 && proxy_args().count(name) == 0 && name != kCheckArg) unused.push_back(name);
+      if (consumed_.count(name) == 0 && proxy_args().count(name) == 0 && name != kCheckArg && name != kInlineCacheArg) {
+        unused.push_back(name);
+      }
     }
     if (!unused.empty()) {
       plan.warnings.push_back("one or more build-args [" + join(unused, " ") + "] were not consumed");

@@ -198,6 +198,9 @@ void become_init(int err_fd, bool tty) {
       // on (in the supervisor's session, which has no terminal).
       if (::setpgid(0, 0) != 0) throw_errno("start a process group");
     }
+    if (!tty && spec.output_fd >= 0) {
+      if (::dup2(spec.output_fd, 1) < 0 || ::dup2(spec.output_fd, 2) < 0) throw_errno("redirect the output");
+    }
     if (!tty && !spec.interactive) {
       int null = ::open("/dev/null", O_RDONLY);
       if (null < 0) throw_errno("open /dev/null");
@@ -233,6 +236,11 @@ void become_init(int err_fd, bool tty) {
     bool has_home = false;
     for (const auto& e : env) has_home = has_home || e.rfind("HOME=", 0) == 0;
     if (!has_home) env.push_back("HOME=" + user.home);
+    // The command gets descriptors 0, 1 and 2 only: nothing strata was
+    // started with (a caller's pipe, a host file) reaches the container,
+    // nor stays open in its init process for /proc/1/fd to show.
+    if (err_fd > 3) ::close_range(3, static_cast<unsigned>(err_fd) - 1, 0);
+    ::close_range(static_cast<unsigned>(err_fd) + 1, ~0U, 0);
     // Last: from here on the filter applies to what strata does too.
     if (spec.seccomp) apply_seccomp(*spec.seccomp, spec.capabilities);
     if (spec.init) become_init(err_fd, tty);

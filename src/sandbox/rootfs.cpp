@@ -204,6 +204,7 @@ void mount_union(const RunSpec& spec) {
   m.lowerdirs = std::move(layers);
   m.upperdir = u.upperdir;
   m.workdir = u.workdir;
+  m.volatile_upper = u.volatile_upper;
   // Other users: the container's own ids, mapped to other host ids.
   m.allow_other = true;
   // The daemon ends with the supervisor, which the kernel kills when strata

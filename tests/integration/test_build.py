@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -21,6 +22,11 @@ import pytest
 
 from conftest import run, tool
 from fsutil import snapshot, stratafs_mount
+
+
+def command_output(progress):
+    """What the RUN steps printed, without the "#N SECONDS " each line has in the progress output."""
+    return "".join(m + "\n" for m in re.findall(r"^#\d+ \d+\.\d{3} (.*)$", progress, re.M))
 
 
 class Env:
@@ -84,6 +90,7 @@ class Env:
         """Mounts the image NAME read-only; returns the mount point."""
         cfg = self.config(name)
         lowers = [os.path.join(self.root, "layers", d.split(":", 1)[1]) for d in reversed(cfg["rootfs"]["diff_ids"])]
+        lowers = list(dict.fromkeys(lowers))  # a layer held twice counts at its topmost place, as strata mounts it
         self.n += 1
         mnt = os.path.join(self.workdir, f"mnt{self.n}")
         stratafs_mount(self.mounts, mnt, lowers)
@@ -123,9 +130,12 @@ def test_run_copy_and_config_evolution(env):
         "CMD [\"echo hi\"]\n",
         "-t", "app:1", "-t", "app:latest",
     )
-    assert "Step 9/16 : RUN echo" in r.stdout
-    assert "hello from the context" in r.stdout  # RUN output is shown live
-    assert "Successfully tagged app:1" in r.stdout
+    # BuildKit's plain progress: numbered vertices, the steps that make a layer labelled [I/N].
+    assert re.search(r"^#\d+ \[1/\d+\] FROM base:1$", r.stdout, re.M), r.stdout
+    assert re.search(r"^#(\d+) \[ ?\d+/\d+\] RUN echo .*\n(#\1 .*\n)*#\1 DONE \d+\.\ds$", r.stdout, re.M), r.stdout
+    assert re.search(r"^#\d+ \d+\.\d{3} hello from the context$", r.stdout, re.M)  # RUN output, timed
+    assert "naming to app:1 done" in r.stdout and "naming to app:latest done" in r.stdout
+    assert f"writing image {env.image_id('app:1')} done" in r.stdout
     assert env.image_id("app:1") == env.image_id("app:latest")
     cfg = env.config("app:1")
     c = cfg["config"]
@@ -173,7 +183,7 @@ def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
     image = env.image_id("c:1")
 
     again = env.build(df, "-t", "c:1")
-    assert again.stdout.count("---> Using cache") == 4
+    assert again.stdout.count(" CACHED\n") == 4
     assert "-42" not in again.stdout
     assert env.layer_dirs() == layers  # no new layer
     assert env.image_id("c:1") == image
@@ -186,7 +196,7 @@ def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
     changed = env.build(df, "-t", "c:1")
     assert "RAN-A-42" not in changed.stdout
     assert "RAN-B-42" in changed.stdout
-    assert changed.stdout.count("---> Using cache") == 2
+    assert changed.stdout.count(" CACHED\n") == 2
     assert env.image_id("c:1") != image
     mnt = env.mount("c:1")
     assert read(f"{mnt}/b.copy") == "two\n"
@@ -194,7 +204,7 @@ def test_rebuild_uses_the_cache_and_a_changed_source_invalidates(env):
 
     nocache = env.build(df, "-t", "c:1", "--no-cache")
     assert "RAN-A-42" in nocache.stdout and "RAN-B-42" in nocache.stdout
-    assert "Using cache" not in nocache.stdout
+    assert "CACHED" not in nocache.stdout
 
     # a build arg the RUN uses is part of its key
     df2 = "FROM base:1\nARG V=1\nRUN echo RUN-V-$V\n"
@@ -662,14 +672,25 @@ SQUASH_DOCKERFILE = (
 )
 
 
+def test_an_image_holding_the_same_layer_twice_runs(env):
+    env.write("a", "hi\n")
+    env.build("FROM base:1\nCOPY a /a\nRUN rm /a\nCOPY a /a\n", "-t", "dup:1")
+    layers = env.config("dup:1")["rootfs"]["diff_ids"]
+    assert layers[1] == layers[3] and len(set(layers)) == 3  # the two COPYs made the same layer
+    r = env.strata("run", "--rm", "dup:1", "cat", "/a")
+    assert r.returncode == 0 and r.stdout == "hi\n", r.stderr
+    r = env.build("FROM dup:1\nRUN cat /a\n")
+    assert "hi" in command_output(r.stdout)
+
+
 def test_squash_merges_the_new_layers_into_one(env):
     env.write("over.txt", "overwritten by COPY\n")
     env.write("added.txt", "added by COPY\n")
     env.build(SQUASH_DOCKERFILE, "-t", "plain:1")
     r = env.build(SQUASH_DOCKERFILE, "--squash", "-t", "sq:1")
     # The cache holds the separate steps: nothing runs again.
-    assert r.stdout.count("---> Using cache") == 6, r.stdout
-    assert "Successfully tagged sq:1" in r.stdout
+    assert r.stdout.count(" CACHED\n") == 6, r.stdout
+    assert "naming to sq:1 done" in r.stdout
 
     def inspect(name):
         r = env.strata("inspect", name)
@@ -860,7 +881,7 @@ OUTPUT_DOCKERFILE = "FROM base:1\nRUN echo made > /made && rm -f /bin/true\n"
 def test_output_local_writes_the_merged_tree(env, workdir):
     dest = os.path.join(workdir, "out", "tree")
     r = env.build(OUTPUT_DOCKERFILE, "-o", dest)
-    assert "Successfully built" in r.stdout
+    assert "writing image sha256:" in r.stdout
     with open(os.path.join(dest, "made")) as f:
         assert f.read() == "made\n"
     assert os.path.exists(os.path.join(dest, "bin", "sh"))
@@ -883,7 +904,7 @@ def test_output_tar_to_a_file_and_to_standard_output(env, workdir):
     # '-': the tar is standard output, the progress goes to standard error.
     r = env.strata("build", "-o", "-", env.ctx, text=False)
     assert r.returncode == 0, r.stderr
-    assert b"Successfully built" in r.stderr
+    assert b"writing image sha256:" in r.stderr
     with tarfile.open(fileobj=io.BytesIO(r.stdout)) as t:
         assert t.extractfile("made").read() == b"made\n"
 
@@ -919,9 +940,8 @@ def test_no_cache_filter_reruns_only_the_named_stages(env):
                   "FROM base:1\nCOPY --from=deps /stamp /stamp\nCOPY --from=other /fixed /fixed\n")
 
     def cached_steps(r):
-        lines = r.stdout.splitlines()
-        return [lines[i].split(" : ", 1)[1] for i in range(len(lines) - 1)
-                if lines[i].startswith("Step ") and lines[i + 1] == " ---> Using cache"]
+        names = dict(re.findall(r"^#(\d+) \[[^\]]*\] (.*)$", r.stdout, re.M))
+        return [names[n] for n in re.findall(r"^#(\d+) CACHED$", r.stdout, re.M)]
 
     env.build(dockerfile, "-t", "ncf:1")
     first = env.image_id("ncf:1")
@@ -997,3 +1017,45 @@ def test_iidfile_that_is_not_a_regular_file_is_written_through_not_removed(env):
     r = env.build("FROM base:1\nRUN true\n", "-t", "iidnull:1", "--iidfile", "/dev/null")
     assert r.returncode == 0
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_cache_from_an_image_with_an_inline_cache(env, workdir):
+    env.write("a", "one\n")
+    dockerfile = ("FROM base:1\nCOPY a /a\nRUN echo ran-first && echo 1 > /b\nENV X=1\n"
+                  "RUN echo ran-second && echo 2 > /c\n")
+    env.build(dockerfile, "-t", "src:1", "--cache-to", "type=inline")
+    archive = os.path.join(workdir, "src.tar")
+    r = env.strata("save", "-o", archive, "base:1", "src:1")
+    assert r.returncode == 0, r.stderr
+    # Another store (another machine) with the same base and the image, not its build cache.
+    other = os.path.join(workdir, "other-store")
+
+    def strata_other(*args):
+        return run([tool("strata"), "--root", other, *args])
+    assert strata_other("load", "-i", archive).returncode == 0
+    r = strata_other("build", "--cache-from", "src:1", "-t", "out:1", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count(" CACHED\n") == 3 and "ran-" not in command_output(r.stdout), r.stdout
+    out_layers = json.loads(strata_other("inspect", "out:1").stdout)[0]["RootFS"]["Layers"]
+    assert out_layers == env.config("src:1")["rootfs"]["diff_ids"]
+    # The entries were taken into the store's own cache: the next build needs no --cache-from.
+    r = strata_other("build", "-t", "out:1", env.ctx)
+    assert r.stdout.count(" CACHED\n") == 3, r.stdout
+    # A changed source misses from that step on.
+    env.write("a", "two\n")
+    r = strata_other("build", "--cache-from", "type=registry,ref=src:1", "-t", "out:2", env.ctx)
+    assert "ran-first" in command_output(r.stdout) and "CACHED" not in r.stdout
+    # Sources that give nothing are warnings; the build goes on.
+    r = strata_other("build", "--cache-from", "base:1", "--cache-from", "nosuch:1", "--pull", "never", env.ctx)
+    assert r.returncode == 0, r.stderr
+    assert "warning: --cache-from 'base:1': the image has no inline cache" in r.stderr
+    assert "warning: --cache-from 'nosuch:1':" in r.stderr
+    # BUILDKIT_INLINE_CACHE=1 writes it too, and is no unused build argument.
+    r = env.build(dockerfile, "--build-arg", "BUILDKIT_INLINE_CACHE=1", "-t", "src:2")
+    assert "were not consumed" not in r.stderr
+    assert env.config("src:2")["strata.build.cache.v1"]
+    for flag, spec, message in [("--cache-to", "type=registry,ref=x", "only type=inline is supported"),
+                                ("--cache-from", "type=local,src=/tmp", "only type=registry"),
+                                ("--cache-from", "type=registry", "ref= is missing")]:
+        r = env.strata("build", flag, spec, env.ctx)
+        assert r.returncode == 2 and message in r.stderr, r.stderr

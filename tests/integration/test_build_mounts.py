@@ -11,7 +11,7 @@ import time
 import pytest
 
 from test_build import Env  # noqa: F401  (the same fixture as test_build.py)
-from test_build import env  # noqa: F401
+from test_build import command_output, env  # noqa: F401
 
 
 def tree_has(env, name, path):
@@ -35,12 +35,12 @@ def test_cache_persists_between_builds_and_is_not_in_the_image(env):
               "-t", "c:1")
     r = env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app,sharing=locked "
                   "sh -c 'echo two >> /var/cache/app/log; cat /var/cache/app/log'\n", "-t", "c:2")
-    assert "one\ntwo" in r.stdout
+    assert "one\ntwo" in command_output(r.stdout)
     assert not tree_has(env, "c:2", "/var/cache/app/log")
     assert not tree_has(env, "c:2", "/var/cache/app")  # the mount point is not kept either
     # private: a fresh copy only when the cache is in use; here it is not.
     r = env.build("FROM base:1\nRUN --mount=type=cache,target=/var/cache/app,sharing=private cat /var/cache/app/log\n")
-    assert "one\ntwo" in r.stdout
+    assert "one\ntwo" in command_output(r.stdout)
     # Cache directories are named by a hash, never by the id.
     names = os.listdir(os.path.join(env.root, "build-cache-mounts"))
     assert names and all(re.fullmatch(r"[0-9a-f]{32}", n) for n in names)
@@ -98,7 +98,7 @@ def test_bind_from_context_stage_and_rw_discarded(env):
     # Changing a bound file changes the key.
     env.write("data/hello.txt", "changed\n")
     r = env.build("FROM base:1\nRUN --mount=target=/src,source=data cat /src/hello.txt > /copied\n")
-    assert "Using cache" not in r.stdout
+    assert "CACHED" not in r.stdout
 
 
 def test_secret_from_file_and_env_is_nowhere_in_the_image(env, workdir, monkeypatch):
@@ -124,10 +124,10 @@ def test_secret_from_file_and_env_is_nowhere_in_the_image(env, workdir, monkeypa
     with open(secret, "w") as f:
         f.write("other")
     r = env.build(dockerfile.split("RUN --mount=type=secret,id=envtok")[0], "--secret", f"id=tok,src={secret}")
-    assert "Using cache" in r.stdout
+    assert "CACHED" in r.stdout
     r = env.build("FROM base:1\nRUN --mount=type=secret,id=tok,mode=0440 cat /run/secrets/tok\n",
                   "--secret", f"id=tok,src={secret}")
-    assert "Using cache" not in r.stdout and "other" in r.stdout
+    assert "CACHED" not in r.stdout and "other" in r.stdout
 
 
 def test_missing_secrets(env):
@@ -152,15 +152,16 @@ def test_planner_errors_name_the_line(env):
 def test_mount_spec_is_in_the_cache_key(env, spec):
     env.build(f"FROM base:1\nRUN --mount={spec} true\n")
     r = env.build(f"FROM base:1\nRUN --mount={spec} true\n")
-    assert "Using cache" in r.stdout
+    assert "CACHED" in r.stdout
     r = env.build(f"FROM base:1\nRUN --mount={spec},sharing=locked true\n")
-    assert "Using cache" not in r.stdout
+    assert "CACHED" not in r.stdout
 
 
 # A static client of the ssh agent protocol for the busybox image: asks the
 # agent at $SSH_AUTH_SOCK (or ARGV[2]) for its identities and prints their
 # comments. "many" first holds 70 connections open (more than the relay
-# takes at once), then asks on a fresh one.
+# takes at once), then asks on a fresh one; "change" first asks the agent to
+# remove all keys and to lock itself, and prints the answers' types.
 AGENT_CLIENT = r"""
 #include <stdio.h>
 #include <stdlib.h>
@@ -190,6 +191,16 @@ int main(int argc, char **argv) {
     for (int i = 0; i < 70; ++i) close(fds[i]);
   }
   int fd = dial(path);
+  if (argc > 1 && strcmp(argv[1], "change") == 0) {
+    /* SSH_AGENTC_REMOVE_ALL_IDENTITIES, then SSH_AGENTC_LOCK with the passphrase "pw", in one write */
+    unsigned char msgs[] = {0, 0, 0, 1, 19, 0, 0, 0, 7, 22, 0, 0, 0, 2, 'p', 'w'};
+    if (write(fd, msgs, sizeof msgs) != sizeof msgs) return 1;
+    for (int i = 0; i < 2; ++i) {
+      unsigned char answer[5];
+      if (full(fd, answer, 5)) { fprintf(stderr, "no answer\n"); return 1; }
+      printf("answer %u\n", answer[4]);
+    }
+  }
   for (int round = 0; round < 2; ++round) {
     unsigned char req[5] = {0, 0, 0, 1, 11};  /* SSH2_AGENTC_REQUEST_IDENTITIES */
     if (write(fd, req, 5) != 5) { perror("write"); return 1; }
@@ -246,13 +257,19 @@ def test_ssh_mount_reaches_the_agent_and_leaves_nothing(env, ssh_agent, agent_cl
                   f"RUN {agent_client} --mount=type=ssh /agentcli\n"
                   f"RUN {agent_client} --mount=type=ssh,id=work,target=/tmp/a.sock,uid=1000,gid=100,mode=0660 "
                   "sh -c 'stat -c \"%u %g %a %F\" /tmp/a.sock; /agentcli'\n"
-                  f"RUN {agent_client} --mount=type=ssh,id=work /agentcli many\n",
+                  f"RUN {agent_client} --mount=type=ssh,id=work /agentcli many\n"
+                  f"RUN {agent_client} --mount=type=ssh /agentcli change\n",
                   "--ssh", f"default={ssh_agent}", "--ssh", f"work={ssh_agent}", "-t", "ssh:1")
-    out = r.stdout
+    out = command_output(r.stdout)
     assert "agent at /run/buildkit/ssh_agent.0\nidentities 1\ncomment strata-test-key\nidentities 1" in out
     assert "1000 100 660 socket" in out
     assert "agent at /tmp/a.sock\nidentities 1" in out  # SSH_AUTH_SOCK names the first ssh mount
-    assert out.count("comment strata-test-key") == 6
+    # Only listing and signing reach the agent: the rest is refused (SSH_AGENT_FAILURE), the agent is unchanged.
+    assert "answer 5\nanswer 5\nidentities 1\n" in out, out
+    assert out.count("comment strata-test-key") == 8
+    listed = subprocess.run(["ssh-add", "-l"], env={**os.environ, "SSH_AUTH_SOCK": ssh_agent},
+                            capture_output=True, text=True)
+    assert "strata-test-key" in listed.stdout, listed
     for path in ("/run/buildkit", "/tmp/a.sock", "/agentcli"):
         assert not tree_has(env, "ssh:1", path)
     config = json.dumps(env.config("ssh:1"))
@@ -270,12 +287,15 @@ def test_ssh_mount_without_an_agent_and_bad_specs(env, ssh_agent, monkeypatch):
     r = env.build("FROM base:1\nRUN --mount=type=ssh,env=X true\n", ok=False)
     assert "Dockerfile:2:" in r.stderr and "'env' does not apply to type=ssh" in r.stderr
     monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
-    for spec, message in [("default", "SSH_AUTH_SOCK is not set"), ("x=/etc/passwd", "is not a socket"),
-                          ("x=/nonexistent/agent", "No such file"), ("x=k1,k2", "key files are not supported"),
-                          ("=/tmp/s", "no id")]:
+    for spec, message in [("default", "SSH_AUTH_SOCK is not set"), ("x=/etc/passwd", "key files are not supported"),
+                          ("x=/tmp", "is not a socket"), ("x=/nonexistent/agent", "No such file"),
+                          ("x=k1,k2", "key files are not supported"), ("=/tmp/s", "no id"),
+                          (f"a,b={ssh_agent}", "an id has no ','")]:
         r = env.strata("build", "--ssh", spec, env.ctx)
         assert r.returncode == 2, (spec, r.stderr)
         assert "--ssh" in r.stderr and message in r.stderr, (spec, r.stderr)
+    r = env.strata("build", "--ssh", f"x={ssh_agent}", "--ssh", f"x={ssh_agent}", env.ctx)
+    assert r.returncode == 2 and "the id 'x' is given twice" in r.stderr, r.stderr
     # Without a path: the agent of SSH_AUTH_SOCK.
     monkeypatch.setenv("SSH_AUTH_SOCK", ssh_agent)
     r = env.build("FROM base:1\nRUN --mount=type=ssh,required test -S \"$SSH_AUTH_SOCK\" && echo agent-there\n",

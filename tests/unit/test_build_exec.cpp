@@ -346,8 +346,13 @@ TEST_CASE("a build: config, history and layers like docker's; COPY rules; RUN th
       "CMD [\"sh\"]\n",
       false, &out);
   CHECK(r.steps_run == 3);
-  CHECK(out.find("Step 3/6 : COPY hello.txt /etc/") != std::string::npos);
-  CHECK(out.find("Successfully tagged app:1") != std::string::npos);
+  // BuildKit's plain progress: FROM scratch is no vertex; the steps that make a layer are [I/4].
+  CHECK(out.find("#1 [2/4] COPY hello.txt /etc/\n") == 0);
+  CHECK(out.find("#2 [3/4] COPY --chmod=600 dir /opt/d\n") != std::string::npos);
+  CHECK(out.find("#3 [4/4] RUN echo $GREETING\n") != std::string::npos);
+  CHECK(out.find("#4 exporting to image\n") != std::string::npos);
+  CHECK(out.find("#4 naming to app:1 done\n") != std::string::npos);
+  CHECK(out.find("ENV") == std::string::npos);
   auto img = f.image(r);
   CHECK(img["config"]["Env"] == nlohmann::json({kDefaultPath, "GREETING=hi"}));
   CHECK(img["config"]["Cmd"] == nlohmann::json({"sh"}));
@@ -488,4 +493,22 @@ TEST_CASE("COPY --exclude leaves out matching files") {
   CHECK_FALSE(exists(f.layer(img, 0) + "/src/drop.o"));
   CHECK_FALSE(exists(f.layer(img, 0) + "/src/sub/deep.o"));
   CHECK(exists(f.layer(img, 0) + "/src/sub"));
+}
+
+TEST_CASE("inline cache entries: only the image's own layers, only well-formed entries") {
+  nlohmann::json doc = {
+      {"rootfs", {{"type", "layers"}, {"diff_ids", {"sha256:aa", "sha256:bb"}}}},
+      {kInlineCacheKey,
+       {{{"key", "k1"}, {"layer", "sha256:aa"}, {"created", "2026-01-01T00:00:00Z"}},
+        {{"key", "k2"}, {"layer", ""}, {"created", "2026-01-01T00:00:00Z"}},
+        {{"key", "k3"}, {"layer", "sha256:not-in-the-image"}, {"created", "2026-01-01T00:00:00Z"}},
+        {{"key", 4}, {"layer", "sha256:bb"}, {"created", "2026-01-01T00:00:00Z"}},
+        {{"key", "k5"}, {"layer", "sha256:bb"}},
+        "not an object"}}};
+  auto entries = inline_cache_entries(doc);
+  REQUIRE(entries.size() == 2);
+  CHECK(entries.at("k1")["layer"] == "sha256:aa");
+  CHECK(entries.at("k2")["layer"] == "");
+  CHECK(inline_cache_entries(nlohmann::json::object()).empty());
+  CHECK(inline_cache_entries(nlohmann::json{{kInlineCacheKey, "x"}}).empty());
 }

@@ -2,11 +2,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -140,31 +143,135 @@ std::pair<std::string, std::string> read_secret(const std::string& spec) {
   }
 }
 
+// Where a RUN's standard output and error go (sandbox::RunSpec::output_fd;
+// one descriptor for both, so their order holds): nowhere (-q), or a pipe
+// to a forked process that writes each line to strata's standard output
+// after PREFIX and the seconds since STARTED, as BuildKit's plain progress
+// does ("#6 0.215 hello"). The destructor waits until every line is written.
+class CommandOutput {
+ public:
+  CommandOutput() : fd_(::open("/dev/null", O_WRONLY | O_CLOEXEC)) {  // discarded
+    if (!fd_) throw SysError(errno, "build: open /dev/null");
+  }
+  CommandOutput(const std::string& prefix, std::chrono::steady_clock::time_point started) {
+    int ends[2];
+    if (::pipe2(ends, O_CLOEXEC) != 0) throw SysError(errno, "build: make a pipe for the command's output");
+    UniqueFd read_end(ends[0]);
+    fd_.reset(ends[1]);
+    std::cout.flush();
+    pid_t parent = ::getpid();
+    pid_ = ::fork();
+    if (pid_ < 0) throw SysError(errno, "build: start the output writer");
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) ::_exit(0);
+      fd_.reset();
+      prefix_lines(read_end.get(), STDOUT_FILENO, prefix, started);
+    }
+  }
+  CommandOutput(const CommandOutput&) = delete;
+  CommandOutput& operator=(const CommandOutput&) = delete;
+  ~CommandOutput() {
+    fd_.reset();  // the writer sees the end once the command's processes are gone too
+    if (pid_ > 0) {
+      while (::waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+
+  int fd() const { return fd_.get(); }
+
+ private:
+  [[noreturn]] static void prefix_lines(int in, int out, const std::string& prefix,
+                                        std::chrono::steady_clock::time_point started) {
+    constexpr size_t kLongestLine = 64 * 1024;  // a longer line is cut, as a terminal would wrap it
+    std::string pending;
+    auto emit = [&](std::string_view line) {
+      double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      char stamp[32];
+      std::snprintf(stamp, sizeof stamp, "%.3f ", secs);
+      std::string text = prefix + stamp;
+      text.append(line).push_back('\n');
+      write_all(out, text);
+    };
+    char buf[16384];
+    while (true) {
+      ssize_t n = ::read(in, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      pending.append(buf, static_cast<size_t>(n));
+      size_t start = 0;
+      for (size_t nl; (nl = pending.find('\n', start)) != std::string::npos; start = nl + 1) {
+        emit(std::string_view(pending).substr(start, nl - start));
+      }
+      pending.erase(0, start);
+      while (pending.size() >= kLongestLine) {
+        emit(std::string_view(pending).substr(0, kLongestLine));
+        pending.erase(0, kLongestLine);
+      }
+    }
+    if (!pending.empty()) emit(pending);
+    ::_exit(0);
+  }
+
+  static void write_all(int fd, std::string_view text) {
+    while (!text.empty()) {
+      ssize_t n = ::write(fd, text.data(), text.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;  // nowhere to write (a closed pipe): the lines are lost, the build goes on
+      text.remove_prefix(static_cast<size_t>(n));
+    }
+  }
+
+  UniqueFd fd_;
+  pid_t pid_ = -1;
+};
+
 // `--ssh default|ID[=SOCKET]`, as docker build takes it: an ssh agent's
-// socket (without one, the agent of SSH_AUTH_SOCK). Returns the id and the
-// socket's absolute path. docker also takes private key files here (it runs
-// an agent of its own); strata does not: load them with ssh-add.
-std::pair<std::string, std::string> read_ssh(const std::string& spec) {
+// socket (without one, the agent of SSH_AUTH_SOCK). Returns the id and an
+// O_PATH descriptor of the socket, opened now: whatever its path leads to
+// later, the steps reach the socket checked here. docker also takes private
+// key files here (it runs an agent of its own); strata does not: load them
+// with ssh-add.
+std::pair<std::string, UniqueFd> read_ssh(const std::string& spec) {
   auto eq = spec.find('=');
   std::string id = spec.substr(0, eq);
   std::string path = eq == std::string::npos ? std::string() : spec.substr(eq + 1);
   auto bad = [&](const std::string& why) { return UsageError("build: --ssh " + quote(spec) + ": " + why); };
   if (id.empty()) throw bad("no id (default or a name)");
+  if (id.find_first_of(",\"'") != std::string::npos) throw bad("an id has no ',' or quotes");
   if (eq != std::string::npos && path.empty()) throw bad("no socket after '='");
   if (path.empty()) {
     const char* agent = std::getenv("SSH_AUTH_SOCK");
     if (agent == nullptr || *agent == '\0') throw bad("SSH_AUTH_SOCK is not set (give ID=SOCKET)");
     path = agent;
   }
-  if (path.find(',') != std::string::npos) {
-    throw bad("key files are not supported; load them into an ssh agent (ssh-add) and give its socket");
-  }
+  const char* const keys_hint = "key files are not supported: load them into an ssh agent (ssh-add) and give its socket";
+  if (path.find(',') != std::string::npos) throw bad(keys_hint);
+  UniqueFd socket(::open(path.c_str(), O_PATH | O_CLOEXEC));
   struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) throw bad(quote(path) + ": " + std::strerror(errno));
-  if (!S_ISSOCK(st.st_mode)) {
-    throw bad(quote(path) + " is not a socket; key files are not supported: load them into an ssh agent (ssh-add) and give its socket");
+  if (!socket || ::fstat(socket.get(), &st) != 0) throw bad(quote(path) + ": " + std::strerror(errno));
+  if (S_ISREG(st.st_mode)) throw bad(quote(path) + " is a file; " + keys_hint);
+  if (!S_ISSOCK(st.st_mode)) throw bad(quote(path) + " is not a socket");
+  return {id, std::move(socket)};
+}
+
+// `--cache-from NAME` or `type=registry,ref=NAME`: the image whose inline
+// cache (see --cache-to) a build may take. Returns NAME.
+std::string cache_source(const std::string& spec) {
+  if (spec.find('=') == std::string::npos) return spec;
+  auto bad = [&](const std::string& why) { return UsageError("build: --cache-from " + quote(spec) + ": " + why); };
+  std::map<std::string, std::string> fields;
+  for (auto field : split(spec, ',')) {
+    auto eq = field.find('=');
+    fields[std::string(field.substr(0, eq))] = eq == std::string_view::npos ? "" : std::string(field.substr(eq + 1));
   }
-  return {id, std::filesystem::absolute(path).string()};
+  if (fields["type"] != "registry") throw bad("only type=registry (an image, pulled when missing) is supported");
+  for (const auto& [key, value] : fields) {
+    if (key != "type" && key != "ref") throw bad("unknown key " + quote(key) + " (type, ref)");
+  }
+  if (fields["ref"].empty()) throw bad("ref= is missing");
+  return fields["ref"];
 }
 
 // --no-cache-filter: stage names (any case) or numbers, comma-separated,
@@ -226,8 +333,8 @@ bool report_checks(const b::Plan& plan, const std::string& dockerfile, bool chec
 
 int build_verb(const GlobalOptions& global, const std::vector<std::string>& args) {
   po::options_description options("Options");
-  std::vector<std::string> tags, build_args, labels, secrets, ssh_specs, no_cache_filter, allow;
-  std::string file, target, progress = "plain", context, iidfile, output_spec;
+  std::vector<std::string> tags, build_args, labels, secrets, ssh_specs, no_cache_filter, allow, cache_from, cache_to;
+  std::string file, target, progress = "auto", context, iidfile, output_spec;
   options.add_options()
       ("tag,t", po::value(&tags), "name the image NAME[:TAG] (repeatable)")
       ("file,f", po::value(&file), "the Dockerfile (default: CONTEXT/Dockerfile; '-' reads standard input)")
@@ -235,11 +342,13 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       ("build-arg", po::value(&build_args), "set a build argument K=V (K alone: from the environment; repeatable)")
       ("no-cache", po::bool_switch(), "run every step, using no cached layer")
       ("no-cache-filter", po::value(&no_cache_filter), "run the steps of these stages (names or numbers, comma-separated; repeatable) without the cache")
+      ("cache-from", po::value(&cache_from), "take cached steps from the inline cache of this image (NAME or type=registry,ref=NAME; pulled when missing; repeatable)")
+      ("cache-to", po::value(&cache_to), "type=inline: write the steps' cache into the image's config, for --cache-from")
       ("squash", po::bool_switch(), "merge the layers the final stage adds to its FROM into one layer")
       ("label", po::value(&labels), "add a label K=V to the image (repeatable)")
       ("secret", po::value(&secrets), "give RUN --mount=type=secret a secret: id=ID,src=PATH or id=ID,env=VAR (repeatable; never stored in the image or the cache)")
       ("ssh", po::value(&ssh_specs), "give RUN --mount=type=ssh an ssh agent: default or ID, =SOCKET (default: SSH_AUTH_SOCK; repeatable)")
-      ("progress", po::value(&progress), "progress output: plain or tty (both print one line per step)")
+      ("progress", po::value(&progress), "progress output: auto, plain or tty (all three: BuildKit's plain format), or quiet (-q)")
       ("quiet,q", po::bool_switch(), "print only the image id")
       ("iidfile", po::value(&iidfile), "write the image id to FILE (a regular FILE is removed first, so a failed build leaves none)")
       ("output,o", po::value(&output_spec),
@@ -252,8 +361,8 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   positional.add("context", 1);
   po::variables_map vm;
   if (!parse_args("build", "strata build [OPTIONS] CONTEXT|-", options, positional, args, vm)) return 0;
-  if (progress != "plain" && progress != "tty" && progress != "auto") {
-    throw UsageError("build: --progress must be plain or tty, not " + quote(progress));
+  if (progress != "plain" && progress != "tty" && progress != "auto" && progress != "quiet") {
+    throw UsageError("build: --progress must be auto, plain, tty or quiet, not " + quote(progress));
   }
   PullPolicy pull = pull_policy(vm, "build");
   bool allow_insecure = false;
@@ -293,10 +402,11 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
     }
     arg_map[a.substr(0, eq)] = a.substr(eq + 1);
   }
-  std::map<std::string, std::string> ssh_map;
+  std::map<std::string, UniqueFd> ssh_map;  // held until the build ends
   for (const auto& spec : ssh_specs) {
     auto [id, socket] = read_ssh(spec);
-    ssh_map.insert_or_assign(id, std::move(socket));
+    if (ssh_map.count(id) != 0) throw UsageError("build: --ssh: the id " + quote(id) + " is given twice");
+    ssh_map.emplace(id, std::move(socket));
   }
   std::map<std::string, std::string> secret_map;
   for (const auto& spec : secrets) {
@@ -398,12 +508,34 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   eo.no_cache = vm["no-cache"].as<bool>();
   eo.no_cache_stages = stages_named(df, no_cache_filter);
   eo.squash = vm["squash"].as<bool>();
+  // As docker: --cache-to type=inline, or the build argument BUILDKIT_INLINE_CACHE=1.
+  if (auto it = arg_map.find("BUILDKIT_INLINE_CACHE"); it != arg_map.end()) {
+    eo.inline_cache = it->second == "1" || it->second == "true";
+  }
+  for (const auto& spec : cache_to) {
+    if (spec != "type=inline" && spec != "inline") {
+      throw UsageError("build: --cache-to " + quote(spec) + ": only type=inline is supported");
+    }
+    eo.inline_cache = true;
+  }
+  // A cache source that cannot be had is a warning, as in docker: the build goes on without it.
+  for (const auto& spec : cache_from) {
+    std::string ref = cache_source(spec);
+    try {
+      auto img = store.image(ensure_image(store, ref, pull, vm, std::cout));
+      auto entries = b::inline_cache_entries(img.config);
+      if (entries.empty()) std::cerr << "strata: warning: --cache-from " << quote(ref) << ": the image has no inline cache\n";
+      eo.imported_cache.merge(entries);
+    } catch (const Error& e) {
+      std::cerr << "strata: warning: --cache-from " << quote(ref) << ": " << e.what() << "\n";
+    }
+  }
   eo.quiet = vm["quiet"].as<bool>();
   eo.out = &std::cout;
   eo.store = &adapter;
   eo.mounter = &mounter;
   eo.secrets = std::move(secret_map);
-  eo.ssh_agents = std::move(ssh_map);
+  for (const auto& [id, socket] : ssh_map) eo.ssh_agents.emplace(id, socket.get());
   // An unprivileged user's mount on the host lets in only that user, not
   // the image's other users: the RUN mounts its root itself (as a run does).
   eo.run_mounts_root = ::geteuid() != 0;
@@ -417,6 +549,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       u.upperdir = r.mount.upper;
       u.workdir = r.mount.work;
       u.initdir = r.initdir;
+      u.volatile_upper = true;  // as StratafsMounter mounts a step's upper
       spec.union_root = std::move(u);
     }
     spec.argv = r.argv;
@@ -449,26 +582,21 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
         spec.volumes.push_back(std::move(b));
       }
     }
-    std::cout.flush();
-    // -q: the command's output is not shown.
-    UniqueFd saved_out, saved_err;
+    // -q: the command's output is not shown; with progress, each of its lines is prefixed.
+    std::optional<CommandOutput> command_output;
     if (quiet) {
-      UniqueFd null(::open("/dev/null", O_WRONLY | O_CLOEXEC));
-      saved_out.reset(::fcntl(1, F_DUPFD_CLOEXEC, 3));
-      saved_err.reset(::fcntl(2, F_DUPFD_CLOEXEC, 3));
-      ::dup2(null.get(), 1);
-      ::dup2(null.get(), 2);
+      command_output.emplace();
+    } else if (!r.log_prefix.empty()) {
+      command_output.emplace(r.log_prefix, r.log_started);
     }
-    auto restore = [&] {
-      if (saved_out) ::dup2(saved_out.get(), 1);
-      if (saved_err) ::dup2(saved_err.get(), 2);
-    };
+    if (command_output) spec.output_fd = command_output->fd();
+    std::cout.flush();
     try {
       int rc = sandbox::run(spec);
-      restore();
+      command_output.reset();
       return rc;
     } catch (const Error& e) {
-      restore();
+      command_output.reset();
       if (e.code() == ExitCode::cannot_invoke || e.code() == ExitCode::command_not_found) {
         std::cerr << "strata: " << e.what() << "\n";
         return static_cast<int>(e.code());
