@@ -514,6 +514,10 @@ def test_onbuild_and_quiet(env):
     assert "OnBuild" not in env.config("child:1")["config"]
     mnt = env.mount("child:1")
     assert read(f"{mnt}/triggered") == "TRIGGERED\n"
+    # --progress quiet is -q: only the id, nothing the command prints.
+    r = env.build("FROM base:1\nRUN echo SHOWN-NOWHERE\n", "--progress", "quiet", "-t", "quiet:1")
+    assert r.stdout.strip() == env.image_id("quiet:1")
+    assert "SHOWN-NOWHERE" not in r.stdout + r.stderr
 
 
 def test_help_and_usage(env):

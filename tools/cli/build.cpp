@@ -530,7 +530,7 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
       std::cerr << "strata: warning: --cache-from " << quote(ref) << ": " << e.what() << "\n";
     }
   }
-  eo.quiet = vm["quiet"].as<bool>();
+  eo.quiet = vm["quiet"].as<bool>() || progress == "quiet";
   eo.out = &std::cout;
   eo.store = &adapter;
   eo.mounter = &mounter;
