@@ -8,10 +8,27 @@
 #include <cerrno>
 #include <vector>
 
+#include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
 
 namespace strata {
+
+void close_descriptors_except(std::span<const int> keep) noexcept {
+  // The kept descriptors in increasing order, found one at a time (KEEP is a
+  // handful): every gap between them is closed.
+  unsigned from = 3;
+  while (true) {
+    unsigned next = ~0U;
+    for (int fd : keep) {
+      if (fd >= 0 && static_cast<unsigned>(fd) >= from && static_cast<unsigned>(fd) < next) next = static_cast<unsigned>(fd);
+    }
+    if (next == ~0U) break;
+    if (next > from) ::close_range(from, next - 1, 0);
+    from = next + 1;
+  }
+  ::close_range(from, ~0U, 0);
+}
 
 void UniqueFd::reset(int fd) noexcept {
   if (fd_ >= 0) ::close(fd_);

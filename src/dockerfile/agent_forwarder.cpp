@@ -12,12 +12,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
 #include <list>
 
+#include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/text.hpp"
 
@@ -180,13 +180,7 @@ void AgentForwarder::relay() {
     keep.push_back(r.listener.get());
     keep.push_back(r.agent.get());
   }
-  std::sort(keep.begin(), keep.end());
-  unsigned from = 3;
-  for (int fd : keep) {
-    if (static_cast<unsigned>(fd) > from) ::close_range(from, static_cast<unsigned>(fd) - 1, 0);
-    from = static_cast<unsigned>(fd) + 1;
-  }
-  ::close_range(from, ~0U, 0);
+  close_descriptors_except(keep);
   ::signal(SIGPIPE, SIG_IGN);
 
   std::list<Link> links;

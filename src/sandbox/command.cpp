@@ -19,6 +19,7 @@
 #include <sstream>
 
 #include "sandbox_internal.hpp"
+#include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/sandbox.hpp"
@@ -239,8 +240,8 @@ void become_init(int err_fd, bool tty) {
     // The command gets descriptors 0, 1 and 2 only: nothing strata was
     // started with (a caller's pipe, a host file) reaches the container,
     // nor stays open in its init process for /proc/1/fd to show.
-    if (err_fd > 3) ::close_range(3, static_cast<unsigned>(err_fd) - 1, 0);
-    ::close_range(static_cast<unsigned>(err_fd) + 1, ~0U, 0);
+    const int keep[] = {err_fd};
+    close_descriptors_except(keep);
     // Last: from here on the filter applies to what strata does too.
     if (spec.seccomp) apply_seccomp(*spec.seccomp, spec.capabilities);
     if (spec.init) become_init(err_fd, tty);

@@ -17,6 +17,7 @@
 #include <deque>
 #include <ostream>
 
+#include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
 #include "strata/fileio.hpp"
@@ -310,8 +311,8 @@ void redirect(int fd, int to) {
   try {
     // Nothing of the caller stays open here: a pipe the caller's caller
     // waits on would otherwise never see its end.
-    ::close_range(3, static_cast<unsigned>(status_fd) - 1, 0);
-    ::close_range(static_cast<unsigned>(status_fd) + 1, ~0U, 0);
+    const int keep[] = {status_fd};
+    close_descriptors_except(keep);
     if (::chdir("/") != 0) throw_errno("enter /");
     UniqueFd null(::open("/dev/null", O_RDWR | O_CLOEXEC));
     if (!null) throw_errno("open /dev/null");

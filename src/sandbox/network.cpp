@@ -33,6 +33,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
 #include "strata/oci.hpp"
@@ -460,7 +461,8 @@ void ContainerNetwork::attach(pid_t pid) {
         ::dup2(r, 3) < 0 || ::dup2(e, 4) < 0) {
       ::_exit(127);
     }
-    ::close_range(5, ~0U, 0);
+    const int keep[] = {3, 4};
+    close_descriptors_except(keep);
     ::execv(argv[0], argv.data());
     [[maybe_unused]] ssize_t w = ::write(2, "cannot execute slirp4netns\n", 27);
     ::_exit(127);

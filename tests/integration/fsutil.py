@@ -23,6 +23,15 @@ def stratafs_mount(mounts, mnt, lowers, upper=None, work=None, extra=(), check=T
     return r
 
 
+def wait_until_mounted(mnt, seconds=5):
+    """Waits for a stratafs started in the foreground (-f) to be mounted on MNT; fails after SECONDS."""
+    for _ in range(int(seconds / 0.02)):
+        if is_mounted(mnt):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"stratafs did not mount {mnt} within {seconds} s")
+
+
 def unmount_now(mnt):
     run(["fusermount3", "-u", mnt])
     for _ in range(100):

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import is_mounted, run, tool
-from fsutil import listing, oci_whiteout, snapshot, stratafs_mount, unmount_now, whiteout, write
+from fsutil import listing, oci_whiteout, snapshot, stratafs_mount, unmount_now, wait_until_mounted, whiteout, write
 
 
 @pytest.fixture
@@ -493,11 +493,7 @@ def test_foreground_daemon_stops_cleanly(stack, mounts, how):
     p = subprocess.Popen([tool("stratafs"), "-f", "-o", "lowerdir=" + ":".join(layers), mnt],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        for _ in range(250):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.02)
-        assert is_mounted(mnt)
+        wait_until_mounted(mnt)
         assert listing(f"{mnt}/etc") == ["hosts", "motd", "passwd"]
         if how == "fusermount":
             run(["fusermount3", "-u", mnt])

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from conftest import is_mounted, run, tool
-from fsutil import listing, oci_whiteout, snapshot, stratafs_mount, unmount_now, whiteout, write
+from fsutil import listing, oci_whiteout, snapshot, stratafs_mount, unmount_now, wait_until_mounted, whiteout, write
 
 libc = ctypes.CDLL(None, use_errno=True)
 RENAME_NOREPLACE, RENAME_EXCHANGE = 1, 2
@@ -605,10 +605,7 @@ def test_sigkill_then_remount(workdir, mounts):
     p = subprocess.Popen([tool("stratafs"), "-f", "-o", f"lowerdir={low},upperdir={up},workdir={wk}", mnt],
                          stderr=subprocess.DEVNULL)
     try:
-        for _ in range(250):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.02)
+        wait_until_mounted(mnt)
         with open(f"{mnt}/synced", "w") as f:
             f.write("durable")
             f.flush()
@@ -643,11 +640,7 @@ def test_volatile_never_syncs_the_upper(workdir, mounts, volatile):
     daemon = subprocess.Popen(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync", "-o", log,
                                tool("stratafs"), "-f", "-o", opts, mnt])
     try:
-        for _ in range(200):
-            if is_mounted(mnt):
-                break
-            time.sleep(0.05)
-        assert is_mounted(mnt)
+        wait_until_mounted(mnt, seconds=10)  # under strace
         with open(f"{mnt}/big", "ab") as f:  # a copy-up
             f.write(b"y")
             f.flush()
