@@ -58,6 +58,13 @@ void write_all(int fd, const void* data, std::size_t size, const std::string& wh
 // The same at OFFSET with pwrite(2); the file offset does not move.
 void pwrite_all(int fd, const void* data, std::size_t size, off_t offset, const std::string& what);
 
+// Makes OUT (open for writing, empty) hold the first SIZE bytes of IN with
+// the same holes: a reflink where the file system has them, else only the
+// data segments (SEEK_DATA/SEEK_HOLE) by copy_file_range, with a read/write
+// fallback where that is unsupported. Returns 0, or the errno of the
+// failure (stratafs answers with it).
+int copy_file_data(int in, int out, off_t size);
+
 // The whole content of the file at PATH; throws Error("cannot read PATH").
 std::string read_file(const std::string& path);
 

@@ -1,6 +1,8 @@
 #include "strata/fileio.hpp"
 
 #include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -138,5 +140,43 @@ std::string resolve_in_root(int root, const std::string& path) {
   for (const auto& d : done) out += "/" + d;
   return out.empty() ? "/" : out;
 }
+
+int copy_file_data(int in, int out, off_t size) {
+  if (size == 0) return 0;
+  if (::ioctl(out, FICLONE, in) == 0) return 0;
+  off_t pos = 0;
+  std::vector<char> buf;
+  while (pos < size) {
+    off_t data = ::lseek(in, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // only a hole is left
+      data = pos;                 // SEEK_DATA unsupported: copy everything
+    }
+    off_t hole = ::lseek(in, data, SEEK_HOLE);
+    if (hole < 0 || hole > size) hole = size;
+    off_t off_in = data, off_out = data;
+    while (off_in < hole) {
+      ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, static_cast<size_t>(hole - off_in), 0);
+      if (n > 0) continue;
+      if (n == 0) break;
+      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return errno;
+      if (buf.empty()) buf.resize(1 << 20);
+      ssize_t r = ::pread(in, buf.data(), std::min<off_t>(static_cast<off_t>(buf.size()), hole - off_in), off_in);
+      if (r < 0) return errno;
+      if (r == 0) break;
+      for (ssize_t done = 0; done < r;) {
+        ssize_t w = ::pwrite(out, buf.data() + done, static_cast<size_t>(r - done), off_out);
+        if (w < 0) return errno;
+        done += w;
+        off_out += w;
+      }
+      off_in += r;
+    }
+    pos = hole;
+  }
+  if (::ftruncate(out, size) != 0) return errno;
+  return 0;
+}
+
 
 }  // namespace strata

@@ -4,8 +4,6 @@
 // copy_up_tree, copy_metadata, work_name and upper_fd. Every function here
 // runs with tree_mu_ held exclusively.
 #include <fcntl.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -14,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "strata/fileio.hpp"
 #include "union_fs.hpp"
 
 namespace strata::fs {
@@ -22,47 +21,6 @@ namespace {
 
 bool is_overlay_private(const char* name) {
   return std::strncmp(name, "trusted.overlay.", 16) == 0 || std::strncmp(name, "user.overlay.", 13) == 0;
-}
-
-// Copies LEN bytes of data from IN to OUT at the same offsets, keeping holes:
-// only the data segments (SEEK_DATA/SEEK_HOLE) are copied, by
-// copy_file_range (which reflinks or copies in the kernel) with a read/write
-// fallback across file systems that do not support it.
-int copy_data(int in, int out, off_t size) {
-  if (size == 0) return 0;
-  if (::ioctl(out, FICLONE, in) == 0) return 0;
-  off_t pos = 0;
-  std::vector<char> buf;
-  while (pos < size) {
-    off_t data = ::lseek(in, pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // only a hole is left
-      data = pos;                 // SEEK_DATA unsupported: copy everything
-    }
-    off_t hole = ::lseek(in, data, SEEK_HOLE);
-    if (hole < 0 || hole > size) hole = size;
-    off_t off_in = data, off_out = data;
-    while (off_in < hole) {
-      ssize_t n = ::copy_file_range(in, &off_in, out, &off_out, static_cast<size_t>(hole - off_in), 0);
-      if (n > 0) continue;
-      if (n == 0) break;
-      if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return errno;
-      if (buf.empty()) buf.resize(1 << 20);
-      ssize_t r = ::pread(in, buf.data(), std::min<off_t>(static_cast<off_t>(buf.size()), hole - off_in), off_in);
-      if (r < 0) return errno;
-      if (r == 0) break;
-      for (ssize_t done = 0; done < r;) {
-        ssize_t w = ::pwrite(out, buf.data() + done, static_cast<size_t>(r - done), off_out);
-        if (w < 0) return errno;
-        done += w;
-        off_out += w;
-      }
-      off_in += r;
-    }
-    pos = hole;
-  }
-  if (::ftruncate(out, size) != 0) return errno;
-  return 0;
 }
 
 }  // namespace
@@ -191,7 +149,7 @@ int UnionFs::copy_up(Node& node, bool with_data) {
     if (!out) return errno;
     if (with_data) {
       UniqueFd in(dir_cache_.open_retrying([&] { return ::openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC); }));
-      r = in ? copy_data(in.get(), out.get(), st.st_size) : transient(errno) ? errno : EIO;
+      r = in ? copy_file_data(in.get(), out.get(), st.st_size) : transient(errno) ? errno : EIO;
       // As overlayfs: a crash must not leave a partial copy that hides the lower file.
       if (r == 0 && cfg_.sync_upper && ::fdatasync(out.get()) != 0) r = errno;
     }
