@@ -69,6 +69,16 @@ struct WriteLayerOptions {
 // Throws Error naming the file that could not be read.
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options = {});
 
+// write_layer, and in the same pass the tree that extract_layer (PRIVILEGED
+// as in ExtractOptions) would make of that tar, under TREE: an empty
+// directory on DIR's file system. The data is read once and written once
+// (as the tar): each regular file of the tree is a hardlink to DIR's file
+// (a copy where it cannot be one), whose owner, mode, times and xattrs are
+// then set as extraction sets them. So DIR must be thrown away afterwards,
+// as a build step's upper is once it is a layer.
+LayerDigests write_layer_with_tree(const std::string& dir, int out_fd, const std::string& tree,
+                                   const WriteLayerOptions& options, bool privileged);
+
 struct ExtractOptions {
   // Extraction may chown and mknod (running as root in the initial user
   // namespace). When false, owners other than the caller's and device nodes

@@ -159,6 +159,14 @@ struct LayerOptions {
   // The directory is an overlay-style upper (see archive::WriteLayerOptions).
   bool changeset = true;
   std::optional<std::int64_t> clamp_mtime;  // SOURCE_DATE_EPOCH
+  // The directory is thrown away afterwards and nothing writes to it
+  // meanwhile, even if this process dies (a build step's upper in a staging
+  // directory): its files become the layer's own instead of being written
+  // again (see archive::write_layer_with_tree), which changes their owner,
+  // mode, times and xattrs to the layer's. Not for a container's upper: a
+  // container restarted after a commit died half-way would write into the
+  // stored layer through the shared files.
+  bool adopt_files = false;
 };
 
 // One line of `strata diff`.

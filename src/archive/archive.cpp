@@ -326,7 +326,17 @@ struct Extractor {
     return cur;
   }
 
-  void extract_entry(struct archive* a, struct archive_entry* e) {
+  // Where a regular file's data comes from when it is not the archive: the
+  // file NAME in the directory open at DIR, which becomes the entry (see
+  // detail::TreeBuilder); no NAME: an empty file (a whiteout marker).
+  struct Source {
+    int dir = -1;
+    const char* name = nullptr;
+  };
+
+  // Extracts entry E of archive A, or with FROM, the entry E describes with
+  // its data taken from FROM (A is not read).
+  void extract_entry(struct archive* a, struct archive_entry* e, const Source* from = nullptr) {
     const char* raw_name = ::archive_entry_pathname(e);
     std::string name = raw_name != nullptr ? raw_name : "";
     auto comps = split_name(name, "entry");
@@ -393,6 +403,10 @@ struct Extractor {
         break;
       }
       case AE_IFREG: {
+        if (from != nullptr) {
+          adopt_file(*from, parent.get(), leaf, name, ::archive_entry_size(e));
+          break;
+        }
         UniqueFd fd(::openat(parent.get(), leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
         if (!fd) throw_errno("create " + quote(name));
         const void* buf = nullptr;
@@ -459,6 +473,51 @@ struct Extractor {
       ts[0].tv_nsec = ::archive_entry_mtime_nsec(e);
       ts[1] = ts[0];
       ::utimensat(parent.get(), leaf.c_str(), ts, AT_SYMLINK_NOFOLLOW);
+    }
+  }
+
+  // Makes PARENT/LEAF the file FROM names: a hardlink to it (its data is not
+  // written again) stripped of its xattrs, so that only what the entry
+  // carries is set afterwards; a copy where it cannot be linked (another
+  // file system, the link limit) or where the link would keep an owner that
+  // extraction would not give it (unprivileged, nothing is chowned: only the
+  // caller's own files are linked).
+  void adopt_file(const Source& from, int parent, const std::string& leaf, const std::string& name,
+                  la_int64_t size) const {
+    struct stat st {};
+    bool linkable = from.name != nullptr && (privileged || (::fstatat(from.dir, from.name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                                            st.st_uid == ::geteuid() && st.st_gid == ::getegid()));
+    if (linkable) {
+      if (::linkat(from.dir, from.name, parent, leaf.c_str(), 0) == 0) {
+        drop_xattrs(parent, leaf, name);
+        return;
+      }
+      if (errno != EXDEV && errno != EMLINK && errno != EPERM) throw_errno("link " + quote(name) + " into the layer");
+    }
+    UniqueFd fd(::openat(parent, leaf.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600));
+    if (!fd) throw_errno("create " + quote(name));
+    if (from.name == nullptr) return;
+    UniqueFd in(::openat(from.dir, from.name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!in) throw_errno("open " + quote(name));
+    if (int err = copy_file_data(in.get(), fd.get(), static_cast<off_t>(size)); err != 0)
+      throw SysError(err, "copy " + quote(name) + " into the layer");
+  }
+
+  static void drop_xattrs(int parent, const std::string& leaf, const std::string& name) {
+    std::string path = proc_path(parent, leaf);
+    std::vector<char> names(4096);
+    ssize_t n = 0;
+    while ((n = ::llistxattr(path.c_str(), names.data(), names.size())) < 0 && errno == ERANGE)
+      names.resize(names.size() * 4);
+    if (n < 0) {
+      if (errno == ENOTSUP || errno == EOPNOTSUPP) return;
+      throw_errno("list xattrs of " + quote(name));
+    }
+    for (ssize_t pos = 0; pos < n;) {
+      const char* key = names.data() + pos;
+      pos += static_cast<ssize_t>(std::strlen(key)) + 1;
+      if (::lremovexattr(path.c_str(), key) != 0 && errno != ENODATA && errno != EPERM && errno != EOPNOTSUPP)
+        throw_errno("remove xattr " + quote(key) + " of " + quote(name));
     }
   }
 
@@ -535,6 +594,24 @@ LayerDigests extract_stream(int in_fd, const std::string& dest, bool privileged,
 }
 
 }  // namespace
+
+struct detail::TreeBuilder::Impl {
+  Extractor x;
+};
+
+detail::TreeBuilder::TreeBuilder(int root, bool privileged) : impl_(std::make_unique<Impl>()) {
+  impl_->x.root = root;
+  impl_->x.privileged = privileged;
+}
+
+detail::TreeBuilder::~TreeBuilder() = default;
+
+void detail::TreeBuilder::add(struct archive_entry* e, int dir, const char* name) {
+  Extractor::Source from{dir, name};
+  impl_->x.extract_entry(nullptr, e, &from);
+}
+
+void detail::TreeBuilder::finish() { impl_->x.finish(); }
 
 LayerDigests extract_layer(int in_fd, const std::string& dest, const ExtractOptions& options) {
   return extract_stream(in_fd, dest, options.privileged, false, options.max_size);

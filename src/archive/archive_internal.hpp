@@ -5,12 +5,14 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 struct archive;  // libarchive's handle
+struct archive_entry;
 
 namespace strata::archive::detail {
 
@@ -39,5 +41,28 @@ std::string archive_message(struct archive* a);
 // A short path for NAME in the directory open at DIRFD, however deep that
 // directory is (for the *xattr calls, which have no *at form).
 std::string proc_path(int dirfd, const std::string& name);
+
+// Makes, entry by entry as a layer tar is written, the tree that extracting
+// that tar would make (write_layer_with_tree). A regular file's data is not
+// written again: the file it was read from is linked in (see
+// Extractor::adopt_file), and gets the owner, mode, times and xattrs the
+// entry gives it.
+class TreeBuilder {
+ public:
+  // ROOT: the open, empty directory to fill; PRIVILEGED as in ExtractOptions.
+  TreeBuilder(int root, bool privileged);
+  TreeBuilder(const TreeBuilder&) = delete;
+  TreeBuilder& operator=(const TreeBuilder&) = delete;
+  ~TreeBuilder();
+  // E was just written. A regular file's data is the file NAME in the
+  // directory open at DIR; without NAME the file is empty (a marker).
+  void add(struct archive_entry* e, int dir, const char* name);
+  // Sets the directories' modes and times (after their contents).
+  void finish();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace strata::archive::detail

@@ -140,10 +140,15 @@ struct Walker {
   std::optional<std::int64_t> clamp;
   OwnerMap owner_map;  // for owners not recorded in override_stat
   std::map<std::pair<dev_t, ino_t>, std::string> links;
+  detail::TreeBuilder* tree = nullptr;  // write_layer_with_tree: gets every entry written
 
-  void write_header(struct archive_entry* e, const std::string& name) {
+  // Writes E's header; a regular file's data, which the caller writes next,
+  // is the file SRC_NAME in the directory open at SRC_DIR.
+  void write_header(struct archive_entry* e, const std::string& name, int src_dir = -1,
+                    const char* src_name = nullptr) {
     if (::archive_write_header(a, e) != ARCHIVE_OK)
       throw Error("write tar entry " + quote(name) + ": " + archive_message(a));
+    if (tree != nullptr) tree->add(e, src_dir, src_name);
   }
 
   void add_marker(const std::string& name) {
@@ -297,7 +302,7 @@ struct Walker {
     ::archive_entry_set_size(e, st.st_size);
     UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd) throw_errno("open " + quote(path));
-    write_header(e, rel);
+    write_header(e, rel, dirfd, name.c_str());
     std::vector<char> buf(1 << 16);
     std::int64_t left = st.st_size;
     while (left > 0) {
@@ -391,9 +396,11 @@ LayerDigests write_tar(int out_fd, Compression compression, bool changeset, bool
 }
 
 LayerDigests write_tree(const std::string& dir, int out_fd, Compression compression, bool changeset, bool plain,
-                        std::optional<std::int64_t> clamp, const OwnerMap& owner_map = {}) {
+                        std::optional<std::int64_t> clamp, const OwnerMap& owner_map = {},
+                        detail::TreeBuilder* tree = nullptr) {
   return write_tar(out_fd, compression, changeset, plain, clamp, [&](Walker& w) {
     w.owner_map = owner_map;
+    w.tree = tree;
     UniqueFd root(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
     if (!root) throw_errno("read directory " + quote(dir));
     w.walk(root.get(), dir, "");
@@ -417,6 +424,16 @@ void write_entry(int dirfd, const std::string& name, const std::string& as, int 
 
 LayerDigests write_layer(const std::string& dir, int out_fd, const WriteLayerOptions& options) {
   return write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime, options.owner_map);
+}
+
+LayerDigests write_layer_with_tree(const std::string& dir, int out_fd, const std::string& tree,
+                                   const WriteLayerOptions& options, bool privileged) {
+  UniqueFd root = open_at(AT_FDCWD, tree, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
+  detail::TreeBuilder builder(root.get(), privileged);
+  auto digests = write_tree(dir, out_fd, options.compression, options.changeset, false, options.clamp_mtime,
+                            options.owner_map, &builder);
+  builder.finish();
+  return digests;
 }
 
 void pack_directory(const std::string& dir, const std::string& out_path) {

@@ -132,6 +132,13 @@ Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
   wo.clamp_mtime = options.clamp_mtime;
   wo.owner_map = owner_map_;
   wo.compression = archive::Compression::gzip;
+  if (options.adopt_files) {
+    Staged tree(tmp_dir(), "tree", true);
+    auto written = archive::write_layer_with_tree(dir, blob.fd(), tree.path(), wo, ::geteuid() == 0);
+    if (auto existing = find_layer(written.diff_id); existing && exists(blob_path(existing->blob_digest)))
+      return *existing;
+    return install_layer(*this, place_staged(blob), tree, written, oci::kMediaTypeLayerGzip, written.blob_size);
+  }
   auto written = archive::write_layer(dir, blob.fd(), wo);
   if (auto existing = find_layer(written.diff_id); existing && exists(blob_path(existing->blob_digest)))
     return *existing;

@@ -10,6 +10,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
 
 #include "strata/archive.hpp"
 #include "strata/error.hpp"
@@ -432,4 +434,137 @@ TEST_CASE("a stream the decompressor cannot open is refused without leaking its 
   put(dir.path() + "/in", std::string(reinterpret_cast<const char*>(bytes), sizeof bytes));
   ::mkdir((dir.path() + "/out").c_str(), 0755);
   CHECK_THROWS_AS(extract(dir.path() + "/in", dir.path() + "/out"), Error);
+}
+
+namespace {
+
+// Everything a layer tree shows of each entry below ROOT, one line per path:
+// type, mode, owner, mtime, size, content or link target, device, xattrs,
+// and which earlier path it is a hardlink of.
+std::map<std::string, std::string> describe_tree(const std::string& root) {
+  std::map<std::string, std::string> out;
+  std::map<std::pair<dev_t, ino_t>, std::string> seen;
+  std::function<void(const std::string&)> walk = [&](const std::string& rel) {
+    std::string dir = rel.empty() ? root : root + "/" + rel;
+    UniqueFd fd = open_at(AT_FDCWD, dir, O_RDONLY | O_DIRECTORY);
+    for (const auto& name : read_dir_names(fd.get(), dir)) {
+      std::string r = rel.empty() ? name : rel + "/" + name;
+      std::string p = root + "/" + r;
+      struct stat st {};
+      REQUIRE(lstat(p.c_str(), &st) == 0);
+      std::string d = std::to_string(st.st_mode) + " " + std::to_string(st.st_uid) + ":" + std::to_string(st.st_gid) +
+                      " " + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + " rdev " +
+                      std::to_string(st.st_rdev);
+      if (!S_ISDIR(st.st_mode)) d += " size " + std::to_string(st.st_size);
+      if (S_ISREG(st.st_mode)) {
+        auto [it, fresh] = seen.emplace(std::make_pair(st.st_dev, st.st_ino), r);
+        if (!fresh) d += " link of " + it->second;
+        if (fresh) d += " data " + read_file(p);
+      } else if (S_ISLNK(st.st_mode)) {
+        std::string target(PATH_MAX, '\0');
+        target.resize(static_cast<size_t>(readlink(p.c_str(), target.data(), target.size())));
+        d += " -> " + target;
+      }
+      char names[4096];
+      ssize_t n = llistxattr(p.c_str(), names, sizeof names);
+      std::vector<std::string> keys;
+      for (ssize_t pos = 0; pos < n; pos += static_cast<ssize_t>(std::strlen(names + pos)) + 1) keys.emplace_back(names + pos);
+      std::sort(keys.begin(), keys.end());
+      for (const auto& k : keys) {
+        char v[256];
+        ssize_t vn = lgetxattr(p.c_str(), k.c_str(), v, sizeof v);
+        d += " xattr " + k + "=" + std::string(v, static_cast<size_t>(std::max<ssize_t>(vn, 0)));
+      }
+      out[r] = d;
+      if (S_ISDIR(st.st_mode)) walk(r);
+    }
+  };
+  walk("");
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("the tree written beside a layer's tar is the tree extracting that tar gives, without copying data") {
+  // Store::create_layer's adopt_files path: the committed upper's files are
+  // linked into the layer as the tar is written. What a user mounts must
+  // not depend on whether a layer came from a commit or from a pull.
+  bool root = geteuid() == 0;
+  for (bool privileged : {true, false}) {
+    if (privileged && !root) continue;
+    for (std::optional<std::int64_t> clamp : {std::optional<std::int64_t>(), std::optional<std::int64_t>(1600000000)}) {
+      CAPTURE(privileged);
+      CAPTURE(clamp.has_value());
+      TempDir t("/tmp");
+      std::string up = t.path() + "/up";
+      mkdir(up.c_str(), 0755);
+      mkdir((up + "/etc").c_str(), 0750);
+      put(up + "/etc/passwd", "root:x:0:0::/root:/bin/sh\n");
+      put(up + "/etc/empty", "");
+      put(up + "/suid", "#!/bin/sh\n");
+      chmod((up + "/suid").c_str(), 04755);
+      put(up + "/none", "secret");
+      chmod((up + "/none").c_str(), 0);
+      put(up + "/a", "linked");
+      REQUIRE(link((up + "/a").c_str(), (up + "/etc/b").c_str()) == 0);
+      REQUIRE(symlink("../etc/passwd", (up + "/etc/link").c_str()) == 0);
+      REQUIRE(mkfifo((up + "/fifo").c_str(), 0640) == 0);
+      REQUIRE(setxattr((up + "/a").c_str(), "user.note", "n", 1, 0) == 0);
+      mkdir((up + "/opq").c_str(), 0700);
+      put(up + "/opq/keep", "k");
+      // A file of 1 MiB with a hole in the middle.
+      {
+        UniqueFd f(::open((up + "/sparse").c_str(), O_WRONLY | O_CREAT, 0644));
+        REQUIRE(pwrite(f.get(), "head", 4, 0) == 4);
+        REQUIRE(pwrite(f.get(), "tail", 4, (1 << 20) - 4) == 4);
+      }
+      if (root) {
+        REQUIRE(mknod((up + "/etc/gone").c_str(), S_IFCHR | 0600, makedev(0, 0)) == 0);
+        REQUIRE(setxattr((up + "/opq").c_str(), "trusted.overlay.opaque", "y", 1, 0) == 0);
+        REQUIRE(setxattr((up + "/etc/passwd").c_str(), "trusted.overlay.origin", "o", 1, 0) == 0);
+        REQUIRE(chown((up + "/suid").c_str(), 1000, 1000) == 0);
+        chmod((up + "/suid").c_str(), 04755);
+        const unsigned char cap[20] = {0x01, 0, 0, 0x02, 0, 0x20};  // cap_net_raw=ep
+        REQUIRE(chown((up + "/etc/empty").c_str(), 1000, 1000) == 0);
+        REQUIRE(setxattr((up + "/etc/empty").c_str(), "security.capability", cap, sizeof cap, 0) == 0);
+      }
+      for (const char* p : {"/etc/passwd", "/a", "/opq", "/etc", ""}) {
+        timespec ts[2] = {{1700000000, 123456789}, {1700000000, 123456789}};
+        utimensat(AT_FDCWD, (up + p).c_str(), ts, AT_SYMLINK_NOFOLLOW);
+      }
+      struct stat before {};
+      REQUIRE(lstat((up + "/sparse").c_str(), &before) == 0);
+
+      archive::WriteLayerOptions wo;
+      wo.compression = archive::Compression::gzip;
+      wo.clamp_mtime = clamp;
+      std::string adopted = t.path() + "/adopted", extracted = t.path() + "/extracted", blob = t.path() + "/blob";
+      mkdir(adopted.c_str(), 0700);
+      mkdir(extracted.c_str(), 0700);
+      archive::LayerDigests written;
+      {
+        UniqueFd out(::open(blob.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+        written = archive::write_layer_with_tree(up, out.get(), adopted, wo, privileged);
+      }
+      UniqueFd in = open_at(AT_FDCWD, blob, O_RDONLY);
+      archive::ExtractOptions eo;
+      eo.privileged = privileged;
+      auto read = archive::extract_layer(in.get(), extracted, eo);
+      CHECK(read.diff_id == written.diff_id);
+      CHECK(read.blob_digest == written.blob_digest);
+
+      auto want = describe_tree(extracted);
+      auto got = describe_tree(adopted);
+      CHECK(want.size() >= 12);
+      for (const auto& [path, d] : want) {
+        CAPTURE(path);
+        CHECK(got[path] == d);
+      }
+      CHECK(got.size() == want.size());
+      // The data was linked, not written again.
+      struct stat st {};
+      REQUIRE(lstat((adopted + "/sparse").c_str(), &st) == 0);
+      CHECK(st.st_ino == before.st_ino);
+    }
+  }
 }

@@ -60,7 +60,12 @@ class StoreAdapter : public b::BuildStore {
     return layer->dir;
   }
   std::string temp_parent() override { return s_.tmp_dir(); }
-  std::string commit_layer(const std::string& upper) override { return s_.create_layer(upper).diff_id.str(); }
+  // A step's upper is thrown away after its commit: its files become the layer's.
+  std::string commit_layer(const std::string& upper) override {
+    store::LayerOptions lo;
+    lo.adopt_files = true;
+    return s_.create_layer(upper, lo).diff_id.str();
+  }
   std::string squash_layers(const std::vector<std::string>& diff_ids) override {
     std::vector<oci::Digest> ids;
     for (const auto& d : diff_ids) ids.push_back(oci::Digest::parse(d));
