@@ -27,6 +27,7 @@
 #include "strata/archive.hpp"
 #include "strata/build.hpp"
 #include "strata/build_executor.hpp"
+#include "strata/descriptors.hpp"
 #include "strata/dockerfile.hpp"
 #include "strata/dockerignore.hpp"
 #include "strata/error.hpp"
@@ -171,6 +172,10 @@ class CommandOutput {
       ::prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (::getppid() != parent) ::_exit(0);
       fd_.reset();
+      // Nothing of the build's (store locks, the step's mounts) stays open
+      // in the writer, which may outlive the step by a moment.
+      const int keep[] = {read_end.get()};
+      close_descriptors_except(keep);
       prefix_lines(read_end.get(), STDOUT_FILENO, prefix, started);
     }
   }
