@@ -3,9 +3,11 @@ and paths that try to leave the container or to redirect a write on the host."""
 import io
 import os
 import pty
+import stat
 import subprocess
 import tarfile
 import tempfile
+import threading
 
 import pytest
 
@@ -330,6 +332,22 @@ def test_export_writes_the_merged_tree(store, workdir):
     ok(store("export", "-o", out, "e"))
     with open(out, "rb") as f:
         assert f.read() == r.stdout
+    # A FIFO (as /dev/null or /dev/fd/N) is written through, not replaced by a file.
+    fifo = os.path.join(workdir, "fifo")
+    os.mkfifo(fifo)
+    got = []
+
+    def read_fifo():
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    reader = threading.Thread(target=read_fifo, daemon=True)  # a failed export must not hang the run
+    reader.start()
+    ok(store("export", "-o", fifo, "e"))
+    reader.join(60)
+    assert got == [r.stdout]
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    os.unlink(fifo)
     # Failures leave no file behind.
     os.mkdir(f"{workdir}/adir")
     r = store("export", "-o", f"{workdir}/adir", "e")

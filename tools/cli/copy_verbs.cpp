@@ -507,18 +507,9 @@ int export_verb(const GlobalOptions& g, const std::vector<std::string>& args) {
     write_root_tar(store, c, pid, STDOUT_FILENO);
     return 0;
   }
-  // Staged next to FILE and renamed, so a failure leaves no half file.
-  std::string tmp = *out + ".strata-export-" + std::to_string(::getpid());
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
-  if (!fd) throw_errno("create " + quote(tmp));
-  try {
-    write_root_tar(store, c, pid, fd.get());
-    if (::fsync(fd.get()) != 0) throw_errno("sync " + quote(tmp));
-    if (::rename(tmp.c_str(), out->c_str()) != 0) throw_errno("rename to " + quote(*out));
-  } catch (...) {
-    ::unlink(tmp.c_str());
-    throw;
-  }
+  // Staged next to FILE and renamed, so a failure leaves no half file; a
+  // device or FIFO (-o /dev/null) is written through, never replaced.
+  write_file_staged(*out, [&](int fd, const std::string&) { write_root_tar(store, c, pid, fd); }, "export");
   return 0;
 }
 
