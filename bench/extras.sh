@@ -1,6 +1,7 @@
 # Sourced by bench/run.sh: the image-level comparisons.
 #   commit: `strata commit` of a container holding a 1 GiB change, against
-#           `umoci repack` of a bundle holding the same change.
+#           `umoci repack` of a bundle holding the same change; then a 1 KiB
+#           change on top of that (commit-small), by each tool.
 #   build:  `strata build` of a 10-step Dockerfile, cold and fully cached,
 #           against `buildah build` (chroot isolation, vfs storage, --layers).
 # A strata verb that this build does not have yet is recorded as skipped with
@@ -65,6 +66,13 @@ extra_commit_umoci() {
      cp -a "$change_dir" "$tmp/b1/rootfs/change" && sync &&
      t=$(time_cmd "$tmp/log" umoci repack --image "$tmp/img:changed" "$tmp/b1"); then
     extra_record commit "umoci repack" ok "$t" "${change_mib} MiB change; umoci 0.4 always gzips the layer"
+    # A 1 KiB change on top of the bundle that now holds the whole change.
+    if head -c 1024 /dev/urandom >"$tmp/b1/rootfs/small" &&
+       t=$(time_cmd "$tmp/log" umoci repack --image "$tmp/img:small" "$tmp/b1"); then
+      extra_record commit-small "umoci repack" ok "$t" "1 KiB change to a ${change_mib} MiB image"
+    else
+      extra_record commit-small "umoci repack" error - "$(tail -1 "$tmp/log")"
+    fi
   else
     extra_record commit "umoci repack" error - "$(tail -1 "$tmp/log")"
   fi
@@ -90,6 +98,17 @@ extra_commit_strata() {
     extra_record commit "strata commit" ok "$t" "${change_mib} MiB change"
   else
     extra_record commit "strata commit" error - "$(tail -1 "$tmp/log")"
+  fi
+  unmount_path "$tmp/mnt"
+  # A 1 KiB change to the image just committed (the base and the whole change).
+  if "$strata" create --name bench-small bench-changed >>"$tmp/log" 2>&1 &&
+     "$strata" mount bench-small "$tmp/mnt" >>"$tmp/log" 2>&1 && mounted+=("$tmp/mnt") &&
+     head -c 1024 /dev/urandom >"$tmp/mnt/small" &&
+     "$strata" umount "$tmp/mnt" >>"$tmp/log" 2>&1 && sync &&
+     t=$(time_cmd "$tmp/log" "$strata" commit -m "small change" bench-small bench-small); then
+    extra_record commit-small "strata commit" ok "$t" "1 KiB change to a ${change_mib} MiB image"
+  else
+    extra_record commit-small "strata commit" error - "$(tail -1 "$tmp/log")"
   fi
   unmount_path "$tmp/mnt"
   unset STRATA_ROOT

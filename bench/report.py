@@ -135,10 +135,29 @@ def main():
 
     extra_lines = []
     with open(args.extras) as f:
-        for row in csv.DictReader(f, delimiter="\t"):
-            report["extras"].append(row)
-            value = f"{float(row['value']):.2f} s" if row["status"] == "ok" else row["status"]
-            extra_lines.append(f"| {row['workload']} | {row['tool']} | {value} | {row['detail']} |")
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    # strata's time against the other tool's for the same comparison, and
+    # the goal: ("ratio", x) to that tool, or ("abs", seconds).
+    extra_goals = {"commit": ("ratio", 0.3), "commit-small": ("abs", 0.1),
+                   "build-cold": ("ratio", 0.5), "build-cached": ("abs", 0.1)}
+    for row in rows:
+        report["extras"].append(row)
+        value = f"{float(row['value']):.2f} s" if row["status"] == "ok" else row["status"]
+        ratio, goal, verdict = "-", "-", "-"
+        if row["tool"].startswith("strata") and row["status"] == "ok":
+            peer = next((r for r in rows if r["workload"] == row["workload"] and not r["tool"].startswith("strata")
+                         and r["status"] == "ok" and float(r["value"]) > 0), None)
+            mine = float(row["value"])
+            if peer:
+                ratio = f"{mine / float(peer['value']):.2f}x {peer['tool'].split()[0]}"
+            kind, limit = extra_goals.get(row["workload"], (None, None))
+            if kind == "ratio" and peer:
+                goal = f"<= {limit:g}x"
+                verdict = "met" if mine / float(peer["value"]) <= limit else "NOT met"
+            elif kind == "abs":
+                goal = f"< {limit:g} s"
+                verdict = "met" if mine < limit else "NOT met"
+        extra_lines.append(f"| {row['workload']} | {row['tool']} | {value} | {ratio} | {goal} | {verdict} | {row['detail']} |")
 
     md = ["Machine: " + "; ".join(f"{k}: {v}" for k, v in machine.items()), ""]
     if args.stratafs_note:
@@ -146,7 +165,8 @@ def main():
     md += ["Medians over the rounds; ratios are to kernel overlayfs in the same run (lower is better).", ""]
     md += lines
     if extra_lines:
-        md += ["", "| comparison | tool | time | note |", "|---|---|---|---|"] + extra_lines
+        md += ["", "| comparison | tool | time | strata ÷ peer | goal | strata | note |",
+               "|---|---|---|---|---|---|---|"] + extra_lines
     failures = [(k, m) for k, msgs in sorted(errors.items()) for m in msgs[:1]]
     if failures:
         md += ["", "Failures (first message of each):", ""]
