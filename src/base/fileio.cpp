@@ -178,5 +178,4 @@ int copy_file_data(int in, int out, off_t size) {
   return 0;
 }
 
-
 }  // namespace strata

@@ -132,20 +132,17 @@ Layer Store::create_layer(const std::string& dir, const LayerOptions& options) {
   wo.clamp_mtime = options.clamp_mtime;
   wo.owner_map = owner_map_;
   wo.compression = archive::Compression::gzip;
-  if (options.adopt_files) {
-    Staged tree(tmp_dir(), "tree", true);
-    auto written = archive::write_layer_with_tree(dir, blob.fd(), tree.path(), wo, ::geteuid() == 0);
-    if (auto existing = find_layer(written.diff_id); existing && exists(blob_path(existing->blob_digest)))
-      return *existing;
-    return install_layer(*this, place_staged(blob), tree, written, oci::kMediaTypeLayerGzip, written.blob_size);
-  }
-  auto written = archive::write_layer(dir, blob.fd(), wo);
+  Staged tree(tmp_dir(), "tree", true);
+  archive::LayerDigests written =
+      options.adopt_files ? archive::write_layer_with_tree(dir, blob.fd(), tree.path(), wo, ::geteuid() == 0)
+                          : archive::write_layer(dir, blob.fd(), wo);
   if (auto existing = find_layer(written.diff_id); existing && exists(blob_path(existing->blob_digest)))
     return *existing;
-  Staged tree(tmp_dir(), "tree", true);
-  if (::lseek(blob.fd(), 0, SEEK_SET) != 0) throw_errno("rewind " + quote(blob.path()));
-  auto d = extract_checked(blob.fd(), tree, written.blob_digest, written.diff_id);
-  return install_layer(*this, place_staged(blob), tree, d, oci::kMediaTypeLayerGzip, d.blob_size);
+  if (!options.adopt_files) {
+    if (::lseek(blob.fd(), 0, SEEK_SET) != 0) throw_errno("rewind " + quote(blob.path()));
+    written = extract_checked(blob.fd(), tree, written.blob_digest, written.diff_id);
+  }
+  return install_layer(*this, place_staged(blob), tree, written, oci::kMediaTypeLayerGzip, written.blob_size);
 }
 
 Layer Store::layer_from_blob(const oci::Descriptor& blob, const oci::Digest& diff_id) {
