@@ -1,6 +1,7 @@
 // strata: the image toolkit's command line. Parses the global options and
 // dispatches to the verb named first; see tools/cli/ for the verbs.
 #include <algorithm>
+#include <clocale>
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -75,6 +76,12 @@ int run(int argc, char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // File names are bytes; a layer's pax headers hold them as UTF-8.
+  // libarchive converts between the two through the locale's character set,
+  // which in the C locale is ASCII: every name with a byte above 127
+  // (ca-certificates' "Főtanúsítvány.crt") would fail to translate. Only
+  // the character type changes: messages, numbers and sorting stay C.
+  if (std::setlocale(LC_CTYPE, "C.UTF-8") == nullptr) std::setlocale(LC_CTYPE, "C.utf8");
   try {
     return run(argc, argv);
   } catch (const strata::Error& e) {

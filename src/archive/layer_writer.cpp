@@ -146,8 +146,11 @@ struct Walker {
   // is the file SRC_NAME in the directory open at SRC_DIR.
   void write_header(struct archive_entry* e, const std::string& name, int src_dir = -1,
                     const char* src_name = nullptr) {
-    if (::archive_write_header(a, e) != ARCHIVE_OK)
-      throw Error("write tar entry " + quote(name) + ": " + archive_message(a));
+    int r = ::archive_write_header(a, e);
+    // A name that is not UTF-8 (file names are bytes) is written as it is,
+    // marked hdrcharset=BINARY; libarchive says so with a warning.
+    bool binary_name = r == ARCHIVE_WARN && archive_message(a).rfind("Can't translate", 0) == 0;
+    if (r != ARCHIVE_OK && !binary_name) throw Error("write tar entry " + quote(name) + ": " + archive_message(a));
     if (tree != nullptr) tree->add(e, src_dir, src_name);
   }
 

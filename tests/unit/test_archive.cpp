@@ -568,3 +568,38 @@ TEST_CASE("the tree written beside a layer's tar is the tree extracting that tar
     }
   }
 }
+
+TEST_CASE("names with bytes above 127, UTF-8 or not, are written and extracted byte for byte") {
+  TempDir t("/tmp");
+  std::string up = t.path() + "/up";
+  mkdir(up.c_str(), 0755);
+  const std::string utf8 = "NetLock_Arany_=Class_Gold=_F\xc5\x91tan\xc3\xbas\xc3\xadtv\xc3\xa1ny.crt";
+  const std::string binary = "bad\xff\xfe-name";
+  const std::string dir = "r\xc3\xa9pertoire";
+  mkdir((up + "/" + dir).c_str(), 0755);
+  put(up + "/" + dir + "/" + utf8, "cert");
+  put(up + "/" + binary, "bytes");
+  REQUIRE(::symlink(("../" + binary).c_str(), (up + "/" + dir + "/lien\xe2\x86\x92").c_str()) == 0);
+  REQUIRE(::link((up + "/" + binary).c_str(), (up + "/" + dir + "/li\xc3\xa9").c_str()) == 0);
+  std::string tar = t.path() + "/l.tar";
+  {
+    UniqueFd out(::open(tar.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644));
+    archive::write_layer(up, out.get());
+  }
+  // The UTF-8 name is in a pax path record as it is; only the other one needs BINARY.
+  std::string bytes = read_file(tar);
+  CHECK(bytes.find("path=" + dir + "/" + utf8 + "\n") != std::string::npos);
+  CHECK(bytes.find("hdrcharset=BINARY") != std::string::npos);
+  std::string dest = t.path() + "/dest";
+  mkdir(dest.c_str(), 0755);
+  extract(tar, dest);
+  CHECK(read_file(dest + "/" + dir + "/" + utf8) == "cert");
+  CHECK(read_file(dest + "/" + binary) == "bytes");
+  char target[256] = {};
+  CHECK(::readlink((dest + "/" + dir + "/lien\xe2\x86\x92").c_str(), target, sizeof target - 1) > 0);
+  CHECK(std::string(target) == "../" + binary);
+  struct stat a {}, b {};
+  REQUIRE(::stat((dest + "/" + binary).c_str(), &a) == 0);
+  REQUIRE(::stat((dest + "/" + dir + "/li\xc3\xa9").c_str(), &b) == 0);
+  CHECK(a.st_ino == b.st_ino);
+}
