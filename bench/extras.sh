@@ -4,6 +4,11 @@
 #           change on top of that (commit-small), by each tool.
 #   build:  `strata build` of a 10-step Dockerfile, cold and fully cached,
 #           against `buildah build` (chroot isolation, vfs storage, --layers).
+#   build-CASE: the realistic multi-stage contexts of tests/contexts (a C
+#           program, a pip-installed Python package; toolchain bases made by
+#           scripts/make-host-rootfs.py), cold, cached and after a one-line
+#           edit of a source file, against `buildah build` and `podman
+#           build` (both with overlay storage and --layers).
 # A strata verb that this build does not have yet is recorded as skipped with
 # the reason; the peer tool is still measured so the reference number exists.
 # Uses from run.sh: benchtool, strata, src, bench_dir, runs, mode, scratch,
@@ -152,6 +157,62 @@ extra_build_strata() {
   rm -rf "$tmp"
 }
 
+# The realistic contexts, each copied once with its toolchain base and the
+# busybox base beside it: realistic_dirs gets their paths.
+realistic_inputs() {
+  realistic_dirs=()
+  local case dir
+  for case in $(cd "$src/tests/contexts" && ls -d -- */ | tr -d /); do
+    dir=$bench_dir/extras/realistic-$case
+    if [ ! -f "$dir/toolchain.tar" ]; then
+      rm -rf "$dir"
+      cp -r "$src/tests/contexts/$case" "$dir"
+      cp "$bench_dir/extras/base.tar" "$dir/base.tar"
+      # shellcheck disable=SC2046  # PACKAGES is a list of words
+      if ! python3 "$src/scripts/make-host-rootfs.py" "$dir/toolchain.tar.tmp" $(cat "$dir/PACKAGES") >>"$dir.log" 2>&1; then
+        log "extras: no toolchain base for $case ($(tail -1 "$dir.log"))"
+        rm -rf "$dir"
+        continue
+      fi
+      mv "$dir/toolchain.tar.tmp" "$dir/toolchain.tar"
+    fi
+    realistic_dirs+=("$dir")
+  done
+}
+
+# Times cold, cached and edited builds of every realistic context with TOOL
+# (strata, buildah or podman); the edit appends one line to the file EDIT
+# names, and is taken back afterwards.
+extra_realistic() {  # TOOL
+  local tool=$1 tmp t dir case edit pass
+  local -a cmd
+  tmp=$(mktemp -d /tmp/sbx.XXXXXX)  # podman refuses a long runroot path
+  scratch+=("$tmp")
+  case $tool in
+    strata) cmd=("$strata" --root "$tmp/store" build) ;;
+    buildah) cmd=(buildah --root "$tmp/root" --runroot "$tmp/run" --storage-driver overlay build --layers --isolation chroot) ;;
+    podman) cmd=(podman --root "$tmp/root" --runroot "$tmp/run" --storage-driver overlay build --layers) ;;
+  esac
+  for dir in "${realistic_dirs[@]}"; do
+    case=${dir##*/realistic-}
+    edit=$dir/$(cat "$dir/EDIT")
+    cp "$edit" "$tmp/edit.orig"
+    for pass in cold cached edit; do
+      [ "$pass" = edit ] && printf '\n' >>"$edit"
+      if t=$(time_cmd "$tmp/log" "${cmd[@]}" -t "bench-$case:1" "$dir"); then
+        extra_record "build-$case-$pass" "$tool build" ok "$t" "$case context"
+      else
+        extra_record "build-$case-$pass" "$tool build" error - "$(tail -1 "$tmp/log")"
+      fi
+    done
+    cp "$tmp/edit.orig" "$edit"
+  done
+  case $tool in
+    buildah | podman) "${cmd[@]:0:7}" rmi --all --force >/dev/null 2>&1 || true ;;
+  esac
+  rm -rf "$tmp"
+}
+
 run_extras() {
   log "extras: commit and build comparisons"
   extras_inputs
@@ -159,4 +220,7 @@ run_extras() {
   extra_commit_strata
   extra_build_buildah
   extra_build_strata
+  realistic_inputs
+  local tool
+  for tool in buildah podman strata; do extra_realistic "$tool"; done
 }

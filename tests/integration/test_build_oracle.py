@@ -15,7 +15,7 @@ import tarfile
 
 import pytest
 
-from conftest import run, tool
+from conftest import SOURCE_DIR, run, tool
 from fsutil import snapshot
 
 BUILDAH = shutil.which("buildah")
@@ -106,8 +106,14 @@ def test_same_tree_and_config_as_buildah(workdir, mounts, base_tar, case):
     make_context(ctx, base_tar)
     with open(os.path.join(ctx, "Dockerfile"), "w") as f:
         f.write(CASES[case])
+    compare_with_buildah(workdir, mounts, ctx)
+
+
+def compare_with_buildah(workdir, mounts, ctx):
+    """Builds CTX with strata and with buildah and asserts the same config fields and tree;
+    returns the strata store's path (the image is oracle:1)."""
     store = os.path.join(workdir, "store")
-    r = run([tool("strata"), "--root", store, "build", "-t", "oracle:1", ctx], check=False)
+    r = run([tool("strata"), "--root", store, "build", "-t", "oracle:1", ctx], check=False, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     insp = run([tool("strata"), "--root", store, "inspect", "--type", "image", "oracle:1"])
     ours = json.loads(insp.stdout)
@@ -151,3 +157,49 @@ def test_same_tree_and_config_as_buildah(workdir, mounts, base_tar, case):
     assert our_only == [] and their_only == []
     differing = {p: (our_tree[p], their_tree[p]) for p in our_tree if our_tree[p] != their_tree[p]}
     assert differing == {}
+    return store
+
+
+# ---- realistic multi-stage builds ------------------------------------------
+# tests/contexts/CASE: a program built in one stage (with a cache mount) and
+# copied into a small runtime stage, on a toolchain base made offline from
+# this machine's Debian packages (PACKAGES, by scripts/make-host-rootfs.py);
+# the image prints EXPECTED_OUTPUT. bench/extras.sh times the same builds.
+
+CONTEXTS = os.path.join(SOURCE_DIR, "tests", "contexts")
+REALISTIC = sorted(d for d in os.listdir(CONTEXTS) if os.path.isdir(os.path.join(CONTEXTS, d)))
+
+
+def context_file(case, name):
+    with open(os.path.join(CONTEXTS, case, name)) as f:
+        return f.read()
+
+
+@pytest.fixture(scope="module")
+def toolchain_tars(tmp_path_factory):
+    """{case: the toolchain base tar of that case}, made once for this file."""
+    tars = {}
+    for case in REALISTIC:
+        packages = context_file(case, "PACKAGES").split()
+        if subprocess.run(["dpkg-query", "-W", *packages], capture_output=True).returncode != 0:
+            continue
+        out = str(tmp_path_factory.mktemp("toolchain") / f"{case}.tar")
+        run(["/usr/bin/python3", os.path.join(SOURCE_DIR, "scripts", "make-host-rootfs.py"), out, *packages], timeout=600)
+        tars[case] = out
+    return tars
+
+
+@pytest.mark.parametrize("case", REALISTIC)
+def test_realistic_multistage_build_same_as_buildah_and_runs(workdir, mounts, base_tar, toolchain_tars, case):
+    if case not in toolchain_tars:
+        pytest.skip(f"{context_file(case, 'PACKAGES').strip()} not installed (scripts/install-deps.sh test)")
+    ctx = os.path.join(workdir, "ctx")
+    shutil.copytree(os.path.join(CONTEXTS, case), ctx)
+    shutil.copy(base_tar, os.path.join(ctx, "base.tar"))
+    try:
+        os.link(toolchain_tars[case], os.path.join(ctx, "toolchain.tar"))
+    except OSError:
+        shutil.copy(toolchain_tars[case], os.path.join(ctx, "toolchain.tar"))
+    store = compare_with_buildah(workdir, mounts, ctx)
+    r = run([tool("strata"), "--root", store, "run", "--rm", "--network", "none", "oracle:1"], check=False, timeout=120)
+    assert (r.returncode, r.stdout) == (0, context_file(case, "EXPECTED_OUTPUT")), r.stderr

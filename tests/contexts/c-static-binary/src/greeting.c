@@ -1,0 +1,2 @@
+#include "greeting.h"
+const char *greeting(void) { return "hello from C"; }
