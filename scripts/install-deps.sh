@@ -8,8 +8,9 @@ build_pkgs=(meson ninja-build g++ pkg-config libfuse3-dev fuse3 libarchive-dev l
   libboost-program-options-dev doctest-dev nlohmann-json3-dev libssl-dev libcurl4-openssl-dev
   libtomlplusplus-dev libseccomp-dev zlib1g-dev)
 # What `strata run` uses at run time: FUSE for stratafs, the id mapping tools
-# of an unprivileged user, slirp4netns for private networking (the default).
-run_pkgs=(fuse3 uidmap slirp4netns)
+# of an unprivileged user, slirp4netns for private networking (the default),
+# git for a build's ADD of a git repository.
+run_pkgs=(fuse3 uidmap slirp4netns git)
 # What the integration tests drive: real FUSE, kernel overlayfs's reference
 # tools, archive tools, interop peers (skopeo, umoci, buildah, a registry), an
 # unprivileged user's id mapping tools, the offline base image's busybox,
@@ -26,6 +27,9 @@ test_pkgs+=(debootstrap)
 # stratafs -o volatile's test counts the daemon's syncs with strace; the ssh
 # mount's test runs a real ssh-agent and builds its static client with gcc.
 test_pkgs+=(strace openssh-client gcc libc6-dev)
+# The realistic oracle builds (test_build_oracle.py) make their toolchain
+# bases from installed packages: gcc and libc6-dev (above), and pip.
+test_pkgs+=(python3-pip)
 # The fuzz targets (scripts/fuzz.sh), on top of the build's: clang and its
 # runtime libraries (libFuzzer and the sanitizers; only a recommendation of
 # clang, so named here).

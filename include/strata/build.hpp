@@ -212,6 +212,7 @@ struct Step {
   // or from a `/./` in the source) under the destination directory.
   bool parents = false;
   std::optional<bool> unpack;    // ADD --unpack (default: local archives only)
+  bool keep_git_dir = false;     // ADD --keep-git-dir: a repository source keeps its .git
 
   // WORKDIR: the directory the executor creates if it is missing.
   std::string path;

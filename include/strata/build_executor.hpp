@@ -148,6 +148,11 @@ inline constexpr const char* kInlineCacheKey = "strata.build.cache.v1";
 // (or none) and whose fields have the right types.
 std::map<std::string, nlohmann::json> inline_cache_entries(const nlohmann::json& doc);
 
+struct Owner {
+  unsigned uid = 0;
+  unsigned gid = 0;
+};
+
 struct ExecuteOptions {
   std::string context_dir;          // the build context
   IgnoreMatcher ignore;             // .dockerignore of the context
@@ -176,6 +181,11 @@ struct ExecuteOptions {
   // An unprivileged user's FUSE mount on the host lets in only that user,
   // not the image's other users (the user's subordinate ids).
   bool run_mounts_root = false;
+  // How the host numbers the owner of a file the build writes for the
+  // container (COPY, ADD, WORKDIR, RUN's scripts and secrets): an
+  // unprivileged user's container root is the user itself, its other users
+  // are subordinate ids. Unset: the same ids.
+  std::function<Owner(const Owner&)> host_owner;
   // `--secret`: id -> value, for RUN --mount=type=secret. A value is given
   // to the command only: never in a layer, the history, the config or a
   // cache key.
@@ -217,10 +227,6 @@ int prune_cache_mounts(const std::string& dir);
 
 // A --chown value resolved against the container's /etc/passwd and
 // /etc/group contents. Throws Error naming the user or group that is missing.
-struct Owner {
-  unsigned uid = 0;
-  unsigned gid = 0;
-};
 // With PRIMARY_GROUP, a user named without a group gets its primary group
 // from passwd (as USER does for RUN and WORKDIR) instead of its uid.
 Owner resolve_chown(const std::string& spec, const std::string& passwd, const std::string& group,

@@ -94,6 +94,11 @@ IdMapPlan own_id_maps();
 // as the kernel shows them. Empty for the identity map.
 std::function<void(std::uint32_t& uid, std::uint32_t& gid)> container_owners(const IdMapPlan& plan);
 
+// The host ids that own a file PLAN's containers see owned by UID and GID
+// (in place); ids the maps do not cover are left as they are. Empty for the
+// identity map.
+std::function<void(std::uint32_t& uid, std::uint32_t& gid)> host_owners(const IdMapPlan& plan);
+
 // Formats mappings as /proc/PID/uid_map expects ("IN OUT COUNT\n" lines).
 std::string format_id_map(const std::vector<IdMapping>& map);
 

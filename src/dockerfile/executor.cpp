@@ -10,11 +10,13 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <functional>
 #include <list>
 #include <map>
 
 #include "agent_forwarder.hpp"
 #include "files.hpp"
+#include "git_source.hpp"
 #include "strata/build_executor.hpp"
 #include "strata/error.hpp"
 #include "strata/fileio.hpp"
@@ -63,6 +65,21 @@ bool dir_is_empty(const std::string& path) {
   UniqueFd fd = open_at(AT_FDCWD, path, O_RDONLY | O_DIRECTORY);
   return read_dir_names(fd.get(), path).empty();
 }
+
+// What a COPY/ADD step fetched from outside the build before its cache
+// lookup: downloads (their content is part of the key) and the commits git
+// refs resolve to (the repositories themselves are fetched only when the
+// step runs).
+struct FetchedSources {
+  std::optional<TempDir> dir;                  // downloads and checkouts
+  std::map<std::string, std::string> files;    // url -> file name in `dir`
+  std::map<std::string, std::string> commits;  // git source -> commit id
+  int checkouts = 0;                           // of git sources, each in its own directory
+  UniqueFd open_dir(const std::string& temp_parent) {
+    if (!dir) dir.emplace(temp_parent, staging_prefix("download"));
+    return open_at(AT_FDCWD, dir->path(), O_RDONLY | O_DIRECTORY);
+  }
+};
 
 // What a stage has built so far.
 struct State {
@@ -277,12 +294,11 @@ class Executor {
     if (makes_layer) begin_vertex(step_label(++stage_step_) + step.display);
     // Sources of COPY/ADD that are downloaded are fetched before the cache
     // lookup: their content is part of the key.
-    std::optional<TempDir> downloads;
-    std::map<std::string, std::string> downloaded;  // url -> file name in `downloads`
+    FetchedSources fetched;
     std::string digest;
     if (step.kind == StepKind::copy || step.kind == StepKind::add || step.kind == StepKind::run) {
       try {
-        digest = step.kind == StepKind::run ? bind_sources_digest(step) : sources_digest(step, downloads, downloaded);
+        digest = step.kind == StepKind::run ? bind_sources_digest(step) : sources_digest(step, fetched);
       } catch (const DockerfileError&) {
         throw;
       } catch (const Error& e) {
@@ -322,7 +338,7 @@ class Executor {
       created = now_rfc3339();
       if (makes_layer) {
         try {
-          layer = execute(step, s, downloads, downloaded);
+          layer = execute(step, s, fetched);
         } catch (const DockerfileError&) {
           throw;
         } catch (const Error& e) {
@@ -355,22 +371,32 @@ class Executor {
     }
   }
 
-  std::string sources_digest(const Step& step, std::optional<TempDir>& downloads,
-                             std::map<std::string, std::string>& downloaded) {
+  std::string sources_digest(const Step& step, FetchedSources& fetched) {
     std::string digest;
     if (step.from_stage) return "stage:" + states_.at(*step.from_stage).chain;
     if (!step.from_image.empty()) return "image:" + step.from_image;
     std::vector<std::string> local;
     for (const auto& src : step.sources) {
+      if (auto git = step.kind == StepKind::add ? parse_git_source(src) : std::nullopt) {
+        vertex_log("resolving " + redact_git_remote(git->remote) + (git->ref.empty() ? "" : " " + git->ref));
+        fetched.open_dir(store_.temp_parent());
+        std::string commit = resolve_git_commit(*git, fetched.dir->path());
+        if (!step.checksum.empty() && step.checksum != commit) {
+          throw Error("ADD --checksum: " + quote(redact_git_remote(git->remote)) + (git->ref.empty() ? "" : " " + git->ref) +
+                      " is at commit " + commit + ", not " + step.checksum);
+        }
+        fetched.commits[src] = commit;
+        digest.append("git:").append(git->remote).append("@").append(commit).append(":").append(git->subdir).append(";");
+        continue;
+      }
       if (is_url(src)) {
-        if (!downloads) downloads.emplace(store_.temp_parent(), staging_prefix("download"));
-        std::string name = "f" + std::to_string(downloaded.size());
-        UniqueFd dir = open_at(AT_FDCWD, downloads->path(), O_RDONLY | O_DIRECTORY);
+        std::string name = "f" + std::to_string(fetched.files.size());
+        UniqueFd dir = fetched.open_dir(store_.temp_parent());
         vertex_log("downloading " + src);
-        std::string fetched = files::download(src, dir.get(), name, step.checksum);
+        std::string content = files::download(src, dir.get(), name, step.checksum);
         // Appended piece by piece: one concatenated temporary trips GCC 12's -Wrestrict at -O3.
-        digest.append("url:").append(src).append("=").append(fetched).append(";");
-        downloaded[src] = name;
+        digest.append("url:").append(src).append("=").append(content).append(";");
+        fetched.files[src] = name;
         continue;
       }
       if (!ctx_) throw Error("there is no build context to copy " + quote(src) + " from");
@@ -405,8 +431,7 @@ class Executor {
 
   // Runs a step that makes a layer; returns its diff_id ("" when the step
   // changed nothing).
-  std::string execute(const Step& step, const State& s, std::optional<TempDir>& downloads,
-                      const std::map<std::string, std::string>& downloaded) {
+  std::string execute(const Step& step, const State& s, FetchedSources& fetched) {
     TempDir work(store_.temp_parent(), staging_prefix("step"));
     for (const char* d : {"upper", "work", "mnt", "empty"}) {
       if (::mkdir((work.path() + "/" + d).c_str(), 0755) != 0) throw_errno("create " + quote(work.path() + "/" + d));
@@ -433,11 +458,11 @@ class Executor {
             owner = resolve_chown(step.config.user, files::read_small_file(root.get(), "/etc/passwd"),
                                   files::read_small_file(root.get(), "/etc/group"), true);
           }
-          files::make_dirs(root.get(), step.path, owner);
+          files::make_dirs(root.get(), step.path, on_host(owner));
           break;
         }
         case StepKind::copy:
-        case StepKind::add: do_copy(step, root.get(), work.path(), downloads, downloaded); break;
+        case StepKind::add: do_copy(step, root.get(), work.path(), fetched); break;
         default: break;
       }
       root.reset();
@@ -461,7 +486,7 @@ class Executor {
     UniqueFd upper = open_at(AT_FDCWD, mount.upper, O_RDONLY | O_DIRECTORY);
     if (::mkdirat(upper.get(), kScriptDir, 0755) != 0) throw_errno("create " + quote(kScriptDir));
     UniqueFd dir = open_at(upper.get(), kScriptDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-    for (const auto& f : step.files) files::write_file(dir.get(), basename_of(f.path), f.content, 0755, Owner{});
+    for (const auto& f : step.files) files::write_file(dir.get(), basename_of(f.path), f.content, 0755, on_host(Owner{}));
   }
 
   // A cache mount's directory, held (flock on its lock file) for one RUN.
@@ -570,7 +595,7 @@ class Executor {
           if (m.target.empty()) continue;
           if (::mkdir(slot.c_str(), 0700) != 0) throw_errno("create " + quote(slot));
           UniqueFd d = open_at(AT_FDCWD, slot, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
-          files::write_file(d.get(), "secret", *value, 0400, Owner{});
+          files::write_file(d.get(), "secret", *value, 0400, on_host(Owner{}));
           req.source = slot + "/secret";
           req.read_only = true;
           set_owner_and_mode(req, m, 0400);
@@ -664,7 +689,7 @@ class Executor {
       ssize_t got;
       while ((got = ::read(in.get(), buf, sizeof buf)) > 0) content.append(buf, static_cast<size_t>(got));
       if (got < 0) throw_errno("read the bind source " + quote(m.source));
-      files::write_file(upper.get(), "file", content, st.st_mode & 07777, Owner{});
+      files::write_file(upper.get(), "file", content, st.st_mode & 07777, on_host(Owner{}));
       return rw + "/upper/file";
     }
     MountRequest req;
@@ -739,13 +764,17 @@ class Executor {
     }
   }
 
-  void do_copy(const Step& step, int root, const std::string& work_dir, std::optional<TempDir>& downloads,
-               const std::map<std::string, std::string>& downloaded) {
+  void do_copy(const Step& step, int root, const std::string& work_dir, FetchedSources& fetched) {
     const bool is_add = step.kind == StepKind::add;
     std::optional<Owner> owner;
     if (!step.chown.empty()) {
       owner = resolve_chown(step.chown, files::read_small_file(root, "/etc/passwd"),
                             files::read_small_file(root, "/etc/group"));
+    }
+    if (owner && (owner->uid != 0 || owner->gid != 0) && opt_.host_owner) {
+      // The step's union is mounted on the host, where the user may give a
+      // file only to itself (the container's root).
+      throw Error("--chown=" + step.chown + ": an unprivileged build can give copied files only to the container's root");
     }
     std::optional<ModeChange> mode;
     if (!step.chmod.empty()) mode = ModeChange::parse(step.chmod);
@@ -776,9 +805,10 @@ class Executor {
     int src_root = from_context ? ctx_.get() : from_root.get();
     static const IgnoreMatcher no_ignore;
     const IgnoreMatcher& ignore = from_context ? opt_.ignore : no_ignore;
-    std::optional<Owner> created_owner = owner;
+    std::optional<Owner> created_owner = on_host(owner);
     files::CopySpec spec;
-    spec.owner = owner ? owner : (from_context ? std::optional<Owner>(Owner{}) : std::nullopt);
+    // A stage's or an image's files keep their owners, as the host already numbers them.
+    spec.owner = on_host(owner ? owner : (from_context ? std::optional<Owner>(Owner{}) : std::nullopt));
     spec.mode = mode;
     spec.ignore = from_context && !opt_.ignore.empty() ? &opt_.ignore : nullptr;
     std::optional<IgnoreMatcher> excludes;
@@ -791,11 +821,16 @@ class Executor {
       std::string rel;   // in the source root
       std::string url;
       std::string kept;  // --parents: the path it keeps under the destination ("." for the pivot itself)
+      std::string git;   // a git repository
     };
     std::vector<Item> items;
     for (const auto& src : step.sources) {
+      if (fetched.commits.count(src) != 0) {
+        items.push_back({{}, {}, {}, src});
+        continue;
+      }
       if (is_url(src)) {
-        items.push_back({{}, src, {}});
+        items.push_back({{}, src, {}, {}});
         continue;
       }
       std::string s = from_context ? src : clean_path("/" + src);
@@ -829,7 +864,7 @@ class Executor {
             if (keep != p) break;
           }
         }
-        items.push_back({p, {}, keep});
+        items.push_back({p, {}, keep, {}});
       }
     }
     // Symlinks in the destination lead where they lead in the container,
@@ -860,22 +895,56 @@ class Executor {
       extract_tar_beneath(data, real.get(), "ADD " + quote(what), owner);
       return true;
     };
+    // A directory's contents are copied, not the directory itself.
+    auto copy_contents = [&](int in, const std::string& rel, const std::string& to, files::CopySpec sub) {
+      UniqueFd target = files::make_dirs(root, to, created_owner);
+      std::vector<std::string> names = read_dir_names(in, rel);
+      for (const auto& n : names) {
+        std::string child = rel == "." ? n : rel + "/" + n;
+        sub.ignore_prefix = child;
+        sub.exclude_prefix = n;
+        if (sub.skipped()) continue;
+        UniqueFd c(::openat(in, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+        if (!c) throw_errno("open " + quote(child));
+        struct stat cst {};
+        if (::fstat(c.get(), &cst) != 0) throw_errno("stat " + quote(child));
+        files::copy_tree(c.get(), cst, target.get(), n, sub);
+      }
+    };
     for (const auto& item : items) {
+      if (!item.git.empty()) {
+        copy_git_source(item.git, step, fetched, [&](int src, const struct stat& st, const std::string& rel) {
+          files::CopySpec s2 = spec;
+          s2.ignore = nullptr;
+          if (!s2.owner) s2.owner = on_host(Owner{});
+          if (S_ISDIR(st.st_mode)) {
+            UniqueFd in = files::open_in_root(src, ".", O_RDONLY | O_DIRECTORY);
+            if (!in) throw_errno("open " + quote(rel));
+            copy_contents(in.get(), ".", dest, s2);
+            return;
+          }
+          std::string leaf;
+          UniqueFd parent = target_of(basename_of(rel), leaf);
+          copy_leaf(src, st, parent.get(), leaf, s2);
+        });
+        continue;
+      }
       if (!item.url.empty()) {
+        const std::string download = fetched.dir->path() + "/" + fetched.files.at(item.url);
         if (is_add && step.unpack.value_or(false)) {
-          UniqueFd data = open_at(AT_FDCWD, downloads->path() + "/" + downloaded.at(item.url), O_RDONLY | O_NOFOLLOW);
+          UniqueFd data = open_at(AT_FDCWD, download, O_RDONLY | O_NOFOLLOW);
           if (unpack(data.get(), item.url)) continue;
         }
         std::string name = files::url_file_name(item.url);
         if (into_dir && name.empty()) throw Error("cannot tell a file name from the URL " + quote(item.url) + "; give a file destination");
         std::string leaf;
         UniqueFd parent = target_of(name, leaf);
-        UniqueFd dl = open_at(AT_FDCWD, downloads->path() + "/" + downloaded.at(item.url), O_PATH | O_NOFOLLOW);
+        UniqueFd dl = open_at(AT_FDCWD, download, O_PATH | O_NOFOLLOW);
         struct stat st {};
         if (::fstat(dl.get(), &st) != 0) throw_errno("stat the download of " + quote(item.url));
         files::CopySpec s2 = spec;
         s2.ignore = nullptr;
-        if (!s2.owner) s2.owner = Owner{};
+        if (!s2.owner) s2.owner = on_host(Owner{});
         copy_leaf(dl.get(), st, parent.get(), leaf, s2);
         continue;
       }
@@ -886,22 +955,9 @@ class Executor {
       // --parents: the source's path, less the pivot, under the destination.
       const std::string item_dest = step.parents ? clean_path(dest + "/" + item.kept) : dest;
       if (S_ISDIR(st.st_mode)) {
-        // A directory's contents are copied, not the directory itself.
-        UniqueFd target = files::make_dirs(root, item_dest, created_owner);
         UniqueFd in = files::open_in_root(src_root, item.rel, O_RDONLY | O_DIRECTORY);
-        files::CopySpec sub = spec;
-        std::vector<std::string> names = read_dir_names(in.get(), item.rel);
-        for (const auto& n : names) {
-          std::string rel = item.rel == "." ? n : item.rel + "/" + n;
-          sub.ignore_prefix = rel;
-          sub.exclude_prefix = n;
-          if (sub.skipped()) continue;
-          UniqueFd c(::openat(in.get(), n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
-          if (!c) throw_errno("open " + quote(rel));
-          struct stat cst {};
-          if (::fstat(c.get(), &cst) != 0) throw_errno("stat " + quote(rel));
-          files::copy_tree(c.get(), cst, target.get(), n, sub);
-        }
+        if (!in) throw_errno("open " + quote(item.rel));
+        copy_contents(in.get(), item.rel, item_dest, spec);
         continue;
       }
       if (is_add && step.unpack.value_or(true) && S_ISREG(st.st_mode)) {
@@ -932,8 +988,39 @@ class Executor {
       std::string leaf;
       UniqueFd parent = target_of(in.name, leaf);
       UniqueFd real = reopen_dir(parent.get());
-      files::write_file(real.get(), leaf, in.content, mode ? mode->apply(0644, false) : 0644, owner ? *owner : Owner{});
+      files::write_file(real.get(), leaf, in.content, mode ? mode->apply(0644, false) : 0644, on_host(owner.value_or(Owner{})));
     }
+  }
+
+  // Fetches the git source SRC at the commit its ref resolved to and hands
+  // COPY the tree (or the directory or file the URL names in it): an O_PATH
+  // fd, its stat and its name in the repository.
+  void copy_git_source(const std::string& src, const Step& step, FetchedSources& fetched,
+                       const std::function<void(int, const struct stat&, const std::string&)>& copy) {
+    GitSource git = *parse_git_source(src);
+    const std::string& commit = fetched.commits.at(src);
+    fetched.open_dir(store_.temp_parent());
+    std::string checkout = fetched.dir->path() + "/git" + std::to_string(++fetched.checkouts);
+    vertex_log("fetching " + redact_git_remote(git.remote) + " at " + commit);
+    remove_tree_at(AT_FDCWD, checkout);
+    fetch_git_tree(git, commit, checkout, step.keep_git_dir);
+    UniqueFd top = open_at(AT_FDCWD, checkout, O_PATH | O_DIRECTORY);
+    // The directory is looked up inside the checkout: a symlink in the
+    // repository cannot lead it out.
+    UniqueFd at = files::open_in_root(top.get(), git.subdir.empty() ? std::string(".") : git.subdir, O_PATH);
+    if (!at) {
+      throw Error("git repository " + quote(redact_git_remote(git.remote)) + " at commit " + commit + " has no " +
+                  quote(git.subdir) + " inside it (a symlink out of the repository leads nowhere)");
+    }
+    struct stat st {};
+    if (::fstat(at.get(), &st) != 0) throw_errno("stat " + quote(git.subdir));
+    copy(at.get(), st, git.subdir.empty() ? std::string(".") : git.subdir);
+    remove_tree_at(AT_FDCWD, checkout);
+  }
+
+  Owner on_host(const Owner& owner) const { return opt_.host_owner ? opt_.host_owner(owner) : owner; }
+  std::optional<Owner> on_host(const std::optional<Owner>& owner) const {
+    return owner ? std::optional<Owner>(on_host(*owner)) : std::nullopt;
   }
 
   static UniqueFd reopen_dir(int opath) {

@@ -7,6 +7,7 @@
 #include <csignal>
 #include <cstring>
 
+#include "git_source.hpp"
 #include "strata/build.hpp"
 #include "strata/dockerignore.hpp"
 #include "strata/oci.hpp"
@@ -842,6 +843,7 @@ class Planner {
     Step step = new_step(s, ins, is_add ? StepKind::add : StepKind::copy);
     VariableLookup lookup = stage_lookup(s);
     const ImageConfig& c = step.config;
+    int git_sources = 0;
     for (size_t i = 0; i + 1 < ins.args.size(); ++i) {
       const Word& w = ins.args[i];
       if (!ins.json) {
@@ -878,13 +880,26 @@ class Planner {
       if (src.empty()) fail(w.pos, ins.keyword + " source " + quote(w.text) + " is empty after expansion");
       bool url = src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0;
       if (url && !is_add) fail(w.pos, "COPY cannot copy from a URL; use ADD: " + quote(src));
-      if (is_add && (src.rfind("git@", 0) == 0 || (url && src.size() > 4 && src.substr(src.size() - 4) == ".git"))) {
-        fail(w.pos, "ADD of a git repository is not supported: " + quote(src));
+      if (is_add) {
+        try {
+          if (parse_git_source(src)) ++git_sources;
+        } catch (const Error& e) {
+          fail(w.pos, e.what());
+        }
       }
       step.sources.push_back(src);
     }
     // Sources and here-documents are shown the way BuildKit records them.
     std::vector<std::string> history_sources = step.sources;
+    // A repository's password stays out of the history and the progress lines.
+    for (auto& src : history_sources) {
+      if (!is_add || !parse_git_source(src)) continue;
+      std::string shown = redact_git_remote(src);
+      for (std::size_t at; shown != src && (at = step.display.find(src)) != std::string::npos;) {
+        step.display.replace(at, src.size(), shown);
+      }
+      src = shown;
+    }
     for (const auto& in : step.inline_sources) history_sources.push_back("<<" + in.name);
     const Word& dest_word = ins.args.back();
     std::string dest = expand(dest_word, lookup);
@@ -913,9 +928,7 @@ class Planner {
     if (const Flag* f = ins.flag("link")) step.link = *f->value == "true";
     if (const Flag* f = ins.flag("unpack")) step.unpack = *f->value == "true";
     if (const Flag* f = ins.flag("parents")) step.parents = *f->value == "true";
-    if (const Flag* f = ins.flag("keep-git-dir"); f != nullptr && *f->value == "true") {
-      fail(f->pos, "ADD --keep-git-dir is not supported: strata does not fetch git repositories");
-    }
+    if (const Flag* f = ins.flag("keep-git-dir")) step.keep_git_dir = *f->value == "true";
     for (const auto& f : ins.flags) {
       if (f.name == "exclude") step.excludes.push_back(expand({*f.value, f.pos}, lookup));
     }
@@ -928,12 +941,25 @@ class Planner {
     }
     step.checksum = flag_value("checksum");
     if (!step.checksum.empty()) {
+      const Position& pos = ins.flag("checksum")->pos;
       bool urls = !step.sources.empty() && std::all_of(step.sources.begin(), step.sources.end(), [](const std::string& src) {
         return src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0;
       });
-      if (!urls) fail(ins.flag("checksum")->pos, "ADD --checksum can only be used with HTTP(S) sources");
-      if (step.checksum.rfind("sha256:", 0) != 0 || step.checksum.size() != 71) {
-        fail(ins.flag("checksum")->pos, "invalid --checksum " + quote(step.checksum) + " (expected sha256:<64 hex>)");
+      if (git_sources > 0) {
+        // For a repository the checksum is the commit its ref must name.
+        if (git_sources != static_cast<int>(step.sources.size())) {
+          fail(pos, "ADD --checksum cannot mix a git repository with other sources");
+        }
+        bool hex = (step.checksum.size() == 40 || step.checksum.size() == 64) &&
+                   std::all_of(step.checksum.begin(), step.checksum.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); });
+        if (!hex) fail(pos, "invalid --checksum " + quote(step.checksum) + " for a git repository (expected a full commit id)");
+        std::transform(step.checksum.begin(), step.checksum.end(), step.checksum.begin(),
+                       [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+      } else {
+        if (!urls) fail(pos, "ADD --checksum can only be used with HTTP(S) and git sources");
+        if (step.checksum.rfind("sha256:", 0) != 0 || step.checksum.size() != 71) {
+          fail(pos, "invalid --checksum " + quote(step.checksum) + " (expected sha256:<64 hex>)");
+        }
       }
     }
     if (const Flag* f = ins.flag("from")) {
@@ -947,6 +973,7 @@ class Planner {
                            {"excludes", step.excludes}, {"checksum", step.checksum}};
     if (step.unpack) norm["unpack"] = *step.unpack;
     if (step.parents) norm["parents"] = true;  // the same sources land elsewhere
+    if (step.keep_git_dir) norm["keep_git_dir"] = true;
     for (const auto& in : step.inline_sources) norm["inline"].push_back({in.name, in.content});
     if (step.from_stage) norm["from_stage"] = *step.from_stage;
     if (!step.from_image.empty()) norm["from_image"] = step.from_image;

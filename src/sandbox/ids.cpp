@@ -79,6 +79,20 @@ std::function<void(std::uint32_t& uid, std::uint32_t& gid)> container_owners(con
   };
 }
 
+std::function<void(std::uint32_t& uid, std::uint32_t& gid)> host_owners(const IdMapPlan& plan) {
+  if (plan.kind == IdMapPlan::Kind::identity) return {};
+  auto outside = [](const std::vector<IdMapping>& map, std::uint32_t id) -> std::uint32_t {
+    for (const auto& m : map) {
+      if (id >= m.inside && id - m.inside < m.count) return m.outside + (id - m.inside);
+    }
+    return id;
+  };
+  return [uids = plan.uids, gids = plan.gids, outside](std::uint32_t& uid, std::uint32_t& gid) {
+    uid = outside(uids, uid);
+    gid = outside(gids, gid);
+  };
+}
+
 std::string format_id_map(const std::vector<IdMapping>& map) {
   std::string out;
   for (const auto& m : map) {

@@ -261,6 +261,13 @@ def http_serving(workdir, files):
     for name, data in files.items():
         with open(os.path.join(served, name), "wb") as f:
             f.write(data)
+    with serving_directory(served) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def serving_directory(served):
+    """Serves the directory SERVED over http on 127.0.0.1; yields the base URL."""
 
     class Handler(http.server.SimpleHTTPRequestHandler):
         def __init__(self, *a, **kw):

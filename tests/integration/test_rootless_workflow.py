@@ -167,6 +167,32 @@ def single_owner_then(session, dockerfile):
     return session.strata("build", "-t", "img:1", ctx)
 
 
+@pytest.mark.parametrize("subids", [True, False], ids=["subuid", "single-id"])
+def test_copy_add_workdir_and_heredocs_give_files_to_the_containers_root(subids, workdir, base_tar):
+    for session in new_session(subids, workdir, base_tar):
+        assert session.strata("import", session.tar, "base:1").returncode == 0
+        ctx = write_context(session, "FROM base:1\n"
+                                     "COPY app.txt /app/\n"
+                                     "COPY <<EOF /inline.txt\ninline\nEOF\n"
+                                     "WORKDIR /work\n"
+                                     "RUN <<EOF\nstat -c '%n %u:%g' /app /app/app.txt /inline.txt /work > /owners\nEOF\n"
+                                     "CMD [\"cat\", \"/owners\", \"/app/app.txt\"]\n")
+        with open(os.path.join(ctx, "app.txt"), "w") as f:
+            f.write("from the context\n")
+        os.chown(os.path.join(ctx, "app.txt"), session.user.uid, session.user.gid)
+        r = session.strata("build", "-t", "copy:1", ctx)
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = session.strata("run", "--rm", "--network", "none", "copy:1")
+        assert r.returncode == 0, r.stderr
+        assert r.stdout == "/app 0:0\n/app/app.txt 0:0\n/inline.txt 0:0\n/work 0:0\nfrom the context\n"
+        # Giving a copied file to another of the image's users is one clear line.
+        ctx = write_context(session, "FROM base:1\nCOPY --chown=1000:1000 app.txt /app/\n")
+        r = session.strata("build", "-t", "copy:2", ctx)
+        assert r.returncode == 1
+        errors = [line for line in r.stderr.splitlines() if line.startswith("strata: ")]
+        assert len(errors) == 1 and "an unprivileged build can give copied files only to the container's root" in errors[0]
+
+
 def test_without_subordinate_ids_an_image_of_one_owner_works(single_id_session):
     session = single_id_session
     r = single_owner_then(session, "FROM base:1\nRUN echo made > /made && id -u > /id\nCMD [\"cat\", \"/made\", \"/id\"]\n")

@@ -12,6 +12,7 @@
 #include "strata/fileio.hpp"
 #include "strata/idfile.hpp"
 #include "strata/override_stat.hpp"
+#include "strata/process.hpp"
 #include "strata/text.hpp"
 
 using namespace strata;
@@ -176,4 +177,31 @@ TEST_CASE("resolve_in_root follows links as if the directory were /, dangling on
   CHECK(strata::resolve_in_root(root.get(), "/missing/../abs") == "/srv/app");
   CHECK(strata::resolve_in_root(root.get(), "/missing/abs") == "/missing/abs");  // below a missing name: created
   CHECK_THROWS_AS(strata::resolve_in_root(root.get(), "/loop1/x"), strata::SysError);
+}
+
+TEST_CASE("run_program keeps both streams, sets the environment and umask, and passes no descriptor") {
+  UniqueFd held = open_at(AT_FDCWD, "/dev/null", O_RDONLY);
+  ::fcntl(held.get(), F_SETFD, 0);  // not close-on-exec: run_program must close it anyway
+  ProgramOptions o;
+  o.env["STRATA_RUN_PROGRAM_SET"] = "yes";
+  o.env["HOME"] = std::nullopt;
+  o.umask = 027;
+  o.cwd = "/";
+  ProgramOutput r = run_program(
+      {"sh", "-c",
+       "echo out:$STRATA_RUN_PROGRAM_SET:${HOME-unset}; umask; pwd; ls /proc/self/fd | wc -l; "
+       "head -c 200000 /dev/zero | tr '\\0' x; echo; echo first >&2; echo; echo last >&2; read x || exit 3"},
+      o);
+  CHECK(WIFEXITED(r.status));
+  CHECK(WEXITSTATUS(r.status) == 3);  // stdin is /dev/null: read sees the end
+  CHECK_FALSE(r.succeeded());
+  CHECK(r.out.rfind("out:yes:unset\n0027\n/\n4\n", 0) == 0);  // 0-2 and the fd ls opens
+  CHECK(r.out.size() > 200000);  // more than a pipe holds: nothing stalls
+  CHECK(r.err == "first\nlast\n");
+  CHECK(r.why("sh") == "last");
+  ProgramOutput missing = run_program({"/nonexistent/program"});
+  CHECK(WEXITSTATUS(missing.status) == 127);
+  CHECK(missing.why("program").find("cannot run /nonexistent/program") != std::string::npos);
+  ProgramOutput quiet = run_program({"false"});
+  CHECK(quiet.why("false") == "false exited 1");
 }

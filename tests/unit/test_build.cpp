@@ -5,6 +5,7 @@
 #include <set>
 #include <string>
 
+#include "git_source.hpp"
 #include "strata/build.hpp"
 #include "strata/error.hpp"
 
@@ -330,8 +331,70 @@ TEST_CASE("COPY and ADD: expansion, destination rules, flags, heredoc sources") 
   CHECK(unpack[3].unpack == true);
   CHECK(unpack[1].normalized != unpack[2].normalized);  // a different cache key
   CHECK(plan_error("FROM busybox\nCOPY http://x/y /y\n").find("COPY cannot copy from a URL") != std::string::npos);
-  CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) sources") !=
+  CHECK(plan_error("FROM busybox\nADD --checksum=sha256:00 a /b\n").find("only be used with HTTP(S) and git sources") !=
         std::string::npos);
+}
+
+TEST_CASE("which ADD sources are git repositories, and what their fragments say") {
+  auto git = [](const std::string& src) { return parse_git_source(src); };
+  CHECK_FALSE(git("app"));
+  CHECK_FALSE(git("./x.git"));
+  CHECK_FALSE(git("/abs/x.git"));
+  CHECK_FALSE(git("https://example.com/archive.tgz"));
+  CHECK_FALSE(git("https://example.com/x.git/file"));  // the path must end in .git
+  CHECK_FALSE(git("ftp://example.com/x.git"));
+  CHECK_FALSE(git("github.com/moby/buildkit"));  // indistinguishable from a local path
+  auto g = git("https://example.com/org/repo.git#v1.2:docs/api");
+  REQUIRE(g);
+  CHECK(g->remote == "https://example.com/org/repo.git");
+  CHECK(g->ref == "v1.2");
+  CHECK(g->subdir == "docs/api");
+  g = git("HTTPS://example.com/repo.git");
+  REQUIRE(g);
+  CHECK(g->ref.empty());
+  g = git("git@example.com:org/repo.git#main");
+  REQUIRE(g);
+  CHECK(g->remote == "git@example.com:org/repo.git");
+  CHECK(g->ref == "main");
+  REQUIRE(git("git://example.com/repo"));
+  REQUIRE(git("ssh://git@example.com/repo"));
+  std::string sha(40, 'a');
+  g = git("git://h/r.git##ref=refs/tags/v1,commit=" + std::string(40, 'A') + ",subdir=/a/./b/");
+  REQUIRE(g);
+  CHECK(g->ref == "refs/tags/v1");
+  CHECK(g->commit == sha);
+  CHECK(g->subdir == "a/b");
+  g = git("git://h/r.git##commit=" + sha);
+  REQUIRE(g);
+  CHECK(g->ref == sha);
+  for (const char* bad : {"git://h/r.git#-upload-pack=x", "git://h/r.git#main:../x",
+                          "git://h/r.git#HEAD~1", "git://h/r.git#a^{}", "git://h/r.git#a..b", "git://h/r.git#x@{1}",
+                          "git://h/r.git##ref=a b", "git://h/r.git##path=x", "git://h/r.git##commit=abc",
+                          "git://h/r.git##ref", "git://h/r .git"}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(git(bad), strata::Error);
+  }
+  CHECK(redact_git_remote("https://u:secret@h/r.git") == "https://u:xxxxx@h/r.git");
+  CHECK(redact_git_remote("https://TOKEN@h/r.git") == "https://xxxxx@h/r.git");
+  CHECK(redact_git_remote("http://bob:S3c@ret@h/x.git#main") == "http://bob:xxxxx@h/x.git#main");
+  CHECK(redact_git_remote("git@h:r.git") == "git@h:r.git");
+  CHECK_THROWS_AS(git("https://h/r.git?ref=main"), strata::Error);
+  auto redacted = plan("FROM busybox\nADD https://u:pw@h/r.git#main /src\n").stages[0].steps[1];
+  CHECK(redacted.history.created_by == "ADD https://u:xxxxx@h/r.git#main /src # buildkit");
+  CHECK(redacted.display.find("pw") == std::string::npos);
+  CHECK(redact_git_remote("https://h/a@b:c") == "https://h/a@b:c");
+
+  auto steps = plan("FROM busybox\nADD --keep-git-dir https://h/r.git#main /src\nADD https://h/r.git#main /src\n"
+                    "ADD --checksum=" + std::string(40, 'B') + " https://h/r.git /c\n").stages[0].steps;
+  CHECK(steps[1].keep_git_dir);
+  CHECK_FALSE(steps[2].keep_git_dir);
+  CHECK(steps[1].normalized != steps[2].normalized);
+  CHECK(steps[3].checksum == std::string(40, 'b'));
+  CHECK(plan_error("FROM busybox\nADD --checksum=sha256:" + std::string(64, '0') + " https://h/r.git /c\n")
+            .find("expected a full commit id") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nADD --checksum=" + sha + " https://h/r.git a /c/\n")
+            .find("cannot mix a git repository with other sources") != std::string::npos);
+  CHECK(plan_error("FROM busybox\nADD https://h/r.git#--x /c\n").find("Dockerfile:2") != std::string::npos);
 }
 
 TEST_CASE("FROM --platform accepts the native platform only") {

@@ -549,6 +549,13 @@ int build_verb(const GlobalOptions& global, const std::vector<std::string>& args
   // An unprivileged user's mount on the host lets in only that user, not
   // the image's other users: the RUN mounts its root itself (as a run does).
   eo.run_mounts_root = ::geteuid() != 0;
+  if (auto to_host = sandbox::host_owners(sandbox::own_id_maps())) {
+    eo.host_owner = [to_host](const b::Owner& o) {
+      std::uint32_t uid = o.uid, gid = o.gid;
+      to_host(uid, gid);
+      return b::Owner{uid, gid};
+    };
+  }
   eo.run = [quiet = eo.quiet, &mounter, own_root = eo.run_mounts_root](const b::RunRequest& r) -> int {
     sandbox::RunSpec spec;
     spec.rootfs = r.rootfs;
