@@ -242,19 +242,20 @@ std::optional<GitSource> parse_git_source(const std::string& src) {
     return std::nullopt;
   }
   out.remote = without_fragment;
+  const std::string shown = redact_git_remote(src);  // messages never show a password
   if (scheme_end != std::string::npos && out.remote.find('?') != std::string::npos) {
-    throw Error("git URL " + quote(redact_git_remote(src)) + ": a query (?...) is not supported; give the ref and directory as #ref:dir");
+    throw Error("git URL " + quote(shown) + ": a query (?...) is not supported; give the ref and directory as #ref:dir");
   }
   if (out.remote[0] == '-' ||
       std::any_of(out.remote.begin(), out.remote.end(), [](char c) { return static_cast<unsigned char>(c) <= ' ' || c == 0x7f; })) {
-    throw Error("git URL " + quote(src) + " cannot be used: it starts with '-' or holds a blank or control character");
+    throw Error("git URL " + quote(shown) + " cannot be used: it starts with '-' or holds a blank or control character");
   }
-  parse_fragment(fragment, src, out);
-  check_ref(out.ref, src);
+  parse_fragment(fragment, shown, out);
+  check_ref(out.ref, shown);
   if (!out.subdir.empty()) {
     std::stringstream parts(out.subdir);
     for (std::string part; std::getline(parts, part, '/');) {
-      if (part == "..") throw Error("git URL " + quote(src) + ": the directory " + quote(out.subdir) + " leads out of the repository");
+      if (part == "..") throw Error("git URL " + quote(shown) + ": the directory " + quote(out.subdir) + " leads out of the repository");
     }
     out.subdir = clean_path(out.subdir);
     if (out.subdir == "/" || out.subdir == ".") out.subdir.clear();
