@@ -8,7 +8,7 @@
 #           program, a pip-installed Python package; toolchain bases made by
 #           scripts/make-host-rootfs.py), cold, cached and after a one-line
 #           edit of a source file, against `buildah build` and `podman
-#           build` (both with overlay storage and --layers).
+#           build` (both with overlay storage, --layers, chroot isolation).
 # A strata verb that this build does not have yet is recorded as skipped with
 # the reason; the peer tool is still measured so the reference number exists.
 # Uses from run.sh: benchtool, strata, src, bench_dir, runs, mode, scratch,
@@ -191,7 +191,9 @@ extra_realistic() {  # TOOL
   case $tool in
     strata) cmd=("$strata" --root "$tmp/store" build) ;;
     buildah) cmd=(buildah --root "$tmp/root" --runroot "$tmp/run" --storage-driver overlay build --layers --isolation chroot) ;;
-    podman) cmd=(podman --root "$tmp/root" --runroot "$tmp/run" --storage-driver overlay build --layers) ;;
+    # chroot isolation as buildah's: podman's runtime (crun) refuses a host
+    # with hybrid cgroups.
+    podman) cmd=(podman --root "$tmp/root" --runroot "$tmp/run" --storage-driver overlay build --layers --isolation chroot) ;;
   esac
   for dir in "${realistic_dirs[@]}"; do
     case=${dir##*/realistic-}
@@ -208,8 +210,11 @@ extra_realistic() {  # TOOL
     cp "$tmp/edit.orig" "$edit"
   done
   case $tool in
-    buildah | podman) "${cmd[@]:0:7}" rmi --all --force >/dev/null 2>&1 || true ;;
+    buildah) "${cmd[@]:0:7}" rmi --all --force >/dev/null 2>&1 || true ;;
+    podman) "${cmd[@]:0:7}" system reset --force >/dev/null 2>&1 || true ;;
   esac
+  # The overlay storage's own mount (and any a peer left) goes before the files.
+  findmnt -rn -o TARGET | grep "^$tmp/" | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$tmp"
 }
 
