@@ -214,7 +214,7 @@ extra_realistic() {  # TOOL
     podman) "${cmd[@]:0:7}" system reset --force >/dev/null 2>&1 || true ;;
   esac
   # The overlay storage's own mount (and any a peer left) goes before the files.
-  findmnt -rn -o TARGET | grep "^$tmp/" | sort -r | while read -r m; do umount -l "$m"; done
+  { findmnt -rn -o TARGET | grep "^$tmp/" || true; } | sort -r | while read -r m; do umount -l "$m"; done
   rm -rf "$tmp"
 }
 
