@@ -193,8 +193,16 @@ void remove_git_dirs(int dir, int depth) {
   while (dirent* e = ::readdir(d)) {
     std::string n = e->d_name;
     if (n == "." || n == "..") continue;
-    if (n == ".git") has_git = true;
-    else if (e->d_type == DT_DIR) dirs.push_back(n);
+    if (n == ".git") {
+      has_git = true;
+      continue;
+    }
+    bool is_dir = e->d_type == DT_DIR;
+    if (e->d_type == DT_UNKNOWN) {  // a file system that does not say: ask
+      struct stat st {};
+      is_dir = ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+    }
+    if (is_dir) dirs.push_back(n);
   }
   int fd = ::dirfd(d);
   try {
