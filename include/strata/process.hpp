@@ -23,6 +23,8 @@ struct ProgramOutput {
   std::string out;       // all it wrote to stdout
   std::string err;       // all it wrote to stderr
   bool succeeded() const;
+  // Its stderr lines, without trailing blanks and carriage returns, empty ones left out.
+  std::vector<std::string> err_lines() const;
   // Its last non-empty stderr line, or how it ended when it printed nothing.
   std::string why(const std::string& program) const;
 };

@@ -13,6 +13,7 @@
 #include "strata/descriptors.hpp"
 #include "strata/error.hpp"
 #include "strata/fd.hpp"
+#include "strata/text.hpp"
 
 namespace strata {
 
@@ -36,18 +37,17 @@ std::string read_back(int fd) {
 
 bool ProgramOutput::succeeded() const { return WIFEXITED(status) && WEXITSTATUS(status) == 0; }
 
-std::string ProgramOutput::why(const std::string& program) const {
-  std::string last;
-  std::size_t start = 0;
-  while (start < err.size()) {
-    std::size_t end = err.find('\n', start);
-    if (end == std::string::npos) end = err.size();
-    std::string line = err.substr(start, end - start);
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) last = line;
-    start = end + 1;
+std::vector<std::string> ProgramOutput::err_lines() const {
+  std::vector<std::string> lines;
+  for (auto line : split(err, '\n')) {
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (!line.empty()) lines.emplace_back(line);
   }
-  if (!last.empty()) return last;
+  return lines;
+}
+
+std::string ProgramOutput::why(const std::string& program) const {
+  if (auto lines = err_lines(); !lines.empty()) return lines.back();
   if (WIFEXITED(status)) return program + " exited " + std::to_string(WEXITSTATUS(status));
   return program + " was killed by signal " + std::to_string(WTERMSIG(status));
 }

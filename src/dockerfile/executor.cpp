@@ -75,9 +75,10 @@ struct FetchedSources {
   std::map<std::string, std::string> files;    // url -> file name in `dir`
   std::map<std::string, std::string> commits;  // git source -> commit id
   int checkouts = 0;                           // of git sources, each in its own directory
-  UniqueFd open_dir(const std::string& temp_parent) {
+  // The directory, made under TEMP_PARENT on first use.
+  const std::string& path(const std::string& temp_parent) {
     if (!dir) dir.emplace(temp_parent, staging_prefix("download"));
-    return open_at(AT_FDCWD, dir->path(), O_RDONLY | O_DIRECTORY);
+    return dir->path();
   }
 };
 
@@ -379,8 +380,7 @@ class Executor {
     for (const auto& src : step.sources) {
       if (auto git = step.kind == StepKind::add ? parse_git_source(src) : std::nullopt) {
         vertex_log("resolving " + redact_git_remote(git->remote) + (git->ref.empty() ? "" : " " + git->ref));
-        fetched.open_dir(store_.temp_parent());
-        std::string commit = resolve_git_commit(*git, fetched.dir->path());
+        std::string commit = resolve_git_commit(*git, fetched.path(store_.temp_parent()));
         if (!step.checksum.empty() && step.checksum != commit) {
           throw Error("ADD --checksum: " + quote(redact_git_remote(git->remote)) + (git->ref.empty() ? "" : " " + git->ref) +
                       " is at commit " + commit + ", not " + step.checksum);
@@ -391,7 +391,7 @@ class Executor {
       }
       if (is_url(src)) {
         std::string name = "f" + std::to_string(fetched.files.size());
-        UniqueFd dir = fetched.open_dir(store_.temp_parent());
+        UniqueFd dir = open_at(AT_FDCWD, fetched.path(store_.temp_parent()), O_RDONLY | O_DIRECTORY);
         vertex_log("downloading " + src);
         std::string content = files::download(src, dir.get(), name, step.checksum);
         // Appended piece by piece: one concatenated temporary trips GCC 12's -Wrestrict at -O3.
@@ -999,10 +999,8 @@ class Executor {
                        const std::function<void(int, const struct stat&, const std::string&)>& copy) {
     GitSource git = *parse_git_source(src);
     const std::string& commit = fetched.commits.at(src);
-    fetched.open_dir(store_.temp_parent());
-    std::string checkout = fetched.dir->path() + "/git" + std::to_string(++fetched.checkouts);
+    std::string checkout = fetched.path(store_.temp_parent()) + "/git" + std::to_string(++fetched.checkouts);
     vertex_log("fetching " + redact_git_remote(git.remote) + " at " + commit);
-    remove_tree_at(AT_FDCWD, checkout);
     fetch_git_tree(git, commit, checkout, step.keep_git_dir);
     UniqueFd top = open_at(AT_FDCWD, checkout, O_PATH | O_DIRECTORY);
     // The directory is looked up inside the checkout: a symlink in the

@@ -30,11 +30,6 @@ bool starts_with_ci(const std::string& s, const std::string& prefix) {
   return true;
 }
 
-bool is_hex_commit(const std::string& s) {
-  return (s.size() == 40 || s.size() == 64) &&
-         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f'); });
-}
-
 // A ref is handed to git as a command-line word: it must not read as an
 // option, a refspec (`a:b`, `+a`) or a revision expression (`a^{}`, `a~1`).
 void check_ref(const std::string& ref, const std::string& src) {
@@ -72,7 +67,7 @@ void parse_fragment(const std::string& fragment, const std::string& src, GitSour
   if (!out.commit.empty()) {
     std::transform(out.commit.begin(), out.commit.end(), out.commit.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (!is_hex_commit(out.commit)) throw Error("git URL " + quote(src) + ": commit=" + quote(out.commit) + " is not a full commit id");
+    if (!is_commit_id(out.commit)) throw Error("git URL " + quote(src) + ": commit=" + quote(out.commit) + " is not a full commit id");
     if (out.ref.empty()) out.ref = out.commit;
   }
 }
@@ -151,12 +146,7 @@ std::string user_info(const std::string& remote) {
 // a colon to, and the line before it when that one is the cause, as ssh's
 // "connect to host" is), else its last line.
 std::string git_reason(const ProgramOutput& r) {
-  std::vector<std::string> lines;
-  std::stringstream in(r.err);
-  for (std::string line; std::getline(in, line);) {
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.pop_back();
-    if (!line.empty()) lines.push_back(line);
-  }
+  std::vector<std::string> lines = r.err_lines();
   for (std::size_t i = 0; i < lines.size(); ++i) {
     if (lines[i].rfind("fatal: ", 0) != 0) continue;
     std::string why = lines[i].substr(7);
@@ -220,6 +210,11 @@ void remove_git_dirs(int dir, int depth) {
 
 }  // namespace
 
+bool is_commit_id(const std::string& s) {
+  return (s.size() == 40 || s.size() == 64) &&
+         std::all_of(s.begin(), s.end(), [](char c) { return std::isdigit(static_cast<unsigned char>(c)) || (c >= 'a' && c <= 'f'); });
+}
+
 std::string redact_git_remote(const std::string& remote) {
   std::string info = user_info(remote);
   if (info.empty()) return remote;
@@ -273,7 +268,7 @@ std::optional<GitSource> parse_git_source(const std::string& src) {
 }
 
 std::string resolve_git_commit(const GitSource& s, const std::string& work_dir) {
-  if (is_hex_commit(s.ref)) return s.ref;
+  if (is_commit_id(s.ref)) return s.ref;
   ProgramOutput r = git({"ls-remote", "--", s.remote}, work_dir);
   if (!r.succeeded()) git_failed(r, "cannot list the refs of", s);
   std::map<std::string, std::string> refs;
@@ -304,7 +299,7 @@ std::string resolve_git_commit(const GitSource& s, const std::string& work_dir) 
     throw Error("git repository " + quote(redact_git_remote(s.remote)) + " has no " +
                 (s.ref.empty() ? std::string("HEAD") : "branch or tag " + quote(s.ref)));
   }
-  if (!is_hex_commit(commit)) throw Error("git repository " + quote(redact_git_remote(s.remote)) + " gave a malformed commit id");
+  if (!is_commit_id(commit)) throw Error("git repository " + quote(redact_git_remote(s.remote)) + " gave a malformed commit id");
   if (!s.commit.empty() && s.commit != commit) {
     throw Error("git ref " + quote(s.ref) + " of " + quote(redact_git_remote(s.remote)) + " is at commit " + commit +
                 ", not the expected " + s.commit);

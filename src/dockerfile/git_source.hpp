@@ -36,6 +36,9 @@ std::string resolve_git_commit(const GitSource& source, const std::string& work_
 // no `.git` behind. Throws Error naming the URL on failure.
 void fetch_git_tree(const GitSource& source, const std::string& commit, const std::string& dir, bool keep_git_dir);
 
+// A full commit id: 40 (SHA-1) or 64 (SHA-256) lower-case hex digits.
+bool is_commit_id(const std::string& s);
+
 // For messages, the history and a kept .git/config: REMOTE with the password
 // in it (or a user name alone, which may be a token) replaced by "xxxxx".
 std::string redact_git_remote(const std::string& remote);

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <set>
 
 #include "git_source.hpp"
 #include "strata/build.hpp"
@@ -843,7 +844,7 @@ class Planner {
     Step step = new_step(s, ins, is_add ? StepKind::add : StepKind::copy);
     VariableLookup lookup = stage_lookup(s);
     const ImageConfig& c = step.config;
-    int git_sources = 0;
+    std::set<std::string> git_sources;
     for (size_t i = 0; i + 1 < ins.args.size(); ++i) {
       const Word& w = ins.args[i];
       if (!ins.json) {
@@ -882,7 +883,7 @@ class Planner {
       if (url && !is_add) fail(w.pos, "COPY cannot copy from a URL; use ADD: " + quote(src));
       if (is_add) {
         try {
-          if (parse_git_source(src)) ++git_sources;
+          if (parse_git_source(src)) git_sources.insert(src);
         } catch (const Error& e) {
           fail(w.pos, e.what());
         }
@@ -893,7 +894,7 @@ class Planner {
     std::vector<std::string> history_sources = step.sources;
     // A repository's password stays out of the history and the progress lines.
     for (auto& src : history_sources) {
-      if (!is_add || !parse_git_source(src)) continue;
+      if (git_sources.count(src) == 0) continue;
       std::string shown = redact_git_remote(src);
       for (std::size_t at; shown != src && (at = step.display.find(src)) != std::string::npos;) {
         step.display.replace(at, src.size(), shown);
@@ -945,16 +946,16 @@ class Planner {
       bool urls = !step.sources.empty() && std::all_of(step.sources.begin(), step.sources.end(), [](const std::string& src) {
         return src.rfind("http://", 0) == 0 || src.rfind("https://", 0) == 0;
       });
-      if (git_sources > 0) {
+      if (!git_sources.empty()) {
         // For a repository the checksum is the commit its ref must name.
-        if (git_sources != static_cast<int>(step.sources.size())) {
+        if (std::any_of(step.sources.begin(), step.sources.end(), [&](const std::string& src) { return git_sources.count(src) == 0; })) {
           fail(pos, "ADD --checksum cannot mix a git repository with other sources");
         }
-        bool hex = (step.checksum.size() == 40 || step.checksum.size() == 64) &&
-                   std::all_of(step.checksum.begin(), step.checksum.end(), [](char ch) { return std::isxdigit(static_cast<unsigned char>(ch)); });
-        if (!hex) fail(pos, "invalid --checksum " + quote(step.checksum) + " for a git repository (expected a full commit id)");
         std::transform(step.checksum.begin(), step.checksum.end(), step.checksum.begin(),
                        [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+        if (!is_commit_id(step.checksum)) {
+          fail(pos, "invalid --checksum " + quote(step.checksum) + " for a git repository (expected a full commit id)");
+        }
       } else {
         if (!urls) fail(pos, "ADD --checksum can only be used with HTTP(S) and git sources");
         if (step.checksum.rfind("sha256:", 0) != 0 || step.checksum.size() != 71) {
